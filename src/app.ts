@@ -1,0 +1,56 @@
+import { Elysia } from "elysia";
+import type { Config } from "./config";
+import { ApiError, errorResponse } from "./errors";
+import { bearerTokenMatches } from "./http/auth";
+import { ollamaRoutes } from "./http/ollama";
+import { systemRoutes } from "./http/system";
+import type { JobService } from "./job-service";
+import type { OllamaClient } from "./ollama/client";
+
+/** What the app is built from; server.ts wires the real ones, tests their own. */
+export interface AppDependencies {
+  config: Config;
+  jobs: JobService;
+  ollama: OllamaClient;
+}
+
+/** Routes open without the token. */
+const PUBLIC_PATHS = new Set(["/healthz"]);
+
+/** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
+export function createApp({ config, jobs, ollama }: AppDependencies) {
+  return new Elysia()
+    .onRequest(({ request }) => {
+      if (!config.token) return;
+      const path = new URL(request.url).pathname;
+      if (PUBLIC_PATHS.has(path)) return;
+      if (!bearerTokenMatches(request.headers.get("authorization"), config.token)) {
+        return errorResponse(401, "unauthorized", { "www-authenticate": "Bearer" });
+      }
+    })
+    .onError(({ code, error }) => {
+      if (error instanceof ApiError) return errorResponse(error.status, error.message, error.headers);
+      switch (code) {
+        case "NOT_FOUND":
+          return errorResponse(404, "not found");
+        case "VALIDATION":
+          return errorResponse(400, validationMessage(error));
+        case "PARSE":
+          return errorResponse(400, `invalid request body: ${error.message}`);
+        default: {
+          jobs.log.error("unhandled error", { code, error });
+          return errorResponse(500, error instanceof Error ? error.message : "internal error");
+        }
+      }
+    })
+    .use(systemRoutes(jobs.inventory))
+    .use(ollamaRoutes(jobs, ollama));
+}
+
+function validationMessage(error: { type?: string; valueError?: { path: string; message: string } }): string {
+  const where = error.type === "query" ? "query parameter" : error.type === "params" ? "path parameter" : "field";
+  const detail = error.valueError;
+  if (!detail) return `invalid ${error.type ?? "request"}`;
+  const name = detail.path.replace(/^\//, "").replaceAll("/", ".");
+  return name ? `invalid ${where} "${name}": ${detail.message.toLowerCase()}` : `invalid request body: ${detail.message.toLowerCase()}`;
+}

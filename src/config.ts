@@ -1,0 +1,158 @@
+import { parseDuration } from "./duration";
+
+/** A bad FOREMAN_* value: the message names the variable. `foreman serve` prints it and exits with 2. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+export type SchedulePolicy = "drain" | "fifo";
+
+/** Every FOREMAN_* setting, read once at start-up. Durations are milliseconds. */
+export interface Config {
+  /** FOREMAN_LISTEN: host and port to listen on, default 127.0.0.1:8080. */
+  listen: { hostname: string; port: number };
+  /** FOREMAN_OLLAMA_URL: the one Ollama behind foreman, default http://127.0.0.1:11434. */
+  ollamaUrl: string;
+  /** FOREMAN_OLLAMA_TOKEN: sent to Ollama as a bearer token; optional. */
+  ollamaToken: string | undefined;
+  /** FOREMAN_TOKEN: bearer token every route but /healthz requires; optional. */
+  token: string | undefined;
+  /** FOREMAN_DB: SQLite file, default ./foreman.db; parent folders are created. */
+  dbPath: string;
+  /** FOREMAN_POLL_INTERVAL: how often /api/tags and /api/ps are polled, default 30s. */
+  pollIntervalMs: number;
+  /** FOREMAN_MAX_ATTEMPTS: attempts per job before it fails, default 3. */
+  maxAttempts: number;
+  /** FOREMAN_JOB_TTL: finished jobs older than this are deleted, default 24h. */
+  jobTtlMs: number;
+  /** FOREMAN_EMBED_MODEL: embedding model warmed at start with keep_alive -1; optional. */
+  embedModel: string | undefined;
+  /** FOREMAN_LOG_LEVEL: debug | info | warn | error, default info. */
+  logLevel: LogLevel;
+  /** FOREMAN_MAX_BODY: largest request body accepted, in bytes, default 64 MiB. */
+  maxBodyBytes: number;
+  /** FOREMAN_SCHEDULE: drain (default; loaded model first) or fifo. */
+  schedule: SchedulePolicy;
+  /** FOREMAN_MAX_WAIT: a job queued longer than this jumps the drain order, default 2m. */
+  maxWaitMs: number;
+  /** FOREMAN_MAX_QUEUE: queued jobs accepted before answering 503, default 512. */
+  maxQueue: number;
+  /** FOREMAN_JOB_TIMEOUT: one attempt's limit, default 30m. */
+  jobTimeoutMs: number;
+  /** FOREMAN_STALL_TIMEOUT: longest silence between two chunks, default 5m. */
+  stallTimeoutMs: number;
+  /** FOREMAN_DURABILITY: normal (default; survives a process crash) or full (survives power loss). */
+  durability: "normal" | "full";
+  /** FOREMAN_SHUTDOWN_GRACE: how long shutdown lets the running job finish before re-queueing it, default 10s. */
+  shutdownGraceMs: number;
+  /** FOREMAN_WEBHOOK_SECRET: default whsec_ secret for jobs whose webhook has none; optional. */
+  webhookSecret: string | undefined;
+  /** FOREMAN_WEBHOOK_ALLOW: comma list of hosts or CIDRs webhooks may go to; empty allows all. */
+  webhookAllow: string[];
+  /** FOREMAN_WEBHOOK_BACKOFF: waits before each webhook retry, default 5s,30s,2m,10m,30m,1h,3h,6h; then failed. */
+  webhookBackoffMs: number[];
+}
+
+type Env = Record<string, string | undefined>;
+
+function text(env: Env, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value ? value : undefined;
+}
+
+function duration(env: Env, name: string, fallback: string): number {
+  const raw = text(env, name) ?? fallback;
+  const ms = parseDuration(raw);
+  if (ms === undefined) throw new ConfigError(`${name}: "${raw}" is not a duration (use e.g. 500ms, 30s, 5m, 24h)`);
+  return ms;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number): number {
+  const raw = text(env, name);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(value) || value < min) {
+    throw new ConfigError(`${name}: "${raw}" must be an integer of at least ${min}`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(env: Env, name: string, choices: readonly T[], fallback: T): T {
+  const raw = text(env, name) ?? fallback;
+  if (!(choices as readonly string[]).includes(raw)) {
+    throw new ConfigError(`${name}: "${raw}" must be one of ${choices.join(", ")}`);
+  }
+  return raw as T;
+}
+
+function httpUrl(env: Env, name: string, fallback: string): string {
+  const raw = text(env, name) ?? fallback;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name}: "${raw}" is not a URL`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new ConfigError(`${name}: "${raw}" must be an http or https URL`);
+  }
+  return raw.replace(/\/+$/, "");
+}
+
+function listenAddress(env: Env): Config["listen"] {
+  const raw = text(env, "FOREMAN_LISTEN") ?? "127.0.0.1:8080";
+  const match = /^(\[[^\]]+\]|[^:]*):(\d{1,5})$/.exec(raw);
+  const port = Number(match?.[2]);
+  if (!match || port > 65535) throw new ConfigError(`FOREMAN_LISTEN: "${raw}" must be host:port, e.g. 127.0.0.1:8080`);
+  const host = match[1]!.replace(/^\[|\]$/g, "");
+  return { hostname: host || "0.0.0.0", port };
+}
+
+function list(env: Env, name: string, fallback: string): string[] {
+  return (text(env, name) ?? fallback).split(",").map((item) => item.trim()).filter(Boolean);
+}
+
+function webhookSecret(env: Env): string | undefined {
+  const raw = text(env, "FOREMAN_WEBHOOK_SECRET");
+  if (raw !== undefined && !/^whsec_[A-Za-z0-9+/]+={0,2}$/.test(raw)) {
+    throw new ConfigError('FOREMAN_WEBHOOK_SECRET: must be "whsec_" followed by base64');
+  }
+  return raw;
+}
+
+/** Reads and validates every FOREMAN_* variable; throws ConfigError naming the first bad one. */
+export function loadConfig(env: Env = process.env): Config {
+  return {
+    listen: listenAddress(env),
+    ollamaUrl: httpUrl(env, "FOREMAN_OLLAMA_URL", "http://127.0.0.1:11434"),
+    ollamaToken: text(env, "FOREMAN_OLLAMA_TOKEN"),
+    token: text(env, "FOREMAN_TOKEN"),
+    dbPath: text(env, "FOREMAN_DB") ?? "./foreman.db",
+    pollIntervalMs: Math.max(1, duration(env, "FOREMAN_POLL_INTERVAL", "30s")),
+    maxAttempts: integer(env, "FOREMAN_MAX_ATTEMPTS", 3, 1),
+    jobTtlMs: duration(env, "FOREMAN_JOB_TTL", "24h"),
+    embedModel: text(env, "FOREMAN_EMBED_MODEL"),
+    logLevel: oneOf(env, "FOREMAN_LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
+    maxBodyBytes: integer(env, "FOREMAN_MAX_BODY", 64 * 1024 * 1024, 1),
+    schedule: oneOf(env, "FOREMAN_SCHEDULE", ["drain", "fifo"] as const, "drain"),
+    maxWaitMs: duration(env, "FOREMAN_MAX_WAIT", "2m"),
+    maxQueue: integer(env, "FOREMAN_MAX_QUEUE", 512, 1),
+    jobTimeoutMs: duration(env, "FOREMAN_JOB_TIMEOUT", "30m"),
+    stallTimeoutMs: duration(env, "FOREMAN_STALL_TIMEOUT", "5m"),
+    durability: oneOf(env, "FOREMAN_DURABILITY", ["normal", "full"] as const, "normal"),
+    shutdownGraceMs: duration(env, "FOREMAN_SHUTDOWN_GRACE", "10s"),
+    webhookSecret: webhookSecret(env),
+    webhookAllow: list(env, "FOREMAN_WEBHOOK_ALLOW", ""),
+    webhookBackoffMs: list(env, "FOREMAN_WEBHOOK_BACKOFF", "5s,30s,2m,10m,30m,1h,3h,6h").map((item) => {
+      const ms = parseDuration(item);
+      if (ms === undefined) throw new ConfigError(`FOREMAN_WEBHOOK_BACKOFF: "${item}" is not a duration`);
+      return ms;
+    }),
+  };
+}
+
+/** True when the listen host only accepts connections from this machine. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\./.test(hostname);
+}

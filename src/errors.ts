@@ -1,0 +1,48 @@
+/**
+ * An error that becomes an HTTP answer in Ollama's shape, `{"error": message}`, with `status`.
+ * Subclasses name the common cases; one onError hook in app.ts turns them into responses.
+ */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+export class BadRequestError extends ApiError {
+  constructor(message: string) {
+    super(400, message);
+  }
+}
+
+export class NotFoundError extends ApiError {
+  constructor(message: string) {
+    super(404, message);
+  }
+}
+
+export class ConflictError extends ApiError {
+  constructor(message: string) {
+    super(409, message);
+  }
+}
+
+/** Ollama's own queue-full answer, two spaces after "again." included, so clients that match on it keep working. */
+export class QueueFullError extends ApiError {
+  constructor(retryAfterSeconds: number) {
+    super(503, "server busy, please try again.  maximum pending requests exceeded", {
+      "retry-after": String(retryAfterSeconds),
+    });
+  }
+}
+
+/** The JSON error response Ollama sends: `application/json; charset=utf-8`, no trailing newline. */
+export function errorResponse(status: number, message: string, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify({ error: message }), {
+    status,
+    headers: { "content-type": "application/json; charset=utf-8", ...headers },
+  });
+}

@@ -1,0 +1,94 @@
+/** Ollama could not be reached (refused, reset, DNS, timeout before an answer): worth retrying. */
+export class ConnectionError extends Error {
+  override name = "ConnectionError";
+}
+
+/** Ollama answered with an error status; `message` is its `error` text. */
+export class HttpError extends Error {
+  override name = "HttpError";
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Options for {@link OllamaClient}. */
+export interface OllamaClientOptions {
+  /** Ollama's base URL, without a trailing slash. */
+  baseUrl: string;
+  /** Sent as `Authorization: Bearer …` when set. */
+  token?: string;
+}
+
+/**
+ * The target client. It sends only what Ollama needs: never the client's Host (a loopback-bound Ollama
+ * answers 403 to a foreign one) nor its Authorization.
+ */
+export class OllamaClient {
+  readonly baseUrl: string;
+  readonly #headers: Record<string, string>;
+  readonly #authOnly: Record<string, string>;
+
+  constructor(options: OllamaClientOptions) {
+    this.baseUrl = options.baseUrl;
+    this.#headers = { "content-type": "application/json" };
+    this.#authOnly = {};
+    if (options.token) this.#headers.authorization = this.#authOnly.authorization = `Bearer ${options.token}`;
+  }
+
+  /**
+   * Sends one request and returns the response when it is 2xx. Throws ConnectionError when Ollama is
+   * unreachable and HttpError (with Ollama's status and error text) otherwise. An abort rethrows the abort.
+   */
+  async request(method: string, path: string, body?: string, signal?: AbortSignal): Promise<Response> {
+    const response = await this.#send(method, path, body, signal);
+    if (!response.ok) throw new HttpError(response.status, await errorText(response));
+    return response;
+  }
+
+  /** GET a JSON document (tags, ps, version). */
+  async getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
+    const response = await this.request("GET", path, undefined, signal);
+    return (await response.json()) as T;
+  }
+
+  /**
+   * Relays Ollama's answer as it is, status, content type and body, for the routes that bypass the
+   * queue (embed, show, version). Throws ConnectionError when Ollama is unreachable.
+   */
+  async passthrough(method: string, path: string, body: string | undefined, signal?: AbortSignal): Promise<Response> {
+    const response = await this.#send(method, path, body, signal);
+    const headers: Record<string, string> = {};
+    const contentType = response.headers.get("content-type");
+    if (contentType) headers["content-type"] = contentType;
+    return new Response(response.body, { status: response.status, headers });
+  }
+
+  async #send(method: string, path: string, body: string | undefined, signal: AbortSignal | undefined): Promise<Response> {
+    try {
+      return await fetch(this.baseUrl + path, {
+        method,
+        headers: body === undefined ? this.#authOnly : this.#headers,
+        body,
+        signal,
+        redirect: "manual",
+      });
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason ?? error;
+      throw new ConnectionError(`ollama unreachable at ${this.baseUrl}: ${(error as Error).message}`);
+    }
+  }
+}
+
+async function errorText(response: Response): Promise<string> {
+  const text = await response.text().catch(() => "");
+  try {
+    const parsed = JSON.parse(text) as { error?: unknown };
+    if (typeof parsed.error === "string") return parsed.error;
+  } catch {
+    // Not JSON: Ollama's router answers plain text ("404 page not found"); keep it as the message.
+  }
+  return text.trim() || `${response.status} ${response.statusText}`.trim();
+}

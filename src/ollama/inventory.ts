@@ -1,0 +1,98 @@
+import type { Logger } from "../log";
+import { normalizeModel } from "./model-key";
+import type { OllamaClient } from "./client";
+
+/** One entry of /api/tags or /api/ps, as Ollama sends it (other fields kept as they are). */
+export interface ModelEntry {
+  name: string;
+  model?: string;
+  [field: string]: unknown;
+}
+
+/** A snapshot of what Ollama has and holds in memory. */
+export interface InventorySnapshot {
+  /** The /api/tags list, last known. */
+  models: ModelEntry[];
+  /** The /api/ps list, last known. */
+  running: ModelEntry[];
+  /** True while the last poll could not reach Ollama. */
+  degraded: boolean;
+  /** Epoch ms of the last successful poll, 0 before the first. */
+  updatedAt: number;
+}
+
+/**
+ * The model inventory: polls /api/tags and /api/ps every `intervalMs`. When Ollama is unreachable it
+ * keeps the last known lists and sets `degraded`, which clears on the next successful poll.
+ */
+export class ModelInventory {
+  #snapshot: InventorySnapshot = { models: [], running: [], degraded: false, updatedAt: 0 };
+  #timer: Timer | undefined;
+  #inFlight: Promise<InventorySnapshot> | undefined;
+  readonly #client: OllamaClient;
+  readonly #intervalMs: number;
+  readonly #log: Logger;
+  /** Called after every poll with the new snapshot. */
+  onChange: (snapshot: InventorySnapshot) => void = () => {};
+
+  constructor(client: OllamaClient, intervalMs: number, log: Logger) {
+    this.#client = client;
+    this.#intervalMs = intervalMs;
+    this.#log = log;
+  }
+
+  get snapshot(): InventorySnapshot {
+    return this.#snapshot;
+  }
+
+  /** Polls now and then every interval. Resolves after the first poll. */
+  async start(): Promise<void> {
+    await this.refresh();
+    this.#timer = setInterval(() => void this.refresh(), this.#intervalMs);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** Polls now; concurrent callers share one poll. */
+  refresh(): Promise<InventorySnapshot> {
+    this.#inFlight ??= this.#poll().finally(() => (this.#inFlight = undefined));
+    return this.#inFlight;
+  }
+
+  async #poll(): Promise<InventorySnapshot> {
+    const signal = AbortSignal.timeout(Math.max(5_000, Math.min(this.#intervalMs, 30_000)));
+    try {
+      const [tags, ps] = await Promise.all([
+        this.#client.getJson<{ models?: ModelEntry[] }>("/api/tags", signal),
+        this.#client.getJson<{ models?: ModelEntry[] }>("/api/ps", signal),
+      ]);
+      if (this.#snapshot.degraded) this.#log.info("ollama reachable again", { url: this.#client.baseUrl });
+      this.#snapshot = { models: tags.models ?? [], running: ps.models ?? [], degraded: false, updatedAt: Date.now() };
+    } catch (error) {
+      if (!this.#snapshot.degraded) this.#log.warn("ollama unreachable: degraded", { url: this.#client.baseUrl, error });
+      this.#snapshot = { ...this.#snapshot, degraded: true };
+    }
+    this.onChange(this.#snapshot);
+    return this.#snapshot;
+  }
+
+  /** True when Ollama lists the model; a name without a tag means `:latest`. */
+  has(model: string): boolean {
+    const wanted = normalizeModel(model);
+    return this.#snapshot.models.some((entry) => normalizeModel(entry.name) === wanted || normalizeModel(entry.model ?? "") === wanted);
+  }
+
+  /** Is the model known, after one re-poll on a miss (it may have just been pulled)? */
+  async knows(model: string): Promise<boolean> {
+    if (this.has(model)) return true;
+    await this.refresh();
+    return this.has(model);
+  }
+
+  /** Model keys Ollama has loaded, per /api/ps. */
+  residentKeys(): string[] {
+    return this.#snapshot.running.map((entry) => normalizeModel(entry.model ?? entry.name));
+  }
+}

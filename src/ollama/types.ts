@@ -1,0 +1,106 @@
+import { t } from "elysia";
+import type { TSchema } from "@sinclair/typebox";
+import { TypeCompiler } from "@sinclair/typebox/compiler";
+import { BadRequestError } from "../errors";
+
+// Ollama ignores unknown fields (R:api/types.go via encoding/json), so every object here is open;
+// the fields it knows are typed so a wrong type is a 400, as Ollama's decoder makes it.
+
+const KeepAlive = t.Union([t.Number(), t.String()], { description: 'Seconds, or a duration such as "5m"; negative keeps it loaded' });
+const Options = t.Record(t.String(), t.Unknown(), { description: "Modelfile parameters: temperature, num_ctx, …" });
+const Think = t.Union([t.Boolean(), t.String()]);
+
+/** A chat message (R:api/types.go:197-207). */
+export const ChatMessage = t.Object(
+  {
+    role: t.String({ examples: ["user"] }),
+    content: t.Optional(t.String()),
+    thinking: t.Optional(t.String()),
+    images: t.Optional(t.Array(t.String())),
+    tool_calls: t.Optional(t.Array(t.Unknown())),
+    tool_name: t.Optional(t.String()),
+    tool_call_id: t.Optional(t.String()),
+  },
+  { additionalProperties: true },
+);
+
+/** Body of POST /api/chat (R:api/types.go:133-183). `model` is checked by hand for Ollama's exact errors. */
+export const ChatRequest = t.Object(
+  {
+    model: t.Optional(t.String({ examples: ["llama3.2"] })),
+    messages: t.Optional(t.Array(ChatMessage)),
+    stream: t.Optional(t.Boolean()),
+    format: t.Optional(t.Unknown()),
+    options: t.Optional(Options),
+    keep_alive: t.Optional(KeepAlive),
+    tools: t.Optional(t.Array(t.Unknown())),
+    think: t.Optional(Think),
+    truncate: t.Optional(t.Boolean()),
+    shift: t.Optional(t.Boolean()),
+    logprobs: t.Optional(t.Boolean()),
+    top_logprobs: t.Optional(t.Integer()),
+  },
+  { additionalProperties: true },
+);
+export type ChatRequest = typeof ChatRequest.static;
+
+/** Body of POST /api/generate (R:api/types.go:62-130). */
+export const GenerateRequest = t.Object(
+  {
+    model: t.Optional(t.String({ examples: ["llama3.2"] })),
+    prompt: t.Optional(t.String()),
+    suffix: t.Optional(t.String()),
+    system: t.Optional(t.String()),
+    template: t.Optional(t.String()),
+    context: t.Optional(t.Array(t.Integer())),
+    raw: t.Optional(t.Boolean()),
+    images: t.Optional(t.Array(t.String())),
+    stream: t.Optional(t.Boolean()),
+    format: t.Optional(t.Unknown()),
+    options: t.Optional(Options),
+    keep_alive: t.Optional(KeepAlive),
+    think: t.Optional(Think),
+    truncate: t.Optional(t.Boolean()),
+    shift: t.Optional(t.Boolean()),
+    logprobs: t.Optional(t.Boolean()),
+    top_logprobs: t.Optional(t.Integer()),
+  },
+  { additionalProperties: true },
+);
+export type GenerateRequest = typeof GenerateRequest.static;
+
+/** Body of POST /api/embed and /api/embeddings: only the model is checked; Ollama judges the rest. */
+export const EmbedRequest = t.Object({ model: t.Optional(t.String()) }, { additionalProperties: true });
+
+export const OllamaError = t.Object({ error: t.String() }, { description: "Ollama's error shape" });
+
+/** The schema a generation job's request body must satisfy. */
+export const GENERATION_REQUEST = { chat: ChatRequest, generate: GenerateRequest } as const;
+
+const checkers = new WeakMap<TSchema, ReturnType<typeof TypeCompiler.Compile>>();
+
+/**
+ * Checks a parsed body against a schema and throws a 400 naming the first wrong field,
+ * e.g. `invalid request: "stream" must be boolean`.
+ */
+export function assertShape<T extends TSchema>(schema: T, value: unknown): asserts value is T["static"] {
+  let checker = checkers.get(schema);
+  if (!checker) checkers.set(schema, (checker = TypeCompiler.Compile(schema)));
+  if (checker.Check(value)) return;
+  const first = checker.Errors(value).First();
+  const field = first?.path ? first.path.slice(1).replaceAll("/", ".") : "";
+  const expected = first?.schema.type ?? (first?.schema.anyOf ? "one of its allowed types" : "valid");
+  throw new BadRequestError(
+    field ? `invalid request: "${field}" must be ${Array.isArray(expected) ? expected.join(" or ") : expected}` : "request body must be a JSON object",
+  );
+}
+
+/** Parses a JSON request body as Ollama does: empty is "missing request body", bad JSON a 400. */
+export function parseJsonBody(text: string): unknown {
+  if (!text.trim()) throw new BadRequestError("missing request body");
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new BadRequestError(`invalid JSON in request body: ${(error as Error).message}`);
+  }
+}

@@ -1,0 +1,41 @@
+import { Database } from "bun:sqlite";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import init from "./migrations/001_init.sql" with { type: "text" };
+
+/** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
+const MIGRATIONS: readonly string[] = [init];
+
+/** Options for {@link openDatabase}. */
+export interface OpenDatabaseOptions {
+  /** "normal" survives a process crash (the default); "full" also survives power loss, at some write cost. */
+  durability?: "normal" | "full";
+}
+
+/**
+ * Opens (creating if needed) the SQLite file with foreman's pragmas and brings its schema up to date.
+ * Each thread opens its own connection; WAL lets the HTTP thread read while the worker writes.
+ */
+export function openDatabase(path: string, options: OpenDatabaseOptions = {}): Database {
+  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  const db = new Database(path, { create: true, strict: true });
+  // Bun's defaults differ from other drivers', so every pragma that matters is set here explicitly.
+  db.run("PRAGMA journal_mode = WAL");
+  db.run(`PRAGMA synchronous = ${options.durability === "full" ? "FULL" : "NORMAL"}`);
+  db.run("PRAGMA busy_timeout = 5000");
+  db.run("PRAGMA foreign_keys = ON");
+  migrate(db);
+  return db;
+}
+
+function migrate(db: Database): void {
+  // IMMEDIATE so two threads opening a fresh file at once do not both run the same migration.
+  db.transaction(() => {
+    const { user_version: version } = db.query<{ user_version: number }, []>("PRAGMA user_version").get()!;
+    if (version > MIGRATIONS.length) {
+      throw new Error(`database schema version ${version} is newer than this foreman (${MIGRATIONS.length})`);
+    }
+    for (let i = version; i < MIGRATIONS.length; i++) db.run(MIGRATIONS[i]!);
+    db.run(`PRAGMA user_version = ${MIGRATIONS.length}`);
+  }).immediate();
+}

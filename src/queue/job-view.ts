@@ -1,0 +1,80 @@
+import { t } from "elysia";
+import type { JobRow } from "./store";
+
+const Timestamp = t.Union([t.String({ format: "date-time" }), t.Null()]);
+
+/** The delivery state of a job's webhook as the API shows it; the secret is never shown. */
+export const WebhookView = t.Object({
+  url: t.String(),
+  state: t.Union([t.Literal("pending"), t.Literal("delivered"), t.Literal("failed")]),
+  attempts: t.Integer(),
+  last_status: t.Union([t.Integer(), t.Null()]),
+  last_error: t.Union([t.String(), t.Null()]),
+});
+export type WebhookView = typeof WebhookView.static;
+
+/** A job as GET /jobs/{id}, the job list, SSE `end` events and webhooks carry it. */
+export const JobView = t.Object(
+  {
+    id: t.String({ description: "ULID; also the X-Foreman-Job-Id header of /api/chat and /api/generate" }),
+    type: t.Union([t.Literal("chat"), t.Literal("generate")]),
+    model: t.String(),
+    source: t.Union([t.Literal("ollama"), t.Literal("jobs")], {
+      description: "ollama: created by /api/chat or /api/generate; jobs: by POST /jobs",
+    }),
+    state: t.Union([
+      t.Literal("queued"),
+      t.Literal("loading"),
+      t.Literal("working"),
+      t.Literal("done"),
+      t.Literal("failed"),
+      t.Literal("canceled"),
+    ]),
+    priority: t.Integer(),
+    attempts: t.Integer(),
+    max_attempts: t.Integer(),
+    created_at: t.String({ format: "date-time" }),
+    started_at: Timestamp,
+    finished_at: Timestamp,
+    error: t.Union([t.String(), t.Null()]),
+    queue_position: t.Union([t.Integer({ minimum: 1 }), t.Null()], { description: "While queued: 1 runs next" }),
+    result: t.Union([t.Record(t.String(), t.Unknown()), t.Null()], {
+      description: "When done: Ollama's non-streaming answer, full text assembled",
+    }),
+    webhook: t.Union([WebhookView, t.Null()]),
+  },
+  { additionalProperties: false },
+);
+export type JobView = typeof JobView.static;
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** Turns a row into its API shape. */
+export function toJobView(job: JobRow, extras: { queuePosition: number | null; webhook: WebhookView | null }): JobView {
+  return {
+    id: job.id,
+    type: job.type,
+    model: job.model,
+    source: job.source,
+    state: job.state,
+    priority: job.priority,
+    attempts: job.attempts,
+    max_attempts: job.maxAttempts,
+    created_at: new Date(job.createdAt).toISOString(),
+    started_at: iso(job.startedAt),
+    finished_at: iso(job.finishedAt),
+    error: job.error,
+    queue_position: extras.queuePosition,
+    result: job.result === null ? null : (JSON.parse(job.result) as Record<string, unknown>),
+    webhook: extras.webhook,
+  };
+}
+
+/** The Standard Webhooks body for an ended job: `{type, timestamp, data}`. */
+export function webhookPayload(job: JobRow, _deliveryId: string, now: number): string {
+  const data = toJobView(job, {
+    queuePosition: null,
+    webhook: { url: job.webhookUrl ?? "", state: "pending", attempts: 0, last_status: null, last_error: null },
+  });
+  return JSON.stringify({ type: `job.${job.state}`, timestamp: new Date(now).toISOString(), data });
+}

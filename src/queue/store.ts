@@ -1,0 +1,403 @@
+import type { Database } from "bun:sqlite";
+import { ulid } from "ulid";
+import { QueueFullError } from "../errors";
+
+export type JobType = "chat" | "generate";
+export type JobState = "queued" | "loading" | "working" | "done" | "failed" | "canceled";
+export type JobSource = "ollama" | "jobs";
+export const TERMINAL_STATES: readonly JobState[] = ["done", "failed", "canceled"];
+
+/** One row of `jobs`, columns aliased to camelCase. */
+export interface JobRow {
+  id: string;
+  type: JobType;
+  model: string;
+  modelKey: string;
+  request: string;
+  source: JobSource;
+  state: JobState;
+  priority: number;
+  attempts: number;
+  maxAttempts: number;
+  runAfter: number;
+  error: string | null;
+  errorStatus: number | null;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  result: string | null;
+  idempotencyKey: string | null;
+  webhookUrl: string | null;
+  webhookSecret: string | null;
+}
+
+/** What a new job needs; the store fills in id, state and timestamps. */
+export interface NewJob {
+  type: JobType;
+  model: string;
+  modelKey: string;
+  request: string;
+  source: JobSource;
+  priority?: number;
+  maxAttempts: number;
+  idempotencyKey?: string;
+  webhook?: { url: string; secret?: string };
+}
+
+/** One stored output of a job (result.json, stream.ndjson). */
+export interface ArtifactInput {
+  name: string;
+  contentType: string;
+  data: string | Uint8Array;
+}
+
+export interface ArtifactInfo {
+  name: string;
+  contentType: string;
+  size: number;
+  createdAt: number;
+}
+
+/** How the next job is chosen; see {@link JobStore.claimNextJob}. */
+export interface ClaimPolicy {
+  /** "drain" prefers the loaded model; "fifo" ignores it. */
+  schedule: "drain" | "fifo";
+  /** Model keys Ollama has loaded, most recently used first. */
+  residentKeys: readonly string[];
+  /** A job queued longer than this (ms) goes before the loaded model's jobs. */
+  maxWaitMs: number;
+}
+
+/** Filters for {@link JobStore.listJobs}; `cursor` is the last id of the previous page. */
+export interface JobFilter {
+  state?: JobState;
+  model?: string;
+  type?: JobType;
+  limit: number;
+  cursor?: string;
+}
+
+
+const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, state, priority, attempts,
+  max_attempts AS maxAttempts, run_after AS runAfter, error, error_status AS errorStatus, created_at AS createdAt,
+  started_at AS startedAt, finished_at AS finishedAt, result, idempotency_key AS idempotencyKey,
+  webhook_url AS webhookUrl, webhook_secret AS webhookSecret`;
+
+/** Builds the body a webhook carries for an ended job; injected so the store stays free of API shapes. */
+export type WebhookPayloadBuilder = (job: JobRow, deliveryId: string, now: number) => string;
+
+/**
+ * The durable queue: every statement prepared once, every state change one transaction.
+ * Both threads build one over their own connection.
+ */
+export class JobStore {
+  readonly #db: Database;
+  readonly #webhookPayload: WebhookPayloadBuilder | undefined;
+
+  readonly #insertJobStmt;
+  readonly #jobByIdStmt;
+  readonly #jobByIdempotencyKeyStmt;
+  readonly #queuedCountStmt;
+  readonly #queuedCountByModelStmt;
+  readonly #queuePositionStmt;
+  readonly #runningJobStmt;
+  readonly #topPriorityStmt;
+  readonly #nextPriorityBelowStmt;
+  readonly #oldestOverdueStmt;
+  readonly #oldestForModelStmt;
+  readonly #oldestStmt;
+  readonly #markClaimedStmt;
+  readonly #markWorkingStmt;
+  readonly #markDoneStmt;
+  readonly #markFailedStmt;
+  readonly #requeueStmt;
+  readonly #markCanceledStmt;
+  readonly #insertArtifactStmt;
+  readonly #artifactListStmt;
+  readonly #artifactStmt;
+  readonly #interruptedJobsStmt;
+  readonly #nextRunAfterStmt;
+  readonly #pruneStmt;
+  readonly #insertDeliveryStmt;
+
+  constructor(db: Database, options: { webhookPayload?: WebhookPayloadBuilder } = {}) {
+    this.#db = db;
+    this.#webhookPayload = options.webhookPayload;
+    this.#insertJobStmt = db.query<JobRow, Record<string, string | number | null>>(
+      `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
+         created_at, idempotency_key, webhook_url, webhook_secret)
+       VALUES ($id, $type, $model, $modelKey, $request, $source, 'queued', $priority, 0, $maxAttempts, $now,
+         $now, $idempotencyKey, $webhookUrl, $webhookSecret)
+       RETURNING ${JOB_COLUMNS}`,
+    );
+    this.#jobByIdStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`);
+    this.#jobByIdempotencyKeyStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?`);
+    this.#queuedCountStmt = db.query<{ n: number }, []>(`SELECT count(*) AS n FROM jobs WHERE state = 'queued'`);
+    this.#queuedCountByModelStmt = db.query<{ model: string; n: number }, []>(
+      `SELECT model, count(*) AS n FROM jobs WHERE state = 'queued' GROUP BY model ORDER BY model`,
+    );
+    this.#queuePositionStmt = db.query<{ n: number }, [number, number, string]>(
+      `SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND (priority > ?1 OR (priority = ?2 AND id < ?3))`,
+    );
+    this.#runningJobStmt = db.query<JobRow, []>(
+      `SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('loading', 'working') ORDER BY started_at LIMIT 1`,
+    );
+    // The claim is a handful of index seeks rather than one ORDER BY over expressions, which SQLite
+    // could only answer by sorting every queued row: these stay sub-millisecond at 100k queued rows.
+    this.#topPriorityStmt = db.query<{ p: number | null }, []>(`SELECT max(priority) AS p FROM jobs WHERE state = 'queued'`);
+    this.#nextPriorityBelowStmt = db.query<{ p: number | null }, [number]>(
+      `SELECT max(priority) AS p FROM jobs WHERE state = 'queued' AND priority < ?`,
+    );
+    this.#oldestOverdueStmt = db.query<{ id: string }, [number, number, number]>(
+      `SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND created_at <= ?2 AND run_after <= ?3
+       ORDER BY created_at, id LIMIT 1`,
+    );
+    this.#oldestForModelStmt = db.query<{ id: string }, [number, string, number]>(
+      `SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND run_after <= ?3
+       ORDER BY id LIMIT 1`,
+    );
+    this.#oldestStmt = db.query<{ id: string }, [number, number]>(
+      `SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND run_after <= ?2 ORDER BY id LIMIT 1`,
+    );
+    this.#markClaimedStmt = db.query<JobRow, [number, string]>(
+      `UPDATE jobs SET state = 'loading', started_at = ?1, attempts = attempts + 1, error = NULL, error_status = NULL
+       WHERE id = ?2 AND state = 'queued' RETURNING ${JOB_COLUMNS}`,
+    );
+    this.#markWorkingStmt = db.query<JobRow, [string]>(
+      `UPDATE jobs SET state = 'working' WHERE id = ? AND state = 'loading' RETURNING ${JOB_COLUMNS}`,
+    );
+    this.#markDoneStmt = db.query<JobRow, [number, string, string]>(
+      `UPDATE jobs SET state = 'done', finished_at = ?1, result = ?2, error = NULL, error_status = NULL
+       WHERE id = ?3 AND state IN ('loading', 'working') RETURNING ${JOB_COLUMNS}`,
+    );
+    this.#markFailedStmt = db.query<JobRow, [number, string, number | null, string]>(
+      `UPDATE jobs SET state = 'failed', finished_at = ?1, error = ?2, error_status = ?3
+       WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${JOB_COLUMNS}`,
+    );
+    this.#requeueStmt = db.query<JobRow, [number, string | null, number | null, number, string]>(
+      `UPDATE jobs SET state = 'queued', run_after = ?1, error = ?2, error_status = ?3, attempts = max(0, attempts - ?4)
+       WHERE id = ?5 AND state IN ('loading', 'working') RETURNING ${JOB_COLUMNS}`,
+    );
+    this.#markCanceledStmt = db.query<JobRow, [number, string]>(
+      `UPDATE jobs SET state = 'canceled', finished_at = ?1, error = 'canceled'
+       WHERE id = ?2 AND state IN ('queued', 'loading', 'working') RETURNING ${JOB_COLUMNS}`,
+    );
+    this.#insertArtifactStmt = db.query<null, [string, string, string, Uint8Array, number]>(
+      `INSERT OR REPLACE INTO artifacts (job_id, name, content_type, data, created_at) VALUES (?, ?, ?, ?, ?)`,
+    );
+    this.#artifactListStmt = db.query<ArtifactInfo, [string]>(
+      `SELECT name, content_type AS contentType, length(data) AS size, created_at AS createdAt
+       FROM artifacts WHERE job_id = ? ORDER BY name`,
+    );
+    this.#artifactStmt = db.query<{ contentType: string; data: Uint8Array }, [string, string]>(
+      `SELECT content_type AS contentType, data FROM artifacts WHERE job_id = ? AND name = ?`,
+    );
+    this.#interruptedJobsStmt = db.query<JobRow, []>(
+      `SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('loading', 'working')`,
+    );
+    this.#nextRunAfterStmt = db.query<{ t: number | null }, []>(
+      `SELECT min(run_after) AS t FROM jobs WHERE state = 'queued'`,
+    );
+    this.#pruneStmt = db.query<null, [number]>(
+      `DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') AND finished_at < ?`,
+    );
+    this.#insertDeliveryStmt = db.query<null, [string, string, string, string | null, string, number]>(
+      `INSERT OR IGNORE INTO webhook_deliveries (id, job_id, url, secret, payload, state, next_attempt_at, created_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)`,
+    );
+  }
+
+  /** The connection this store works on. */
+  get db(): Database {
+    return this.#db;
+  }
+
+  /**
+   * Adds a queued job. Throws QueueFullError when `maxQueue` jobs already wait.
+   * With an idempotency key that is already known, returns that job and `created: false` instead.
+   */
+  enqueue(job: NewJob, maxQueue: number, now = Date.now()): { job: JobRow; created: boolean } {
+    return this.#db.transaction(() => {
+      if (job.idempotencyKey !== undefined) {
+        const existing = this.#jobByIdempotencyKeyStmt.get(job.idempotencyKey);
+        if (existing) return { job: existing, created: false };
+      }
+      if (this.#queuedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
+      const row = this.#insertJobStmt.get({
+        id: ulid(now),
+        type: job.type,
+        model: job.model,
+        modelKey: job.modelKey,
+        request: job.request,
+        source: job.source,
+        priority: job.priority ?? 0,
+        maxAttempts: job.maxAttempts,
+        now,
+        idempotencyKey: job.idempotencyKey ?? null,
+        webhookUrl: job.webhook?.url ?? null,
+        webhookSecret: job.webhook?.secret ?? null,
+      })!;
+      return { job: row, created: true };
+    }).immediate();
+  }
+
+  getJob(id: string): JobRow | null {
+    return this.#jobByIdStmt.get(id);
+  }
+
+  /** Jobs newest first, `limit` of them after `cursor`. */
+  listJobs(filter: JobFilter): JobRow[] {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (filter.state) (where.push("state = ?"), params.push(filter.state));
+    if (filter.model) (where.push("model = ?"), params.push(filter.model));
+    if (filter.type) (where.push("type = ?"), params.push(filter.type));
+    if (filter.cursor) (where.push("id < ?"), params.push(filter.cursor));
+    params.push(filter.limit);
+    // Eight filter combinations at most; bun:sqlite caches each prepared query by its text.
+    const sql = `SELECT ${JOB_COLUMNS} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
+    return this.#db.query<JobRow, (string | number)[]>(sql).all(...params);
+  }
+
+  /** 1 for the job that runs next by priority and age; null when the job is not queued. */
+  queuePosition(job: JobRow): number | null {
+    if (job.state !== "queued") return null;
+    return this.#queuePositionStmt.get(job.priority, job.priority, job.id)!.n + 1;
+  }
+
+  queuedCount(): number {
+    return this.#queuedCountStmt.get()!.n;
+  }
+
+  queuedCountByModel(): { model: string; n: number }[] {
+    return this.#queuedCountByModelStmt.all();
+  }
+
+  runningJob(): JobRow | null {
+    return this.#runningJobStmt.get();
+  }
+
+  /**
+   * Picks and marks the next job (state loading, attempts + 1), or returns null.
+   * Among jobs whose run_after has passed: highest priority; within it, jobs older than maxWait,
+   * oldest first (the starvation guard); then the loaded models' jobs, oldest first; then the oldest.
+   * IMMEDIATE because the HTTP thread may cancel the chosen job between the pick and the update.
+   */
+  claimNextJob(policy: ClaimPolicy, now = Date.now()): JobRow | null {
+    return this.#db.transaction(() => {
+      for (let p = this.#topPriorityStmt.get()!.p; p !== null; p = this.#nextPriorityBelowStmt.get(p)!.p) {
+        const id = this.#pickAtPriority(p, policy, now);
+        if (id !== undefined) return this.#markClaimedStmt.get(now, id);
+      }
+      return null;
+    }).immediate();
+  }
+
+  #pickAtPriority(priority: number, policy: ClaimPolicy, now: number): string | undefined {
+    if (policy.schedule === "drain") {
+      const overdue = this.#oldestOverdueStmt.get(priority, now - policy.maxWaitMs, now);
+      if (overdue) return overdue.id;
+      for (const key of policy.residentKeys) {
+        const warm = this.#oldestForModelStmt.get(priority, key, now);
+        if (warm) return warm.id;
+      }
+    }
+    return this.#oldestStmt.get(priority, now)?.id;
+  }
+
+  /** loading → working: the first chunk arrived. */
+  markWorking(id: string): JobRow | null {
+    return this.#markWorkingStmt.get(id);
+  }
+
+  /** Stores the result and artifacts and ends the job done, in one transaction; null if it already ended. */
+  finishJob(id: string, result: string, artifacts: ArtifactInput[], now = Date.now()): JobRow | null {
+    return this.#db.transaction(() => {
+      const job = this.#markDoneStmt.get(now, result, id);
+      if (!job) return null;
+      this.#insertArtifacts(id, artifacts, now);
+      this.#queueWebhook(job, now);
+      return job;
+    }).immediate();
+  }
+
+  /** Ends the job failed with Ollama's status (or 502 / null); null if it already ended. */
+  failJob(id: string, error: string, status: number | null, artifacts: ArtifactInput[] = [], now = Date.now()): JobRow | null {
+    return this.#db.transaction(() => {
+      const job = this.#markFailedStmt.get(now, error, status, id);
+      if (!job) return null;
+      this.#insertArtifacts(id, artifacts, now);
+      this.#queueWebhook(job, now);
+      return job;
+    }).immediate();
+  }
+
+  /**
+   * Puts a running job back in the queue to run after `runAfter`.
+   * `refundAttempt` undoes the claim's count (a shutdown is not the job's fault).
+   */
+  requeueJob(id: string, runAfter: number, error: string | null, status: number | null, refundAttempt = false): JobRow | null {
+    return this.#requeueStmt.get(runAfter, error, status, refundAttempt ? 1 : 0, id);
+  }
+
+  /** Cancels a queued or running job; null when it does not exist or already ended. */
+  cancelJob(id: string, now = Date.now()): JobRow | null {
+    return this.#db.transaction(() => {
+      const job = this.#markCanceledStmt.get(now, id);
+      if (job) this.#queueWebhook(job, now);
+      return job;
+    }).immediate();
+  }
+
+  /**
+   * Crash recovery: jobs a dead process left loading or working go back to the queue, their attempt
+   * counted; one that has used every attempt this way fails instead of crash-looping the server.
+   */
+  recoverInterruptedJobs(now = Date.now()): { requeued: JobRow[]; failed: JobRow[] } {
+    return this.#db.transaction(() => {
+      const requeued: JobRow[] = [];
+      const failed: JobRow[] = [];
+      for (const job of this.#interruptedJobsStmt.all()) {
+        if (job.attempts >= job.maxAttempts) {
+          const row = this.#markFailedStmt.get(now, `interrupted ${job.attempts} times`, 500, job.id);
+          if (row) (this.#queueWebhook(row, now), failed.push(row));
+        } else {
+          const row = this.#requeueStmt.get(now, "interrupted", null, 0, job.id);
+          if (row) requeued.push(row);
+        }
+      }
+      return { requeued, failed };
+    }).immediate();
+  }
+
+  /** The earliest run_after among queued jobs, or null when none is queued. */
+  nextRunAfter(): number | null {
+    return this.#nextRunAfterStmt.get()!.t;
+  }
+
+  /** Deletes jobs that ended before `before` (their artifacts and deliveries go with them). */
+  pruneFinishedJobs(before: number): number {
+    return this.#pruneStmt.run(before).changes;
+  }
+
+  listArtifacts(jobId: string): ArtifactInfo[] {
+    return this.#artifactListStmt.all(jobId);
+  }
+
+  getArtifact(jobId: string, name: string): { contentType: string; data: Uint8Array } | null {
+    return this.#artifactStmt.get(jobId, name);
+  }
+
+  #insertArtifacts(jobId: string, artifacts: ArtifactInput[], now: number): void {
+    for (const { name, contentType, data } of artifacts) {
+      // The column is a STRICT BLOB: text goes in as its UTF-8 bytes.
+      this.#insertArtifactStmt.run(jobId, name, contentType, typeof data === "string" ? Buffer.from(data) : data, now);
+    }
+  }
+
+  #queueWebhook(job: JobRow, now: number): void {
+    if (!job.webhookUrl || !this.#webhookPayload) return;
+    const deliveryId = `msg_${ulid(now)}`;
+    this.#insertDeliveryStmt.run(deliveryId, job.id, job.webhookUrl, job.webhookSecret, this.#webhookPayload(job, deliveryId, now), now);
+  }
+}

@@ -1,0 +1,101 @@
+import { createApp } from "./app";
+import { type Config, isLoopback } from "./config";
+import { errorResponse } from "./errors";
+import { JobService } from "./job-service";
+import { createLogger } from "./log";
+import { OllamaClient } from "./ollama/client";
+import { ModelInventory } from "./ollama/inventory";
+import { openDatabase } from "./queue/db";
+import { webhookPayload } from "./queue/job-view";
+import { JobStore } from "./queue/store";
+import { WorkerBridge } from "./worker/bridge";
+import { WebhookDispatcher } from "./webhook/dispatcher";
+
+/** A running foreman: its address and how to stop it. */
+export interface RunningServer {
+  url: string;
+  port: number;
+  jobs: JobService;
+  /** Stops accepting, lets the running job finish (or re-queues it), closes the database. */
+  stop(): Promise<void>;
+}
+
+/** Opens the store, starts the worker, the inventory poller and the webhook loop, and listens. */
+export async function startServer(config: Config): Promise<RunningServer> {
+  const log = createLogger(config.logLevel, "http");
+  if (!isLoopback(config.listen.hostname) && !config.token) {
+    log.warn("listening beyond this machine without FOREMAN_TOKEN: anyone who can reach it can use it", {
+      listen: `${config.listen.hostname}:${config.listen.port}`,
+    });
+  }
+  const db = openDatabase(config.dbPath, { durability: config.durability });
+  const store = new JobStore(db, { webhookPayload });
+  const ollama = new OllamaClient({ baseUrl: config.ollamaUrl, token: config.ollamaToken });
+  const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
+  const bridge = new WorkerBridge(config, createLogger(config.logLevel, "worker"));
+  const jobs = new JobService(store, bridge, inventory, config, log);
+  const webhooks = new WebhookDispatcher(store, config, createLogger(config.logLevel, "webhook"));
+
+  bridge.onUnreachable = () => void inventory.refresh();
+  bridge.onJobEnded = () => webhooks.wake();
+  jobs.onJobEnded = () => webhooks.wake();
+  inventory.onChange = (snapshot) => bridge.setInventory(inventory.residentKeys(), !snapshot.degraded);
+
+  await bridge.ready;
+  await inventory.start();
+  webhooks.start();
+  if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
+
+  const app = createApp({ config, jobs, ollama });
+  const server = Bun.serve({
+    hostname: config.listen.hostname,
+    port: config.listen.port,
+    // Requests past this size never reach a handler; the content-length check below answers most first.
+    maxRequestBodySize: config.maxBodyBytes,
+    idleTimeout: 30,
+    fetch(request, server) {
+      const length = Number(request.headers.get("content-length") ?? 0);
+      if (length > config.maxBodyBytes) {
+        return errorResponse(413, `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`);
+      }
+      // A client may wait minutes in the queue or behind a model load without a byte on the wire:
+      // no idle timeout may cut it (Bun's default is 10 s).
+      server.timeout(request, 0);
+      return app.handle(request);
+    },
+  });
+  const url = `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
+  log.info("foreman listening", { url, ollama: config.ollamaUrl, db: config.dbPath, schedule: config.schedule });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    port: server.port!,
+    jobs,
+    stop() {
+      stopping ??= (async () => {
+        log.info("shutting down: no new requests; the running job may finish", { grace_ms: config.shutdownGraceMs });
+        void server.stop();
+        inventory.stop();
+        webhooks.stop();
+        await bridge.shutdown(config.shutdownGraceMs);
+        // Give responses that the last job completed a moment to flush before the sockets close.
+        await Bun.sleep(50);
+        await server.stop(true);
+        db.close();
+        log.info("stopped");
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** Loads the embedding model for good (keep_alive -1) so embeddings never wait for a load. */
+async function warmEmbedModel(ollama: OllamaClient, model: string, log: ReturnType<typeof createLogger>) {
+  try {
+    await ollama.request("POST", "/api/embed", JSON.stringify({ model, input: "", keep_alive: -1 }));
+    log.info("embedding model loaded and pinned", { model });
+  } catch (error) {
+    log.warn("could not warm the embedding model", { model, error });
+  }
+}

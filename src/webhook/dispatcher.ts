@@ -1,0 +1,155 @@
+import type { Database } from "bun:sqlite";
+import { Webhook } from "standardwebhooks";
+import type { Config } from "../config";
+import type { Logger } from "../log";
+import type { JobStore } from "../queue/store";
+import { WebhookAllowList } from "./allow-list";
+
+/** One attempt's limit. */
+const ATTEMPT_TIMEOUT_MS = 15_000;
+/** Deliveries attempted at once. */
+const CONCURRENCY = 4;
+
+interface DeliveryRow {
+  id: string;
+  jobId: string;
+  url: string;
+  secret: string | null;
+  payload: string;
+  attempts: number;
+}
+
+/**
+ * Delivers job webhooks per Standard Webhooks. Deliveries are rows (queued in the same transaction
+ * that ends the job), so a restart resumes them; retries back off on FOREMAN_WEBHOOK_BACKOFF with
+ * ±20% jitter. 2xx delivers; 410 stops at once; redirects are not followed. A delivery never
+ * touches its job.
+ */
+export class WebhookDispatcher {
+  readonly #log: Logger;
+  readonly #backoffMs: number[];
+  readonly #defaultSecret: string | undefined;
+  readonly #allow: WebhookAllowList;
+  readonly #inFlight = new Set<string>();
+  readonly #dueStmt;
+  readonly #nextDueStmt;
+  readonly #recordStmt;
+  #timer: Timer | undefined;
+  #running = false;
+
+  constructor(store: JobStore, config: Pick<Config, "webhookBackoffMs" | "webhookSecret" | "webhookAllow">, log: Logger) {
+    const db: Database = store.db;
+    this.#log = log;
+    this.#backoffMs = config.webhookBackoffMs;
+    this.#defaultSecret = config.webhookSecret;
+    this.#allow = new WebhookAllowList(config.webhookAllow);
+    this.#dueStmt = db.query<DeliveryRow, [number, number]>(
+      `SELECT id, job_id AS jobId, url, secret, payload, attempts FROM webhook_deliveries
+       WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?`,
+    );
+    this.#nextDueStmt = db.query<{ t: number | null }, []>(
+      `SELECT min(next_attempt_at) AS t FROM webhook_deliveries WHERE state = 'pending'`,
+    );
+    this.#recordStmt = db.query<null, [string, number, number, number | null, string | null, number | null, string]>(
+      `UPDATE webhook_deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, last_status = ?4,
+         last_error = ?5, finished_at = ?6 WHERE id = ?7`,
+    );
+  }
+
+  /** Checks a URL at submission, so a bad one is a 400 rather than a delivery that can never succeed. */
+  rejectUrl(url: string): string | undefined {
+    return this.#allow.check(url);
+  }
+
+  start(): void {
+    this.#running = true;
+    this.wake();
+  }
+
+  stop(): void {
+    this.#running = false;
+    clearTimeout(this.#timer);
+  }
+
+  /** Looks for due deliveries now (a job just ended). */
+  wake(): void {
+    if (!this.#running) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#tick(), 0);
+  }
+
+  #tick(): void {
+    if (!this.#running) return;
+    const free = CONCURRENCY - this.#inFlight.size;
+    if (free > 0) {
+      for (const delivery of this.#dueStmt.all(Date.now(), free + this.#inFlight.size)) {
+        if (this.#inFlight.has(delivery.id) || this.#inFlight.size >= CONCURRENCY) continue;
+        this.#inFlight.add(delivery.id);
+        void this.#deliver(delivery).finally(() => {
+          this.#inFlight.delete(delivery.id);
+          this.wake();
+        });
+      }
+    }
+    const next = this.#nextDueStmt.get()!.t;
+    if (next !== null && this.#inFlight.size < CONCURRENCY) {
+      this.#timer = setTimeout(() => this.#tick(), Math.max(10, Math.min(next - Date.now(), 60_000)));
+    }
+  }
+
+  async #deliver(delivery: DeliveryRow): Promise<void> {
+    const attempts = delivery.attempts + 1;
+    let status: number | null = null;
+    let error: string | null = null;
+    const rejected = this.#allow.check(delivery.url);
+    if (rejected) {
+      this.#record(delivery, "failed", attempts, null, rejected);
+      return;
+    }
+    try {
+      const now = new Date();
+      const headers: Record<string, string> = {
+        "content-type": "application/json",
+        "user-agent": "foreman-webhooks",
+        "webhook-id": delivery.id,
+        "webhook-timestamp": String(Math.floor(now.getTime() / 1000)),
+      };
+      const secret = delivery.secret ?? this.#defaultSecret;
+      if (secret) headers["webhook-signature"] = new Webhook(secret).sign(delivery.id, now, delivery.payload);
+      const response = await fetch(delivery.url, {
+        method: "POST",
+        headers,
+        body: delivery.payload,
+        redirect: "manual",
+        signal: AbortSignal.timeout(ATTEMPT_TIMEOUT_MS),
+      });
+      status = response.status;
+      await response.body?.cancel().catch(() => {});
+      if (response.ok) {
+        this.#record(delivery, "delivered", attempts, status, null);
+        return;
+      }
+      error = `HTTP ${status}`;
+    } catch (caught) {
+      error = (caught as Error).message;
+    }
+    const retryIn = this.#backoffMs[attempts - 1];
+    if (status === 410 || retryIn === undefined) {
+      this.#log.warn("webhook delivery failed for good", { delivery: delivery.id, job: delivery.jobId, attempts, error });
+      this.#record(delivery, "failed", attempts, status, error);
+      return;
+    }
+    this.#log.info("webhook delivery failed, will retry", { delivery: delivery.id, attempts, retry_in_ms: retryIn, error });
+    const jittered = Math.round(retryIn * (0.8 + Math.random() * 0.4));
+    this.#recordStmt.run("pending", attempts, Date.now() + jittered, status, error, null, delivery.id);
+  }
+
+  #record(delivery: DeliveryRow, state: "delivered" | "failed", attempts: number, status: number | null, error: string | null) {
+    try {
+      this.#recordStmt.run(state, attempts, Date.now(), status, error, Date.now(), delivery.id);
+    } catch (caught) {
+      // The database may be closing at shutdown: the row stays pending and is sent again after restart.
+      this.#log.warn("could not record webhook delivery", { delivery: delivery.id, error: caught });
+    }
+  }
+}

@@ -1,0 +1,46 @@
+/// <reference lib="webworker" />
+// The worker thread's entry point: owns the job loop and the upstream fetch, talks only by postMessage.
+import { createLogger } from "../log";
+import { openDatabase } from "../queue/db";
+import { webhookPayload } from "../queue/job-view";
+import { JobStore } from "../queue/store";
+import type { FromWorker, ToWorker } from "./protocol";
+import { JobRunner } from "./runner";
+
+declare const self: Worker;
+
+const post = (message: FromWorker) => self.postMessage(message);
+let runner: JobRunner | undefined;
+
+self.onmessage = (event: MessageEvent<ToWorker>) => {
+  const message = event.data;
+  switch (message.type) {
+    case "init": {
+      const { settings } = message;
+      const log = createLogger(settings.logLevel, "worker");
+      const db = openDatabase(settings.dbPath, { durability: settings.durability });
+      runner = new JobRunner(new JobStore(db, { webhookPayload }), settings, post, log);
+      post({ type: "ready" });
+      runner
+        .run()
+        .catch((error) => log.error("job loop crashed", { error }))
+        .finally(() => {
+          db.close();
+          post({ type: "stopped" });
+        });
+      break;
+    }
+    case "wake":
+      runner?.wake();
+      break;
+    case "inventory":
+      runner?.setInventory(message.residentKeys, message.reachable);
+      break;
+    case "cancel":
+      runner?.cancel(message.jobId);
+      break;
+    case "shutdown":
+      runner?.shutdown(message.graceMs);
+      break;
+  }
+};

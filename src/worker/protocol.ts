@@ -1,0 +1,43 @@
+import type { Config } from "../config";
+import type { JobState } from "../queue/store";
+
+/** What the worker needs of the configuration; sent once in the `init` message. */
+export type WorkerSettings = Pick<
+  Config,
+  | "dbPath"
+  | "durability"
+  | "ollamaUrl"
+  | "ollamaToken"
+  | "schedule"
+  | "maxWaitMs"
+  | "jobTtlMs"
+  | "jobTimeoutMs"
+  | "stallTimeoutMs"
+  | "logLevel"
+>;
+
+/** HTTP thread → worker. Messages wake, inform and cancel; the database says what is true. */
+export type ToWorker =
+  | { type: "init"; settings: WorkerSettings }
+  /** A job was queued: look again. */
+  | { type: "wake" }
+  /** What Ollama has loaded (model keys, most recent first) and whether it answers. */
+  | { type: "inventory"; residentKeys: string[]; reachable: boolean }
+  /** The job was canceled in the database; abort its upstream call if it is running. */
+  | { type: "cancel"; jobId: string }
+  /** Stop claiming; let the running job finish for up to graceMs, then re-queue it. */
+  | { type: "shutdown"; graceMs: number };
+
+/** Worker → HTTP thread. */
+export type FromWorker =
+  | { type: "ready" }
+  /** The job moved to `state`; `contentType` is Ollama's, sent with `working`. */
+  | { type: "state"; jobId: string; state: JobState; contentType?: string }
+  /** One NDJSON line exactly as Ollama sent it, without its "\n". */
+  | { type: "chunk"; jobId: string; line: string }
+  /** The job ended; `status` is the HTTP status to answer with when it failed. */
+  | { type: "ended"; jobId: string; state: "done" | "failed" | "canceled"; status: number | null; error: string | null }
+  /** A connection error: the HTTP thread should re-poll Ollama now. */
+  | { type: "unreachable" }
+  /** The loop has stopped and the worker's database is closed. */
+  | { type: "stopped" };

@@ -1,0 +1,240 @@
+import { assembleFinalResponse } from "../ollama/assemble";
+import { ConnectionError, HttpError, OllamaClient } from "../ollama/client";
+import { ndjsonLines } from "../ollama/ndjson";
+import { type JobRow, JobStore } from "../queue/store";
+import type { Logger } from "../log";
+import { retryDelayMs } from "./backoff";
+import type { FromWorker, WorkerSettings } from "./protocol";
+
+/** Why an upstream call was aborted; decides what happens to the job afterwards. */
+type AbortCause =
+  | { kind: "canceled" }
+  | { kind: "shutdown" }
+  | { kind: "timeout"; message: string };
+
+class AbortedByRunner extends Error {
+  constructor(readonly why: AbortCause) {
+    super(why.kind === "timeout" ? why.message : why.kind);
+  }
+}
+
+/** How often finished jobs past their TTL are pruned while the loop idles. */
+const PRUNE_EVERY_MS = 60_000;
+
+/**
+ * The worker's loop: claims one job at a time, streams it from Ollama, relays each line, and records
+ * the outcome. It owns the upstream fetch; it never answers HTTP. The loop never dies on a bad job.
+ */
+export class JobRunner {
+  readonly #store: JobStore;
+  readonly #ollama: OllamaClient;
+  readonly #settings: WorkerSettings;
+  readonly #post: (message: FromWorker) => void;
+  readonly #log: Logger;
+
+  #residentKeys: string[] = [];
+  #lastRunKey: string | undefined;
+  #reachable = true;
+  #stopping = false;
+  #running: { job: JobRow; controller: AbortController } | undefined;
+  #wake: (() => void) | undefined;
+  #lastPrune = 0;
+
+  constructor(store: JobStore, settings: WorkerSettings, post: (message: FromWorker) => void, log: Logger) {
+    this.#store = store;
+    this.#settings = settings;
+    this.#post = post;
+    this.#log = log;
+    this.#ollama = new OllamaClient({ baseUrl: settings.ollamaUrl, token: settings.ollamaToken });
+  }
+
+  /** Runs until {@link shutdown} is called and the running job has settled. */
+  async run(): Promise<void> {
+    const { requeued, failed } = this.#store.recoverInterruptedJobs();
+    if (requeued.length || failed.length) {
+      this.#log.warn("recovered interrupted jobs", { requeued: requeued.length, failed: failed.length });
+    }
+    for (const job of failed) this.#post({ type: "ended", jobId: job.id, state: "failed", status: job.errorStatus, error: job.error });
+    while (!this.#stopping) {
+      try {
+        this.#pruneIfDue();
+        const job = this.#reachable ? this.#claim() : null;
+        if (job) {
+          await this.#runJob(job);
+          continue;
+        }
+        await this.#sleep(this.#reachable ? this.#untilNextRunAfter() : PRUNE_EVERY_MS);
+      } catch (error) {
+        // A database error (disk full, a lock past busy_timeout) must not end the loop: log, pause, go on.
+        this.#log.error("job loop error", { error });
+        await this.#sleep(1000);
+      }
+    }
+  }
+
+  /** Something changed (a job was queued): look for work now. */
+  wake(): void {
+    this.#wake?.();
+  }
+
+  /** Updates what Ollama has loaded and whether it answers; recovery wakes the loop. */
+  setInventory(residentKeys: string[], reachable: boolean): void {
+    this.#residentKeys = residentKeys;
+    this.#reachable = reachable;
+    if (reachable) this.wake();
+  }
+
+  /** The job was canceled in the database: abort its upstream call if it is the one running. */
+  cancel(jobId: string): void {
+    if (this.#running?.job.id === jobId) this.#running.controller.abort(new AbortedByRunner({ kind: "canceled" }));
+  }
+
+  /** Stops claiming; the running job may finish within graceMs, after which it is aborted and re-queued. */
+  shutdown(graceMs: number): void {
+    this.#stopping = true;
+    this.wake();
+    const running = this.#running;
+    if (running) {
+      setTimeout(() => running.controller.abort(new AbortedByRunner({ kind: "shutdown" })), graceMs).unref?.();
+    }
+  }
+
+  #claim(): JobRow | null {
+    const residentKeys = this.#lastRunKey ? [this.#lastRunKey, ...this.#residentKeys.filter((k) => k !== this.#lastRunKey)] : this.#residentKeys;
+    return this.#store.claimNextJob({ schedule: this.#settings.schedule, residentKeys, maxWaitMs: this.#settings.maxWaitMs });
+  }
+
+  #untilNextRunAfter(): number {
+    const next = this.#store.nextRunAfter();
+    return next === null ? PRUNE_EVERY_MS : Math.max(0, Math.min(PRUNE_EVERY_MS, next - Date.now()));
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = () => {
+        this.#wake = undefined;
+        done();
+      };
+    });
+  }
+
+  #pruneIfDue(): void {
+    const now = Date.now();
+    if (now - this.#lastPrune < PRUNE_EVERY_MS) return;
+    this.#lastPrune = now;
+    const pruned = this.#store.pruneFinishedJobs(now - this.#settings.jobTtlMs);
+    if (pruned) this.#log.info("pruned finished jobs", { count: pruned });
+  }
+
+  async #runJob(job: JobRow): Promise<void> {
+    const controller = new AbortController();
+    this.#running = { job, controller };
+    this.#post({ type: "state", jobId: job.id, state: "loading" });
+    this.#log.debug("job claimed", { job: job.id, model: job.modelKey, attempt: job.attempts });
+
+    const abortWith = (cause: AbortCause) => controller.abort(new AbortedByRunner(cause));
+    const { jobTimeoutMs, stallTimeoutMs } = this.#settings;
+    const jobTimer = setTimeout(() => abortWith({ kind: "timeout", message: `job timed out after ${jobTimeoutMs} ms` }), jobTimeoutMs);
+    let stallTimer: Timer | undefined;
+    const armStallTimer = () => {
+      clearTimeout(stallTimer);
+      stallTimer = setTimeout(
+        () => abortWith({ kind: "timeout", message: `no output from ollama for ${stallTimeoutMs} ms` }),
+        stallTimeoutMs,
+      );
+    };
+
+    const lines: string[] = [];
+    try {
+      const body = JSON.parse(job.request) as Record<string, unknown>;
+      // Always stream upstream, whatever the client asked: chunks feed live clients and the stall timer,
+      // and the non-streaming answer is assembled exactly as Ollama would assemble it.
+      body.stream = true;
+      armStallTimer();
+      const response = await this.#ollama.request("POST", `/api/${job.type}`, JSON.stringify(body), controller.signal);
+      this.#lastRunKey = job.modelKey;
+      const contentType = response.headers.get("content-type") ?? "application/x-ndjson";
+      for await (const line of ndjsonLines(response.body!)) {
+        armStallTimer();
+        if (lines.length === 0) {
+          this.#store.markWorking(job.id);
+          this.#post({ type: "state", jobId: job.id, state: "working", contentType });
+        }
+        lines.push(line);
+        this.#post({ type: "chunk", jobId: job.id, line });
+        const error = streamedError(line);
+        if (error !== undefined) throw new HttpError(500, error);
+      }
+      if (controller.signal.aborted) throw controller.signal.reason;
+      const result = assembleFinalResponse(lines);
+      if (result.done !== true) throw new ConnectionError("ollama closed the stream before it was done");
+      const artifacts = [{ name: "result.json", contentType: "application/json", data: JSON.stringify(result) }];
+      if (contentType.includes("ndjson")) {
+        artifacts.push({ name: "stream.ndjson", contentType: "application/x-ndjson", data: lines.map((l) => `${l}\n`).join("") });
+      }
+      if (this.#store.finishJob(job.id, JSON.stringify(result), artifacts)) {
+        this.#post({ type: "ended", jobId: job.id, state: "done", status: null, error: null });
+      }
+    } catch (error) {
+      this.#settle(job, controller.signal.aborted ? controller.signal.reason : error, lines);
+    } finally {
+      clearTimeout(jobTimer);
+      clearTimeout(stallTimer);
+      this.#running = undefined;
+    }
+  }
+
+  /** Decides a failed attempt's fate: canceled, re-queued (with backoff) or failed. */
+  #settle(job: JobRow, error: unknown, lines: string[]): void {
+    if (error instanceof AbortedByRunner && error.why.kind === "canceled") {
+      this.#log.info("job canceled while running", { job: job.id });
+      return; // The HTTP thread marked it canceled and told its listeners.
+    }
+    if (error instanceof AbortedByRunner && error.why.kind === "shutdown") {
+      this.#store.requeueJob(job.id, Date.now(), "re-queued at shutdown", null, true);
+      this.#post({ type: "state", jobId: job.id, state: "queued" });
+      return;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    const timedOut = error instanceof AbortedByRunner;
+    const unreachable = error instanceof ConnectionError;
+    const busy = error instanceof HttpError && error.status === 503;
+    const status = error instanceof HttpError ? error.status : unreachable ? 502 : timedOut ? 504 : 500;
+    if (unreachable) {
+      this.#reachable = false;
+      this.#post({ type: "unreachable" });
+    }
+    // A client that already received tokens cannot be given a second answer; a job API job can.
+    const retryable = (unreachable || busy || timedOut) && (lines.length === 0 || job.source === "jobs");
+    if (retryable && job.attempts < job.maxAttempts) {
+      const delay = retryDelayMs(job.attempts);
+      this.#store.requeueJob(job.id, Date.now() + delay, message, status);
+      this.#log.warn("job attempt failed, retrying", { job: job.id, attempt: job.attempts, delay_ms: delay, error: message });
+      this.#post({ type: "state", jobId: job.id, state: "queued" });
+      return;
+    }
+    const artifacts = lines.length
+      ? [{ name: "stream.ndjson", contentType: "application/x-ndjson", data: lines.map((l) => `${l}\n`).join("") }]
+      : [];
+    if (this.#store.failJob(job.id, message, status, artifacts)) {
+      this.#log.warn("job failed", { job: job.id, status, error: message });
+      this.#post({ type: "ended", jobId: job.id, state: "failed", status, error: message });
+    }
+  }
+}
+
+/** The `error` text of a mid-stream error line, as Ollama ends a failed stream; undefined otherwise. */
+function streamedError(line: string): string | undefined {
+  if (!line.startsWith('{"error"')) return undefined;
+  try {
+    const parsed = JSON.parse(line) as { error?: unknown };
+    return typeof parsed.error === "string" ? parsed.error : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,298 @@
+// A stand-in for Ollama that speaks its wire format (see shared/reference/ollama-api.md) and behaves
+// like one GPU: one chat model resident at a time, a load delay on each swap, a delay per token.
+// It counts requests in flight so tests can prove foreman never sends two generations at once.
+import type { Server } from "bun";
+
+/** A failure the next generation request meets. */
+export type InjectedFailure =
+  | { kind: "status"; status: number; error: string }
+  /** Streams `afterChunks` tokens, then an {"error"} line, as Ollama ends a failed stream. */
+  | { kind: "mid-stream"; afterChunks: number; error: string }
+  /** Streams `afterChunks` tokens, then drops the connection without a done line. */
+  | { kind: "drop"; afterChunks: number };
+
+export interface FakeOllamaOptions {
+  /** Chat/generate models it has, default four. */
+  models?: string[];
+  /** Embedding models it has, default all-minilm:latest. */
+  embedModels?: string[];
+  /** Milliseconds to load a model that is not resident (a swap). */
+  loadDelayMs?: number;
+  /** Milliseconds between two streamed tokens. */
+  tokenDelayMs?: number;
+  /** Milliseconds one embed call takes. */
+  embedDelayMs?: number;
+  port?: number;
+}
+
+/** One generation request as the fake saw it. */
+export interface SeenRequest {
+  path: string;
+  model: string;
+  key: string;
+  body: Record<string, unknown>;
+  headers: Record<string, string>;
+  startedAt: number;
+  endedAt?: number;
+  aborted?: boolean;
+  swapped: boolean;
+}
+
+const JSON_UTF8 = { "content-type": "application/json; charset=utf-8" };
+const LOAD_OPTIONS = ["num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread"];
+
+const normalize = (name: string) => (name.slice(name.lastIndexOf("/") + 1).includes(":") ? name : `${name}:latest`);
+const json = (body: unknown, status = 200) => new Response(JSON.stringify(body), { status, headers: JSON_UTF8 });
+const now = () => new Date().toISOString().replace(/0+Z$/, "Z");
+
+/** The tokens the fake answers with: deterministic from the prompt, or `num_predict` numbered words. */
+export function fakeTokens(prompt: string, numPredict?: number): string[] {
+  if (numPredict && numPredict > 0) return Array.from({ length: numPredict }, (_, i) => (i === 0 ? `w${i}` : ` w${i}`));
+  return `You said: ${prompt}`.split(/(?=\s)/);
+}
+
+export class FakeOllama {
+  models: string[];
+  embedModels: string[];
+  loadDelayMs: number;
+  tokenDelayMs: number;
+  embedDelayMs: number;
+  /** Model key resident on the GPU, or null. */
+  loaded: string | null = null;
+  swaps = 0;
+  inFlight = 0;
+  maxInFlight = 0;
+  embedInFlight = 0;
+  maxEmbedInFlight = 0;
+  seen: SeenRequest[] = [];
+  failures: InjectedFailure[] = [];
+  /** Resolves waiters each time a generation request arrives. */
+  #arrivals: Array<(seen: SeenRequest) => void> = [];
+  #server: Server<undefined> | undefined;
+  #port: number;
+
+  constructor(options: FakeOllamaOptions = {}) {
+    this.models = (options.models ?? ["llama3.2:latest", "qwen3:latest", "mistral:latest", "gemma3:latest"]).map(normalize);
+    this.embedModels = (options.embedModels ?? ["all-minilm:latest"]).map(normalize);
+    this.loadDelayMs = options.loadDelayMs ?? 0;
+    this.tokenDelayMs = options.tokenDelayMs ?? 0;
+    this.embedDelayMs = options.embedDelayMs ?? 0;
+    this.#port = options.port ?? 0;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.#port}`;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  /** Generation requests seen so far. */
+  get generations(): SeenRequest[] {
+    return this.seen;
+  }
+
+  start(): this {
+    this.#server = Bun.serve({ hostname: "127.0.0.1", port: this.#port, idleTimeout: 0, fetch: (request) => this.#route(request) });
+    this.#port = this.#server.port!;
+    return this;
+  }
+
+  /** Stops answering (an outage); `start()` again brings it back on the same port. */
+  async stop(): Promise<void> {
+    await this.#server?.stop(true);
+    this.#server = undefined;
+  }
+
+  /** Resolves when the next generation request arrives. */
+  nextArrival(): Promise<SeenRequest> {
+    return new Promise((resolve) => this.#arrivals.push(resolve));
+  }
+
+  async #route(request: Request): Promise<Response> {
+    const path = new URL(request.url).pathname;
+    const method = request.method;
+    if (path === "/" && (method === "GET" || method === "HEAD")) {
+      return new Response(method === "HEAD" ? null : "Ollama is running", { headers: { "content-type": "text/plain; charset=utf-8" } });
+    }
+    if (path === "/api/version" && method === "GET") return json({ version: "0.12.6" });
+    if (path === "/api/tags" && method === "GET") return json({ models: [...this.models, ...this.embedModels].map(tagEntry) });
+    if (path === "/api/ps" && method === "GET") return json({ models: this.#running() });
+    if (method === "POST") {
+      const text = await request.text();
+      if (!text) return json({ error: "missing request body" }, 400);
+      let body: Record<string, unknown>;
+      try {
+        body = JSON.parse(text);
+      } catch (error) {
+        return json({ error: (error as Error).message }, 400);
+      }
+      switch (path) {
+        case "/api/chat":
+        case "/api/generate":
+          return this.#generate(path, body, request);
+        case "/api/embed":
+          return this.#embed(body, false);
+        case "/api/embeddings":
+          return this.#embed(body, true);
+        case "/api/show": {
+          const model = String(body.model ?? body.name ?? "");
+          if (!model) return json({ error: "model is required" }, 400);
+          if (!this.#has(model)) return json({ error: `model '${model}' not found` }, 404);
+          return json({ modelfile: "# fake", parameters: "", template: "{{ .Prompt }}", details: tagEntry(normalize(model)).details, model_info: {}, capabilities: ["completion"], modified_at: "2025-01-01T00:00:00Z" });
+        }
+      }
+    }
+    return new Response("404 page not found", { status: 404, headers: { "content-type": "text/plain" } });
+  }
+
+  #has(model: string): boolean {
+    const name = normalize(model);
+    return this.models.includes(name) || this.embedModels.includes(name);
+  }
+
+  #running() {
+    const running = this.loaded ? [this.loaded.split(" ")[0]!] : [];
+    return running.map((name) => ({ ...tagEntry(name), expires_at: new Date(Date.now() + 300_000).toISOString(), size_vram: 1000, context_length: 4096 }));
+  }
+
+  async #embed(body: Record<string, unknown>, legacy: boolean): Promise<Response> {
+    const model = String(body.model ?? "");
+    if (!model) return json({ error: "model is required" }, 400);
+    if (!this.#has(model)) return json({ error: `model "${model}" not found, try pulling it first` }, 404);
+    this.embedInFlight++;
+    this.maxEmbedInFlight = Math.max(this.maxEmbedInFlight, this.embedInFlight);
+    try {
+      if (this.embedDelayMs) await Bun.sleep(this.embedDelayMs);
+      const vector = (text: string) => {
+        const raw = [text.length + 1, 1, 2].map((n) => n / 10);
+        const norm = Math.hypot(...raw);
+        return raw.map((v) => v / norm);
+      };
+      if (legacy) return json({ embedding: body.prompt ? vector(String(body.prompt)) : [] });
+      const input = body.input;
+      if (input !== undefined && typeof input !== "string" && !(Array.isArray(input) && input.every((i) => typeof i === "string"))) {
+        return json({ error: "invalid input type" }, 400);
+      }
+      const inputs = input === undefined || input === "" ? [] : Array.isArray(input) ? input : [input];
+      if (inputs.length === 0) return json({ model, embeddings: [] });
+      return json({ model, embeddings: inputs.map(vector), total_duration: 14143917, load_duration: 1019500, prompt_eval_count: 8 });
+    } finally {
+      this.embedInFlight--;
+    }
+  }
+
+  async #generate(path: string, body: Record<string, unknown>, request: Request): Promise<Response> {
+    const chat = path === "/api/chat";
+    const model = typeof body.model === "string" ? body.model : "";
+    if (!model) return chat ? json({ error: "model is required" }, 400) : json({ error: "model '' not found" }, 404);
+    if (!this.models.includes(normalize(model))) return json({ error: `model '${model}' not found` }, 404);
+    const options = (body.options ?? {}) as Record<string, unknown>;
+    const key = [normalize(model), ...LOAD_OPTIONS.filter((o) => options[o] !== undefined).map((o) => `${o}=${JSON.stringify(options[o])}`)].join(" ");
+    const seen: SeenRequest = { path, model, key, body, headers: Object.fromEntries(request.headers), startedAt: Date.now(), swapped: false };
+    this.seen.push(seen);
+    for (const resolve of this.#arrivals.splice(0)) resolve(seen);
+
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    let released = false;
+    const release = (aborted = false) => {
+      if (released) return;
+      released = true;
+      this.inFlight--;
+      seen.endedAt = Date.now();
+      seen.aborted = aborted;
+    };
+    request.signal.addEventListener("abort", () => release(true), { once: true });
+
+    const failure = this.failures.shift();
+    if (failure?.kind === "status") {
+      release();
+      return json({ error: failure.error }, failure.status);
+    }
+    const started = performance.now();
+    if (this.loaded !== key) {
+      seen.swapped = true;
+      this.swaps++;
+      if (this.loadDelayMs) await Bun.sleep(this.loadDelayMs);
+      this.loaded = key;
+    }
+    const loadNs = Math.round((performance.now() - started) * 1e6) + 1_000_000;
+    const messages = (body.messages ?? []) as Array<{ role?: string; content?: string }>;
+    const prompt = chat ? [...messages].reverse().find((m) => m.role === "user")?.content ?? "" : String(body.prompt ?? "");
+    const isLoad = chat ? messages.length === 0 : !body.prompt;
+    const base = (extra: Record<string, unknown>) =>
+      chat ? { model, created_at: now(), message: { role: "assistant", content: extra.text as string }, done: extra.done } : { model, created_at: now(), response: extra.text as string, done: extra.done };
+
+    if (isLoad) {
+      release();
+      const unload = body.keep_alive === 0;
+      if (unload) this.loaded = null;
+      return json({ ...base({ text: "", done: true }), done_reason: unload ? "unload" : "load" });
+    }
+
+    const tokens = fakeTokens(prompt, typeof options.num_predict === "number" ? options.num_predict : undefined);
+    const final = () => ({
+      ...base({ text: "", done: true }),
+      done_reason: "stop",
+      ...(chat ? {} : { context: [1, 2, 3] }),
+      total_duration: Math.round((performance.now() - started) * 1e6) + 2_000_000,
+      load_duration: loadNs,
+      prompt_eval_count: prompt.length,
+      prompt_eval_duration: 1_000_000,
+      eval_count: tokens.length,
+      eval_duration: tokens.length * 1_000_000,
+    });
+
+    if (body.stream === false) {
+      for (let i = 0; i < tokens.length && this.tokenDelayMs; i++) await Bun.sleep(this.tokenDelayMs);
+      release();
+      const done = final();
+      if (chat) (done as { message: { content: string } }).message.content = tokens.join("");
+      else (done as { response: string }).response = tokens.join("");
+      return json(done);
+    }
+
+    const encoder = new TextEncoder();
+    const tokenDelayMs = this.tokenDelayMs;
+    let index = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (request.signal.aborted) return;
+        if (failure && index === failure.afterChunks) {
+          release();
+          if (failure.kind === "mid-stream") {
+            controller.enqueue(encoder.encode(`${JSON.stringify({ error: failure.error })}\n`));
+            controller.close();
+          } else {
+            controller.error(new Error("connection dropped"));
+          }
+          return;
+        }
+        if (index < tokens.length) {
+          if (tokenDelayMs && index > 0) await Bun.sleep(tokenDelayMs);
+          controller.enqueue(encoder.encode(`${JSON.stringify(base({ text: tokens[index], done: false }))}\n`));
+          index++;
+          return;
+        }
+        controller.enqueue(encoder.encode(`${JSON.stringify(final())}\n`));
+        release();
+        controller.close();
+      },
+      cancel: () => release(true),
+    });
+    return new Response(stream, { headers: { "content-type": "application/x-ndjson" } });
+  }
+}
+
+function tagEntry(name: string) {
+  return {
+    name,
+    model: name,
+    modified_at: "2025-05-04T17:37:44.706015396-07:00",
+    size: 2019393189,
+    digest: `sha256:${Bun.hash(name).toString(16).padStart(16, "0")}`,
+    details: { parent_model: "", format: "gguf", family: "llama", families: ["llama"], parameter_size: "3.2B", quantization_level: "Q4_K_M" },
+  };
+}
