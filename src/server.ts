@@ -50,8 +50,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const server = Bun.serve({
     hostname: config.listen.hostname,
     port: config.listen.port,
-    // Requests past this size never reach a handler; the content-length check below answers most first.
-    maxRequestBodySize: config.maxBodyBytes,
+    // Bun answers an empty 413 past this; it is a backstop for bodies sent without a content-length.
+    // Every other oversized body gets the JSON 413 below.
+    maxRequestBodySize: config.maxBodyBytes * 2,
     idleTimeout: 30,
     fetch(request, server) {
       const length = Number(request.headers.get("content-length") ?? 0);

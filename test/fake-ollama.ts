@@ -266,7 +266,9 @@ export class FakeOllama {
             controller.enqueue(encoder.encode(`${JSON.stringify({ error: failure.error })}\n`));
             controller.close();
           } else {
-            controller.error(new Error("connection dropped"));
+            // Let what was enqueued reach the wire first, so the break comes after those chunks.
+            if (index > 0) await Bun.sleep(30);
+            controller.error(new Error("fake ollama dropped the connection"));
           }
           return;
         }

@@ -159,7 +159,7 @@ export class JobRunner {
       const response = await this.#ollama.request("POST", `/api/${job.type}`, JSON.stringify(body), controller.signal);
       this.#lastRunKey = job.modelKey;
       const contentType = response.headers.get("content-type") ?? "application/x-ndjson";
-      for await (const line of ndjsonLines(response.body!)) {
+      for await (const line of readLines(response.body!, controller.signal)) {
         armStallTimer();
         if (lines.length === 0) {
           this.#store.markWorking(job.id);
@@ -225,6 +225,16 @@ export class JobRunner {
       this.#log.warn("job failed", { job: job.id, status, error: message });
       this.#post({ type: "ended", jobId: job.id, state: "failed", status, error: message });
     }
+  }
+}
+
+/** Ollama's lines; a body that breaks off (not an abort of ours) is a connection error, worth a retry. */
+async function* readLines(body: ReadableStream<Uint8Array>, signal: AbortSignal): AsyncGenerator<string> {
+  try {
+    yield* ndjsonLines(body);
+  } catch (error) {
+    if (signal.aborted) throw signal.reason;
+    throw new ConnectionError(`connection to ollama lost mid-response: ${(error as Error).message}`);
   }
 }
 
