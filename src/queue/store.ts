@@ -1,6 +1,9 @@
 import type { Database } from "bun:sqlite";
-import { ulid } from "ulid";
+import { monotonicFactory } from "ulid";
 import { QueueFullError } from "../errors";
+
+// Monotonic: ids made in the same millisecond still sort in the order they were made (the FIFO tie-break).
+const ulid = monotonicFactory();
 
 export type JobType = "chat" | "generate";
 export type JobState = "queued" | "loading" | "working" | "done" | "failed" | "canceled";
@@ -149,7 +152,7 @@ export class JobStore {
       `SELECT max(priority) AS p FROM jobs WHERE state = 'queued' AND priority < ?`,
     );
     this.#oldestOverdueStmt = db.query<{ id: string }, [number, number, number]>(
-      `SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND created_at <= ?2 AND run_after <= ?3
+      `SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND run_after <= ?3
        ORDER BY created_at, id LIMIT 1`,
     );
     this.#oldestForModelStmt = db.query<{ id: string }, [number, string, number]>(

@@ -1,0 +1,74 @@
+import { describe, expect, test } from "bun:test";
+import { ConfigError, loadConfig } from "../src/config";
+import { parseDuration } from "../src/duration";
+
+describe("durations", () => {
+  test("Go-style strings", () => {
+    expect(parseDuration("500ms")).toBe(500);
+    expect(parseDuration("30s")).toBe(30_000);
+    expect(parseDuration("5m")).toBe(300_000);
+    expect(parseDuration("24h")).toBe(86_400_000);
+    expect(parseDuration("1h30m")).toBe(5_400_000);
+    expect(parseDuration("1.5s")).toBe(1500);
+    expect(parseDuration("0")).toBe(0);
+    for (const bad of ["", "5", "5x", "m5", "5m junk", "-5s"]) expect(parseDuration(bad)).toBeUndefined();
+  });
+});
+
+describe("loadConfig", () => {
+  test("defaults", () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      listen: { hostname: "127.0.0.1", port: 8080 },
+      ollamaUrl: "http://127.0.0.1:11434",
+      dbPath: "./foreman.db",
+      pollIntervalMs: 30_000,
+      maxAttempts: 3,
+      jobTtlMs: 86_400_000,
+      logLevel: "info",
+      schedule: "drain",
+      maxWaitMs: 120_000,
+      maxQueue: 512,
+      jobTimeoutMs: 1_800_000,
+      stallTimeoutMs: 300_000,
+      durability: "normal",
+      maxBodyBytes: 64 * 1024 * 1024,
+      webhookBackoffMs: [5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 10_800_000, 21_600_000],
+    });
+    expect(config.token).toBeUndefined();
+  });
+
+  test("each bad value is one error naming its variable", () => {
+    const cases: Array<[Record<string, string>, string]> = [
+      [{ FOREMAN_LISTEN: "8080" }, "FOREMAN_LISTEN"],
+      [{ FOREMAN_LISTEN: "host:99999" }, "FOREMAN_LISTEN"],
+      [{ FOREMAN_OLLAMA_URL: "ftp://x" }, "FOREMAN_OLLAMA_URL"],
+      [{ FOREMAN_OLLAMA_URL: "not a url" }, "FOREMAN_OLLAMA_URL"],
+      [{ FOREMAN_POLL_INTERVAL: "30" }, "FOREMAN_POLL_INTERVAL"],
+      [{ FOREMAN_MAX_ATTEMPTS: "0" }, "FOREMAN_MAX_ATTEMPTS"],
+      [{ FOREMAN_MAX_ATTEMPTS: "two" }, "FOREMAN_MAX_ATTEMPTS"],
+      [{ FOREMAN_JOB_TTL: "1d" }, "FOREMAN_JOB_TTL"],
+      [{ FOREMAN_LOG_LEVEL: "loud" }, "FOREMAN_LOG_LEVEL"],
+      [{ FOREMAN_SCHEDULE: "random" }, "FOREMAN_SCHEDULE"],
+      [{ FOREMAN_DURABILITY: "extra" }, "FOREMAN_DURABILITY"],
+      [{ FOREMAN_WEBHOOK_SECRET: "plain" }, "FOREMAN_WEBHOOK_SECRET"],
+      [{ FOREMAN_MAX_QUEUE: "-1" }, "FOREMAN_MAX_QUEUE"],
+    ];
+    for (const [env, name] of cases) {
+      let error: unknown;
+      try {
+        loadConfig(env);
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as Error).message.startsWith(`${name}:`)).toBe(true);
+      expect((error as Error).message).not.toContain("\n");
+    }
+  });
+
+  test("listen accepts IPv6 and an empty host", () => {
+    expect(loadConfig({ FOREMAN_LISTEN: "[::1]:9000" }).listen).toEqual({ hostname: "::1", port: 9000 });
+    expect(loadConfig({ FOREMAN_LISTEN: ":9000" }).listen).toEqual({ hostname: "0.0.0.0", port: 9000 });
+  });
+});

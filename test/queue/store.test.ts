@@ -1,0 +1,216 @@
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import type { Database } from "bun:sqlite";
+import { QueueFullError } from "../../src/errors";
+import { openDatabase } from "../../src/queue/db";
+import { webhookPayload } from "../../src/queue/job-view";
+import { type ClaimPolicy, JobStore, type NewJob } from "../../src/queue/store";
+import { tempDir } from "../harness";
+
+let dir: ReturnType<typeof tempDir>;
+let db: Database;
+let store: JobStore;
+
+beforeEach(() => {
+  dir = tempDir();
+  db = openDatabase(join(dir.path, "nested", "folder", "q.db"));
+  store = new JobStore(db, { webhookPayload });
+});
+afterEach(() => {
+  db.close();
+  dir.cleanup();
+});
+
+const T0 = 1_800_000_000_000;
+const MINUTE = 60_000;
+const drain = (residentKeys: string[] = [], maxWaitMs = 2 * MINUTE): ClaimPolicy => ({ schedule: "drain", residentKeys, maxWaitMs });
+const fifo: ClaimPolicy = { schedule: "fifo", residentKeys: [], maxWaitMs: 2 * MINUTE };
+
+function add(model: string, at: number, extra: Partial<NewJob> = {}) {
+  return store.enqueue({ type: "chat", model, modelKey: `${model}:latest`, request: "{}", source: "jobs", maxAttempts: 3, ...extra }, 1000, at).job;
+}
+
+describe("the database", () => {
+  test("is WAL with foreign keys and a schema version; reopening does not migrate twice", () => {
+    expect(db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()!.journal_mode).toBe("wal");
+    expect(db.query<{ foreign_keys: number }, []>("PRAGMA foreign_keys").get()!.foreign_keys).toBe(1);
+    expect(db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(1);
+    expect(db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version).toBe(1);
+    add("a", T0);
+    const again = openDatabase(join(dir.path, "nested", "folder", "q.db"), { durability: "full" });
+    expect(again.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(2);
+    expect(again.query<{ n: number }, []>("SELECT count(*) AS n FROM jobs").get()!.n).toBe(1);
+    again.close();
+  });
+
+  test("refuses a database from a newer foreman", () => {
+    db.run("PRAGMA user_version = 99");
+    expect(() => openDatabase(join(dir.path, "nested", "folder", "q.db"))).toThrow("newer");
+  });
+});
+
+describe("claim order", () => {
+  test("fifo: oldest first", () => {
+    const a = add("a", T0);
+    const b = add("b", T0 + 1);
+    const c = add("a", T0 + 2);
+    const order = [store.claimNextJob(fifo, T0 + 10)!.id, store.claimNextJob(fifo, T0 + 10)!.id, store.claimNextJob(fifo, T0 + 10)!.id];
+    expect(order).toEqual([a.id, b.id, c.id]);
+    expect(store.claimNextJob(fifo, T0 + 10)).toBeNull();
+  });
+
+  test("drain: the loaded model's jobs first, oldest first among them, then the oldest", () => {
+    const a1 = add("a", T0);
+    const b1 = add("b", T0 + 1);
+    const a2 = add("a", T0 + 2);
+    const b2 = add("b", T0 + 3);
+    const now = T0 + 10;
+    expect(store.claimNextJob(drain(["b:latest"]), now)!.id).toBe(b1.id);
+    expect(store.claimNextJob(drain(["b:latest"]), now)!.id).toBe(b2.id);
+    expect(store.claimNextJob(drain(["b:latest"]), now)!.id).toBe(a1.id);
+    expect(store.claimNextJob(drain(["b:latest"]), now)!.id).toBe(a2.id);
+  });
+
+  test("drain: several resident models are tried in the order given", () => {
+    const a = add("a", T0);
+    const b = add("b", T0 + 1);
+    const c = add("c", T0 + 2);
+    expect(store.claimNextJob(drain(["c:latest", "b:latest"]), T0 + 10)!.id).toBe(c.id);
+    expect(store.claimNextJob(drain(["c:latest", "b:latest"]), T0 + 10)!.id).toBe(b.id);
+    expect(store.claimNextJob(drain(["c:latest", "b:latest"]), T0 + 10)!.id).toBe(a.id);
+  });
+
+  test("higher priority beats everything, including overdue jobs and the loaded model", () => {
+    const old = add("a", T0);
+    const urgent = add("b", T0 + 5 * MINUTE, { priority: 5 });
+    expect(store.claimNextJob(drain(["a:latest"]), T0 + 5 * MINUTE)!.id).toBe(urgent.id);
+    expect(store.claimNextJob(drain(["a:latest"]), T0 + 5 * MINUTE)!.id).toBe(old.id);
+  });
+
+  test("negative priorities run after the default", () => {
+    const low = add("a", T0, { priority: -1 });
+    const normal = add("a", T0 + 1);
+    expect(store.claimNextJob(fifo, T0 + 2)!.id).toBe(normal.id);
+    expect(store.claimNextJob(fifo, T0 + 2)!.id).toBe(low.id);
+  });
+
+  test("starvation guard: a job waiting longer than maxWait goes before the loaded model, oldest overdue first", () => {
+    const lonelyB = add("b", T0);
+    const lonelyC = add("c", T0 + 1);
+    const a = add("a", T0 + 2 * MINUTE);
+    // At exactly maxWait the B job is not yet overdue (it must have waited *longer*): the drain order holds.
+    expect(store.claimNextJob(drain(["a:latest"]), T0 + 2 * MINUTE)!.id).toBe(a.id);
+    add("a", T0 + 2 * MINUTE + 5);
+    expect(store.claimNextJob(drain(["a:latest"]), T0 + 2 * MINUTE + 10)!.id).toBe(lonelyB.id);
+    expect(store.claimNextJob(drain(["b:latest"]), T0 + 2 * MINUTE + 10)!.id).toBe(lonelyC.id);
+  });
+
+  test("ties: jobs created in the same millisecond keep their submission order", () => {
+    const ids = Array.from({ length: 20 }, () => add("a", T0).id);
+    const claimed = ids.map(() => store.claimNextJob(drain(["a:latest"]), T0 + 1)!.id);
+    expect(claimed).toEqual(ids);
+  });
+
+  test("a job whose run_after is in the future waits; lower-priority ready work runs meanwhile", () => {
+    const retry = add("a", T0, { priority: 1 });
+    store.claimNextJob(fifo, T0);
+    store.requeueJob(retry.id, T0 + 5000, "unreachable", 502);
+    const ready = add("b", T0 + 1);
+    expect(store.claimNextJob(fifo, T0 + 10)!.id).toBe(ready.id);
+    expect(store.claimNextJob(fifo, T0 + 10)).toBeNull();
+    expect(store.nextRunAfter()).toBe(T0 + 5000);
+    const again = store.claimNextJob(fifo, T0 + 5000)!;
+    expect(again.id).toBe(retry.id);
+    expect(again.attempts).toBe(2);
+  });
+
+  test("a claim marks the job loading, stamps it and counts the attempt", () => {
+    add("a", T0);
+    const job = store.claimNextJob(fifo, T0 + 7)!;
+    expect(job).toMatchObject({ state: "loading", startedAt: T0 + 7, attempts: 1 });
+    expect(store.runningJob()!.id).toBe(job.id);
+  });
+});
+
+describe("state changes", () => {
+  test("done stores the result and artifacts; a later cancel is refused", () => {
+    const job = add("a", T0);
+    store.claimNextJob(fifo, T0);
+    expect(store.markWorking(job.id)!.state).toBe("working");
+    const done = store.finishJob(job.id, '{"done":true}', [{ name: "result.json", contentType: "application/json", data: '{"done":true}' }], T0 + 5)!;
+    expect(done).toMatchObject({ state: "done", finishedAt: T0 + 5, result: '{"done":true}' });
+    expect(store.listArtifacts(job.id)).toEqual([{ name: "result.json", contentType: "application/json", size: 13, createdAt: T0 + 5 }]);
+    expect(new TextDecoder().decode(store.getArtifact(job.id, "result.json")!.data)).toBe('{"done":true}');
+    expect(store.cancelJob(job.id)).toBeNull();
+  });
+
+  test("a canceled job cannot be finished by a worker that was still running it", () => {
+    const job = add("a", T0);
+    store.claimNextJob(fifo, T0);
+    expect(store.cancelJob(job.id)!.state).toBe("canceled");
+    expect(store.finishJob(job.id, "{}", [])).toBeNull();
+    expect(store.failJob(job.id, "x", 500)).toBeNull();
+    expect(store.getJob(job.id)!.state).toBe("canceled");
+  });
+
+  test("the queue refuses work past maxQueue with Ollama's 503", () => {
+    store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1 }, 2);
+    store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1 }, 2);
+    expect(() => store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1 }, 2)).toThrow(QueueFullError);
+    expect(store.queuedCount()).toBe(2);
+  });
+
+  test("an idempotency key returns the first job instead of a second", () => {
+    const first = store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1, idempotencyKey: "k" }, 10);
+    const again = store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1, idempotencyKey: "k" }, 10);
+    expect(first.created).toBe(true);
+    expect(again).toEqual({ job: first.job, created: false });
+  });
+
+  test("crash recovery re-queues interrupted jobs with the attempt counted, and fails those out of attempts", () => {
+    const once = add("a", T0);
+    const spent = add("b", T0 + 1, { maxAttempts: 1 });
+    store.claimNextJob(fifo, T0 + 2);
+    store.claimNextJob(fifo, T0 + 2);
+    const { requeued, failed } = store.recoverInterruptedJobs(T0 + 3);
+    expect(requeued.map((j) => [j.id, j.state, j.attempts])).toEqual([[once.id, "queued", 1]]);
+    expect(failed.map((j) => [j.id, j.state, j.error])).toEqual([[spent.id, "failed", "interrupted 1 times"]]);
+  });
+
+  test("a shutdown re-queue refunds the attempt", () => {
+    const job = add("a", T0);
+    store.claimNextJob(fifo, T0);
+    expect(store.requeueJob(job.id, T0, "shutdown", null, true)!.attempts).toBe(0);
+  });
+
+  test("pruning deletes jobs that ended before the cutoff, with their artifacts", () => {
+    const old = add("a", T0);
+    const recent = add("a", T0 + 1);
+    const waiting = add("a", T0 + 2);
+    store.claimNextJob(fifo, T0);
+    store.finishJob(old.id, "{}", [{ name: "result.json", contentType: "application/json", data: "{}" }], T0 + 10);
+    store.claimNextJob(fifo, T0);
+    store.failJob(recent.id, "x", 500, [], T0 + 1000);
+    expect(store.pruneFinishedJobs(T0 + 500)).toBe(1);
+    expect(store.getJob(old.id)).toBeNull();
+    expect(store.listArtifacts(old.id)).toEqual([]);
+    expect(store.getJob(recent.id)).not.toBeNull();
+    expect(store.getJob(waiting.id)!.state).toBe("queued");
+  });
+
+  test("queue position follows priority then age", () => {
+    const a = add("a", T0);
+    const b = add("a", T0 + 1);
+    const urgent = add("a", T0 + 2, { priority: 3 });
+    expect([store.queuePosition(urgent), store.queuePosition(a), store.queuePosition(b)]).toEqual([1, 2, 3]);
+  });
+
+  test("listing is newest first with a cursor and filters", () => {
+    const ids = Array.from({ length: 5 }, (_, i) => add(i % 2 ? "b" : "a", T0 + i).id);
+    const page1 = store.listJobs({ limit: 2 });
+    expect(page1.map((j) => j.id)).toEqual([ids[4]!, ids[3]!]);
+    const page2 = store.listJobs({ limit: 2, cursor: page1[1]!.id });
+    expect(page2.map((j) => j.id)).toEqual([ids[2]!, ids[1]!]);
+    expect(store.listJobs({ limit: 10, model: "b" }).map((j) => j.id)).toEqual([ids[3]!, ids[1]!]);
+  });
+});
