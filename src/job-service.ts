@@ -71,6 +71,9 @@ export class JobService {
     return job;
   }
 
+  /** Set at shutdown: connections we close ourselves must not cancel the jobs behind them. */
+  shuttingDown = false;
+
   /** Called whenever a job ends, from any thread's doing (webhook delivery hooks in here). */
   onJobEnded: () => void = () => {};
 
@@ -106,7 +109,7 @@ export class JobService {
       const encoder = new TextEncoder();
 
       const clientGone = () => {
-        if (!ended) this.cancel(jobId);
+        if (!ended && !this.shuttingDown) this.cancel(jobId);
       };
       const unsubscribe = this.bridge.subscribe(jobId, (event: JobEvent) => {
         switch (event.type) {

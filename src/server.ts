@@ -32,7 +32,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const store = new JobStore(db, { webhookPayload });
   const ollama = new OllamaClient({ baseUrl: config.ollamaUrl, token: config.ollamaToken });
   const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
-  const bridge = new WorkerBridge(config, createLogger(config.logLevel, "worker"));
+  // Resolved from this file so that, compiled, it names the worker entry point bundled beside main.
+  const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
+  const bridge = new WorkerBridge(workerUrl, config, createLogger(config.logLevel, "worker"));
   const jobs = new JobService(store, bridge, inventory, config, log);
   const webhooks = new WebhookDispatcher(store, config, createLogger(config.logLevel, "webhook"));
 
@@ -76,6 +78,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     stop() {
       stopping ??= (async () => {
         log.info("shutting down: no new requests; the running job may finish", { grace_ms: config.shutdownGraceMs });
+        jobs.shuttingDown = true;
         void server.stop();
         inventory.stop();
         webhooks.stop();

@@ -64,11 +64,14 @@ export interface ForemanProcess {
  * Spawns `foreman serve` and resolves once it listens. The port is picked here (a free one found by
  * binding port 0), so a restart can reuse it.
  */
-export async function spawnForeman(env: Record<string, string>, command: string[] = ["bun", "src/main.ts"]): Promise<ForemanProcess> {
+export async function spawnForeman(
+  env: Record<string, string>,
+  { command = ["bun", "src/main.ts"], cwd = join(import.meta.dir, "..") }: { command?: string[]; cwd?: string } = {},
+): Promise<ForemanProcess> {
   const port = env.FOREMAN_LISTEN?.endsWith(":0") || !env.FOREMAN_LISTEN ? await freePort() : Number(env.FOREMAN_LISTEN.split(":").pop());
   let stderr = "";
   const child = Bun.spawn([...command, "serve"], {
-    cwd: join(import.meta.dir, ".."),
+    cwd,
     env: { ...process.env, FOREMAN_LOG_LEVEL: "info", ...env, FOREMAN_LISTEN: `127.0.0.1:${port}` },
     stdout: "ignore",
     stderr: "pipe",

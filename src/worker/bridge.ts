@@ -25,10 +25,10 @@ export class WorkerBridge {
   /** Called when the worker ended a job (webhook deliveries wait on this). */
   onJobEnded: () => void = () => {};
 
-  constructor(settings: WorkerSettings, log: Logger) {
+  /** `workerUrl` is src/worker/index.ts, which `bun build --compile` must be given as a second entry point. */
+  constructor(workerUrl: string, settings: WorkerSettings, log: Logger) {
     this.#log = log;
-    // A literal URL so `bun build --compile` sees and bundles the worker as its own entry point.
-    this.#worker = new Worker(new URL("./index.ts", import.meta.url).href);
+    this.#worker = new Worker(workerUrl);
     let resolveReady!: () => void;
     let resolveStopped!: () => void;
     this.ready = new Promise((resolve) => (resolveReady = resolve));

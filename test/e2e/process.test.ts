@@ -1,0 +1,137 @@
+// Slow end-to-end tests: foreman as a real process (from source and compiled), real signals, real kills.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { join } from "node:path";
+import { Ollama } from "ollama";
+import { FakeOllama } from "../fake-ollama";
+import { type ForemanProcess, foremanEnv, spawnForeman, tempDir, until } from "../harness";
+
+const ROOT = join(import.meta.dir, "..", "..");
+
+async function run(args: string[], env: Record<string, string> = {}) {
+  const child = Bun.spawn(["bun", "src/main.ts", ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  return { stdout, stderr, code };
+}
+
+describe("the foreman command", () => {
+  test("--help and --version exit 0; an unknown subcommand prints usage on stderr and exits 2", async () => {
+    const help = await run(["--help"]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain("foreman serve");
+    const version = await run(["--version"]);
+    expect(version.stdout).toMatch(/^foreman \d+\.\d+\.\d+\n$/);
+    const unknown = await run(["frobnicate"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "frobnicate"');
+    expect(unknown.stderr).toContain("Usage:");
+  });
+
+  test("a bad variable stops serve with one line naming it and exit 2, before anything starts", async () => {
+    const dir = tempDir();
+    const result = await run(["serve"], { FOREMAN_MAX_ATTEMPTS: "lots", FOREMAN_DB: join(dir.path, "x.db") });
+    expect(result.code).toBe(2);
+    expect(result.stderr.trim().split("\n")).toEqual(['foreman: FOREMAN_MAX_ATTEMPTS: "lots" must be an integer of at least 1']);
+    expect(await Bun.file(join(dir.path, "x.db")).exists()).toBe(false);
+    dir.cleanup();
+  });
+});
+
+describe("foreman as a process", () => {
+  let fake: FakeOllama;
+  let dir: ReturnType<typeof tempDir>;
+  beforeAll(() => {
+    fake = new FakeOllama({ tokenDelayMs: 100 }).start();
+    dir = tempDir();
+  });
+  afterAll(async () => {
+    await fake.stop();
+    dir.cleanup();
+  });
+
+  test("kill -9 mid-job, restart: the job runs again and every queued job is answered", async () => {
+    const env = foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, "kill.db") });
+    let foreman: ForemanProcess = await spawnForeman(env);
+    const body = (i: number) => JSON.stringify({ type: "chat", model: "llama3.2", messages: [{ role: "user", content: `job ${i} a b c d` }], stream: false });
+    // Three clients; the first job is running when the process dies, two wait behind it.
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const controller = new AbortController();
+      void fetch(`${foreman.url}/api/chat`, { method: "POST", body: body(i), signal: controller.signal }).catch(() => {});
+    }
+    await until(() => fake.inFlight === 1, 10_000, "a job to run");
+    const seenBefore = fake.seen.length;
+    foreman.process.kill(9);
+    await foreman.process.exited;
+
+    const db = new Database(env.FOREMAN_DB!, { readonly: true });
+    const before = db.query<{ id: string; state: string }, []>("SELECT id, state FROM jobs ORDER BY id").all();
+    db.close();
+    expect(["loading", "working"]).toContain(before[0]!.state);
+    expect(before.slice(1).map((r) => r.state)).toEqual(["queued", "queued"]);
+    ids.push(...before.map((r) => r.id));
+
+    foreman = await spawnForeman({ ...env, FOREMAN_LISTEN: new URL(foreman.url).host });
+    const jobState = async (id: string) => {
+      const check = new Database(env.FOREMAN_DB!, { readonly: true });
+      const row = check.query<{ state: string; attempts: number }, [string]>("SELECT state, attempts FROM jobs WHERE id = ?").get(id)!;
+      check.close();
+      return row;
+    };
+    await until(async () => (await Promise.all(ids.map(jobState))).every((r) => r.state === "done"), 20_000, "all jobs done");
+    const states = await Promise.all(ids.map(jobState));
+    expect(states.map((s) => s.attempts)).toEqual([2, 1, 1]); // the interrupted one ran twice
+    expect(fake.seen.length - seenBefore).toBe(3);
+    expect(fake.maxInFlight).toBe(1);
+    foreman.process.kill("SIGTERM");
+    expect(await foreman.process.exited).toBe(0);
+  });
+
+  test("SIGTERM lets the running job finish, stops accepting, and exits 0", async () => {
+    const env = foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, "term.db"), FOREMAN_SHUTDOWN_GRACE: "10s", FOREMAN_LOG_LEVEL: "info" });
+    const foreman = await spawnForeman(env);
+    const client = new Ollama({ host: foreman.url });
+    const answer = client.chat({ model: "llama3.2", messages: [{ role: "user", content: "finish this please" }] });
+    await until(() => fake.inFlight === 1, 10_000, "the job to run");
+    foreman.process.kill("SIGTERM");
+    expect((await answer).message.content).toBe("You said: finish this please");
+    expect(await foreman.process.exited).toBe(0);
+    expect(foreman.stderr()).toContain("stopped");
+  });
+
+  test("SIGTERM past the grace period re-queues the running job without spending its attempt", async () => {
+    fake.tokenDelayMs = 300;
+    const env = foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, "grace.db"), FOREMAN_SHUTDOWN_GRACE: "200ms" });
+    const foreman = await spawnForeman(env);
+    void fetch(`${foreman.url}/api/chat`, { method: "POST", body: JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "a b c d e f g" }] }) }).catch(() => {});
+    await until(() => fake.inFlight === 1, 10_000, "the job to run");
+    foreman.process.kill("SIGTERM");
+    expect(await foreman.process.exited).toBe(0);
+    const db = new Database(env.FOREMAN_DB!, { readonly: true });
+    expect(db.query<{ state: string; attempts: number }, []>("SELECT state, attempts FROM jobs").get()).toEqual({ state: "queued", attempts: 0 });
+    db.close();
+    fake.tokenDelayMs = 100;
+  });
+
+  test("the compiled binary runs from a folder with no source beside it and serves a chat", async () => {
+    const build = Bun.spawnSync(["bun", "build", "--compile", "src/main.ts", "src/worker/index.ts", "--outfile", join(dir.path, "bin", "foreman")], { cwd: ROOT });
+    expect(build.exitCode).toBe(0);
+    const elsewhere = tempDir();
+    const env = foremanEnv(fake.url, elsewhere.path, { FOREMAN_DB: "./state/foreman.db" });
+    const foreman = await spawnForeman(env, { command: [join(dir.path, "bin", "foreman")], cwd: elsewhere.path }).catch((error) => {
+      elsewhere.cleanup();
+      throw error;
+    });
+    try {
+      const client = new Ollama({ host: foreman.url });
+      const parts: string[] = [];
+      for await (const part of await client.chat({ model: "qwen3", messages: [{ role: "user", content: "from the binary" }], stream: true })) parts.push(part.message.content);
+      expect(parts.join("")).toBe("You said: from the binary");
+    } finally {
+      foreman.process.kill("SIGTERM");
+      await foreman.process.exited;
+      expect(await Bun.file(join(elsewhere.path, "state", "foreman.db")).exists()).toBe(true);
+      elsewhere.cleanup();
+    }
+  }, 120_000);
+});
