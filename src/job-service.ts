@@ -6,6 +6,7 @@ import { modelKey } from "./ollama/model-key";
 import { type ChatRequest, GENERATION_REQUEST, type GenerateRequest, assertShape } from "./ollama/types";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
 import type { JobRow, JobSource, JobStore, JobType } from "./queue/store";
+import { lastLine } from "./ollama/ndjson";
 import type { JobEvent, WorkerBridge } from "./worker/bridge";
 
 /** Priorities accepted from clients: integers in this range (inclusive). */
@@ -104,12 +105,18 @@ export class JobService {
     return new Promise<Response>((resolve) => {
       let stream: ReadableStreamDefaultController<Uint8Array> | undefined;
       let singleObject = false;
-      let lastLine = "";
+      let latest = "";
       let ended = false;
       const encoder = new TextEncoder();
 
       const clientGone = () => {
         if (!ended && !this.shuttingDown) this.cancel(jobId);
+      };
+      /** The answer is complete: stop listening (and a disconnect now cancels nothing). */
+      const finish = () => {
+        ended = true;
+        unsubscribe();
+        clientSignal.removeEventListener("abort", clientGone);
       };
       const unsubscribe = this.bridge.subscribe(jobId, (event: JobEvent) => {
         switch (event.type) {
@@ -118,8 +125,15 @@ export class JobService {
             if (event.contentType) singleObject = !event.contentType.includes("ndjson");
             return;
           case "chunk":
-            lastLine = event.line;
-            if (!streaming || singleObject) return;
+            latest = lastLine(event.bytes);
+            if (!streaming || singleObject) {
+              // Ollama's one-object answer is complete as it arrives: answer now, not after the bookkeeping.
+              if (event.bytes.indexOf(10) >= event.bytes.length - 1 && isFinalLine(latest)) {
+                finish();
+                resolve(new Response(latest, { headers: { "content-type": "application/json; charset=utf-8", ...headers } }));
+              }
+              return;
+            }
             if (!stream) {
               const body = new ReadableStream<Uint8Array>({
                 start: (controller) => void (stream = controller),
@@ -127,16 +141,19 @@ export class JobService {
               });
               resolve(new Response(body, { headers: { "content-type": "application/x-ndjson", ...headers } }));
             }
-            stream!.enqueue(encoder.encode(`${event.line}\n`));
+            stream!.enqueue(event.bytes);
+            // The final chunk is the whole answer: end the response now rather than after the bookkeeping.
+            if (isFinalLine(latest)) {
+              finish();
+              stream!.close();
+            }
             return;
           case "ended":
-            ended = true;
-            unsubscribe();
-            clientSignal.removeEventListener("abort", clientGone);
+            finish();
             if (stream) {
               // After the first line the status is sent: a failure becomes a last {"error"} line.
               try {
-                if (event.state !== "done" && !lastLine.startsWith('{"error"')) {
+                if (event.state !== "done" && !latest.startsWith('{"error"')) {
                   stream.enqueue(encoder.encode(`${JSON.stringify({ error: event.error ?? event.state })}\n`));
                 }
                 stream.close();
@@ -166,4 +183,14 @@ export function parsePriorityHeader(value: string | null): number {
     throw new BadRequestError(`X-Foreman-Priority must be an integer from ${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max}`);
   }
   return n;
+}
+
+/** True for Ollama's last line of a successful stream (`"done": true`). */
+function isFinalLine(line: string): boolean {
+  if (!line.includes('"done":true')) return false;
+  try {
+    return (JSON.parse(line) as { done?: unknown }).done === true;
+  } catch {
+    return false;
+  }
 }

@@ -248,6 +248,11 @@ export class FakeOllama {
     if (body.stream === false) {
       for (let i = 0; i < tokens.length && this.tokenDelayMs; i++) await Bun.sleep(this.tokenDelayMs);
       release();
+      // Without streaming, a failure during generation is an ordinary error status (reference §7.3).
+      if (failure?.kind === "mid-stream") return json({ error: failure.error }, 500);
+      if (failure?.kind === "drop") {
+        return new Response(new ReadableStream({ pull: (controller) => controller.error(new Error("fake ollama dropped the connection")) }), { headers: JSON_UTF8 });
+      }
       const done = final();
       if (chat) (done as { message: { content: string } }).message.content = tokens.join("");
       else (done as { response: string }).response = tokens.join("");

@@ -1,23 +1,52 @@
+const NEWLINE = 10;
+const decoder = new TextDecoder();
+
 /**
- * Splits a byte stream into lines, each without its "\n": a line may span chunks and a chunk may
- * hold many lines. A last line without "\n" is yielded at the end. Blank lines are skipped.
+ * Reads an NDJSON byte stream in whole lines without decoding it: each yield is every complete line
+ * that one network read brought, "\n"s included, exactly as sent, so a relay passes bytes on as they
+ * are. A line may span reads and a read may hold many lines; a last line without "\n" comes at the end.
  */
-export async function* ndjsonLines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let pending = "";
-  for await (const chunk of body) {
-    pending += decoder.decode(chunk, { stream: true });
-    let newline = pending.indexOf("\n");
-    if (newline === -1) continue;
-    let start = 0;
-    do {
-      const line = pending.slice(start, newline);
-      if (line.trim()) yield line;
-      start = newline + 1;
-      newline = pending.indexOf("\n", start);
-    } while (newline !== -1);
-    pending = pending.slice(start);
+export async function* ndjsonChunks(body: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
+  let pending: Uint8Array | undefined;
+  for await (const bytes of body) {
+    const data = pending ? concatBytes([pending, bytes]) : bytes;
+    const end = data.lastIndexOf(NEWLINE);
+    if (end === -1) {
+      pending = data === bytes ? bytes.slice() : data;
+      continue;
+    }
+    // A copy: the stream may reuse its buffer, and this chunk outlives the read.
+    yield data.slice(0, end + 1);
+    pending = end + 1 < data.length ? data.slice(end + 1) : undefined;
   }
-  pending += decoder.decode();
-  if (pending.trim()) yield pending;
+  if (pending && decoder.decode(pending).trim()) yield pending;
+}
+
+/** The bytes of several chunks, end to end. */
+export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** The lines of NDJSON text, without their "\n"; blank lines are skipped. */
+export function splitLines(text: string): string[] {
+  return text.split("\n").filter((line) => line.trim());
+}
+
+/** The last line of an NDJSON chunk, decoded (only that line is). */
+export function lastLine(chunk: Uint8Array): string {
+  const end = chunk[chunk.length - 1] === NEWLINE ? chunk.length - 1 : chunk.length;
+  const start = chunk.lastIndexOf(NEWLINE, end - 1) + 1;
+  return decoder.decode(chunk.subarray(start, end));
+}
+
+/** The lines of an NDJSON byte stream one at a time, without their "\n". */
+export async function* ndjsonLines(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const streaming = new TextDecoder();
+  for await (const chunk of ndjsonChunks(body)) yield* splitLines(streaming.decode(chunk, { stream: true }));
 }

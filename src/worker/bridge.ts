@@ -5,7 +5,7 @@ import type { FromWorker, ToWorker, WorkerSettings } from "./protocol";
 /** What a job's listeners hear, in order: state changes, streamed lines, then one end. */
 export type JobEvent =
   | { type: "state"; state: JobState; contentType?: string }
-  | { type: "chunk"; line: string }
+  | { type: "chunk"; bytes: Uint8Array }
   | { type: "ended"; state: "done" | "failed" | "canceled"; status: number | null; error: string | null };
 
 type Listener = (event: JobEvent) => void;
@@ -49,7 +49,7 @@ export class WorkerBridge {
           this.emit(message.jobId, { type: "state", state: message.state, contentType: message.contentType });
           break;
         case "chunk":
-          this.emit(message.jobId, { type: "chunk", line: message.line });
+          this.emit(message.jobId, { type: "chunk", bytes: message.bytes });
           break;
         case "ended":
           this.onJobEnded();

@@ -1,7 +1,7 @@
 /// <reference lib="webworker" />
 // The worker thread's entry point: owns the job loop and the upstream fetch, talks only by postMessage.
 import { createLogger } from "../log";
-import { openDatabase } from "../queue/db";
+import { openDatabase, startCheckpoints } from "../queue/db";
 import { webhookPayload } from "../queue/job-view";
 import { JobStore } from "../queue/store";
 import type { FromWorker, ToWorker } from "./protocol";
@@ -20,11 +20,14 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       const log = createLogger(settings.logLevel, "worker");
       const db = openDatabase(settings.dbPath, { durability: settings.durability });
       runner = new JobRunner(new JobStore(db, { webhookPayload }), settings, post, log);
+      // The worker does most of the writing, so it keeps the WAL short too.
+      const stopCheckpoints = startCheckpoints(db, settings.dbPath);
       post({ type: "ready" });
       runner
         .run()
         .catch((error) => log.error("job loop crashed", { error }))
         .finally(() => {
+          stopCheckpoints();
           db.close();
           post({ type: "stopped" });
         });

@@ -33,8 +33,8 @@ export type FromWorker =
   | { type: "ready" }
   /** The job moved to `state`; `contentType` is Ollama's, sent with `working`. */
   | { type: "state"; jobId: string; state: JobState; contentType?: string }
-  /** One NDJSON line exactly as Ollama sent it, without its "\n". */
-  | { type: "chunk"; jobId: string; line: string }
+  /** Whole NDJSON lines, the bytes exactly as Ollama sent them ("\n"s included): all that one read brought. */
+  | { type: "chunk"; jobId: string; bytes: Uint8Array }
   /** The job ended; `status` is the HTTP status to answer with when it failed. */
   | { type: "ended"; jobId: string; state: "done" | "failed" | "canceled"; status: number | null; error: string | null }
   /** A connection error: the HTTP thread should re-poll Ollama now. */

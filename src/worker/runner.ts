@@ -1,7 +1,7 @@
 import { assembleFinalResponse } from "../ollama/assemble";
 import { ConnectionError, HttpError, OllamaClient } from "../ollama/client";
-import { ndjsonLines } from "../ollama/ndjson";
-import { type JobRow, JobStore } from "../queue/store";
+import { concatBytes, lastLine, ndjsonChunks, splitLines } from "../ollama/ndjson";
+import type { ArtifactInput, JobRow, JobStore } from "../queue/store";
 import type { Logger } from "../log";
 import { retryDelayMs } from "./backoff";
 import type { FromWorker, WorkerSettings } from "./protocol";
@@ -140,57 +140,57 @@ export class JobRunner {
     const abortWith = (cause: AbortCause) => controller.abort(new AbortedByRunner(cause));
     const { jobTimeoutMs, stallTimeoutMs } = this.#settings;
     const jobTimer = setTimeout(() => abortWith({ kind: "timeout", message: `job timed out after ${jobTimeoutMs} ms` }), jobTimeoutMs);
-    let stallTimer: Timer | undefined;
-    const armStallTimer = () => {
-      clearTimeout(stallTimer);
-      stallTimer = setTimeout(
-        () => abortWith({ kind: "timeout", message: `no output from ollama for ${stallTimeoutMs} ms` }),
-        stallTimeoutMs,
-      );
-    };
+    // The stall check reads a timestamp instead of re-arming a timer per chunk: chunks come thousands a second.
+    let lastOutputAt = Date.now();
+    const stallCheck = setInterval(() => {
+      if (Date.now() - lastOutputAt > stallTimeoutMs) {
+        abortWith({ kind: "timeout", message: `no output from ollama for ${stallTimeoutMs} ms` });
+      }
+    }, Math.max(10, Math.min(1000, stallTimeoutMs / 10)));
 
-    const lines: string[] = [];
+    const chunks: Uint8Array[] = [];
     try {
       const body = JSON.parse(job.request) as Record<string, unknown>;
-      // Always stream upstream, whatever the client asked: chunks feed live clients and the stall timer,
-      // and the non-streaming answer is assembled exactly as Ollama would assemble it.
-      body.stream = true;
-      armStallTimer();
+      // A client of /api/chat or /api/generate gets what it asked Ollama for, byte for byte. A job API
+      // job always streams: its watchers see the pieces, and the final answer is assembled as Ollama would.
+      if (job.source === "jobs") body.stream = true;
       const response = await this.#ollama.request("POST", `/api/${job.type}`, JSON.stringify(body), controller.signal);
       this.#lastRunKey = job.modelKey;
       const contentType = response.headers.get("content-type") ?? "application/x-ndjson";
-      for await (const line of readLines(response.body!, controller.signal)) {
-        armStallTimer();
-        if (lines.length === 0) {
-          this.#store.markWorking(job.id);
-          this.#post({ type: "state", jobId: job.id, state: "working", contentType });
-        }
-        lines.push(line);
-        this.#post({ type: "chunk", jobId: job.id, line });
-        const error = streamedError(line);
+      for await (const bytes of readChunks(response.body!, controller.signal)) {
+        lastOutputAt = Date.now();
+        const first = chunks.length === 0;
+        chunks.push(bytes);
+        // Relay first, record after: the database write need not delay the client's first token.
+        if (first) this.#post({ type: "state", jobId: job.id, state: "working", contentType });
+        this.#post({ type: "chunk", jobId: job.id, bytes });
+        if (first) this.#store.markWorking(job.id);
+        const error = streamedError(lastLine(bytes));
         if (error !== undefined) throw new HttpError(500, error);
       }
       if (controller.signal.aborted) throw controller.signal.reason;
+      const streamed = concatBytes(chunks);
+      const lines = splitLines(new TextDecoder().decode(streamed));
       const result = assembleFinalResponse(lines);
       if (result.done !== true) throw new ConnectionError("ollama closed the stream before it was done");
-      const artifacts = [{ name: "result.json", contentType: "application/json", data: JSON.stringify(result) }];
-      if (contentType.includes("ndjson")) {
-        artifacts.push({ name: "stream.ndjson", contentType: "application/x-ndjson", data: lines.map((l) => `${l}\n`).join("") });
-      }
-      if (this.#store.finishJob(job.id, JSON.stringify(result), artifacts)) {
+      // One line is Ollama's own non-streaming body: keep its exact bytes.
+      const resultText = lines.length === 1 ? lines[0]! : JSON.stringify(result);
+      const artifacts: ArtifactInput[] = [{ name: "result.json", contentType: "application/json", data: resultText }];
+      if (contentType.includes("ndjson")) artifacts.push(streamArtifact(streamed));
+      if (this.#store.finishJob(job.id, resultText, artifacts)) {
         this.#post({ type: "ended", jobId: job.id, state: "done", status: null, error: null });
       }
     } catch (error) {
-      this.#settle(job, controller.signal.aborted ? controller.signal.reason : error, lines);
+      this.#settle(job, controller.signal.aborted ? controller.signal.reason : error, chunks);
     } finally {
       clearTimeout(jobTimer);
-      clearTimeout(stallTimer);
+      clearInterval(stallCheck);
       this.#running = undefined;
     }
   }
 
   /** Decides a failed attempt's fate: canceled, re-queued (with backoff) or failed. */
-  #settle(job: JobRow, error: unknown, lines: string[]): void {
+  #settle(job: JobRow, error: unknown, chunks: Uint8Array[]): void {
     if (error instanceof AbortedByRunner && error.why.kind === "canceled") {
       this.#log.info("job canceled while running", { job: job.id });
       return; // The HTTP thread marked it canceled and told its listeners.
@@ -210,7 +210,7 @@ export class JobRunner {
       this.#post({ type: "unreachable" });
     }
     // A client that already received tokens cannot be given a second answer; a job API job can.
-    const retryable = (unreachable || busy || timedOut) && (lines.length === 0 || job.source === "jobs");
+    const retryable = (unreachable || busy || timedOut) && (chunks.length === 0 || job.source === "jobs");
     if (retryable && job.attempts < job.maxAttempts) {
       const delay = retryDelayMs(job.attempts);
       this.#store.requeueJob(job.id, Date.now() + delay, message, status);
@@ -218,9 +218,7 @@ export class JobRunner {
       this.#post({ type: "state", jobId: job.id, state: "queued" });
       return;
     }
-    const artifacts = lines.length
-      ? [{ name: "stream.ndjson", contentType: "application/x-ndjson", data: lines.map((l) => `${l}\n`).join("") }]
-      : [];
+    const artifacts = chunks.length ? [streamArtifact(concatBytes(chunks))] : [];
     if (this.#store.failJob(job.id, message, status, artifacts)) {
       this.#log.warn("job failed", { job: job.id, status, error: message });
       this.#post({ type: "ended", jobId: job.id, state: "failed", status, error: message });
@@ -228,10 +226,15 @@ export class JobRunner {
   }
 }
 
-/** Ollama's lines; a body that breaks off (not an abort of ours) is a connection error, worth a retry. */
-async function* readLines(body: ReadableStream<Uint8Array>, signal: AbortSignal): AsyncGenerator<string> {
+/** The lines relayed, exactly, as the job's stream.ndjson artifact. */
+function streamArtifact(bytes: Uint8Array) {
+  return { name: "stream.ndjson", contentType: "application/x-ndjson", data: bytes };
+}
+
+/** Ollama's lines by network read; a body that breaks off (not by our abort) is a connection error, worth a retry. */
+async function* readChunks(body: ReadableStream<Uint8Array>, signal: AbortSignal): AsyncGenerator<Uint8Array> {
   try {
-    yield* ndjsonLines(body);
+    yield* ndjsonChunks(body);
   } catch (error) {
     if (signal.aborted) throw signal.reason;
     throw new ConnectionError(`connection to ollama lost mid-response: ${(error as Error).message}`);
