@@ -2,24 +2,29 @@ import { Elysia } from "elysia";
 import type { Config } from "./config";
 import { ApiError, errorResponse } from "./errors";
 import { bearerTokenMatches } from "./http/auth";
+import { DOCS_PATHS, docs } from "./http/docs";
+import { jobRoutes } from "./http/jobs";
 import { ollamaRoutes } from "./http/ollama";
 import { systemRoutes } from "./http/system";
 import type { JobService } from "./job-service";
 import type { OllamaClient } from "./ollama/client";
+import type { WebhookDispatcher } from "./webhook/dispatcher";
 
 /** What the app is built from; server.ts wires the real ones, tests their own. */
 export interface AppDependencies {
   config: Config;
   jobs: JobService;
   ollama: OllamaClient;
+  webhooks: Pick<WebhookDispatcher, "rejectUrl">;
 }
 
-/** Routes open without the token. */
-const PUBLIC_PATHS = new Set(["/healthz"]);
+/** Routes open without the token: the health probe, and the documentation (it holds no data). */
+const PUBLIC_PATHS = new Set(["/healthz", ...DOCS_PATHS]);
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, ollama }: AppDependencies) {
-  return new Elysia()
+export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
+  return new Elysia({ normalize: "typebox" })
+    .use(docs())
     .onRequest(({ request }) => {
       if (!config.token) return;
       const path = new URL(request.url).pathname;
@@ -36,7 +41,7 @@ export function createApp({ config, jobs, ollama }: AppDependencies) {
         case "VALIDATION":
           return errorResponse(400, validationMessage(error));
         case "PARSE":
-          return errorResponse(400, `invalid request body: ${error.message}`);
+          return errorResponse(400, "invalid JSON in request body");
         default: {
           jobs.log.error("unhandled error", { code, error });
           return errorResponse(500, error instanceof Error ? error.message : "internal error");
@@ -44,13 +49,21 @@ export function createApp({ config, jobs, ollama }: AppDependencies) {
       }
     })
     .use(systemRoutes(jobs.inventory))
+    .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama));
 }
 
-function validationMessage(error: { type?: string; valueError?: { path: string; message: string } }): string {
+function validationMessage(error: {
+  type?: string;
+  customError?: unknown;
+  valueError?: { path: string; message: string; schema?: { description?: string } };
+}): string {
+  if (typeof error.customError === "string") return error.customError;
   const where = error.type === "query" ? "query parameter" : error.type === "params" ? "path parameter" : "field";
   const detail = error.valueError;
   if (!detail) return `invalid ${error.type ?? "request"}`;
   const name = detail.path.replace(/^\//, "").replaceAll("/", ".");
-  return name ? `invalid ${where} "${name}": ${detail.message.toLowerCase()}` : `invalid request body: ${detail.message.toLowerCase()}`;
+  const message = detail.message.charAt(0).toLowerCase() + detail.message.slice(1);
+  const hint = detail.schema?.description ? ` (${detail.schema.description})` : "";
+  return name ? `invalid ${where} "${name}": ${message}${hint}` : `invalid request body: ${message}`;
 }

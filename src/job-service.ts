@@ -78,9 +78,9 @@ export class JobService {
   /** Called whenever a job ends, from any thread's doing (webhook delivery hooks in here). */
   onJobEnded: () => void = () => {};
 
-  /** The API shape of a job, with its queue position and webhook delivery state. */
-  view(job: JobRow): JobView {
-    return toJobView(job, { queuePosition: this.store.queuePosition(job), webhook: this.webhookView(job) });
+  /** The API shape of a job, with its queue position (looked up unless given) and webhook delivery state. */
+  view(job: JobRow, queuePosition: number | null = this.store.queuePosition(job)): JobView {
+    return toJobView(job, { queuePosition, webhook: this.webhookView(job) });
   }
 
   webhookView(job: JobRow): WebhookView | null {

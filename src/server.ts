@@ -48,7 +48,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   webhooks.start();
   if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
 
-  const app = createApp({ config, jobs, ollama });
+  const app = createApp({ config, jobs, ollama, webhooks });
   const server = Bun.serve({
     hostname: config.listen.hostname,
     port: config.listen.port,

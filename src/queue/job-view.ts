@@ -3,6 +3,16 @@ import type { JobRow } from "./store";
 
 const Timestamp = t.Union([t.String({ format: "date-time" }), t.Null()]);
 
+/** A job's state: queued → loading → working → done | failed | canceled. */
+export const JobStateSchema = t.Union([
+  t.Literal("queued"),
+  t.Literal("loading"),
+  t.Literal("working"),
+  t.Literal("done"),
+  t.Literal("failed"),
+  t.Literal("canceled"),
+]);
+
 /** The delivery state of a job's webhook as the API shows it; the secret is never shown. */
 export const WebhookView = t.Object({
   url: t.String(),
@@ -22,14 +32,7 @@ export const JobView = t.Object(
     source: t.Union([t.Literal("ollama"), t.Literal("jobs")], {
       description: "ollama: created by /api/chat or /api/generate; jobs: by POST /jobs",
     }),
-    state: t.Union([
-      t.Literal("queued"),
-      t.Literal("loading"),
-      t.Literal("working"),
-      t.Literal("done"),
-      t.Literal("failed"),
-      t.Literal("canceled"),
-    ]),
+    state: JobStateSchema,
     priority: t.Integer(),
     attempts: t.Integer(),
     max_attempts: t.Integer(),

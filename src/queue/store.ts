@@ -268,6 +268,19 @@ export class JobStore {
     return this.#queuePositionStmt.get(job.priority, job.priority, job.id)!.n + 1;
   }
 
+  /** Queue positions of several queued jobs in one pass (a list page), by id. */
+  queuePositions(ids: string[]): Map<string, number> {
+    if (ids.length === 0) return new Map();
+    const rows = this.#db
+      .query<{ id: string; position: number }, string[]>(
+        `SELECT id, position FROM (
+           SELECT id, row_number() OVER (ORDER BY priority DESC, id) AS position FROM jobs WHERE state = 'queued'
+         ) WHERE id IN (${ids.map(() => "?").join(", ")})`,
+      )
+      .all(...ids);
+    return new Map(rows.map((row) => [row.id, row.position]));
+  }
+
   queuedCount(): number {
     return this.#queuedCountStmt.get()!.n;
   }

@@ -1,0 +1,235 @@
+import { Elysia } from "elysia";
+import { BadRequestError, ConflictError, NotFoundError } from "../errors";
+import type { JobService } from "../job-service";
+import { splitLines } from "../ollama/ndjson";
+import type { JobState } from "../queue/store";
+import type { WebhookDispatcher } from "../webhook/dispatcher";
+import { JobView } from "../queue/job-view";
+import { JobModel } from "./job-model";
+
+const TERMINAL = new Set<JobState>(["done", "failed", "canceled"]);
+const SSE_HEARTBEAT_MS = 15_000;
+
+/**
+ * The job API: submit batch work without holding a connection, watch it, cancel it, fetch what it
+ * produced. Jobs made by /api/chat and /api/generate are listed here too.
+ */
+export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "rejectUrl">) {
+  const { store } = jobs;
+  const findJob = (id: string) => {
+    const job = store.getJob(id);
+    if (!job) throw new NotFoundError("job not found");
+    return job;
+  };
+
+  // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
+  // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
+  return new Elysia({ tags: ["jobs"], normalize: "typebox" })
+    .post(
+      "/jobs",
+      async ({ body, set }) => {
+        if (body.webhook) {
+          const rejected = webhooks.rejectUrl(body.webhook.url);
+          if (rejected) throw new BadRequestError(rejected);
+        }
+        const { job, created } = await jobs.submit(body.type, body.request, {
+          source: "jobs",
+          priority: body.priority,
+          idempotencyKey: body.idempotency_key,
+          webhook: body.webhook,
+        });
+        set.status = created ? 202 : 200;
+        return jobs.view(job);
+      },
+      {
+        // JSON whatever the content type, as Ollama reads its bodies.
+        parse: "json",
+        body: JobModel.submit,
+        response: { 200: JobView, 202: JobView, 400: JobModel.error, 404: JobModel.error, 503: JobModel.error },
+        detail: {
+          summary: "Submit a job",
+          description:
+            "Queues an Ollama chat or generate request and answers at once (202) with the job. The request is checked as " +
+            "Ollama would check it (400, or 404 for an unknown model). A repeated idempotency_key returns the existing job " +
+            "(200). When the queue is full: 503 with Retry-After, Ollama's own body.",
+        },
+      },
+    )
+    .get(
+      "/jobs",
+      ({ query }) => {
+        const limit = query.limit ?? 50;
+        const rows = store.listJobs({ state: query.state, model: query.model, type: query.type, cursor: query.cursor, limit: limit + 1 });
+        const page = rows.slice(0, limit);
+        const positions = store.queuePositions(page.filter((job) => job.state === "queued").map((job) => job.id));
+        return {
+          jobs: page.map((job) => jobs.view(job, positions.get(job.id) ?? null)),
+          next_cursor: rows.length > limit ? page[page.length - 1]!.id : null,
+        };
+      },
+      {
+        query: JobModel.listQuery,
+        response: { 200: JobModel.jobList, 400: JobModel.error },
+        detail: {
+          summary: "List jobs",
+          description: "Newest first, filtered by state, model and type; `limit` per page (default 50, at most 500); follow `next_cursor`.",
+        },
+      },
+    )
+    .get("/jobs/:id", ({ params }) => jobs.view(findJob(params.id)), {
+      params: JobModel.idParams,
+      response: { 200: JobView, 404: JobModel.error },
+      detail: {
+        summary: "Get a job",
+        description: "State, attempts, timestamps, queue position while queued, the result once done, and the webhook's delivery state.",
+      },
+    })
+    .delete(
+      "/jobs/:id",
+      ({ params }) => {
+        const canceled = jobs.cancel(params.id);
+        if (canceled) return jobs.view(canceled);
+        const job = findJob(params.id);
+        throw new ConflictError(`job already ended: ${job.state}`);
+      },
+      {
+        params: JobModel.idParams,
+        response: { 200: JobView, 404: JobModel.error, 409: JobModel.error },
+        detail: {
+          summary: "Cancel a job",
+          description: "Cancels a queued or running job (a running one has its Ollama call aborted, freeing the GPU) and returns it. 409 when it already ended.",
+        },
+      },
+    )
+    .get(
+      "/jobs/:id/events",
+      ({ params }) => {
+        findJob(params.id);
+        return jobEvents(jobs, params.id);
+      },
+      {
+        params: JobModel.idParams,
+        detail: {
+          summary: "Watch a job (Server-Sent Events)",
+          description:
+            "`state` events on each transition (the first gives the current state), `chunk` events with each streamed NDJSON " +
+            "line while it runs, then one `end` event carrying the job, after which the stream closes. An ended job sends `end` at once.",
+          responses: { 200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } } },
+        },
+      },
+    )
+    .get(
+      "/jobs/:id/artifacts",
+      ({ params }) => {
+        findJob(params.id);
+        return {
+          artifacts: store.listArtifacts(params.id).map((a) => ({
+            name: a.name,
+            content_type: a.contentType,
+            size: a.size,
+            created_at: new Date(a.createdAt).toISOString(),
+          })),
+        };
+      },
+      {
+        params: JobModel.idParams,
+        response: { 200: JobModel.artifactList, 404: JobModel.error },
+        detail: {
+          summary: "List a job's artifacts",
+          description: "Every finished job has result.json; a job that streamed also keeps stream.ndjson, the exact lines relayed.",
+        },
+      },
+    )
+    .get(
+      "/jobs/:id/artifacts/:name",
+      ({ params }) => {
+        findJob(params.id);
+        const artifact = store.getArtifact(params.id, params.name);
+        if (!artifact) throw new NotFoundError("artifact not found");
+        return new Response(artifact.data as Uint8Array<ArrayBuffer>, { headers: { "content-type": artifact.contentType } });
+      },
+      {
+        params: JobModel.artifactParams,
+        detail: {
+          summary: "Download an artifact",
+          description: "The artifact's bytes with its content type.",
+          responses: { 200: { description: "The bytes" }, 404: { description: "No such job or artifact" } },
+        },
+      },
+    )
+    .get(
+      "/queue",
+      () => {
+        const running = store.runningJob();
+        return {
+          depth: store.queuedCount(),
+          by_model: Object.fromEntries(store.queuedCountByModel().map((row) => [row.model, row.n])),
+          running: running && {
+            id: running.id,
+            model: running.model,
+            state: running.state,
+            started_at: running.startedAt === null ? null : new Date(running.startedAt).toISOString(),
+          },
+          resident: jobs.inventory.snapshot.running.map((m) => m.name),
+          degraded: jobs.inventory.snapshot.degraded,
+        };
+      },
+      {
+        response: { 200: JobModel.queue },
+        detail: { tags: ["queue"], summary: "Queue summary", description: "Depth in total and per model, the running job, resident models, degraded flag." },
+      },
+    );
+}
+
+/** The SSE stream of one job: state, chunk and end events. */
+function jobEvents(jobs: JobService, jobId: string): Response {
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+  let cleanup = () => {};
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      const send = (event: string, data: string) => {
+        try {
+          controller.enqueue(encoder.encode(`event: ${event}\ndata: ${data}\n\n`));
+        } catch {
+          cleanup(); // The client is gone.
+        }
+      };
+      const end = () => {
+        cleanup();
+        const job = jobs.store.getJob(jobId);
+        if (job) send("end", JSON.stringify(jobs.view(job)));
+        try {
+          controller.close();
+        } catch {
+          // Already closed by the client.
+        }
+      };
+      // Subscribe before reading the state, so an end in between is not missed.
+      const unsubscribe = jobs.bridge.subscribe(jobId, (event) => {
+        if (event.type === "state") send("state", JSON.stringify({ state: event.state }));
+        else if (event.type === "chunk") for (const line of splitLines(decoder.decode(event.bytes))) send("chunk", line);
+        else end();
+      });
+      const heartbeat = setInterval(() => {
+        try {
+          controller.enqueue(encoder.encode(": keep-alive\n\n"));
+        } catch {
+          cleanup();
+        }
+      }, SSE_HEARTBEAT_MS);
+      cleanup = () => {
+        unsubscribe();
+        clearInterval(heartbeat);
+      };
+      const job = jobs.store.getJob(jobId);
+      if (!job || TERMINAL.has(job.state)) return end();
+      send("state", JSON.stringify({ state: job.state }));
+    },
+    cancel() {
+      cleanup();
+    },
+  });
+  return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
+}
+
