@@ -141,12 +141,19 @@ export class WebhookDispatcher {
     }
     this.#log.info("webhook delivery failed, will retry", { delivery: delivery.id, attempts, retry_in_ms: retryIn, error });
     const jittered = Math.round(retryIn * (0.8 + Math.random() * 0.4));
-    this.#recordStmt.run("pending", attempts, Date.now() + jittered, status, error, null, delivery.id);
+    this.#record(delivery, "pending", attempts, status, error, Date.now() + jittered);
   }
 
-  #record(delivery: DeliveryRow, state: "delivered" | "failed", attempts: number, status: number | null, error: string | null) {
+  #record(
+    delivery: DeliveryRow,
+    state: "pending" | "delivered" | "failed",
+    attempts: number,
+    status: number | null,
+    error: string | null,
+    nextAttemptAt = Date.now(),
+  ) {
     try {
-      this.#recordStmt.run(state, attempts, Date.now(), status, error, Date.now(), delivery.id);
+      this.#recordStmt.run(state, attempts, nextAttemptAt, status, error, state === "pending" ? null : Date.now(), delivery.id);
     } catch (caught) {
       // The database may be closing at shutdown: the row stays pending and is sent again after restart.
       this.#log.warn("could not record webhook delivery", { delivery: delivery.id, error: caught });
