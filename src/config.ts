@@ -156,3 +156,16 @@ export function loadConfig(env: Env = process.env): Config {
 export function isLoopback(hostname: string): boolean {
   return hostname === "localhost" || hostname === "::1" || /^127\./.test(hostname);
 }
+
+/** What the client subcommands (submit, jobs, job, cancel, ps) need: where the server is. */
+export interface ClientConfig {
+  /** FOREMAN_URL: the running server, default http://127.0.0.1:8080. */
+  url: string;
+  /** FOREMAN_TOKEN: sent as a bearer token when set. */
+  token: string | undefined;
+}
+
+/** Reads FOREMAN_URL and FOREMAN_TOKEN for the client subcommands. */
+export function loadClientConfig(env: Env = process.env): ClientConfig {
+  return { url: httpUrl(env, "FOREMAN_URL", "http://127.0.0.1:8080"), token: text(env, "FOREMAN_TOKEN") };
+}

@@ -154,7 +154,7 @@ export class FakeOllama {
 
   #running() {
     const running = this.loaded ? [this.loaded.split(" ")[0]!] : [];
-    return running.map((name) => ({ ...tagEntry(name), expires_at: new Date(Date.now() + 300_000).toISOString(), size_vram: 1000, context_length: 4096 }));
+    return running.map((name) => ({ ...tagEntry(name), expires_at: new Date(Date.now() + 300_000).toISOString(), size_vram: 2019393189, context_length: 4096 }));
   }
 
   async #embed(body: Record<string, unknown>, legacy: boolean): Promise<Response> {

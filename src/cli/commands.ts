@@ -1,6 +1,239 @@
-/** Subcommands that talk to a running server. */
-export const CLIENT_COMMANDS = new Set<string>();
-export const CLIENT_USAGE = "";
-export async function runClientCommand(_command: string, _args: string[]): Promise<number> {
-  return 2;
+import { parseArgs } from "node:util";
+import { loadClientConfig } from "../config";
+import type { JobView } from "../queue/job-view";
+import { CliError, ForemanApi } from "./api-client";
+import { formatAge, formatBytes, formatRunTime, formatTable } from "./format";
+
+/** Usage lines of the client subcommands, for `foreman --help`. */
+export const CLIENT_USAGE = `  foreman submit --model M (--prompt TEXT | --message TEXT | --file PATH) [--type chat|generate]
+                 [--system TEXT] [--priority N] [--webhook URL] [--wait] [--json]
+                                queue a job (TEXT or PATH "-" reads stdin); prints its id, or with --wait its answer
+  foreman jobs [--state S] [--model M] [--limit N] [--json]
+                                list jobs, newest first
+  foreman job ID [--json]       show one job
+  foreman cancel ID             cancel a queued or running job
+  foreman ps                    loaded models and the queue
+  (they talk to FOREMAN_URL, default http://127.0.0.1:8080, with FOREMAN_TOKEN if set)`;
+
+type Io = { stdout: (text: string) => void; stderr: (text: string) => void; stdin: () => Promise<string>; isTty: boolean };
+
+const defaultIo: Io = {
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+  stdin: () => Bun.stdin.text(),
+  isTty: Boolean(process.stderr.isTTY),
+};
+
+const COMMANDS: Record<string, (api: ForemanApi, args: string[], io: Io) => Promise<number>> = { submit, jobs, job, cancel, ps };
+
+/** The subcommands that talk to a running server. */
+export const CLIENT_COMMANDS = new Set(Object.keys(COMMANDS));
+
+/** Runs one client subcommand; errors become one line on stderr and a non-zero exit code. */
+export async function runClientCommand(command: string, args: string[], io: Io = defaultIo): Promise<number> {
+  try {
+    return await COMMANDS[command]!(new ForemanApi(loadClientConfig()), args, io);
+  } catch (error) {
+    if (error instanceof CliError) {
+      io.stderr(`foreman ${command}: ${error.message}\n`);
+      if (error.exitCode === 2) io.stderr(`\nUsage:\n${CLIENT_USAGE}\n`);
+      return error.exitCode;
+    }
+    // parseArgs reports unknown or malformed flags as TypeErrors with a code.
+    if (error instanceof TypeError && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS")) {
+      io.stderr(`foreman ${command}: ${error.message}\n\nUsage:\n${CLIENT_USAGE}\n`);
+      return 2;
+    }
+    io.stderr(`foreman ${command}: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+}
+
+function usage(message: string): never {
+  throw new CliError(message, 2);
+}
+
+function integerFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^-?\d+$/.test(value)) usage(`--${name} must be an integer, not "${value}"`);
+  return Number(value);
+}
+
+async function submit(api: ForemanApi, args: string[], io: Io): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      model: { type: "string" },
+      prompt: { type: "string" },
+      message: { type: "string" },
+      file: { type: "string" },
+      type: { type: "string" },
+      system: { type: "string" },
+      priority: { type: "string" },
+      webhook: { type: "string" },
+      wait: { type: "boolean" },
+      json: { type: "boolean" },
+    },
+  });
+  if (!values.model) usage("--model is required");
+  const sources = [values.prompt, values.message, values.file].filter((v) => v !== undefined);
+  if (sources.length !== 1) usage("give exactly one of --prompt, --message or --file");
+  const type = values.type ?? (values.prompt !== undefined ? "generate" : "chat");
+  if (type !== "chat" && type !== "generate") usage(`--type must be chat or generate, not "${type}"`);
+  const priority = integerFlag("priority", values.priority);
+
+  let text: string;
+  if (values.file !== undefined) {
+    const file = Bun.file(values.file);
+    if (values.file !== "-" && !(await file.exists())) throw new CliError(`no such file: ${values.file}`);
+    text = values.file === "-" ? await io.stdin() : await file.text();
+  } else {
+    const given = (values.prompt ?? values.message)!;
+    text = given === "-" ? await io.stdin() : given;
+  }
+  const request =
+    type === "chat"
+      ? { model: values.model, messages: [...(values.system ? [{ role: "system", content: values.system }] : []), { role: "user", content: text }] }
+      : { model: values.model, prompt: text, ...(values.system ? { system: values.system } : {}) };
+  const submitted = await api.request<JobView>("POST", "/jobs", {
+    type,
+    request,
+    ...(priority !== undefined ? { priority } : {}),
+    ...(values.webhook ? { webhook: { url: values.webhook } } : {}),
+  });
+  if (!values.wait) {
+    io.stdout(values.json ? `${JSON.stringify(submitted, null, 2)}\n` : `${submitted.id}\n`);
+    return 0;
+  }
+  const finished = await waitForJob(api, submitted.id, io);
+  if (values.json) io.stdout(`${JSON.stringify(finished, null, 2)}\n`);
+  else if (finished.state === "done") io.stdout(`${answerText(finished)}\n`);
+  if (finished.state !== "done") {
+    io.stderr(`foreman submit: job ${finished.id} ${finished.state}${finished.error ? `: ${finished.error}` : ""}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+/** Polls the job until it ends, showing its position and state on stderr (one live line on a terminal). */
+async function waitForJob(api: ForemanApi, id: string, io: Io): Promise<JobView> {
+  let shown = "";
+  for (;;) {
+    const job = await api.request<JobView>("GET", `/jobs/${id}`);
+    const ended = job.state === "done" || job.state === "failed" || job.state === "canceled";
+    const status = job.state === "queued" ? `job ${id}: queued, position ${job.queue_position}` : `job ${id}: ${job.state}`;
+    if (status !== shown) {
+      io.stderr(io.isTty ? `\r\x1b[2K${status}${ended ? "\n" : ""}` : `${status}\n`);
+      shown = status;
+    } else if (ended && io.isTty) io.stderr("\n");
+    if (ended) return job;
+    await Bun.sleep(250);
+  }
+}
+
+function answerText(job: JobView): string {
+  const result = job.result as { message?: { content?: string }; response?: string } | null;
+  return result?.message?.content ?? result?.response ?? "";
+}
+
+async function jobs(api: ForemanApi, args: string[], io: Io): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: { state: { type: "string" }, model: { type: "string" }, limit: { type: "string" }, json: { type: "boolean" } },
+  });
+  const query = new URLSearchParams();
+  if (values.state) query.set("state", values.state);
+  if (values.model) query.set("model", values.model);
+  const limit = integerFlag("limit", values.limit);
+  if (limit !== undefined) query.set("limit", String(limit));
+  const list = await api.request<{ jobs: JobView[] }>("GET", `/jobs${query.size ? `?${query}` : ""}`);
+  if (values.json) {
+    io.stdout(`${JSON.stringify(list.jobs, null, 2)}\n`);
+    return 0;
+  }
+  const rows = list.jobs.map((j) => [
+    j.id,
+    j.state === "queued" && j.queue_position ? `queued #${j.queue_position}` : j.state,
+    j.model,
+    j.type,
+    formatAge(j.created_at),
+    formatRunTime(j.started_at, j.finished_at),
+    `${j.attempts}/${j.max_attempts}`,
+  ]);
+  io.stdout(`${formatTable(["ID", "STATE", "MODEL", "TYPE", "AGE", "DURATION", "ATTEMPTS"], rows)}\n`);
+  return 0;
+}
+
+function oneId(args: string[], command: string): { id: string; json: boolean } {
+  const { values, positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: { json: { type: "boolean" } } });
+  if (positionals.length !== 1) usage(`${command} takes one job id`);
+  return { id: positionals[0]!, json: Boolean(values.json) };
+}
+
+async function job(api: ForemanApi, args: string[], io: Io): Promise<number> {
+  const { id, json } = oneId(args, "job");
+  const view = await api.request<JobView>("GET", `/jobs/${encodeURIComponent(id)}`);
+  if (json) {
+    io.stdout(`${JSON.stringify(view, null, 2)}\n`);
+    return 0;
+  }
+  const lines: Array<[string, string]> = [
+    ["id", view.id],
+    ["state", view.state + (view.queue_position ? ` (position ${view.queue_position})` : "")],
+    ["type", view.type],
+    ["model", view.model],
+    ["priority", String(view.priority)],
+    ["attempts", `${view.attempts}/${view.max_attempts}`],
+    ["created", `${view.created_at} (${formatAge(view.created_at)})`],
+    ["duration", formatRunTime(view.started_at, view.finished_at)],
+  ];
+  if (view.error) lines.push(["error", view.error]);
+  if (view.webhook) lines.push(["webhook", `${view.webhook.url} (${view.webhook.state}, ${view.webhook.attempts} attempts)`]);
+  if (view.state === "done") lines.push(["answer", answerText(view)]);
+  io.stdout(`${lines.map(([k, v]) => `${`${k}:`.padEnd(10)}${v}`).join("\n")}\n`);
+  return 0;
+}
+
+async function cancel(api: ForemanApi, args: string[], io: Io): Promise<number> {
+  const { id } = oneId(args, "cancel");
+  const view = await api.request<JobView>("DELETE", `/jobs/${encodeURIComponent(id)}`);
+  io.stdout(`canceled ${view.id}\n`);
+  return 0;
+}
+
+interface PsModel {
+  name: string;
+  digest?: string;
+  size?: number;
+  size_vram?: number;
+  expires_at?: string;
+}
+
+interface QueueSummary {
+  depth: number;
+  by_model: Record<string, number>;
+  running: { id: string; model: string; state: string; started_at: string | null } | null;
+  degraded: boolean;
+}
+
+async function ps(api: ForemanApi, args: string[], io: Io): Promise<number> {
+  parseArgs({ args, strict: true, options: {} });
+  const [loaded, queue] = await Promise.all([api.request<{ models: PsModel[] }>("GET", "/api/ps"), api.request<QueueSummary>("GET", "/queue")]);
+  const rows = loaded.models.map((m) => [
+    m.name,
+    (m.digest ?? "").replace(/^sha256:/, "").slice(0, 12),
+    m.size === undefined ? "-" : formatBytes(m.size),
+    m.size && m.size_vram !== undefined ? `${Math.round((m.size_vram / m.size) * 100)}% GPU` : "-",
+    m.expires_at ? new Date(m.expires_at).toLocaleString() : "-",
+  ]);
+  let out = `${formatTable(["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL"], rows)}\n\n`;
+  const perModel = Object.entries(queue.by_model).map(([model, n]) => [model, String(n)]);
+  out += `QUEUE  ${queue.depth} queued${queue.degraded ? "  (ollama unreachable: degraded)" : ""}\n`;
+  if (perModel.length) out += `${formatTable(["MODEL", "QUEUED"], perModel)}\n`;
+  const run = queue.running;
+  out += run ? `RUNNING  ${run.id}  ${run.model}  ${run.state}${run.started_at ? `  for ${formatRunTime(run.started_at, null)}` : ""}\n` : "RUNNING  nothing\n";
+  io.stdout(out);
+  return 0;
 }

@@ -1,0 +1,131 @@
+// The client subcommands, run as the real `foreman` command against a real server.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { type Stack, freePort, startStack, until } from "../harness";
+
+const ROOT = join(import.meta.dir, "..", "..");
+let stack: Stack;
+
+beforeAll(async () => {
+  stack = await startStack({ fake: { tokenDelayMs: 40 } });
+});
+afterAll(() => stack.stop());
+
+async function foreman(args: string[], options: { env?: Record<string, string>; stdin?: string } = {}) {
+  const child = Bun.spawn(["bun", "src/main.ts", ...args], {
+    cwd: ROOT,
+    env: { ...process.env, FOREMAN_URL: stack.foreman.url, ...options.env },
+    stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  return { stdout, stderr, code };
+}
+
+describe("foreman submit", () => {
+  test("prints the job id; the job runs", async () => {
+    const result = await foreman(["submit", "--model", "llama3.2", "--message", "from the cli"]);
+    expect(result.code).toBe(0);
+    const id = result.stdout.trim();
+    expect(id).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/);
+    await until(() => stack.foreman.jobs.store.getJob(id)?.state === "done", 10_000, "the job");
+  });
+
+  test("--wait shows the queue position while queued, then prints the answer", async () => {
+    // Something ahead of it, so it has to queue.
+    const ahead = await foreman(["submit", "--model", "qwen3", "--prompt", "a b c d e f g h"]);
+    await until(() => stack.fake.inFlight === 1, 5000, "the job ahead to run");
+    const result = await foreman(["submit", "--model", "llama3.2", "--message", "wait for me", "--wait"]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe("You said: wait for me\n");
+    expect(result.stderr).toMatch(/queued, position 1\n/);
+    expect(result.stderr).toContain(": done\n");
+    expect(ahead.code).toBe(0);
+  });
+
+  test("the prompt comes from stdin with -, a --system goes first, --json prints the job", async () => {
+    const result = await foreman(["submit", "--model", "qwen3", "--prompt", "-", "--system", "be brief", "--wait", "--json"], { stdin: "piped text" });
+    expect(result.code).toBe(0);
+    const job = JSON.parse(result.stdout);
+    expect(job).toMatchObject({ type: "generate", state: "done", result: { response: "You said: piped text" } });
+    expect(stack.fake.seen.at(-1)!.body).toMatchObject({ prompt: "piped text", system: "be brief" });
+  });
+
+  test("--file reads the message from a file", async () => {
+    const path = join(stack.dir, "note.txt");
+    await Bun.write(path, "file contents");
+    const result = await foreman(["submit", "--model", "llama3.2", "--file", path, "--wait"]);
+    expect(result.stdout).toBe("You said: file contents\n");
+  });
+
+  test("bad flags print usage and exit 2; server-side refusals exit 1 with the server's reason", async () => {
+    for (const args of [["submit"], ["submit", "--model", "x"], ["submit", "--model", "x", "--message", "a", "--prompt", "b"], ["submit", "--model", "x", "--message", "a", "--priority", "high"], ["submit", "--bogus"], ["jobs", "--limit", "ten"], ["job"], ["cancel", "a", "b"]]) {
+      const result = await foreman(args);
+      expect({ args, code: result.code }).toEqual({ args, code: 2 });
+      expect(result.stderr).toContain("Usage:");
+      expect(result.stderr.split("\n")[0]).toStartWith(`foreman ${args[0]}: `);
+    }
+    const unknownModel = await foreman(["submit", "--model", "ghost", "--message", "x"]);
+    expect(unknownModel.code).toBe(1);
+    expect(unknownModel.stderr).toBe("foreman submit: model 'ghost' not found\n");
+  });
+});
+
+describe("foreman jobs, job, cancel, ps", () => {
+  test("jobs prints an aligned table; --json the list", async () => {
+    const result = await foreman(["jobs", "--limit", "3"]);
+    expect(result.code).toBe(0);
+    const lines = result.stdout.trimEnd().split("\n");
+    expect(lines[0]).toMatch(/^ID\s+STATE\s+MODEL\s+TYPE\s+AGE\s+DURATION\s+ATTEMPTS$/);
+    expect(lines.length).toBe(4);
+    // Every row's columns start where the header's do.
+    const starts = (line: string) => [...line.matchAll(/(?<=\s{3}|^)\S/g)].map((m) => m.index);
+    for (const line of lines.slice(1)) expect(starts(line)).toEqual(starts(lines[0]!));
+    expect(lines[1]).toMatch(/done\s+\S+\s+(chat|generate)\s+\S+ ago\s+\S+\s+1\/3$/);
+    const json = JSON.parse((await foreman(["jobs", "--state", "done", "--model", "qwen3", "--json"])).stdout);
+    expect(json.length).toBeGreaterThan(0);
+    expect(json.every((j: { model: string; state: string }) => j.model === "qwen3" && j.state === "done")).toBe(true);
+  });
+
+  test("job shows one job; cancel cancels; unknown ids are a clear error", async () => {
+    const id = (await foreman(["submit", "--model", "llama3.2", "--message", "a b c d e f g h i j k"])).stdout.trim();
+    const shown = await foreman(["job", id]);
+    expect(shown.stdout).toContain(`id:       ${id}`);
+    expect(shown.stdout).toMatch(/state:\s+(queued|loading|working)/);
+    const canceled = await foreman(["cancel", id]);
+    expect(canceled).toEqual({ stdout: `canceled ${id}\n`, stderr: "", code: 0 });
+    const again = await foreman(["cancel", id]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toBe("foreman cancel: job already ended: canceled\n");
+    const missing = await foreman(["job", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe("foreman job: job not found: 01ARZ3NDEKTSV4RRFFQ69G5FAV\n");
+  });
+
+  test("ps shows loaded models like `ollama ps`, then the queue", async () => {
+    await stack.foreman.jobs.inventory.refresh();
+    const result = await foreman(["ps"]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^NAME\s+ID\s+SIZE\s+PROCESSOR\s+UNTIL\n\S+:latest\s+[0-9a-f]{12}\s+2\.0 GB\s+100% GPU\s+/);
+    expect(result.stdout).toMatch(/QUEUE\s+\d+ queued/);
+    expect(result.stdout).toMatch(/RUNNING\s+/);
+  });
+
+  test("an unreachable server is named; a missing token is a clear 401", async () => {
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const down = await foreman(["jobs"], { env: { FOREMAN_URL: url } });
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain(`cannot reach foreman at ${url}`);
+    const guarded = await startStack({ env: { FOREMAN_TOKEN: "t0ken" } });
+    try {
+      const denied = await foreman(["jobs"], { env: { FOREMAN_URL: guarded.foreman.url } });
+      expect(denied.code).toBe(1);
+      expect(denied.stderr).toContain("unauthorized");
+      const allowed = await foreman(["jobs"], { env: { FOREMAN_URL: guarded.foreman.url, FOREMAN_TOKEN: "t0ken" } });
+      expect(allowed.code).toBe(0);
+    } finally {
+      await guarded.stop();
+    }
+  });
+});
