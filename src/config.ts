@@ -38,9 +38,9 @@ export interface Config {
   maxWaitMs: number;
   /** FOREMAN_MAX_QUEUE: queued jobs accepted before answering 503, default 512. */
   maxQueue: number;
-  /** FOREMAN_JOB_TIMEOUT: one attempt's limit, default 30m. */
+  /** FOREMAN_JOB_TIMEOUT: one attempt's limit, default 30m; 0 means none. */
   jobTimeoutMs: number;
-  /** FOREMAN_STALL_TIMEOUT: longest silence between two chunks, default 5m. */
+  /** FOREMAN_STALL_TIMEOUT: longest silence from a streaming Ollama (before and between chunks), default 5m; 0 means none. */
   stallTimeoutMs: number;
   /** FOREMAN_DURABILITY: normal (default; survives a process crash) or full (survives power loss). */
   durability: "normal" | "full";

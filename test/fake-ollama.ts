@@ -216,6 +216,8 @@ export class FakeOllama {
       seen.swapped = true;
       this.swaps++;
       if (this.loadDelayMs) await Bun.sleep(this.loadDelayMs);
+      // A load whose request went away is abandoned, as a canceled schedule is in Ollama.
+      if (request.signal.aborted) return new Response(null, { status: 499 });
       this.loaded = key;
     }
     const loadNs = Math.round((performance.now() - started) * 1e6) + 1_000_000;

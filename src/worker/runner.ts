@@ -1,3 +1,4 @@
+import { formatDuration } from "../duration";
 import { assembleFinalResponse } from "../ollama/assemble";
 import { ConnectionError, HttpError, OllamaClient } from "../ollama/client";
 import { concatBytes, lastLine, ndjsonChunks, splitLines } from "../ollama/ndjson";
@@ -139,14 +140,13 @@ export class JobRunner {
 
     const abortWith = (cause: AbortCause) => controller.abort(new AbortedByRunner(cause));
     const { jobTimeoutMs, stallTimeoutMs } = this.#settings;
-    const jobTimer = setTimeout(() => abortWith({ kind: "timeout", message: `job timed out after ${jobTimeoutMs} ms` }), jobTimeoutMs);
-    // The stall check reads a timestamp instead of re-arming a timer per chunk: chunks come thousands a second.
+    // 0 turns either limit off.
+    const jobTimer =
+      jobTimeoutMs > 0
+        ? setTimeout(() => abortWith({ kind: "timeout", message: `job timed out after ${formatDuration(jobTimeoutMs)}` }), jobTimeoutMs)
+        : undefined;
+    let stallCheck: Timer | undefined;
     let lastOutputAt = Date.now();
-    const stallCheck = setInterval(() => {
-      if (Date.now() - lastOutputAt > stallTimeoutMs) {
-        abortWith({ kind: "timeout", message: `no output from ollama for ${stallTimeoutMs} ms` });
-      }
-    }, Math.max(10, Math.min(1000, stallTimeoutMs / 10)));
 
     const chunks: Uint8Array[] = [];
     try {
@@ -154,6 +154,18 @@ export class JobRunner {
       // A client of /api/chat or /api/generate gets what it asked Ollama for, byte for byte. A job API
       // job always streams: its watchers see the pieces, and the final answer is assembled as Ollama would.
       if (job.source === "jobs") body.stream = true;
+      // Silence is only a stall when Ollama streams; a non-streaming answer is silent until it is whole,
+      // so only the job timeout bounds it. The check reads a timestamp rather than re-arming a timer per chunk.
+      if (body.stream !== false && stallTimeoutMs > 0) {
+        stallCheck = setInterval(
+          () => {
+            if (Date.now() - lastOutputAt > stallTimeoutMs) {
+              abortWith({ kind: "timeout", message: `no output from ollama for ${formatDuration(stallTimeoutMs)}` });
+            }
+          },
+          Math.max(10, Math.min(1000, stallTimeoutMs / 10)),
+        );
+      }
       const response = await this.#ollama.request("POST", `/api/${job.type}`, JSON.stringify(body), controller.signal);
       this.#lastRunKey = job.modelKey;
       const contentType = response.headers.get("content-type") ?? "application/x-ndjson";
