@@ -1,0 +1,72 @@
+// The Swagger page renders in headless Chromium with no network at all beyond foreman itself, and
+// lists every job route with its schema.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { join } from "node:path";
+import { type Browser, chromium } from "playwright-core";
+import { type Stack, startStack } from "../harness";
+
+/** Debian's Chromium (apt-get install chromium); .ci/run installs it. Override with CHROMIUM_PATH. */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+
+let stack: Stack;
+let browser: Browser;
+
+beforeAll(async () => {
+  stack = await startStack({ env: { FOREMAN_TOKEN: "docs-token" } });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+});
+afterAll(async () => {
+  await browser?.close();
+  await stack.stop();
+});
+
+test("/swagger renders offline and lists every job route with its schema", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 2400 } });
+  const origin = new URL(stack.foreman.url).origin;
+  const blocked: string[] = [];
+  // No network: anything not served by foreman itself is refused and remembered.
+  await page.route("**/*", (route) => {
+    if (new URL(route.request().url()).origin === origin) return route.continue();
+    blocked.push(route.request().url());
+    return route.abort();
+  });
+  const response = await page.goto(`${stack.foreman.url}/swagger`);
+  expect(response?.status()).toBe(200);
+  await page.waitForSelector(".opblock-summary-path", { timeout: 30_000 });
+
+  const operations = await page.$$eval(".opblock-summary", (nodes) =>
+    nodes.map((node) => `${node.querySelector(".opblock-summary-method")?.textContent} ${node.querySelector(".opblock-summary-path")?.getAttribute("data-path")}`),
+  );
+  for (const route of [
+    "POST /jobs",
+    "GET /jobs",
+    "GET /jobs/{id}",
+    "DELETE /jobs/{id}",
+    "GET /jobs/{id}/events",
+    "GET /jobs/{id}/artifacts",
+    "GET /jobs/{id}/artifacts/{name}",
+    "GET /queue",
+  ]) {
+    expect(operations).toContain(route);
+  }
+  expect(await page.textContent(".info .title")).toContain("foreman");
+
+  // Open POST /jobs: its summary, and the request body's schema with every field.
+  const submit = page.locator(".opblock-post", { hasText: "/jobs" }).first();
+  await submit.locator(".opblock-summary").click();
+  expect(await submit.locator(".opblock-summary-description").textContent()).toBe("Submit a job");
+  await submit.locator(".opblock-description-wrapper").first().waitFor();
+  expect(await submit.locator(".opblock-description-wrapper").first().textContent()).toContain("Queues an Ollama chat or generate request");
+  // The Schema tab of the request body shows the model with every field.
+  const requestBody = submit.locator(".opblock-section-request-body");
+  await requestBody.locator("button.tablinks", { hasText: "Schema" }).click();
+  await requestBody.locator(".model-box").first().waitFor();
+  const schemaText = (await requestBody.textContent()) ?? "";
+  for (const field of ["type", "request", "priority", "webhook", "idempotency_key"]) expect(schemaText).toContain(field);
+
+  const shot = join(stack.dir, "swagger.png");
+  await page.screenshot({ path: shot, fullPage: false });
+  expect(Bun.file(shot).size).toBeGreaterThan(10_000);
+  if (process.env.SWAGGER_SCREENSHOT) await Bun.write(process.env.SWAGGER_SCREENSHOT, Bun.file(shot));
+  expect(blocked).toEqual([]);
+}, 60_000);
