@@ -20,7 +20,19 @@ export async function benchClaim(): Promise<string> {
       for (let i = 0; i < QUEUED; i++) {
         const model = models[Math.floor(random() * models.length)]!;
         const priority = random() < 0.05 ? 1 : 0;
-        store.enqueue({ type: "chat", model, modelKey: `${model}:latest`, request: '{"model":"x"}', source: "jobs", priority, maxAttempts: 3 }, QUEUED + 1, start + Math.floor(i / 2));
+        store.enqueue(
+          {
+            type: "chat",
+            model,
+            modelKey: `${model}:latest`,
+            request: '{"model":"x"}',
+            source: "jobs",
+            priority,
+            maxAttempts: 3,
+          },
+          QUEUED + 1,
+          start + Math.floor(i / 2),
+        );
       }
     });
     fill();
@@ -35,7 +47,12 @@ export async function benchClaim(): Promise<string> {
         // Put it back so every claim sees the full queue.
         store.requeueJob(job.id, 0, null, null, true);
       }
-      results.push([schedule, store.queuedCount().toLocaleString("en-US"), (median(samples) * 1000).toFixed(1), (quantile(samples, 0.99) * 1000).toFixed(1)]);
+      results.push([
+        schedule,
+        store.queuedCount().toLocaleString("en-US"),
+        (median(samples) * 1000).toFixed(1),
+        (quantile(samples, 0.99) * 1000).toFixed(1),
+      ]);
     }
     return [
       `### Claim latency: next job out of ${QUEUED.toLocaleString("en-US")} queued (4 models, 2 priorities), ${CLAIMS} claims each`,

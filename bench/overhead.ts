@@ -38,7 +38,11 @@ export async function benchOverhead(): Promise<string> {
       for (let i = 0; i < LATENCY_PER_ROUND; i++) direct.push(await timeRequest(fake.url, small));
       for (let i = 0; i < LATENCY_PER_ROUND; i++) via.push(await timeRequest(foreman.url, small));
     }
-    const long = JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "go" }], options: { num_predict: RELAY_TOKENS } });
+    const long = JSON.stringify({
+      model: "llama3.2",
+      messages: [{ role: "user", content: "go" }],
+      options: { num_predict: RELAY_TOKENS },
+    });
     const directRates: number[] = [];
     const viaRates: number[] = [];
     for (let round = 0; round < RELAY_ROUNDS; round++) {

@@ -31,7 +31,10 @@ interface Outcome {
 }
 
 async function run(label: string, env: Record<string, string>, maxWaitMs: number): Promise<Outcome> {
-  const stack = await startStack({ fake: { loadDelayMs: LOAD_MS, tokenDelayMs: TOKEN_MS }, env: { FOREMAN_POLL_INTERVAL: "1h", ...env } });
+  const stack = await startStack({
+    fake: { loadDelayMs: LOAD_MS, tokenDelayMs: TOKEN_MS },
+    env: { FOREMAN_POLL_INTERVAL: "1h", ...env },
+  });
   try {
     const start = performance.now();
     await Promise.all(
@@ -85,7 +88,18 @@ export async function benchSchedule(): Promise<string> {
     `### Scheduling: ${JOBS} jobs over ${MODELS.length} models arriving within ${ARRIVAL_WINDOW_MS} ms while the GPU is busy (swap ${LOAD_MS} ms, ${TOKEN_MS} ms/token)`,
     "",
     table(
-      ["policy", "swaps", "guard promotions", "swap bound (models + promotions)", "makespan s", "vs fifo", "wait p50 s", "wait p95 s", "wait max s", "max wait + longest job s"],
+      [
+        "policy",
+        "swaps",
+        "guard promotions",
+        "swap bound (models + promotions)",
+        "makespan s",
+        "vs fifo",
+        "wait p50 s",
+        "wait p95 s",
+        "wait max s",
+        "max wait + longest job s",
+      ],
       outcomes.map((o) => [
         o.label,
         o.swaps,

@@ -110,7 +110,10 @@ function listenAddress(env: Env): Config["listen"] {
 }
 
 function list(env: Env, name: string, fallback: string): string[] {
-  return (text(env, name) ?? fallback).split(",").map((item) => item.trim()).filter(Boolean);
+  return (text(env, name) ?? fallback)
+    .split(",")
+    .map((item) => item.trim())
+    .filter(Boolean);
 }
 
 function webhookSecret(env: Env): string | undefined {

@@ -90,7 +90,13 @@ export class JobService {
         "SELECT state, attempts, last_status, last_error FROM webhook_deliveries WHERE job_id = ?",
       )
       .get(job.id);
-    return { url: job.webhookUrl, state: delivery?.state ?? "pending", attempts: delivery?.attempts ?? 0, last_status: delivery?.last_status ?? null, last_error: delivery?.last_error ?? null };
+    return {
+      url: job.webhookUrl,
+      state: delivery?.state ?? "pending",
+      attempts: delivery?.attempts ?? 0,
+      last_status: delivery?.last_status ?? null,
+      last_error: delivery?.last_error ?? null,
+    };
   }
 
   /**

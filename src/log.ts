@@ -19,11 +19,13 @@ function format(value: unknown): string {
 /** Builds a logger that drops events below `level`. `scope` tags each line (e.g. "http", "worker"). */
 export function createLogger(level: LogLevel, scope: string): Logger {
   const min = RANK[level];
-  const write = (lvl: LogLevel) => (message: string, fields: Record<string, unknown> = {}) => {
-    if (RANK[lvl] < min) return;
-    let line = `${new Date().toISOString()} ${lvl.toUpperCase().padEnd(5)} [${scope}] ${message}`;
-    for (const [key, value] of Object.entries(fields)) if (value !== undefined) line += ` ${key}=${format(value)}`;
-    process.stderr.write(line + "\n");
-  };
+  const write =
+    (lvl: LogLevel) =>
+    (message: string, fields: Record<string, unknown> = {}) => {
+      if (RANK[lvl] < min) return;
+      let line = `${new Date().toISOString()} ${lvl.toUpperCase().padEnd(5)} [${scope}] ${message}`;
+      for (const [key, value] of Object.entries(fields)) if (value !== undefined) line += ` ${key}=${format(value)}`;
+      process.stderr.write(line + "\n");
+    };
   return { debug: write("debug"), info: write("info"), warn: write("warn"), error: write("error") };
 }

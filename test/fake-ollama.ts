@@ -94,7 +94,12 @@ export class FakeOllama {
   }
 
   start(): this {
-    this.#server = Bun.serve({ hostname: "127.0.0.1", port: this.#port, idleTimeout: 0, fetch: (request) => this.#route(request) });
+    this.#server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: this.#port,
+      idleTimeout: 0,
+      fetch: (request) => this.#route(request),
+    });
     this.#port = this.#server.port!;
     return this;
   }
@@ -114,7 +119,9 @@ export class FakeOllama {
     const path = new URL(request.url).pathname;
     const method = request.method;
     if (path === "/" && (method === "GET" || method === "HEAD")) {
-      return new Response(method === "HEAD" ? null : "Ollama is running", { headers: { "content-type": "text/plain; charset=utf-8" } });
+      return new Response(method === "HEAD" ? null : "Ollama is running", {
+        headers: { "content-type": "text/plain; charset=utf-8" },
+      });
     }
     if (path === "/api/version" && method === "GET") return json({ version: "0.12.6" });
     if (path === "/api/tags" && method === "GET") return json({ models: [...this.models, ...this.embedModels].map(tagEntry) });
@@ -140,7 +147,15 @@ export class FakeOllama {
           const model = String(body.model ?? body.name ?? "");
           if (!model) return json({ error: "model is required" }, 400);
           if (!this.#has(model)) return json({ error: `model '${model}' not found` }, 404);
-          return json({ modelfile: "# fake", parameters: "", template: "{{ .Prompt }}", details: tagEntry(normalize(model)).details, model_info: {}, capabilities: ["completion"], modified_at: "2025-01-01T00:00:00Z" });
+          return json({
+            modelfile: "# fake",
+            parameters: "",
+            template: "{{ .Prompt }}",
+            details: tagEntry(normalize(model)).details,
+            model_info: {},
+            capabilities: ["completion"],
+            modified_at: "2025-01-01T00:00:00Z",
+          });
         }
       }
     }
@@ -154,7 +169,12 @@ export class FakeOllama {
 
   #running() {
     const running = this.loaded ? [this.loaded.split(" ")[0]!] : [];
-    return running.map((name) => ({ ...tagEntry(name), expires_at: new Date(Date.now() + 300_000).toISOString(), size_vram: 2019393189, context_length: 4096 }));
+    return running.map((name) => ({
+      ...tagEntry(name),
+      expires_at: new Date(Date.now() + 300_000).toISOString(),
+      size_vram: 2019393189,
+      context_length: 4096,
+    }));
   }
 
   async #embed(body: Record<string, unknown>, legacy: boolean): Promise<Response> {
@@ -172,12 +192,22 @@ export class FakeOllama {
       };
       if (legacy) return json({ embedding: body.prompt ? vector(String(body.prompt)) : [] });
       const input = body.input;
-      if (input !== undefined && typeof input !== "string" && !(Array.isArray(input) && input.every((i) => typeof i === "string"))) {
+      if (
+        input !== undefined &&
+        typeof input !== "string" &&
+        !(Array.isArray(input) && input.every((i) => typeof i === "string"))
+      ) {
         return json({ error: "invalid input type" }, 400);
       }
       const inputs = input === undefined || input === "" ? [] : Array.isArray(input) ? input : [input];
       if (inputs.length === 0) return json({ model, embeddings: [] });
-      return json({ model, embeddings: inputs.map(vector), total_duration: 14143917, load_duration: 1019500, prompt_eval_count: 8 });
+      return json({
+        model,
+        embeddings: inputs.map(vector),
+        total_duration: 14143917,
+        load_duration: 1019500,
+        prompt_eval_count: 8,
+      });
     } finally {
       this.embedInFlight--;
     }
@@ -189,8 +219,19 @@ export class FakeOllama {
     if (!model) return chat ? json({ error: "model is required" }, 400) : json({ error: "model '' not found" }, 404);
     if (!this.models.includes(normalize(model))) return json({ error: `model '${model}' not found` }, 404);
     const options = (body.options ?? {}) as Record<string, unknown>;
-    const key = [normalize(model), ...LOAD_OPTIONS.filter((o) => options[o] !== undefined).map((o) => `${o}=${JSON.stringify(options[o])}`)].join(" ");
-    const seen: SeenRequest = { path, model, key, body, headers: Object.fromEntries(request.headers), startedAt: Date.now(), swapped: false };
+    const key = [
+      normalize(model),
+      ...LOAD_OPTIONS.filter((o) => options[o] !== undefined).map((o) => `${o}=${JSON.stringify(options[o])}`),
+    ].join(" ");
+    const seen: SeenRequest = {
+      path,
+      model,
+      key,
+      body,
+      headers: Object.fromEntries(request.headers),
+      startedAt: Date.now(),
+      swapped: false,
+    };
     this.seen.push(seen);
     for (const resolve of this.#arrivals.splice(0)) resolve(seen);
 
@@ -222,10 +263,12 @@ export class FakeOllama {
     }
     const loadNs = Math.round((performance.now() - started) * 1e6) + 1_000_000;
     const messages = (body.messages ?? []) as Array<{ role?: string; content?: string }>;
-    const prompt = chat ? [...messages].reverse().find((m) => m.role === "user")?.content ?? "" : String(body.prompt ?? "");
+    const prompt = chat ? ([...messages].reverse().find((m) => m.role === "user")?.content ?? "") : String(body.prompt ?? "");
     const isLoad = chat ? messages.length === 0 : !body.prompt;
     const base = (extra: Record<string, unknown>) =>
-      chat ? { model, created_at: now(), message: { role: "assistant", content: extra.text as string }, done: extra.done } : { model, created_at: now(), response: extra.text as string, done: extra.done };
+      chat
+        ? { model, created_at: now(), message: { role: "assistant", content: extra.text as string }, done: extra.done }
+        : { model, created_at: now(), response: extra.text as string, done: extra.done };
 
     if (isLoad) {
       release();
@@ -253,7 +296,10 @@ export class FakeOllama {
       // Without streaming, a failure during generation is an ordinary error status (reference §7.3).
       if (failure?.kind === "mid-stream") return json({ error: failure.error }, 500);
       if (failure?.kind === "drop") {
-        return new Response(new ReadableStream({ pull: (controller) => controller.error(new Error("fake ollama dropped the connection")) }), { headers: JSON_UTF8 });
+        return new Response(
+          new ReadableStream({ pull: (controller) => controller.error(new Error("fake ollama dropped the connection")) }),
+          { headers: JSON_UTF8 },
+        );
       }
       const done = final();
       if (chat) (done as { message: { content: string } }).message.content = tokens.join("");
@@ -302,6 +348,13 @@ function tagEntry(name: string) {
     modified_at: "2025-05-04T17:37:44.706015396-07:00",
     size: 2019393189,
     digest: `sha256:${Bun.hash(name).toString(16).padStart(16, "0")}`,
-    details: { parent_model: "", format: "gguf", family: "llama", families: ["llama"], parameter_size: "3.2B", quantization_level: "Q4_K_M" },
+    details: {
+      parent_model: "",
+      format: "gguf",
+      family: "llama",
+      families: ["llama"],
+      parameter_size: "3.2B",
+      quantization_level: "Q4_K_M",
+    },
   };
 }

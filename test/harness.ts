@@ -68,7 +68,8 @@ export async function spawnForeman(
   env: Record<string, string>,
   { command = ["bun", "src/main.ts"], cwd = join(import.meta.dir, "..") }: { command?: string[]; cwd?: string } = {},
 ): Promise<ForemanProcess> {
-  const port = env.FOREMAN_LISTEN?.endsWith(":0") || !env.FOREMAN_LISTEN ? await freePort() : Number(env.FOREMAN_LISTEN.split(":").pop());
+  const port =
+    env.FOREMAN_LISTEN?.endsWith(":0") || !env.FOREMAN_LISTEN ? await freePort() : Number(env.FOREMAN_LISTEN.split(":").pop());
   let stderr = "";
   const child = Bun.spawn([...command, "serve"], {
     cwd,

@@ -26,7 +26,9 @@ export class ForemanApi {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch {
-      throw new CliError(`cannot reach foreman at ${this.config.url} (is \`foreman serve\` running? FOREMAN_URL sets the address)`);
+      throw new CliError(
+        `cannot reach foreman at ${this.config.url} (is \`foreman serve\` running? FOREMAN_URL sets the address)`,
+      );
     }
     const text = await response.text();
     let parsed: unknown;
@@ -35,7 +37,8 @@ export class ForemanApi {
     } catch {
       parsed = null;
     }
-    if (response.status === 401) throw new CliError(`unauthorized: foreman at ${this.config.url} wants a token (set FOREMAN_TOKEN)`);
+    if (response.status === 401)
+      throw new CliError(`unauthorized: foreman at ${this.config.url} wants a token (set FOREMAN_TOKEN)`);
     if (!response.ok) {
       const message = (parsed as { error?: string } | null)?.error ?? `HTTP ${response.status}`;
       throw new CliError(message === "job not found" ? `job not found: ${path.split("/")[2]}` : message);

@@ -94,7 +94,10 @@ async function submit(api: ForemanApi, args: string[], io: Io): Promise<number> 
   }
   const request =
     type === "chat"
-      ? { model: values.model, messages: [...(values.system ? [{ role: "system", content: values.system }] : []), { role: "user", content: text }] }
+      ? {
+          model: values.model,
+          messages: [...(values.system ? [{ role: "system", content: values.system }] : []), { role: "user", content: text }],
+        }
       : { model: values.model, prompt: text, ...(values.system ? { system: values.system } : {}) };
   const submitted = await api.request<JobView>("POST", "/jobs", {
     type,
@@ -167,7 +170,12 @@ async function jobs(api: ForemanApi, args: string[], io: Io): Promise<number> {
 }
 
 function oneId(args: string[], command: string): { id: string; json: boolean } {
-  const { values, positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: { json: { type: "boolean" } } });
+  const { values, positionals } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: true,
+    options: { json: { type: "boolean" } },
+  });
   if (positionals.length !== 1) usage(`${command} takes one job id`);
   return { id: positionals[0]!, json: Boolean(values.json) };
 }
@@ -220,7 +228,10 @@ interface QueueSummary {
 
 async function ps(api: ForemanApi, args: string[], io: Io): Promise<number> {
   parseArgs({ args, strict: true, options: {} });
-  const [loaded, queue] = await Promise.all([api.request<{ models: PsModel[] }>("GET", "/api/ps"), api.request<QueueSummary>("GET", "/queue")]);
+  const [loaded, queue] = await Promise.all([
+    api.request<{ models: PsModel[] }>("GET", "/api/ps"),
+    api.request<QueueSummary>("GET", "/queue"),
+  ]);
   const rows = loaded.models.map((m) => [
     m.name,
     (m.digest ?? "").replace(/^sha256:/, "").slice(0, 12),
@@ -233,7 +244,9 @@ async function ps(api: ForemanApi, args: string[], io: Io): Promise<number> {
   out += `QUEUE  ${queue.depth} queued${queue.degraded ? "  (ollama unreachable: degraded)" : ""}\n`;
   if (perModel.length) out += `${formatTable(["MODEL", "QUEUED"], perModel)}\n`;
   const run = queue.running;
-  out += run ? `RUNNING  ${run.id}  ${run.model}  ${run.state}${run.started_at ? `  for ${formatRunTime(run.started_at, null)}` : ""}\n` : "RUNNING  nothing\n";
+  out += run
+    ? `RUNNING  ${run.id}  ${run.model}  ${run.state}${run.started_at ? `  for ${formatRunTime(run.started_at, null)}` : ""}\n`
+    : "RUNNING  nothing\n";
   io.stdout(out);
   return 0;
 }

@@ -20,9 +20,15 @@ export namespace JobModel {
       ),
       webhook: t.Optional(
         t.Object({
-          url: t.String({ description: "http or https URL that receives the job when it ends", examples: ["https://example.com/hooks/foreman"] }),
+          url: t.String({
+            description: "http or https URL that receives the job when it ends",
+            examples: ["https://example.com/hooks/foreman"],
+          }),
           secret: t.Optional(
-            t.String({ pattern: "^whsec_[A-Za-z0-9+/]+={0,2}$", description: "Standard Webhooks secret, whsec_<base64>; default FOREMAN_WEBHOOK_SECRET" }),
+            t.String({
+              pattern: "^whsec_[A-Za-z0-9+/]+={0,2}$",
+              description: "Standard Webhooks secret, whsec_<base64>; default FOREMAN_WEBHOOK_SECRET",
+            }),
           ),
         }),
       ),
@@ -49,7 +55,12 @@ export namespace JobModel {
     model: t.Optional(t.String({ minLength: 1 })),
     type: t.Optional(type),
     limit: t.Optional(
-      t.Integer({ minimum: 1, maximum: 500, description: "1 to 500, default 50", error: 'invalid query parameter "limit": must be an integer from 1 to 500' }),
+      t.Integer({
+        minimum: 1,
+        maximum: 500,
+        description: "1 to 500, default 50",
+        error: 'invalid query parameter "limit": must be an integer from 1 to 500',
+      }),
     ),
     cursor: t.Optional(t.String({ pattern: "^[0-9A-HJKMNP-TV-Z]{26}$", description: "next_cursor of the previous page" })),
   });
@@ -73,7 +84,12 @@ export namespace JobModel {
     depth: t.Integer({ description: "Jobs queued in total" }),
     by_model: t.Record(t.String(), t.Integer(), { description: "Queued jobs per model" }),
     running: t.Union([
-      t.Object({ id: t.String(), model: t.String(), state: state, started_at: t.Union([t.String({ format: "date-time" }), t.Null()]) }),
+      t.Object({
+        id: t.String(),
+        model: t.String(),
+        state: state,
+        started_at: t.Union([t.String({ format: "date-time" }), t.Null()]),
+      }),
       t.Null(),
     ]),
     resident: t.Array(t.String(), { description: "Models Ollama has loaded (/api/ps)" }),

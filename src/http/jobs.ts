@@ -59,7 +59,13 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
       "/jobs",
       ({ query }) => {
         const limit = query.limit ?? 50;
-        const rows = store.listJobs({ state: query.state, model: query.model, type: query.type, cursor: query.cursor, limit: limit + 1 });
+        const rows = store.listJobs({
+          state: query.state,
+          model: query.model,
+          type: query.type,
+          cursor: query.cursor,
+          limit: limit + 1,
+        });
         const page = rows.slice(0, limit);
         const positions = store.queuePositions(page.filter((job) => job.state === "queued").map((job) => job.id));
         return {
@@ -72,7 +78,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         response: { 200: JobModel.jobList, 400: JobModel.error },
         detail: {
           summary: "List jobs",
-          description: "Newest first, filtered by state, model and type; `limit` per page (default 50, at most 500); follow `next_cursor`.",
+          description:
+            "Newest first, filtered by state, model and type; `limit` per page (default 50, at most 500); follow `next_cursor`.",
         },
       },
     )
@@ -81,7 +88,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
       response: { 200: JobView, 404: JobModel.error },
       detail: {
         summary: "Get a job",
-        description: "State, attempts, timestamps, queue position while queued, the result once done, and the webhook's delivery state.",
+        description:
+          "State, attempts, timestamps, queue position while queued, the result once done, and the webhook's delivery state.",
       },
     })
     .delete(
@@ -97,7 +105,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         response: { 200: JobView, 404: JobModel.error, 409: JobModel.error },
         detail: {
           summary: "Cancel a job",
-          description: "Cancels a queued or running job (a running one has its Ollama call aborted, freeing the GPU) and returns it. 409 when it already ended.",
+          description:
+            "Cancels a queued or running job (a running one has its Ollama call aborted, freeing the GPU) and returns it. 409 when it already ended.",
         },
       },
     )
@@ -114,7 +123,9 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           description:
             "`state` events on each transition (the first gives the current state), `chunk` events with each streamed NDJSON " +
             "line while it runs, then one `end` event carrying the job, after which the stream closes. An ended job sends `end` at once.",
-          responses: { 200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } } },
+          responses: {
+            200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
+          },
         },
       },
     )
@@ -136,7 +147,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         response: { 200: JobModel.artifactList, 404: JobModel.error },
         detail: {
           summary: "List a job's artifacts",
-          description: "Every finished job has result.json; a job that streamed also keeps stream.ndjson, the exact lines relayed.",
+          description:
+            "Every finished job has result.json; a job that streamed also keeps stream.ndjson, the exact lines relayed.",
         },
       },
     )
@@ -176,7 +188,11 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
       },
       {
         response: { 200: JobModel.queue },
-        detail: { tags: ["queue"], summary: "Queue summary", description: "Depth in total and per model, the running job, resident models, degraded flag." },
+        detail: {
+          tags: ["queue"],
+          summary: "Queue summary",
+          description: "Depth in total and per model, the running job, resident models, degraded flag.",
+        },
       },
     );
 }
@@ -232,4 +248,3 @@ function jobEvents(jobs: JobService, jobId: string): Response {
   });
   return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
 }
-

@@ -32,28 +32,52 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
     }
   };
 
-  const generation = (type: JobType) => async ({ request }: { request: Request }) => {
-    // The body is read as text whatever its content type: Ollama decodes JSON from any request.
-    const body = parseJsonBody(await request.text()) as { stream?: unknown };
-    const priority = parsePriorityHeader(request.headers.get("x-foreman-priority"));
-    const { job } = await jobs.submit(type, body, { source: "ollama", priority });
-    return jobs.respond(job, body.stream !== false, request.signal);
-  };
+  const generation =
+    (type: JobType) =>
+    async ({ request }: { request: Request }) => {
+      // The body is read as text whatever its content type: Ollama decodes JSON from any request.
+      const body = parseJsonBody(await request.text()) as { stream?: unknown };
+      const priority = parsePriorityHeader(request.headers.get("x-foreman-priority"));
+      const { job } = await jobs.submit(type, body, { source: "ollama", priority });
+      return jobs.respond(job, body.stream !== false, request.signal);
+    };
 
   const doc = (summary: string, description: string) => ({ detail: { summary, description } });
-  const queued = "Queued and run one at a time; streams NDJSON unless `stream` is false. Header X-Foreman-Priority (integer) orders it; the answer carries X-Foreman-Job-Id.";
+  const queued =
+    "Queued and run one at a time; streams NDJSON unless `stream` is false. Header X-Foreman-Priority (integer) orders it; the answer carries X-Foreman-Job-Id.";
   const app = new Elysia({ tags: ["ollama"] })
-    .get("/", () => new Response("Ollama is running", { headers: TEXT_PLAIN }), doc("Probe", "Answers `Ollama is running`, as Ollama does."))
+    .get(
+      "/",
+      () => new Response("Ollama is running", { headers: TEXT_PLAIN }),
+      doc("Probe", "Answers `Ollama is running`, as Ollama does."),
+    )
     .head("/", () => new Response(null, { headers: TEXT_PLAIN }), { detail: { hide: true } })
     .post("/api/chat", generation("chat"), { parse: "none", body: ChatRequest, ...doc("Chat (queued)", queued) })
     .post("/api/generate", generation("generate"), { parse: "none", body: GenerateRequest, ...doc("Generate (queued)", queued) })
-    .post("/api/embed", ({ request }) => relay("POST", "/api/embed", request), { parse: "none", ...doc("Embed", "Sent straight to Ollama, concurrently, never queued.") })
-    .post("/api/embeddings", ({ request }) => relay("POST", "/api/embeddings", request), { parse: "none", ...doc("Embeddings (legacy)", "Sent straight to Ollama, never queued.") })
-    .post("/api/show", ({ request }) => relay("POST", "/api/show", request), { parse: "none", ...doc("Show a model", "Relayed to Ollama.") })
+    .post("/api/embed", ({ request }) => relay("POST", "/api/embed", request), {
+      parse: "none",
+      ...doc("Embed", "Sent straight to Ollama, concurrently, never queued."),
+    })
+    .post("/api/embeddings", ({ request }) => relay("POST", "/api/embeddings", request), {
+      parse: "none",
+      ...doc("Embeddings (legacy)", "Sent straight to Ollama, never queued."),
+    })
+    .post("/api/show", ({ request }) => relay("POST", "/api/show", request), {
+      parse: "none",
+      ...doc("Show a model", "Relayed to Ollama."),
+    })
     .get("/api/version", ({ request }) => relay("GET", "/api/version", request), doc("Ollama's version", "Relayed to Ollama."))
-    .get("/api/tags", () => new Response(JSON.stringify({ models: jobs.inventory.snapshot.models }), { headers: JSON_UTF8 }), doc("Models", "From the inventory cache (polled every FOREMAN_POLL_INTERVAL; the last known list while Ollama is away)."))
+    .get(
+      "/api/tags",
+      () => new Response(JSON.stringify({ models: jobs.inventory.snapshot.models }), { headers: JSON_UTF8 }),
+      doc("Models", "From the inventory cache (polled every FOREMAN_POLL_INTERVAL; the last known list while Ollama is away)."),
+    )
     .head("/api/tags", () => new Response(null, { headers: JSON_UTF8 }), { detail: { hide: true } })
-    .get("/api/ps", () => new Response(JSON.stringify({ models: jobs.inventory.snapshot.running }), { headers: JSON_UTF8 }), doc("Loaded models", "From the inventory cache."));
+    .get(
+      "/api/ps",
+      () => new Response(JSON.stringify({ models: jobs.inventory.snapshot.running }), { headers: JSON_UTF8 }),
+      doc("Loaded models", "From the inventory cache."),
+    );
 
   for (const [method, path] of MANAGEMENT_ROUTES) {
     app.route(
@@ -64,7 +88,10 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
         if (response.ok) void jobs.inventory.refresh();
         return response;
       },
-      { parse: "none", detail: { summary: `${method} ${path}`, description: "Relayed to Ollama; the model list is refreshed after." } },
+      {
+        parse: "none",
+        detail: { summary: `${method} ${path}`, description: "Relayed to Ollama; the model list is refreshed after." },
+      },
     );
   }
   return app;

@@ -81,7 +81,9 @@ export class ModelInventory {
   /** True when Ollama lists the model; a name without a tag means `:latest`. */
   has(model: string): boolean {
     const wanted = normalizeModel(model);
-    return this.#snapshot.models.some((entry) => normalizeModel(entry.name) === wanted || normalizeModel(entry.model ?? "") === wanted);
+    return this.#snapshot.models.some(
+      (entry) => normalizeModel(entry.name) === wanted || normalizeModel(entry.model ?? "") === wanted,
+    );
   }
 
   /** Is the model known, after one re-poll on a miss (it may have just been pulled)? */

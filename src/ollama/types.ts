@@ -6,7 +6,9 @@ import { BadRequestError } from "../errors";
 // Ollama ignores unknown fields (R:api/types.go via encoding/json), so every object here is open;
 // the fields it knows are typed so a wrong type is a 400, as Ollama's decoder makes it.
 
-const KeepAlive = t.Union([t.Number(), t.String()], { description: 'Seconds, or a duration such as "5m"; negative keeps it loaded' });
+const KeepAlive = t.Union([t.Number(), t.String()], {
+  description: 'Seconds, or a duration such as "5m"; negative keeps it loaded',
+});
 const Options = t.Record(t.String(), t.Unknown(), { description: "Modelfile parameters: temperature, num_ctx, …" });
 const Think = t.Union([t.Boolean(), t.String()]);
 
@@ -91,7 +93,9 @@ export function assertShape<T extends TSchema>(schema: T, value: unknown): asser
   const field = first?.path ? first.path.slice(1).replaceAll("/", ".") : "";
   const expected = first?.schema.type ?? (first?.schema.anyOf ? "one of its allowed types" : "valid");
   throw new BadRequestError(
-    field ? `invalid request: "${field}" must be ${Array.isArray(expected) ? expected.join(" or ") : expected}` : "request body must be a JSON object",
+    field
+      ? `invalid request: "${field}" must be ${Array.isArray(expected) ? expected.join(" or ") : expected}`
+      : "request body must be a JSON object",
   );
 }
 

@@ -80,7 +80,6 @@ export interface JobFilter {
   cursor?: string;
 }
 
-
 const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, state, priority, attempts,
   max_attempts AS maxAttempts, run_after AS runAfter, error, error_status AS errorStatus, created_at AS createdAt,
   started_at AS startedAt, finished_at AS finishedAt, result, idempotency_key AS idempotencyKey,
@@ -195,12 +194,8 @@ export class JobStore {
     this.#artifactStmt = db.query<{ contentType: string; data: Uint8Array }, [string, string]>(
       `SELECT content_type AS contentType, data FROM artifacts WHERE job_id = ? AND name = ?`,
     );
-    this.#interruptedJobsStmt = db.query<JobRow, []>(
-      `SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('loading', 'working')`,
-    );
-    this.#nextRunAfterStmt = db.query<{ t: number | null }, []>(
-      `SELECT min(run_after) AS t FROM jobs WHERE state = 'queued'`,
-    );
+    this.#interruptedJobsStmt = db.query<JobRow, []>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('loading', 'working')`);
+    this.#nextRunAfterStmt = db.query<{ t: number | null }, []>(`SELECT min(run_after) AS t FROM jobs WHERE state = 'queued'`);
     this.#pruneStmt = db.query<null, [number]>(
       `DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') AND finished_at < ?`,
     );
@@ -220,28 +215,30 @@ export class JobStore {
    * With an idempotency key that is already known, returns that job and `created: false` instead.
    */
   enqueue(job: NewJob, maxQueue: number, now = Date.now()): { job: JobRow; created: boolean } {
-    return this.#db.transaction(() => {
-      if (job.idempotencyKey !== undefined) {
-        const existing = this.#jobByIdempotencyKeyStmt.get(job.idempotencyKey);
-        if (existing) return { job: existing, created: false };
-      }
-      if (this.#queuedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
-      const row = this.#insertJobStmt.get({
-        id: ulid(now),
-        type: job.type,
-        model: job.model,
-        modelKey: job.modelKey,
-        request: job.request,
-        source: job.source,
-        priority: job.priority ?? 0,
-        maxAttempts: job.maxAttempts,
-        now,
-        idempotencyKey: job.idempotencyKey ?? null,
-        webhookUrl: job.webhook?.url ?? null,
-        webhookSecret: job.webhook?.secret ?? null,
-      })!;
-      return { job: row, created: true };
-    }).immediate();
+    return this.#db
+      .transaction(() => {
+        if (job.idempotencyKey !== undefined) {
+          const existing = this.#jobByIdempotencyKeyStmt.get(job.idempotencyKey);
+          if (existing) return { job: existing, created: false };
+        }
+        if (this.#queuedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
+        const row = this.#insertJobStmt.get({
+          id: ulid(now),
+          type: job.type,
+          model: job.model,
+          modelKey: job.modelKey,
+          request: job.request,
+          source: job.source,
+          priority: job.priority ?? 0,
+          maxAttempts: job.maxAttempts,
+          now,
+          idempotencyKey: job.idempotencyKey ?? null,
+          webhookUrl: job.webhook?.url ?? null,
+          webhookSecret: job.webhook?.secret ?? null,
+        })!;
+        return { job: row, created: true };
+      })
+      .immediate();
   }
 
   getJob(id: string): JobRow | null {
@@ -300,13 +297,15 @@ export class JobStore {
    * IMMEDIATE because the HTTP thread may cancel the chosen job between the pick and the update.
    */
   claimNextJob(policy: ClaimPolicy, now = Date.now()): JobRow | null {
-    return this.#db.transaction(() => {
-      for (let p = this.#topPriorityStmt.get()!.p; p !== null; p = this.#nextPriorityBelowStmt.get(p)!.p) {
-        const id = this.#pickAtPriority(p, policy, now);
-        if (id !== undefined) return this.#markClaimedStmt.get(now, id);
-      }
-      return null;
-    }).immediate();
+    return this.#db
+      .transaction(() => {
+        for (let p = this.#topPriorityStmt.get()!.p; p !== null; p = this.#nextPriorityBelowStmt.get(p)!.p) {
+          const id = this.#pickAtPriority(p, policy, now);
+          if (id !== undefined) return this.#markClaimedStmt.get(now, id);
+        }
+        return null;
+      })
+      .immediate();
   }
 
   #pickAtPriority(priority: number, policy: ClaimPolicy, now: number): string | undefined {
@@ -328,24 +327,28 @@ export class JobStore {
 
   /** Stores the result and artifacts and ends the job done, in one transaction; null if it already ended. */
   finishJob(id: string, result: string, artifacts: ArtifactInput[], now = Date.now()): JobRow | null {
-    return this.#db.transaction(() => {
-      const job = this.#markDoneStmt.get(now, result, id);
-      if (!job) return null;
-      this.#insertArtifacts(id, artifacts, now);
-      this.#queueWebhook(job, now);
-      return job;
-    }).immediate();
+    return this.#db
+      .transaction(() => {
+        const job = this.#markDoneStmt.get(now, result, id);
+        if (!job) return null;
+        this.#insertArtifacts(id, artifacts, now);
+        this.#queueWebhook(job, now);
+        return job;
+      })
+      .immediate();
   }
 
   /** Ends the job failed with Ollama's status (or 502 / null); null if it already ended. */
   failJob(id: string, error: string, status: number | null, artifacts: ArtifactInput[] = [], now = Date.now()): JobRow | null {
-    return this.#db.transaction(() => {
-      const job = this.#markFailedStmt.get(now, error, status, id);
-      if (!job) return null;
-      this.#insertArtifacts(id, artifacts, now);
-      this.#queueWebhook(job, now);
-      return job;
-    }).immediate();
+    return this.#db
+      .transaction(() => {
+        const job = this.#markFailedStmt.get(now, error, status, id);
+        if (!job) return null;
+        this.#insertArtifacts(id, artifacts, now);
+        this.#queueWebhook(job, now);
+        return job;
+      })
+      .immediate();
   }
 
   /**
@@ -358,11 +361,13 @@ export class JobStore {
 
   /** Cancels a queued or running job; null when it does not exist or already ended. */
   cancelJob(id: string, now = Date.now()): JobRow | null {
-    return this.#db.transaction(() => {
-      const job = this.#markCanceledStmt.get(now, id);
-      if (job) this.#queueWebhook(job, now);
-      return job;
-    }).immediate();
+    return this.#db
+      .transaction(() => {
+        const job = this.#markCanceledStmt.get(now, id);
+        if (job) this.#queueWebhook(job, now);
+        return job;
+      })
+      .immediate();
   }
 
   /**
@@ -370,20 +375,22 @@ export class JobStore {
    * counted; one that has used every attempt this way fails instead of crash-looping the server.
    */
   recoverInterruptedJobs(now = Date.now()): { requeued: JobRow[]; failed: JobRow[] } {
-    return this.#db.transaction(() => {
-      const requeued: JobRow[] = [];
-      const failed: JobRow[] = [];
-      for (const job of this.#interruptedJobsStmt.all()) {
-        if (job.attempts >= job.maxAttempts) {
-          const row = this.#markFailedStmt.get(now, `interrupted ${job.attempts} times`, 500, job.id);
-          if (row) (this.#queueWebhook(row, now), failed.push(row));
-        } else {
-          const row = this.#requeueStmt.get(now, "interrupted", null, 0, job.id);
-          if (row) requeued.push(row);
+    return this.#db
+      .transaction(() => {
+        const requeued: JobRow[] = [];
+        const failed: JobRow[] = [];
+        for (const job of this.#interruptedJobsStmt.all()) {
+          if (job.attempts >= job.maxAttempts) {
+            const row = this.#markFailedStmt.get(now, `interrupted ${job.attempts} times`, 500, job.id);
+            if (row) (this.#queueWebhook(row, now), failed.push(row));
+          } else {
+            const row = this.#requeueStmt.get(now, "interrupted", null, 0, job.id);
+            if (row) requeued.push(row);
+          }
         }
-      }
-      return { requeued, failed };
-    }).immediate();
+        return { requeued, failed };
+      })
+      .immediate();
   }
 
   /** The earliest run_after among queued jobs, or null when none is queued. */
@@ -414,6 +421,13 @@ export class JobStore {
   #queueWebhook(job: JobRow, now: number): void {
     if (!job.webhookUrl || !this.#webhookPayload) return;
     const deliveryId = `msg_${ulid(now)}`;
-    this.#insertDeliveryStmt.run(deliveryId, job.id, job.webhookUrl, job.webhookSecret, this.#webhookPayload(job, deliveryId, now), now);
+    this.#insertDeliveryStmt.run(
+      deliveryId,
+      job.id,
+      job.webhookUrl,
+      job.webhookSecret,
+      this.#webhookPayload(job, deliveryId, now),
+      now,
+    );
   }
 }

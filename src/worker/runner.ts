@@ -8,10 +8,7 @@ import { retryDelayMs } from "./backoff";
 import type { FromWorker, WorkerSettings } from "./protocol";
 
 /** Why an upstream call was aborted; decides what happens to the job afterwards. */
-type AbortCause =
-  | { kind: "canceled" }
-  | { kind: "shutdown" }
-  | { kind: "timeout"; message: string };
+type AbortCause = { kind: "canceled" } | { kind: "shutdown" } | { kind: "timeout"; message: string };
 
 class AbortedByRunner extends Error {
   constructor(readonly why: AbortCause) {
@@ -55,7 +52,8 @@ export class JobRunner {
     if (requeued.length || failed.length) {
       this.#log.warn("recovered interrupted jobs", { requeued: requeued.length, failed: failed.length });
     }
-    for (const job of failed) this.#post({ type: "ended", jobId: job.id, state: "failed", status: job.errorStatus, error: job.error });
+    for (const job of failed)
+      this.#post({ type: "ended", jobId: job.id, state: "failed", status: job.errorStatus, error: job.error });
     while (!this.#stopping) {
       try {
         this.#pruneIfDue();
@@ -101,7 +99,9 @@ export class JobRunner {
   }
 
   #claim(): JobRow | null {
-    const residentKeys = this.#lastRunKey ? [this.#lastRunKey, ...this.#residentKeys.filter((k) => k !== this.#lastRunKey)] : this.#residentKeys;
+    const residentKeys = this.#lastRunKey
+      ? [this.#lastRunKey, ...this.#residentKeys.filter((k) => k !== this.#lastRunKey)]
+      : this.#residentKeys;
     return this.#store.claimNextJob({ schedule: this.#settings.schedule, residentKeys, maxWaitMs: this.#settings.maxWaitMs });
   }
 
@@ -143,7 +143,10 @@ export class JobRunner {
     // 0 turns either limit off.
     const jobTimer =
       jobTimeoutMs > 0
-        ? setTimeout(() => abortWith({ kind: "timeout", message: `job timed out after ${formatDuration(jobTimeoutMs)}` }), jobTimeoutMs)
+        ? setTimeout(
+            () => abortWith({ kind: "timeout", message: `job timed out after ${formatDuration(jobTimeoutMs)}` }),
+            jobTimeoutMs,
+          )
         : undefined;
     let stallCheck: Timer | undefined;
     let lastOutputAt = Date.now();

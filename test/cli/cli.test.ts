@@ -19,7 +19,11 @@ async function foreman(args: string[], options: { env?: Record<string, string>; 
     stdout: "pipe",
     stderr: "pipe",
   });
-  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
   return { stdout, stderr, code };
 }
 
@@ -45,7 +49,9 @@ describe("foreman submit", () => {
   });
 
   test("the prompt comes from stdin with -, a --system goes first, --json prints the job", async () => {
-    const result = await foreman(["submit", "--model", "qwen3", "--prompt", "-", "--system", "be brief", "--wait", "--json"], { stdin: "piped text" });
+    const result = await foreman(["submit", "--model", "qwen3", "--prompt", "-", "--system", "be brief", "--wait", "--json"], {
+      stdin: "piped text",
+    });
     expect(result.code).toBe(0);
     const job = JSON.parse(result.stdout);
     expect(job).toMatchObject({ type: "generate", state: "done", result: { response: "You said: piped text" } });
@@ -60,7 +66,16 @@ describe("foreman submit", () => {
   });
 
   test("bad flags print usage and exit 2; server-side refusals exit 1 with the server's reason", async () => {
-    for (const args of [["submit"], ["submit", "--model", "x"], ["submit", "--model", "x", "--message", "a", "--prompt", "b"], ["submit", "--model", "x", "--message", "a", "--priority", "high"], ["submit", "--bogus"], ["jobs", "--limit", "ten"], ["job"], ["cancel", "a", "b"]]) {
+    for (const args of [
+      ["submit"],
+      ["submit", "--model", "x"],
+      ["submit", "--model", "x", "--message", "a", "--prompt", "b"],
+      ["submit", "--model", "x", "--message", "a", "--priority", "high"],
+      ["submit", "--bogus"],
+      ["jobs", "--limit", "ten"],
+      ["job"],
+      ["cancel", "a", "b"],
+    ]) {
       const result = await foreman(args);
       expect({ args, code: result.code }).toEqual({ args, code: 2 });
       expect(result.stderr).toContain("Usage:");

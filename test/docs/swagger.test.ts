@@ -35,7 +35,10 @@ test("/swagger renders offline and lists every job route with its schema", async
   await page.waitForSelector(".opblock-summary-path", { timeout: 30_000 });
 
   const operations = await page.$$eval(".opblock-summary", (nodes) =>
-    nodes.map((node) => `${node.querySelector(".opblock-summary-method")?.textContent} ${node.querySelector(".opblock-summary-path")?.getAttribute("data-path")}`),
+    nodes.map(
+      (node) =>
+        `${node.querySelector(".opblock-summary-method")?.textContent} ${node.querySelector(".opblock-summary-path")?.getAttribute("data-path")}`,
+    ),
   );
   for (const route of [
     "POST /jobs",
@@ -56,7 +59,9 @@ test("/swagger renders offline and lists every job route with its schema", async
   await submit.locator(".opblock-summary").click();
   expect(await submit.locator(".opblock-summary-description").textContent()).toBe("Submit a job");
   await submit.locator(".opblock-description-wrapper").first().waitFor();
-  expect(await submit.locator(".opblock-description-wrapper").first().textContent()).toContain("Queues an Ollama chat or generate request");
+  expect(await submit.locator(".opblock-description-wrapper").first().textContent()).toContain(
+    "Queues an Ollama chat or generate request",
+  );
   // The Schema tab of the request body shows the model with every field.
   const requestBody = submit.locator(".opblock-section-request-body");
   await requestBody.locator("button.tablinks", { hasText: "Schema" }).click();

@@ -25,7 +25,11 @@ afterAll(async () => {
 test("200 jobs, a kill -9 mid-way: all done, all results kept, every webhook verified, repeats only where the kill cut one short", async () => {
   // Every message fails its first attempt, so deliveries are pending across the restart.
   receiver.failFirstAttempts = 1;
-  const env = foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, "batch.db"), FOREMAN_WEBHOOK_SECRET: secret, FOREMAN_WEBHOOK_BACKOFF: "300ms,300ms,300ms,300ms,300ms,300ms" });
+  const env = foremanEnv(fake.url, dir.path, {
+    FOREMAN_DB: join(dir.path, "batch.db"),
+    FOREMAN_WEBHOOK_SECRET: secret,
+    FOREMAN_WEBHOOK_BACKOFF: "300ms,300ms,300ms,300ms,300ms,300ms",
+  });
   foreman = await spawnForeman(env);
   const listen = new URL(foreman.url).host;
 
@@ -36,7 +40,11 @@ test("200 jobs, a kill -9 mid-way: all done, all results kept, every webhook ver
       const response = await fetch(`${foreman!.url}/jobs`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ type: "chat", request: { model: MODELS[n % 3], messages: [{ role: "user", content: `document ${n}` }] }, webhook: { url: receiver.url } }),
+        body: JSON.stringify({
+          type: "chat",
+          request: { model: MODELS[n % 3], messages: [{ role: "user", content: `document ${n}` }] },
+          webhook: { url: receiver.url },
+        }),
       });
       expect(response.status).toBe(202);
       const { id } = (await response.json()) as { id: string };
@@ -47,20 +55,31 @@ test("200 jobs, a kill -9 mid-way: all done, all results kept, every webhook ver
   }
   expect(ids.length).toBe(JOBS);
 
-  await until(async () => {
-    const done = (await (await fetch(`${foreman!.url}/jobs?state=done&limit=500`)).json()) as { jobs: unknown[] };
-    return done.jobs.length >= JOBS / 2;
-  }, 60_000, "half the jobs to finish");
+  await until(
+    async () => {
+      const done = (await (await fetch(`${foreman!.url}/jobs?state=done&limit=500`)).json()) as { jobs: unknown[] };
+      return done.jobs.length >= JOBS / 2;
+    },
+    60_000,
+    "half the jobs to finish",
+  );
   foreman.process.kill(9);
   await foreman.process.exited;
 
   foreman = await spawnForeman({ ...env, FOREMAN_LISTEN: listen });
-  await until(async () => {
-    const done = (await (await fetch(`${foreman!.url}/jobs?state=done&limit=500`)).json()) as { jobs: unknown[] };
-    return done.jobs.length === JOBS;
-  }, 90_000, "all jobs to finish");
+  await until(
+    async () => {
+      const done = (await (await fetch(`${foreman!.url}/jobs?state=done&limit=500`)).json()) as { jobs: unknown[] };
+      return done.jobs.length === JOBS;
+    },
+    90_000,
+    "all jobs to finish",
+  );
   for (const id of ids) {
-    const job = (await (await fetch(`${foreman.url}/jobs/${id}`)).json()) as { state: string; result: { message: { content: string } } };
+    const job = (await (await fetch(`${foreman.url}/jobs/${id}`)).json()) as {
+      state: string;
+      result: { message: { content: string } };
+    };
     expect(job.state).toBe("done");
     expect(job.result.message.content).toBe(expected.get(id)!);
   }

@@ -40,7 +40,10 @@ test(`${KILLS} kill -9s at random moments lose no acknowledged job`, async () =>
         const response = await fetch(`${url}/jobs`, {
           method: "POST",
           headers: { "content-type": "application/json" },
-          body: JSON.stringify({ type: "chat", request: { model: n % 2 ? "llama3.2" : "qwen3", messages: [{ role: "user", content: `job-${n} a b` }] } }),
+          body: JSON.stringify({
+            type: "chat",
+            request: { model: n % 2 ? "llama3.2" : "qwen3", messages: [{ role: "user", content: `job-${n} a b` }] },
+          }),
         });
         if (response.ok) acknowledged.add(((await response.json()) as { id: string }).id);
       } catch {
@@ -64,9 +67,15 @@ test(`${KILLS} kill -9s at random moments lose no acknowledged job`, async () =>
 
   const db = new Database(env.FOREMAN_DB!, { readonly: true });
   const terminal = () =>
-    db.query<{ n: number }, []>("SELECT count(*) AS n FROM jobs WHERE state NOT IN ('done', 'failed', 'canceled')").get()!.n === 0;
+    db.query<{ n: number }, []>("SELECT count(*) AS n FROM jobs WHERE state NOT IN ('done', 'failed', 'canceled')").get()!.n ===
+    0;
   await until(terminal, 120_000, "every job to finish");
-  const states = new Map(db.query<{ id: string; state: string }, []>("SELECT id, state FROM jobs").all().map((r) => [r.id, r.state]));
+  const states = new Map(
+    db
+      .query<{ id: string; state: string }, []>("SELECT id, state FROM jobs")
+      .all()
+      .map((r) => [r.id, r.state]),
+  );
   expect(db.query<{ integrity_check: string }, []>("PRAGMA integrity_check").get()!.integrity_check).toBe("ok");
   db.close();
 
@@ -84,7 +93,9 @@ test(`${KILLS} kill -9s at random moments lose no acknowledged job`, async () =>
   const repeats = [...runs.values()].reduce((sum, n) => sum + n - 1, 0);
   expect(repeats).toBeLessThanOrEqual(midJobKills);
   expect(fake.maxInFlight).toBe(1);
-  console.log(`kill loop: ${KILLS} kills (${midJobKills} mid-job), ${acknowledged.size} acknowledged, ${repeats} repeated executions, 0 lost`);
+  console.log(
+    `kill loop: ${KILLS} kills (${midJobKills} mid-job), ${acknowledged.size} acknowledged, ${repeats} repeated executions, 0 lost`,
+  );
   foreman.process.kill("SIGTERM");
   await foreman.process.exited;
 }, 300_000);

@@ -14,7 +14,11 @@ test("a streaming client and a queued client both wait 62 s without a byte, and 
   // The first waits through a 62 s model load; the second waits in the queue behind it, then is served warm.
   const streamed = (async () => {
     const parts: string[] = [];
-    for await (const part of await client.chat({ model: "llama3.2", messages: [{ role: "user", content: "slow load" }], stream: true })) {
+    for await (const part of await client.chat({
+      model: "llama3.2",
+      messages: [{ role: "user", content: "slow load" }],
+      stream: true,
+    })) {
       parts.push(part.message.content);
     }
     return parts.join("");

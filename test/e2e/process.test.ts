@@ -9,8 +9,17 @@ import { type ForemanProcess, foremanEnv, spawnForeman, tempDir, until } from ".
 const ROOT = join(import.meta.dir, "..", "..");
 
 async function run(args: string[], env: Record<string, string> = {}) {
-  const child = Bun.spawn(["bun", "src/main.ts", ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  const child = Bun.spawn(["bun", "src/main.ts", ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
   return { stdout, stderr, code };
 }
 
@@ -52,7 +61,13 @@ describe("foreman as a process", () => {
   test("kill -9 mid-job, restart: the job runs again and every queued job is answered", async () => {
     const env = foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, "kill.db") });
     let foreman: ForemanProcess = await spawnForeman(env);
-    const body = (i: number) => JSON.stringify({ type: "chat", model: "llama3.2", messages: [{ role: "user", content: `job ${i} a b c d` }], stream: false });
+    const body = (i: number) =>
+      JSON.stringify({
+        type: "chat",
+        model: "llama3.2",
+        messages: [{ role: "user", content: `job ${i} a b c d` }],
+        stream: false,
+      });
     // Three clients; the first job is running when the process dies, two wait behind it.
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) {
@@ -74,7 +89,9 @@ describe("foreman as a process", () => {
     foreman = await spawnForeman({ ...env, FOREMAN_LISTEN: new URL(foreman.url).host });
     const jobState = async (id: string) => {
       const check = new Database(env.FOREMAN_DB!, { readonly: true });
-      const row = check.query<{ state: string; attempts: number }, [string]>("SELECT state, attempts FROM jobs WHERE id = ?").get(id)!;
+      const row = check
+        .query<{ state: string; attempts: number }, [string]>("SELECT state, attempts FROM jobs WHERE id = ?")
+        .get(id)!;
       check.close();
       return row;
     };
@@ -88,7 +105,11 @@ describe("foreman as a process", () => {
   });
 
   test("SIGTERM lets the running job finish, stops accepting, and exits 0", async () => {
-    const env = foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, "term.db"), FOREMAN_SHUTDOWN_GRACE: "10s", FOREMAN_LOG_LEVEL: "info" });
+    const env = foremanEnv(fake.url, dir.path, {
+      FOREMAN_DB: join(dir.path, "term.db"),
+      FOREMAN_SHUTDOWN_GRACE: "10s",
+      FOREMAN_LOG_LEVEL: "info",
+    });
     const foreman = await spawnForeman(env);
     const client = new Ollama({ host: foreman.url });
     const answer = client.chat({ model: "llama3.2", messages: [{ role: "user", content: "finish this please" }] });
@@ -103,29 +124,45 @@ describe("foreman as a process", () => {
     fake.tokenDelayMs = 300;
     const env = foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, "grace.db"), FOREMAN_SHUTDOWN_GRACE: "200ms" });
     const foreman = await spawnForeman(env);
-    void fetch(`${foreman.url}/api/chat`, { method: "POST", body: JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "a b c d e f g" }] }) }).catch(() => {});
+    void fetch(`${foreman.url}/api/chat`, {
+      method: "POST",
+      body: JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "a b c d e f g" }] }),
+    }).catch(() => {});
     await until(() => fake.inFlight === 1, 10_000, "the job to run");
     foreman.process.kill("SIGTERM");
     expect(await foreman.process.exited).toBe(0);
     const db = new Database(env.FOREMAN_DB!, { readonly: true });
-    expect(db.query<{ state: string; attempts: number }, []>("SELECT state, attempts FROM jobs").get()).toEqual({ state: "queued", attempts: 0 });
+    expect(db.query<{ state: string; attempts: number }, []>("SELECT state, attempts FROM jobs").get()).toEqual({
+      state: "queued",
+      attempts: 0,
+    });
     db.close();
     fake.tokenDelayMs = 100;
   });
 
   test("the compiled binary runs from a folder with no source beside it and serves a chat", async () => {
-    const build = Bun.spawnSync(["bun", "build", "--compile", "src/main.ts", "src/worker/index.ts", "--outfile", join(dir.path, "bin", "foreman")], { cwd: ROOT });
+    const build = Bun.spawnSync(
+      ["bun", "build", "--compile", "src/main.ts", "src/worker/index.ts", "--outfile", join(dir.path, "bin", "foreman")],
+      { cwd: ROOT },
+    );
     expect(build.exitCode).toBe(0);
     const elsewhere = tempDir();
     const env = foremanEnv(fake.url, elsewhere.path, { FOREMAN_DB: "./state/foreman.db" });
-    const foreman = await spawnForeman(env, { command: [join(dir.path, "bin", "foreman")], cwd: elsewhere.path }).catch((error) => {
-      elsewhere.cleanup();
-      throw error;
-    });
+    const foreman = await spawnForeman(env, { command: [join(dir.path, "bin", "foreman")], cwd: elsewhere.path }).catch(
+      (error) => {
+        elsewhere.cleanup();
+        throw error;
+      },
+    );
     try {
       const client = new Ollama({ host: foreman.url });
       const parts: string[] = [];
-      for await (const part of await client.chat({ model: "qwen3", messages: [{ role: "user", content: "from the binary" }], stream: true })) parts.push(part.message.content);
+      for await (const part of await client.chat({
+        model: "qwen3",
+        messages: [{ role: "user", content: "from the binary" }],
+        stream: true,
+      }))
+        parts.push(part.message.content);
       expect(parts.join("")).toBe("You said: from the binary");
     } finally {
       foreman.process.kill("SIGTERM");

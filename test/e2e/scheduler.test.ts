@@ -24,12 +24,20 @@ describe("X-Foreman-Priority", () => {
   test("an integer in range sets the priority; anything else is a 400 that queues nothing", async () => {
     stack = await startStack();
     for (const bad of ["high", "1.5", "1001", "-1001", "1e3"]) {
-      const response = await fetch(`${stack.foreman.url}/api/chat`, { method: "POST", headers: { "x-foreman-priority": bad }, body: chat("x") });
+      const response = await fetch(`${stack.foreman.url}/api/chat`, {
+        method: "POST",
+        headers: { "x-foreman-priority": bad },
+        body: chat("x"),
+      });
       expect(response.status).toBe(400);
       expect(((await response.json()) as { error: string }).error).toContain("X-Foreman-Priority");
     }
     expect(stack.foreman.jobs.store.listJobs({ limit: 10 })).toEqual([]);
-    const response = await fetch(`${stack.foreman.url}/api/chat`, { method: "POST", headers: { "x-foreman-priority": "7" }, body: chat("x", "llama3.2", { stream: false }) });
+    const response = await fetch(`${stack.foreman.url}/api/chat`, {
+      method: "POST",
+      headers: { "x-foreman-priority": "7" },
+      body: chat("x", "llama3.2", { stream: false }),
+    });
     expect(stack.foreman.jobs.store.getJob(response.headers.get("x-foreman-job-id")!)!.priority).toBe(7);
   });
 });
@@ -70,7 +78,10 @@ describe("outages", () => {
     stack = await startStack({ env: { FOREMAN_POLL_INTERVAL: "200ms" } });
     await stack.fake.stop();
     await until(() => stack!.foreman.jobs.inventory.snapshot.degraded, 5000, "degraded");
-    const answer = fetch(`${stack.foreman.url}/api/chat`, { method: "POST", body: chat("during the outage", "llama3.2", { stream: false }) });
+    const answer = fetch(`${stack.foreman.url}/api/chat`, {
+      method: "POST",
+      body: chat("during the outage", "llama3.2", { stream: false }),
+    });
     const queuedJob = await submitJob("qwen3", "also waiting");
     await Bun.sleep(1000);
     expect(stack.foreman.jobs.store.getJob(queuedJob)).toMatchObject({ state: "queued", attempts: 0 });
@@ -96,7 +107,10 @@ describe("timeouts", () => {
 
   test("FOREMAN_JOB_TIMEOUT bounds one attempt even while chunks flow; a streaming client gets a last {error} line", async () => {
     stack = await startStack({ fake: { tokenDelayMs: 150 }, env: { FOREMAN_JOB_TIMEOUT: "500ms" } });
-    const response = await fetch(`${stack.foreman.url}/api/chat`, { method: "POST", body: chat("one two three four five six seven eight") });
+    const response = await fetch(`${stack.foreman.url}/api/chat`, {
+      method: "POST",
+      body: chat("one two three four five six seven eight"),
+    });
     const lines = (await response.text()).trim().split("\n");
     expect(lines.length).toBeGreaterThan(1);
     expect(JSON.parse(lines.at(-1)!)).toEqual({ error: "job timed out after 500ms" });

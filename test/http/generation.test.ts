@@ -50,7 +50,9 @@ describe("one GPU, one generation at a time", () => {
     const client = new Ollama({ host: stack.foreman.url });
     const chat = client.chat({ model: "llama3.2", messages: [{ role: "user", content: "a b c d e f g h" }] });
     await until(() => stack!.fake.inFlight === 1, 5000, "the chat to start");
-    const embeds = await Promise.all(Array.from({ length: 4 }, (_, i) => client.embed({ model: "all-minilm", input: `text ${i}` })));
+    const embeds = await Promise.all(
+      Array.from({ length: 4 }, (_, i) => client.embed({ model: "all-minilm", input: `text ${i}` })),
+    );
     expect(embeds.every((e) => e.embeddings.length === 1)).toBe(true);
     expect(stack.fake.maxEmbedInFlight).toBeGreaterThanOrEqual(2);
     expect(stack.fake.inFlight).toBe(1); // the chat was still generating all along
@@ -146,7 +148,11 @@ describe("errors look like Ollama's", () => {
     const client = new Ollama({ host: stack.foreman.url });
     stack.fake.failures.push({ kind: "mid-stream", afterChunks: 1, error: "boom" });
     const stream = await client.chat({ model: "llama3.2", messages: [{ role: "user", content: "x y" }], stream: true });
-    await expect((async () => { for await (const _ of stream); })()).rejects.toThrow("boom");
+    await expect(
+      (async () => {
+        for await (const _ of stream);
+      })(),
+    ).rejects.toThrow("boom");
   });
 
   test("a stream that breaks off after output ends with an {error} line (tokens cannot be taken back)", async () => {
@@ -219,7 +225,9 @@ describe("the bearer token", () => {
     }
     expect((await fetch(`${stack.foreman.url}/api/tags`)).status).toBe(401);
     const client = new Ollama({ host: stack.foreman.url, headers: { authorization: "Bearer s3cret" } });
-    expect((await client.chat({ model: "llama3.2", messages: [{ role: "user", content: "hi" }] })).message.content).toBe("You said: hi");
+    expect((await client.chat({ model: "llama3.2", messages: [{ role: "user", content: "hi" }] })).message.content).toBe(
+      "You said: hi",
+    );
     expect(stack.fake.seen[0]!.headers.authorization).toBe("Bearer upstream-token");
   });
 });

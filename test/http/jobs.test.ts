@@ -8,7 +8,13 @@ afterEach(async () => {
   stack = undefined;
 });
 
-type Job = { id: string; state: string; queue_position: number | null; result: { message?: { content: string }; response?: string } | null; [k: string]: unknown };
+type Job = {
+  id: string;
+  state: string;
+  queue_position: number | null;
+  result: { message?: { content: string }; response?: string } | null;
+  [k: string]: unknown;
+};
 
 const chatJob = (content: string, extra: Record<string, unknown> = {}) => ({
   type: "chat",
@@ -35,7 +41,18 @@ describe("submitting and reading jobs", () => {
     stack = await startStack({ fake: { tokenDelayMs: 20 } });
     const submitted = await call("POST", "/jobs", chatJob("batch me"));
     expect(submitted.status).toBe(202);
-    expect(submitted.body).toMatchObject({ type: "chat", model: "llama3.2", source: "jobs", state: "queued", priority: 0, attempts: 0, max_attempts: 3, queue_position: 1, result: null, webhook: null });
+    expect(submitted.body).toMatchObject({
+      type: "chat",
+      model: "llama3.2",
+      source: "jobs",
+      state: "queued",
+      priority: 0,
+      attempts: 0,
+      max_attempts: 3,
+      queue_position: 1,
+      result: null,
+      webhook: null,
+    });
     await waitForState(submitted.body.id, "done");
     const job = (await call("GET", `/jobs/${submitted.body.id}`)).body as Job;
     expect(job.result!.message!.content).toBe("You said: batch me");
@@ -47,7 +64,10 @@ describe("submitting and reading jobs", () => {
 
   test("a generate job assembles the response text", async () => {
     stack = await startStack();
-    const { body } = await call("POST", "/jobs", { type: "generate", request: { model: "qwen3", prompt: "tell me", stream: true } });
+    const { body } = await call("POST", "/jobs", {
+      type: "generate",
+      request: { model: "qwen3", prompt: "tell me", stream: true },
+    });
     await waitForState(body.id, "done");
     expect(((await call("GET", `/jobs/${body.id}`)).body as Job).result!.response).toBe("You said: tell me");
   });
@@ -79,7 +99,10 @@ describe("submitting and reading jobs", () => {
 
   test("jobs made by /api/chat are listed like any other", async () => {
     stack = await startStack();
-    const response = await fetch(`${stack.foreman.url}/api/chat`, { method: "POST", body: JSON.stringify({ ...chatJob("sync").request, stream: false }) });
+    const response = await fetch(`${stack.foreman.url}/api/chat`, {
+      method: "POST",
+      body: JSON.stringify({ ...chatJob("sync").request, stream: false }),
+    });
     const id = response.headers.get("x-foreman-job-id");
     await response.text();
     const list = await call("GET", "/jobs");
@@ -91,7 +114,16 @@ describe("listing", () => {
   test("newest first, filtered, paged by cursor", async () => {
     stack = await startStack();
     const ids: string[] = [];
-    for (let i = 0; i < 5; i++) ids.push((await call("POST", "/jobs", i % 2 ? { type: "generate", request: { model: "qwen3", prompt: `p${i}` } } : chatJob(`c${i}`))).body.id);
+    for (let i = 0; i < 5; i++)
+      ids.push(
+        (
+          await call(
+            "POST",
+            "/jobs",
+            i % 2 ? { type: "generate", request: { model: "qwen3", prompt: `p${i}` } } : chatJob(`c${i}`),
+          )
+        ).body.id,
+      );
     await until(async () => (await call("GET", "/jobs?state=done")).body.jobs.length === 5, 10_000, "all done");
     const page1 = await call("GET", "/jobs?limit=2");
     expect(page1.body.jobs.map((j: Job) => j.id)).toEqual([ids[4], ids[3]]);
@@ -141,17 +173,25 @@ describe("watching", () => {
     const { body } = await call("POST", "/jobs", chatJob("watch this"));
     const response = await fetch(`${stack.foreman.url}/jobs/${body.id}/events`);
     expect(response.headers.get("content-type")).toBe("text/event-stream");
-    const events = (await response.text()).trim().split("\n\n").map((frame) => {
-      const [event, data] = frame.split("\n");
-      return { event: event!.slice("event: ".length), data: JSON.parse(data!.slice("data: ".length)) };
-    });
+    const events = (await response.text())
+      .trim()
+      .split("\n\n")
+      .map((frame) => {
+        const [event, data] = frame.split("\n");
+        return { event: event!.slice("event: ".length), data: JSON.parse(data!.slice("data: ".length)) };
+      });
     const names = events.map((e) => e.event);
     expect(names[0]).toBe("state");
     expect(names.filter((n) => n === "state").length).toBeGreaterThanOrEqual(2);
     expect(names.filter((n) => n === "chunk").length).toBe(5); // four tokens and the final line
     expect(names.at(-1)).toBe("end");
     expect(events.filter((e) => e.event === "state").map((e) => e.data.state)).toContain("working");
-    expect(events.filter((e) => e.event === "chunk").map((e) => e.data.message.content).join("")).toBe("You said: watch this");
+    expect(
+      events
+        .filter((e) => e.event === "chunk")
+        .map((e) => e.data.message.content)
+        .join(""),
+    ).toBe("You said: watch this");
     expect(events.at(-1)!.data).toMatchObject({ id: body.id, state: "done" });
 
     const late = await (await fetch(`${stack.foreman.url}/jobs/${body.id}/events`)).text();
@@ -183,7 +223,12 @@ describe("artifacts and the queue", () => {
     await call("POST", "/jobs", { type: "generate", request: { model: "qwen3", prompt: "y" } });
     await stack.foreman.jobs.inventory.refresh();
     const queue = (await call("GET", "/queue")).body;
-    expect(queue).toMatchObject({ depth: 2, by_model: { "llama3.2": 1, qwen3: 1 }, degraded: false, resident: ["llama3.2:latest"] });
+    expect(queue).toMatchObject({
+      depth: 2,
+      by_model: { "llama3.2": 1, qwen3: 1 },
+      degraded: false,
+      resident: ["llama3.2:latest"],
+    });
     expect(queue.running).toMatchObject({ model: "llama3.2" });
   });
 
@@ -197,7 +242,10 @@ describe("artifacts and the queue", () => {
     expect(full.status).toBe(503);
     expect(full.headers.get("retry-after")).toMatch(/^\d+$/);
     expect(full.body).toEqual({ error: "server busy, please try again.  maximum pending requests exceeded" });
-    const sync = await fetch(`${stack.foreman.url}/api/generate`, { method: "POST", body: JSON.stringify({ model: "qwen3", prompt: "x" }) });
+    const sync = await fetch(`${stack.foreman.url}/api/generate`, {
+      method: "POST",
+      body: JSON.stringify({ model: "qwen3", prompt: "x" }),
+    });
     expect(sync.status).toBe(503);
     expect(sync.headers.get("retry-after")).toMatch(/^\d+$/);
     expect(stack.foreman.jobs.store.queuedCount()).toBe(2);

@@ -78,7 +78,11 @@ describe("the ollama client sees no difference", () => {
       try {
         await client.chat({ model: "no-such-model", messages: [{ role: "user", content: "hi" }] });
       } catch (error) {
-        return { name: (error as Error).name, status: (error as { status_code?: number }).status_code, message: (error as Error).message };
+        return {
+          name: (error as Error).name,
+          status: (error as { status_code?: number }).status_code,
+          message: (error as Error).message,
+        };
       }
       throw new Error("expected a failure");
     };

@@ -54,7 +54,9 @@ describe("assembleFinalResponse", () => {
       '{"model":"m","created_at":"t2","response":" sky","done":false}',
       '{"model":"m","created_at":"t3","response":"","done":true,"done_reason":"stop","context":[1,2],"total_duration":5}',
     ]);
-    expect(JSON.stringify(final)).toBe('{"model":"m","created_at":"t3","response":"The sky","done":true,"done_reason":"stop","context":[1,2],"total_duration":5}');
+    expect(JSON.stringify(final)).toBe(
+      '{"model":"m","created_at":"t3","response":"The sky","done":true,"done_reason":"stop","context":[1,2],"total_duration":5}',
+    );
   });
 
   test("a single object (a load reply) is returned as it is", () => {

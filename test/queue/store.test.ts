@@ -23,11 +23,19 @@ afterEach(() => {
 
 const T0 = 1_800_000_000_000;
 const MINUTE = 60_000;
-const drain = (residentKeys: string[] = [], maxWaitMs = 2 * MINUTE): ClaimPolicy => ({ schedule: "drain", residentKeys, maxWaitMs });
+const drain = (residentKeys: string[] = [], maxWaitMs = 2 * MINUTE): ClaimPolicy => ({
+  schedule: "drain",
+  residentKeys,
+  maxWaitMs,
+});
 const fifo: ClaimPolicy = { schedule: "fifo", residentKeys: [], maxWaitMs: 2 * MINUTE };
 
 function add(model: string, at: number, extra: Partial<NewJob> = {}) {
-  return store.enqueue({ type: "chat", model, modelKey: `${model}:latest`, request: "{}", source: "jobs", maxAttempts: 3, ...extra }, 1000, at).job;
+  return store.enqueue(
+    { type: "chat", model, modelKey: `${model}:latest`, request: "{}", source: "jobs", maxAttempts: 3, ...extra },
+    1000,
+    at,
+  ).job;
 }
 
 describe("the database", () => {
@@ -54,7 +62,11 @@ describe("claim order", () => {
     const a = add("a", T0);
     const b = add("b", T0 + 1);
     const c = add("a", T0 + 2);
-    const order = [store.claimNextJob(fifo, T0 + 10)!.id, store.claimNextJob(fifo, T0 + 10)!.id, store.claimNextJob(fifo, T0 + 10)!.id];
+    const order = [
+      store.claimNextJob(fifo, T0 + 10)!.id,
+      store.claimNextJob(fifo, T0 + 10)!.id,
+      store.claimNextJob(fifo, T0 + 10)!.id,
+    ];
     expect(order).toEqual([a.id, b.id, c.id]);
     expect(store.claimNextJob(fifo, T0 + 10)).toBeNull();
   });
@@ -137,9 +149,16 @@ describe("state changes", () => {
     const job = add("a", T0);
     store.claimNextJob(fifo, T0);
     expect(store.markWorking(job.id)!.state).toBe("working");
-    const done = store.finishJob(job.id, '{"done":true}', [{ name: "result.json", contentType: "application/json", data: '{"done":true}' }], T0 + 5)!;
+    const done = store.finishJob(
+      job.id,
+      '{"done":true}',
+      [{ name: "result.json", contentType: "application/json", data: '{"done":true}' }],
+      T0 + 5,
+    )!;
     expect(done).toMatchObject({ state: "done", finishedAt: T0 + 5, result: '{"done":true}' });
-    expect(store.listArtifacts(job.id)).toEqual([{ name: "result.json", contentType: "application/json", size: 13, createdAt: T0 + 5 }]);
+    expect(store.listArtifacts(job.id)).toEqual([
+      { name: "result.json", contentType: "application/json", size: 13, createdAt: T0 + 5 },
+    ]);
     expect(new TextDecoder().decode(store.getArtifact(job.id, "result.json")!.data)).toBe('{"done":true}');
     expect(store.cancelJob(job.id)).toBeNull();
   });
@@ -156,13 +175,21 @@ describe("state changes", () => {
   test("the queue refuses work past maxQueue with Ollama's 503", () => {
     store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1 }, 2);
     store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1 }, 2);
-    expect(() => store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1 }, 2)).toThrow(QueueFullError);
+    expect(() =>
+      store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1 }, 2),
+    ).toThrow(QueueFullError);
     expect(store.queuedCount()).toBe(2);
   });
 
   test("an idempotency key returns the first job instead of a second", () => {
-    const first = store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1, idempotencyKey: "k" }, 10);
-    const again = store.enqueue({ type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1, idempotencyKey: "k" }, 10);
+    const first = store.enqueue(
+      { type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1, idempotencyKey: "k" },
+      10,
+    );
+    const again = store.enqueue(
+      { type: "chat", model: "a", modelKey: "a", request: "{}", source: "jobs", maxAttempts: 1, idempotencyKey: "k" },
+      10,
+    );
     expect(first.created).toBe(true);
     expect(again).toEqual({ job: first.job, created: false });
   });

@@ -47,7 +47,8 @@ export class WebhookReceiver {
     const attempt = (this.#attemptsById.get(id) ?? 0) + 1;
     this.#attemptsById.set(id, attempt);
     const scripted = this.script.shift();
-    if (scripted !== undefined && scripted !== 204) return new Response(null, { status: scripted, headers: scripted === 302 ? { location: `${this.url}/elsewhere` } : {} });
+    if (scripted !== undefined && scripted !== 204)
+      return new Response(null, { status: scripted, headers: scripted === 302 ? { location: `${this.url}/elsewhere` } : {} });
     if (attempt <= this.failFirstAttempts) return new Response("not yet", { status: 500 });
     let verified = false;
     if (this.secret) {

@@ -13,11 +13,23 @@ afterEach(async () => {
 const FAST_BACKOFF = { FOREMAN_WEBHOOK_BACKOFF: "50ms,100ms,150ms" };
 
 async function submit(body: Record<string, unknown>) {
-  const response = await fetch(`${stack!.foreman.url}/jobs`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const response = await fetch(`${stack!.foreman.url}/jobs`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
   return { status: response.status, body: (await response.json()) as { id: string; error?: string } };
 }
-const chat = (content: string, webhook: Record<string, unknown>) => ({ type: "chat", request: { model: "llama3.2", messages: [{ role: "user", content }] }, webhook });
-const jobView = async (id: string) => (await (await fetch(`${stack!.foreman.url}/jobs/${id}`)).json()) as { state: string; webhook: { state: string; attempts: number; last_status: number | null } };
+const chat = (content: string, webhook: Record<string, unknown>) => ({
+  type: "chat",
+  request: { model: "llama3.2", messages: [{ role: "user", content }] },
+  webhook,
+});
+const jobView = async (id: string) =>
+  (await (await fetch(`${stack!.foreman.url}/jobs/${id}`)).json()) as {
+    state: string;
+    webhook: { state: string; attempts: number; last_status: number | null };
+  };
 
 describe("webhooks (Standard Webhooks)", () => {
   test("signed with the job's secret, retried after failures, verified by the standardwebhooks package", async () => {
@@ -30,7 +42,11 @@ describe("webhooks (Standard Webhooks)", () => {
     const [delivery] = receiver.received;
     expect(delivery!.verified).toBe(true);
     expect(delivery!.body.type).toBe("job.done");
-    expect(delivery!.body.data).toMatchObject({ id: body.id, state: "done", result: { message: { content: "You said: hook me" } } });
+    expect(delivery!.body.data).toMatchObject({
+      id: body.id,
+      state: "done",
+      result: { message: { content: "You said: hook me" } },
+    });
     expect(JSON.stringify(delivery!.body)).not.toContain(secret);
     await until(async () => (await jobView(body.id)).webhook.state === "delivered", 5000, "the delivery to be recorded");
     expect((await jobView(body.id)).webhook).toMatchObject({ state: "delivered", attempts: 3, last_status: 204 });
@@ -59,7 +75,10 @@ describe("webhooks (Standard Webhooks)", () => {
     stack.fake.failures.push({ kind: "status", status: 500, error: "model crashed" });
     const failed = await submit(chat("fail", { url: receiver.url }));
     await until(() => receiver!.received.length === 1, 10_000, "the failure delivery");
-    expect(receiver.received[0]!.body).toMatchObject({ type: "job.failed", data: { id: failed.body.id, state: "failed", error: "model crashed" } });
+    expect(receiver.received[0]!.body).toMatchObject({
+      type: "job.failed",
+      data: { id: failed.body.id, state: "failed", error: "model crashed" },
+    });
     const running = await submit(chat("a b c d e f", { url: receiver.url }));
     await until(() => stack!.fake.inFlight === 1, 5000, "the job to run");
     await fetch(`${stack.foreman.url}/jobs/${running.body.id}`, { method: "DELETE" });
