@@ -1,0 +1,9 @@
+// Runs the fake Ollama as a process of its own (for benchmarks, so it does not share a thread with
+// the client measuring it). Prints its port on stdout; stops when killed.
+import { FakeOllama } from "./fake-ollama";
+
+const fake = new FakeOllama({
+  loadDelayMs: Number(process.env.FAKE_LOAD_MS ?? 0),
+  tokenDelayMs: Number(process.env.FAKE_TOKEN_MS ?? 0),
+}).start();
+console.log(fake.port);
