@@ -3,10 +3,10 @@ import { BadRequestError, NotFoundError, errorResponse } from "./errors";
 import type { Logger } from "./log";
 import type { ModelInventory } from "./ollama/inventory";
 import { modelKey } from "./ollama/model-key";
+import { lastLine } from "./ollama/ndjson";
 import { type ChatRequest, GENERATION_REQUEST, type GenerateRequest, assertShape } from "./ollama/types";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
 import type { JobRow, JobSource, JobStore, JobType } from "./queue/store";
-import { lastLine } from "./ollama/ndjson";
 import type { JobEvent, WorkerBridge } from "./worker/bridge";
 
 /** Priorities accepted from clients: integers in this range (inclusive). */
@@ -85,17 +85,13 @@ export class JobService {
 
   webhookView(job: JobRow): WebhookView | null {
     if (!job.webhookUrl) return null;
-    const delivery = this.store.db
-      .query<{ state: WebhookView["state"]; attempts: number; last_status: number | null; last_error: string | null }, [string]>(
-        "SELECT state, attempts, last_status, last_error FROM webhook_deliveries WHERE job_id = ?",
-      )
-      .get(job.id);
+    const delivery = this.store.webhookDelivery(job.id);
     return {
       url: job.webhookUrl,
       state: delivery?.state ?? "pending",
       attempts: delivery?.attempts ?? 0,
-      last_status: delivery?.last_status ?? null,
-      last_error: delivery?.last_error ?? null,
+      last_status: delivery?.lastStatus ?? null,
+      last_error: delivery?.lastError ?? null,
     };
   }
 

@@ -96,6 +96,26 @@ export async function spawnForeman(
   throw new Error(`foreman did not start: ${stderr}`);
 }
 
+/** Runs `foreman <args>` from source to completion: its output and exit code. */
+export async function runForeman(
+  args: string[],
+  options: { env?: Record<string, string>; stdin?: string } = {},
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  const child = Bun.spawn(["bun", "src/main.ts", ...args], {
+    cwd: join(import.meta.dir, ".."),
+    env: { ...process.env, ...options.env },
+    stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
+  return { stdout, stderr, code };
+}
+
 /** A TCP port nobody listens on right now. */
 export async function freePort(): Promise<number> {
   const server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });

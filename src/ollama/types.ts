@@ -26,22 +26,23 @@ export const ChatMessage = t.Object(
   { additionalProperties: true },
 );
 
+/** Fields /api/chat and /api/generate share, with the same meaning (R:api/types.go). */
+const generationFields = {
+  model: t.Optional(t.String({ examples: ["llama3.2"] })),
+  stream: t.Optional(t.Boolean()),
+  format: t.Optional(t.Unknown()),
+  options: t.Optional(Options),
+  keep_alive: t.Optional(KeepAlive),
+  think: t.Optional(Think),
+  truncate: t.Optional(t.Boolean()),
+  shift: t.Optional(t.Boolean()),
+  logprobs: t.Optional(t.Boolean()),
+  top_logprobs: t.Optional(t.Integer()),
+};
+
 /** Body of POST /api/chat (R:api/types.go:133-183). `model` is checked by hand for Ollama's exact errors. */
 export const ChatRequest = t.Object(
-  {
-    model: t.Optional(t.String({ examples: ["llama3.2"] })),
-    messages: t.Optional(t.Array(ChatMessage)),
-    stream: t.Optional(t.Boolean()),
-    format: t.Optional(t.Unknown()),
-    options: t.Optional(Options),
-    keep_alive: t.Optional(KeepAlive),
-    tools: t.Optional(t.Array(t.Unknown())),
-    think: t.Optional(Think),
-    truncate: t.Optional(t.Boolean()),
-    shift: t.Optional(t.Boolean()),
-    logprobs: t.Optional(t.Boolean()),
-    top_logprobs: t.Optional(t.Integer()),
-  },
+  { ...generationFields, messages: t.Optional(t.Array(ChatMessage)), tools: t.Optional(t.Array(t.Unknown())) },
   { additionalProperties: true },
 );
 export type ChatRequest = typeof ChatRequest.static;
@@ -49,7 +50,7 @@ export type ChatRequest = typeof ChatRequest.static;
 /** Body of POST /api/generate (R:api/types.go:62-130). */
 export const GenerateRequest = t.Object(
   {
-    model: t.Optional(t.String({ examples: ["llama3.2"] })),
+    ...generationFields,
     prompt: t.Optional(t.String()),
     suffix: t.Optional(t.String()),
     system: t.Optional(t.String()),
@@ -57,22 +58,10 @@ export const GenerateRequest = t.Object(
     context: t.Optional(t.Array(t.Integer())),
     raw: t.Optional(t.Boolean()),
     images: t.Optional(t.Array(t.String())),
-    stream: t.Optional(t.Boolean()),
-    format: t.Optional(t.Unknown()),
-    options: t.Optional(Options),
-    keep_alive: t.Optional(KeepAlive),
-    think: t.Optional(Think),
-    truncate: t.Optional(t.Boolean()),
-    shift: t.Optional(t.Boolean()),
-    logprobs: t.Optional(t.Boolean()),
-    top_logprobs: t.Optional(t.Integer()),
   },
   { additionalProperties: true },
 );
 export type GenerateRequest = typeof GenerateRequest.static;
-
-/** Body of POST /api/embed and /api/embeddings: only the model is checked; Ollama judges the rest. */
-export const EmbedRequest = t.Object({ model: t.Optional(t.String()) }, { additionalProperties: true });
 
 export const OllamaError = t.Object({ error: t.String() }, { description: "Ollama's error shape" });
 

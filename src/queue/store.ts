@@ -54,6 +54,14 @@ export interface ArtifactInput {
   data: string | Uint8Array;
 }
 
+/** Where a job's webhook delivery stands. */
+export interface DeliveryStatus {
+  state: "pending" | "delivered" | "failed";
+  attempts: number;
+  lastStatus: number | null;
+  lastError: string | null;
+}
+
 export interface ArtifactInfo {
   name: string;
   contentType: string;
@@ -121,6 +129,7 @@ export class JobStore {
   readonly #nextRunAfterStmt;
   readonly #pruneStmt;
   readonly #insertDeliveryStmt;
+  readonly #deliveryStatusStmt;
 
   constructor(db: Database, options: { webhookPayload?: WebhookPayloadBuilder } = {}) {
     this.#db = db;
@@ -203,9 +212,12 @@ export class JobStore {
       `INSERT OR IGNORE INTO webhook_deliveries (id, job_id, url, secret, payload, state, next_attempt_at, created_at)
        VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)`,
     );
+    this.#deliveryStatusStmt = db.query<DeliveryStatus, [string]>(
+      `SELECT state, attempts, last_status AS lastStatus, last_error AS lastError FROM webhook_deliveries WHERE job_id = ?`,
+    );
   }
 
-  /** The connection this store works on. */
+  /** The connection this store works on (the webhook dispatcher keeps its statements on it too). */
   get db(): Database {
     return this.#db;
   }
@@ -401,6 +413,11 @@ export class JobStore {
   /** Deletes jobs that ended before `before` (their artifacts and deliveries go with them). */
   pruneFinishedJobs(before: number): number {
     return this.#pruneStmt.run(before).changes;
+  }
+
+  /** The delivery state of the job's webhook; null before the job ended (nothing queued yet). */
+  webhookDelivery(jobId: string): DeliveryStatus | null {
+    return this.#deliveryStatusStmt.get(jobId);
   }
 
   listArtifacts(jobId: string): ArtifactInfo[] {

@@ -1,9 +1,8 @@
 // The client subcommands, run as the real `foreman` command against a real server.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { type Stack, freePort, startStack, until } from "../harness";
+import { type Stack, freePort, runForeman, startStack, until } from "../harness";
 
-const ROOT = join(import.meta.dir, "..", "..");
 let stack: Stack;
 
 beforeAll(async () => {
@@ -11,21 +10,9 @@ beforeAll(async () => {
 });
 afterAll(() => stack.stop());
 
-async function foreman(args: string[], options: { env?: Record<string, string>; stdin?: string } = {}) {
-  const child = Bun.spawn(["bun", "src/main.ts", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, FOREMAN_URL: stack.foreman.url, ...options.env },
-    stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-    child.exited,
-  ]);
-  return { stdout, stderr, code };
-}
+/** The real `foreman` command, pointed at the test server unless FOREMAN_URL is given. */
+const foreman = (args: string[], options: { env?: Record<string, string>; stdin?: string } = {}) =>
+  runForeman(args, { ...options, env: { FOREMAN_URL: stack.foreman.url, ...options.env } });
 
 describe("foreman submit", () => {
   test("prints the job id; the job runs", async () => {

@@ -4,24 +4,11 @@ import { Database } from "bun:sqlite";
 import { join } from "node:path";
 import { Ollama } from "ollama";
 import { FakeOllama } from "../fake-ollama";
-import { type ForemanProcess, foremanEnv, spawnForeman, tempDir, until } from "../harness";
+import { type ForemanProcess, foremanEnv, runForeman, spawnForeman, tempDir, until } from "../harness";
 
 const ROOT = join(import.meta.dir, "..", "..");
 
-async function run(args: string[], env: Record<string, string> = {}) {
-  const child = Bun.spawn(["bun", "src/main.ts", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-    child.exited,
-  ]);
-  return { stdout, stderr, code };
-}
+const run = (args: string[], env: Record<string, string> = {}) => runForeman(args, { env });
 
 describe("the foreman command", () => {
   test("--help and --version exit 0; an unknown subcommand prints usage on stderr and exits 2", async () => {

@@ -107,6 +107,8 @@ describe("errors look like Ollama's", () => {
       ["/api/chat", "", 400, "missing request body"],
       ["/api/chat", "{not json", 400, "invalid JSON"],
       ["/api/chat", "[1,2]", 400, "JSON object"],
+      ["/api/generate", "null", 400, "JSON object"],
+      ["/api/chat", '"text"', 400, "JSON object"],
       ["/api/chat", JSON.stringify({ messages: [] }), 400, "model is required"],
       ["/api/generate", JSON.stringify({ prompt: "x" }), 404, "model '' not found"],
       ["/api/chat", JSON.stringify({ model: "llama3.2", messages: "hi" }), 400, '"messages" must be array'],
