@@ -65,6 +65,8 @@ export class FakeOllama {
   embedInFlight = 0;
   maxEmbedInFlight = 0;
   seen: SeenRequest[] = [];
+  /** Bodies of /api/embed and /api/embeddings calls, in order. */
+  embeds: Record<string, unknown>[] = [];
   failures: InjectedFailure[] = [];
   /** Resolves waiters each time a generation request arrives. */
   #arrivals: Array<(seen: SeenRequest) => void> = [];
@@ -181,6 +183,7 @@ export class FakeOllama {
     const model = String(body.model ?? "");
     if (!model) return json({ error: "model is required" }, 400);
     if (!this.#has(model)) return json({ error: `model "${model}" not found, try pulling it first` }, 404);
+    this.embeds.push(body);
     this.embedInFlight++;
     this.maxEmbedInFlight = Math.max(this.maxEmbedInFlight, this.embedInFlight);
     try {

@@ -121,7 +121,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         detail: {
           summary: "Watch a job (Server-Sent Events)",
           description:
-            "`state` events on each transition (the first gives the current state), `chunk` events with each streamed NDJSON " +
+            "`state` events on each transition (the first gives the current state, the last the final one), `chunk` events with each streamed NDJSON " +
             "line while it runs, then one `end` event carrying the job, after which the stream closes. An ended job sends `end` at once.",
           responses: {
             200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
@@ -225,7 +225,10 @@ function jobEvents(jobs: JobService, jobId: string): Response {
       const unsubscribe = jobs.bridge.subscribe(jobId, (event) => {
         if (event.type === "state") send("state", JSON.stringify({ state: event.state }));
         else if (event.type === "chunk") for (const line of splitLines(decoder.decode(event.bytes))) send("chunk", line);
-        else end();
+        else {
+          send("state", JSON.stringify({ state: event.state }));
+          end();
+        }
       });
       const heartbeat = setInterval(() => {
         try {

@@ -5,7 +5,7 @@ import type { Logger } from "../log";
 import type { JobStore } from "../queue/store";
 import { WebhookAllowList } from "./allow-list";
 
-/** One attempt's limit. */
+/** One attempt's limit, by default. */
 const ATTEMPT_TIMEOUT_MS = 15_000;
 /** Deliveries attempted at once. */
 const CONCURRENCY = 4;
@@ -30,6 +30,7 @@ export class WebhookDispatcher {
   readonly #backoffMs: number[];
   readonly #defaultSecret: string | undefined;
   readonly #allow: WebhookAllowList;
+  readonly #attemptTimeoutMs: number;
   readonly #inFlight = new Set<string>();
   readonly #dueStmt;
   readonly #nextDueStmt;
@@ -37,7 +38,14 @@ export class WebhookDispatcher {
   #timer: Timer | undefined;
   #running = false;
 
-  constructor(store: JobStore, config: Pick<Config, "webhookBackoffMs" | "webhookSecret" | "webhookAllow">, log: Logger) {
+  /** `attemptTimeoutMs` bounds each attempt (default 15 s). */
+  constructor(
+    store: JobStore,
+    config: Pick<Config, "webhookBackoffMs" | "webhookSecret" | "webhookAllow">,
+    log: Logger,
+    { attemptTimeoutMs = ATTEMPT_TIMEOUT_MS }: { attemptTimeoutMs?: number } = {},
+  ) {
+    this.#attemptTimeoutMs = attemptTimeoutMs;
     const db: Database = store.db;
     this.#log = log;
     this.#backoffMs = config.webhookBackoffMs;
@@ -121,7 +129,7 @@ export class WebhookDispatcher {
         headers,
         body: delivery.payload,
         redirect: "manual",
-        signal: AbortSignal.timeout(ATTEMPT_TIMEOUT_MS),
+        signal: AbortSignal.timeout(this.#attemptTimeoutMs),
       });
       status = response.status;
       await response.body?.cancel().catch(() => {});

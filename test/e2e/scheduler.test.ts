@@ -132,3 +132,11 @@ describe("timeouts", () => {
     expect(starts[2]! - starts[1]!).toBeGreaterThanOrEqual(1200);
   });
 });
+
+describe("FOREMAN_EMBED_MODEL", () => {
+  test("is loaded at start with keep_alive -1, so it stays resident", async () => {
+    stack = await startStack({ env: { FOREMAN_EMBED_MODEL: "all-minilm" } });
+    await until(() => stack!.fake.embeds.length > 0, 5000, "the warm-up call");
+    expect(stack.fake.embeds[0]).toEqual({ model: "all-minilm", input: "", keep_alive: -1 });
+  });
+});

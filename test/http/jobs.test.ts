@@ -185,7 +185,9 @@ describe("watching", () => {
     expect(names.filter((n) => n === "state").length).toBeGreaterThanOrEqual(2);
     expect(names.filter((n) => n === "chunk").length).toBe(5); // four tokens and the final line
     expect(names.at(-1)).toBe("end");
-    expect(events.filter((e) => e.event === "state").map((e) => e.data.state)).toContain("working");
+    const states = events.filter((e) => e.event === "state").map((e) => e.data.state);
+    expect(states).toContain("working");
+    expect(states.at(-1)).toBe("done");
     expect(
       events
         .filter((e) => e.event === "chunk")
