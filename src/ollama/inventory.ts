@@ -86,11 +86,15 @@ export class ModelInventory {
     );
   }
 
-  /** Is the model known, after one re-poll on a miss (it may have just been pulled)? */
+  /**
+   * Is the model known, after one re-poll on a miss (it may have just been pulled)? Before Ollama has
+   * answered even once there is nothing to check against: the job is accepted, and waits for Ollama,
+   * which says 404 itself if the model is missing.
+   */
   async knows(model: string): Promise<boolean> {
     if (this.has(model)) return true;
     await this.refresh();
-    return this.has(model);
+    return this.has(model) || this.#snapshot.updatedAt === 0;
   }
 
   /** Model keys Ollama has loaded, per /api/ps. */

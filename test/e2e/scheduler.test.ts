@@ -1,6 +1,9 @@
 // The scheduling policy end to end: priority header, starvation guard, outages, timeouts.
 import { afterEach, describe, expect, test } from "bun:test";
-import { type Stack, startStack, until } from "../harness";
+import { loadConfig } from "../../src/config";
+import { startServer } from "../../src/server";
+import { FakeOllama } from "../fake-ollama";
+import { type Stack, foremanEnv, freePort, startStack, tempDir, until } from "../harness";
 
 let stack: Stack | undefined;
 afterEach(async () => {
@@ -92,6 +95,27 @@ describe("outages", () => {
     expect(stack.foreman.jobs.store.getJob(response.headers.get("x-foreman-job-id")!)!.attempts).toBe(1);
     await until(() => stack!.foreman.jobs.store.getJob(queuedJob)?.state === "done", 5000, "the queued job");
     expect(stack.foreman.jobs.store.getJob(queuedJob)!.attempts).toBe(1);
+  });
+});
+
+describe("an Ollama that starts after foreman", () => {
+  test("jobs are accepted and wait for it, and run once it answers", async () => {
+    const fake = new FakeOllama({ port: await freePort() });
+    const dir = tempDir();
+    const foreman = await startServer(loadConfig(foremanEnv(fake.url, dir.path, { FOREMAN_POLL_INTERVAL: "200ms" })));
+    try {
+      const response = fetch(`${foreman.url}/api/generate`, {
+        method: "POST",
+        body: JSON.stringify({ model: "qwen3", prompt: "early", stream: false }),
+      });
+      await Bun.sleep(300);
+      fake.start();
+      expect(((await (await response).json()) as { response: string }).response).toBe("You said: early");
+    } finally {
+      await foreman.stop();
+      await fake.stop();
+      dir.cleanup();
+    }
   });
 });
 
