@@ -164,3 +164,21 @@ describe("FOREMAN_EMBED_MODEL", () => {
     expect(stack.fake.embeds[0]).toEqual({ model: "all-minilm", input: "", keep_alive: -1 });
   });
 });
+
+describe("listening beyond loopback", () => {
+  test("without FOREMAN_TOKEN logs a warning at start; with one it does not", async () => {
+    const written: string[] = [];
+    const original = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string) => (written.push(String(chunk)), true)) as typeof process.stderr.write;
+    try {
+      stack = await startStack({ env: { FOREMAN_LISTEN: "0.0.0.0:0", FOREMAN_LOG_LEVEL: "warn" } });
+      await stack.stop();
+      stack = await startStack({ env: { FOREMAN_LISTEN: "0.0.0.0:0", FOREMAN_LOG_LEVEL: "warn", FOREMAN_TOKEN: "t" } });
+    } finally {
+      process.stderr.write = original;
+    }
+    const warnings = written.filter((line) => line.includes("without FOREMAN_TOKEN"));
+    expect(warnings.length).toBe(1);
+    expect(warnings[0]).toContain("WARN");
+  });
+});
