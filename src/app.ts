@@ -23,6 +23,8 @@ const PUBLIC_PATHS = new Set(["/healthz", ...DOCS_PATHS]);
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
 export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
+  // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
+  // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
   return new Elysia({ normalize: "typebox" })
     .use(docs())
     .onRequest(({ request }) => {

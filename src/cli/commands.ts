@@ -1,6 +1,8 @@
 import { parseArgs } from "node:util";
 import { loadClientConfig } from "../config";
+import type { JobModel } from "../http/job-model";
 import type { JobView } from "../queue/job-view";
+import { TERMINAL_STATES } from "../queue/store";
 import { CliError, ForemanApi } from "./api-client";
 import { formatAge, formatBytes, formatRunTime, formatTable } from "./format";
 
@@ -124,7 +126,7 @@ async function waitForJob(api: ForemanApi, id: string, io: Io): Promise<JobView>
   let shown = "";
   for (;;) {
     const job = await api.request<JobView>("GET", `/jobs/${id}`);
-    const ended = job.state === "done" || job.state === "failed" || job.state === "canceled";
+    const ended = TERMINAL_STATES.includes(job.state);
     const status = job.state === "queued" ? `job ${id}: queued, position ${job.queue_position}` : `job ${id}: ${job.state}`;
     if (status !== shown) {
       io.stderr(io.isTty ? `\r\x1b[2K${status}${ended ? "\n" : ""}` : `${status}\n`);
@@ -219,18 +221,11 @@ interface PsModel {
   expires_at?: string;
 }
 
-interface QueueSummary {
-  depth: number;
-  by_model: Record<string, number>;
-  running: { id: string; model: string; state: string; started_at: string | null } | null;
-  degraded: boolean;
-}
-
 async function ps(api: ForemanApi, args: string[], io: Io): Promise<number> {
   parseArgs({ args, strict: true, options: {} });
   const [loaded, queue] = await Promise.all([
     api.request<{ models: PsModel[] }>("GET", "/api/ps"),
-    api.request<QueueSummary>("GET", "/queue"),
+    api.request<typeof JobModel.queue.static>("GET", "/queue"),
   ]);
   const rows = loaded.models.map((m) => [
     m.name,

@@ -1,6 +1,6 @@
 import { formatDuration } from "../duration";
 
-/** Rows as columns padded to their widest cell, two spaces apart, like `ollama ps`. */
+/** Rows as columns padded to their widest cell, three spaces apart, like `ollama ps`. */
 export function formatTable(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)));
   const line = (cells: string[]) =>

@@ -2,12 +2,11 @@ import { Elysia } from "elysia";
 import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
 import { splitLines } from "../ollama/ndjson";
-import type { JobState } from "../queue/store";
+import { TERMINAL_STATES } from "../queue/store";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
 import { JobView } from "../queue/job-view";
 import { JobModel } from "./job-model";
 
-const TERMINAL = new Set<JobState>(["done", "failed", "canceled"]);
 const SSE_HEARTBEAT_MS = 15_000;
 
 /**
@@ -22,9 +21,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     return job;
   };
 
-  // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
-  // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
-  return new Elysia({ tags: ["jobs"], normalize: "typebox" })
+  return new Elysia({ tags: ["jobs"] })
     .post(
       "/jobs",
       async ({ body, set }) => {
@@ -242,7 +239,7 @@ function jobEvents(jobs: JobService, jobId: string): Response {
         clearInterval(heartbeat);
       };
       const job = jobs.store.getJob(jobId);
-      if (!job || TERMINAL.has(job.state)) return end();
+      if (!job || TERMINAL_STATES.includes(job.state)) return end();
       send("state", JSON.stringify({ state: job.state }));
     },
     cancel() {

@@ -9,7 +9,7 @@ const decoder = new TextDecoder();
 export async function* ndjsonChunks(body: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
   let pending: Uint8Array | undefined;
   for await (const bytes of body) {
-    const data = pending ? concatBytes([pending, bytes]) : bytes;
+    const data = pending ? Buffer.concat([pending, bytes]) : bytes;
     const end = data.lastIndexOf(NEWLINE);
     if (end === -1) {
       pending = data === bytes ? bytes.slice() : data;
@@ -20,17 +20,6 @@ export async function* ndjsonChunks(body: ReadableStream<Uint8Array>): AsyncGene
     pending = end + 1 < data.length ? data.slice(end + 1) : undefined;
   }
   if (pending && decoder.decode(pending).trim()) yield pending;
-}
-
-/** The bytes of several chunks, end to end. */
-export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }
 
 /** The lines of NDJSON text, without their "\n"; blank lines are skipped. */

@@ -339,28 +339,12 @@ export class JobStore {
 
   /** Stores the result and artifacts and ends the job done, in one transaction; null if it already ended. */
   finishJob(id: string, result: string, artifacts: ArtifactInput[], now = Date.now()): JobRow | null {
-    return this.#db
-      .transaction(() => {
-        const job = this.#markDoneStmt.get(now, result, id);
-        if (!job) return null;
-        this.#insertArtifacts(id, artifacts, now);
-        this.#queueWebhook(job, now);
-        return job;
-      })
-      .immediate();
+    return this.#db.transaction(() => this.#ended(this.#markDoneStmt.get(now, result, id), artifacts, now)).immediate();
   }
 
   /** Ends the job failed with Ollama's status (or 502 / null); null if it already ended. */
   failJob(id: string, error: string, status: number | null, artifacts: ArtifactInput[] = [], now = Date.now()): JobRow | null {
-    return this.#db
-      .transaction(() => {
-        const job = this.#markFailedStmt.get(now, error, status, id);
-        if (!job) return null;
-        this.#insertArtifacts(id, artifacts, now);
-        this.#queueWebhook(job, now);
-        return job;
-      })
-      .immediate();
+    return this.#db.transaction(() => this.#ended(this.#markFailedStmt.get(now, error, status, id), artifacts, now)).immediate();
   }
 
   /**
@@ -373,13 +357,7 @@ export class JobStore {
 
   /** Cancels a queued or running job; null when it does not exist or already ended. */
   cancelJob(id: string, now = Date.now()): JobRow | null {
-    return this.#db
-      .transaction(() => {
-        const job = this.#markCanceledStmt.get(now, id);
-        if (job) this.#queueWebhook(job, now);
-        return job;
-      })
-      .immediate();
+    return this.#db.transaction(() => this.#ended(this.#markCanceledStmt.get(now, id), [], now)).immediate();
   }
 
   /**
@@ -393,8 +371,8 @@ export class JobStore {
         const failed: JobRow[] = [];
         for (const job of this.#interruptedJobsStmt.all()) {
           if (job.attempts >= job.maxAttempts) {
-            const row = this.#markFailedStmt.get(now, `interrupted ${job.attempts} times`, 500, job.id);
-            if (row) (this.#queueWebhook(row, now), failed.push(row));
+            const row = this.#ended(this.#markFailedStmt.get(now, `interrupted ${job.attempts} times`, 500, job.id), [], now);
+            if (row) failed.push(row);
           } else {
             const row = this.#requeueStmt.get(now, "interrupted", null, 0, job.id);
             if (row) requeued.push(row);
@@ -428,11 +406,15 @@ export class JobStore {
     return this.#artifactStmt.get(jobId, name);
   }
 
-  #insertArtifacts(jobId: string, artifacts: ArtifactInput[], now: number): void {
+  /** What every job's end records with it, inside the same transaction: its artifacts and its webhook. */
+  #ended(job: JobRow | null, artifacts: ArtifactInput[], now: number): JobRow | null {
+    if (!job) return null;
     for (const { name, contentType, data } of artifacts) {
       // The column is a STRICT BLOB: text goes in as its UTF-8 bytes.
-      this.#insertArtifactStmt.run(jobId, name, contentType, typeof data === "string" ? Buffer.from(data) : data, now);
+      this.#insertArtifactStmt.run(job.id, name, contentType, typeof data === "string" ? Buffer.from(data) : data, now);
     }
+    this.#queueWebhook(job, now);
+    return job;
   }
 
   #queueWebhook(job: JobRow, now: number): void {

@@ -1,7 +1,7 @@
 import { formatDuration } from "../duration";
 import { assembleFinalResponse } from "../ollama/assemble";
 import { ConnectionError, HttpError, OllamaClient } from "../ollama/client";
-import { concatBytes, lastLine, ndjsonChunks, splitLines } from "../ollama/ndjson";
+import { lastLine, ndjsonChunks, splitLines } from "../ollama/ndjson";
 import type { ArtifactInput, JobRow, JobStore } from "../queue/store";
 import type { Logger } from "../log";
 import { retryDelayMs } from "./backoff";
@@ -184,7 +184,7 @@ export class JobRunner {
         if (error !== undefined) throw new HttpError(500, error);
       }
       if (controller.signal.aborted) throw controller.signal.reason;
-      const streamed = concatBytes(chunks);
+      const streamed = Buffer.concat(chunks);
       const lines = splitLines(new TextDecoder().decode(streamed));
       const result = assembleFinalResponse(lines);
       if (result.done !== true) throw new ConnectionError("ollama closed the stream before it was done");
@@ -233,7 +233,7 @@ export class JobRunner {
       this.#post({ type: "state", jobId: job.id, state: "queued" });
       return;
     }
-    const artifacts = chunks.length ? [streamArtifact(concatBytes(chunks))] : [];
+    const artifacts = chunks.length ? [streamArtifact(Buffer.concat(chunks))] : [];
     if (this.#store.failJob(job.id, message, status, artifacts)) {
       this.#log.warn("job failed", { job: job.id, status, error: message });
       this.#post({ type: "ended", jobId: job.id, state: "failed", status, error: message });
