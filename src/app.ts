@@ -1,6 +1,7 @@
 import { Elysia } from "elysia";
 import type { Config } from "./config";
-import { ApiError, errorResponse } from "./errors";
+import { apiForPath, errorResponse } from "./adapters/error-shapes";
+import { ApiError } from "./errors";
 import { bearerTokenMatches } from "./http/auth";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
@@ -32,21 +33,23 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
       const path = new URL(request.url).pathname;
       if (PUBLIC_PATHS.has(path)) return;
       if (!bearerTokenMatches(request.headers.get("authorization"), config.token)) {
-        return errorResponse(401, "unauthorized", { "www-authenticate": "Bearer" });
+        return errorResponse(apiForPath(path), 401, "unauthorized", { "www-authenticate": "Bearer" });
       }
     })
-    .onError(({ code, error }) => {
-      if (error instanceof ApiError) return errorResponse(error.status, error.message, error.headers);
+    .onError(({ code, error, path }) => {
+      // Each API's routes answer errors in that API's shape.
+      const api = apiForPath(path);
+      if (error instanceof ApiError) return errorResponse(api, error.status, error.message, error.headers);
       switch (code) {
         case "NOT_FOUND":
-          return errorResponse(404, "not found");
+          return errorResponse(api, 404, "not found");
         case "VALIDATION":
-          return errorResponse(400, validationMessage(error));
+          return errorResponse(api, 400, validationMessage(error));
         case "PARSE":
-          return errorResponse(400, "invalid JSON in request body");
+          return errorResponse(api, 400, "invalid JSON in request body");
         default: {
           jobs.log.error("unhandled error", { code, error });
-          return errorResponse(500, error instanceof Error ? error.message : "internal error");
+          return errorResponse(api, 500, error instanceof Error ? error.message : "internal error");
         }
       }
     })

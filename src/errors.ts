@@ -1,6 +1,7 @@
 /**
- * An error that becomes an HTTP answer in Ollama's shape, `{"error": message}`, with `status`.
- * Subclasses name the common cases; one onError hook in app.ts turns them into responses.
+ * An error that becomes an HTTP answer with `status`, in the shape of the API whose route it came to
+ * (Ollama's `{"error": message}`, OpenAI's, Anthropic's). Subclasses name the common cases; one
+ * onError hook in app.ts turns them into responses.
  */
 export class ApiError extends Error {
   constructor(
@@ -37,12 +38,4 @@ export class QueueFullError extends ApiError {
       "retry-after": String(retryAfterSeconds),
     });
   }
-}
-
-/** The JSON error response Ollama sends: `application/json; charset=utf-8`, no trailing newline. */
-export function errorResponse(status: number, message: string, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify({ error: message }), {
-    status,
-    headers: { "content-type": "application/json; charset=utf-8", ...headers },
-  });
 }

@@ -1,16 +1,21 @@
+import { type JobType, adapterFor } from "./adapters";
+import type { RequestFacts } from "./adapters/adapter";
 import type { Config } from "./config";
-import { BadRequestError, NotFoundError, errorResponse } from "./errors";
+import { BadRequestError, NotFoundError } from "./errors";
+import { respondToClient } from "./job-response";
+import { watchJob } from "./job-watch";
 import type { Logger } from "./log";
 import type { ModelInventory } from "./ollama/inventory";
-import { modelKey } from "./ollama/model-key";
-import { lastLine } from "./ollama/ndjson";
-import { type ChatRequest, GENERATION_REQUEST, type GenerateRequest, assertShape } from "./ollama/types";
+import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
-import type { JobRow, JobSource, JobStore, JobType } from "./queue/store";
-import type { JobEvent, WorkerBridge } from "./worker/bridge";
+import { CLIENT_CANCELED, type JobRow, type JobStore } from "./queue/store";
+import type { JobLink } from "./worker/job-events";
 
 /** Priorities accepted from clients: integers in this range (inclusive). */
 export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
+
+/** Why a waiting client's job is canceled at shutdown: it is told to come back (503, Retry-After). */
+export const SHUTTING_DOWN = { error: "foreman is shutting down; send the request again shortly", status: 503 } as const;
 
 /** Everything about a new job that the caller decides. */
 export interface SubmitOptions {
@@ -20,36 +25,45 @@ export interface SubmitOptions {
   webhook?: { url: string; secret?: string };
 }
 
+/** Where the answer to a client waiting on its job stands. */
+export type ClientPhase = "waiting" | "streaming";
+
 /**
- * The jobs as the HTTP thread sees them: validates and queues generation requests, cancels, renders
- * jobs for the API and waits on them for the synchronous Ollama routes.
+ * The jobs as the HTTP thread sees them: validates and queues generation requests in any API's
+ * format, cancels, renders jobs for the API and answers the clients that wait on them.
  */
 export class JobService {
+  /** Clients holding a connection for their job's answer, by job id; shutdown answers each of them. */
+  readonly clients = new Map<string, ClientPhase>();
+  /** Set at shutdown: connections foreman closes itself must not cancel the jobs behind them. */
+  shuttingDown = false;
+
   constructor(
     readonly store: JobStore,
-    readonly bridge: WorkerBridge,
+    readonly link: JobLink,
     readonly inventory: ModelInventory,
-    readonly config: Config,
+    readonly config: Pick<Config, "maxAttempts" | "maxQueue">,
     readonly log: Logger,
   ) {}
 
   /**
-   * Validates an Ollama chat or generate body as Ollama would (400 on a wrong field, 404 on an unknown
-   * model), then queues it. Returns the job and whether it is new (false: idempotency key repeated).
+   * Validates a request in its API's format as Ollama would (400 on a wrong field, 404 on an unknown
+   * model), then queues it. Returns the job, whether it is new (false: idempotency key repeated) and
+   * what the adapter read of the request.
    */
-  async submit(type: JobType, body: unknown, options: SubmitOptions): Promise<{ job: JobRow; created: boolean }> {
-    assertShape(GENERATION_REQUEST[type], body);
-    const request = body as ChatRequest | GenerateRequest;
-    const model = request.model ?? "";
-    // Ollama's own answers: chat checks for a model first (400); generate looks it up and misses (404).
-    if (!model && type === "chat") throw new BadRequestError("model is required");
-    if (!model || !(await this.inventory.knows(model))) throw new NotFoundError(`model '${model}' not found`);
+  async submit(
+    type: JobType,
+    body: unknown,
+    options: SubmitOptions,
+  ): Promise<{ job: JobRow; created: boolean; facts: RequestFacts }> {
+    const facts = adapterFor(type).describe(body);
+    if (!facts.model || !(await this.inventory.knows(facts.model))) throw new NotFoundError(`model '${facts.model}' not found`);
     const result = this.store.enqueue(
       {
         type,
-        model,
-        modelKey: modelKey(model, request.options),
-        request: JSON.stringify(request),
+        model: facts.model,
+        modelKey: facts.modelKey,
+        request: JSON.stringify(body),
         source: options.source,
         priority: options.priority,
         maxAttempts: this.config.maxAttempts,
@@ -58,25 +72,43 @@ export class JobService {
       },
       this.config.maxQueue,
     );
-    if (result.created) this.bridge.wake();
-    return result;
+    if (result.created) this.link.wake();
+    return { ...result, facts };
   }
 
-  /** Cancels a queued or running job; null when there is no such job that can still be canceled. */
-  cancel(id: string): JobRow | null {
-    const job = this.store.cancelJob(id);
+  /**
+   * Cancels a queued or running job (a running one has its upstream call aborted); null when there is
+   * no such job that can still be canceled. `reason` is stored on the row: its error and status.
+   */
+  cancel(id: string, reason: { error: string; status: number } = CLIENT_CANCELED): JobRow | null {
+    const job = this.store.cancelJob(id, reason);
     if (!job) return null;
-    this.bridge.cancel(id);
-    this.bridge.emit(id, { type: "ended", state: "canceled", status: 499, error: "request canceled" });
-    this.onJobEnded();
+    this.link.cancel(id);
+    this.link.jobEnded(id);
     return job;
   }
 
-  /** Set at shutdown: connections we close ourselves must not cancel the jobs behind them. */
-  shuttingDown = false;
+  /** Watches one job: its state, streamed records and end (see {@link watchJob}). */
+  watch(id: string) {
+    return watchJob(this.link, (jobId) => this.store.getJob(jobId), id);
+  }
 
-  /** Called whenever a job ends, from any thread's doing (webhook delivery hooks in here). */
-  onJobEnded: () => void = () => {};
+  /** Answers a client that waits on its job, in the job's API format (see {@link respondToClient}). */
+  respond(job: JobRow, streaming: boolean, clientSignal: AbortSignal): Promise<Response> {
+    return respondToClient(this, job, streaming, clientSignal);
+  }
+
+  /**
+   * At shutdown, ends the jobs of clients still holding a connection, so each gets a 503 to retry
+   * rather than a dropped connection, and no job runs later for nobody. `queuedOnly` spares the
+   * running job, which gets the grace period first. Job API jobs are not touched: they stay queued.
+   */
+  releaseWaitingClients(queuedOnly: boolean): void {
+    for (const id of [...this.clients.keys()]) {
+      if (queuedOnly && this.store.getJob(id)?.state !== "queued") continue;
+      this.cancel(id, SHUTTING_DOWN);
+    }
+  }
 
   /** The API shape of a job, with its queue position (looked up unless given) and webhook delivery state. */
   view(job: JobRow, queuePosition: number | null = this.store.queuePosition(job)): JobView {
@@ -85,7 +117,7 @@ export class JobService {
 
   webhookView(job: JobRow): WebhookView | null {
     if (!job.webhookUrl) return null;
-    const delivery = this.store.webhookDelivery(job.id);
+    const delivery = this.store.deliveries.status(job.id);
     return {
       url: job.webhookUrl,
       state: delivery?.state ?? "pending",
@@ -93,86 +125,6 @@ export class JobService {
       last_status: delivery?.lastStatus ?? null,
       last_error: delivery?.lastError ?? null,
     };
-  }
-
-  /**
-   * Answers a synchronous /api/chat or /api/generate call exactly as Ollama would: NDJSON lines
-   * flushed as the worker relays them (headers go out with the first line, so an earlier failure
-   * still gets its real status), or one JSON body when the client asked for `"stream": false`.
-   * A client that goes away cancels its job.
-   */
-  respond(job: JobRow, streaming: boolean, clientSignal: AbortSignal): Promise<Response> {
-    const jobId = job.id;
-    const headers = { "x-foreman-job-id": jobId };
-    return new Promise<Response>((resolve) => {
-      let stream: ReadableStreamDefaultController<Uint8Array> | undefined;
-      let singleObject = false;
-      let latest = "";
-      let ended = false;
-      const encoder = new TextEncoder();
-
-      const clientGone = () => {
-        if (!ended && !this.shuttingDown) this.cancel(jobId);
-      };
-      /** The answer is complete: stop listening (and a disconnect now cancels nothing). */
-      const finish = () => {
-        ended = true;
-        unsubscribe();
-        clientSignal.removeEventListener("abort", clientGone);
-      };
-      const unsubscribe = this.bridge.subscribe(jobId, (event: JobEvent) => {
-        switch (event.type) {
-          case "state":
-            // Ollama answers a load/unload request with one JSON object even when streaming.
-            if (event.contentType) singleObject = !event.contentType.includes("ndjson");
-            return;
-          case "chunk":
-            latest = lastLine(event.bytes);
-            if (!streaming || singleObject) {
-              // Ollama's one-object answer is complete as it arrives: answer now, not after the bookkeeping.
-              if (event.bytes.indexOf(10) >= event.bytes.length - 1 && isFinalLine(latest)) {
-                finish();
-                resolve(new Response(latest, { headers: { "content-type": "application/json; charset=utf-8", ...headers } }));
-              }
-              return;
-            }
-            if (!stream) {
-              const body = new ReadableStream<Uint8Array>({
-                start: (controller) => void (stream = controller),
-                cancel: clientGone,
-              });
-              resolve(new Response(body, { headers: { "content-type": "application/x-ndjson", ...headers } }));
-            }
-            stream!.enqueue(event.bytes);
-            // The final chunk is the whole answer: end the response now rather than after the bookkeeping.
-            if (isFinalLine(latest)) {
-              finish();
-              stream!.close();
-            }
-            return;
-          case "ended":
-            finish();
-            if (stream) {
-              // After the first line the status is sent: a failure becomes a last {"error"} line.
-              try {
-                if (event.state !== "done" && !latest.startsWith('{"error"')) {
-                  stream.enqueue(encoder.encode(`${JSON.stringify({ error: event.error ?? event.state })}\n`));
-                }
-                stream.close();
-              } catch {
-                // The client already went away (that is what canceled the job): nothing left to tell it.
-              }
-            } else if (event.state === "done") {
-              const result = this.store.getJob(jobId)?.result ?? "{}";
-              resolve(new Response(result, { headers: { "content-type": "application/json; charset=utf-8", ...headers } }));
-            } else {
-              resolve(errorResponse(event.status ?? 500, event.error ?? event.state, headers));
-            }
-        }
-      });
-      clientSignal.addEventListener("abort", clientGone, { once: true });
-      if (clientSignal.aborted) clientGone();
-    });
   }
 }
 
@@ -185,14 +137,4 @@ export function parsePriorityHeader(value: string | null): number {
     throw new BadRequestError(`X-Foreman-Priority must be an integer from ${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max}`);
   }
   return n;
-}
-
-/** True for Ollama's last line of a successful stream (`"done": true`). */
-function isFinalLine(line: string): boolean {
-  if (!line.includes('"done":true')) return false;
-  try {
-    return (JSON.parse(line) as { done?: unknown }).done === true;
-  } catch {
-    return false;
-  }
 }

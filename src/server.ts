@@ -1,15 +1,15 @@
 import { createApp } from "./app";
 import { type Config, isLoopback } from "./config";
-import { errorResponse } from "./errors";
+import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { JobService } from "./job-service";
 import { createLogger } from "./log";
 import { OllamaClient } from "./ollama/client";
 import { ModelInventory } from "./ollama/inventory";
 import { openDatabase } from "./queue/db";
-import { webhookPayload } from "./queue/job-view";
 import { JobStore } from "./queue/store";
 import { WorkerBridge } from "./worker/bridge";
 import { WebhookDispatcher } from "./webhook/dispatcher";
+import { workerSettings } from "./worker/protocol";
 
 /** A running foreman: its address and how to stop it. */
 export interface RunningServer {
@@ -29,18 +29,17 @@ export async function startServer(config: Config): Promise<RunningServer> {
     });
   }
   const db = openDatabase(config.dbPath, { durability: config.durability });
-  const store = new JobStore(db, { webhookPayload });
+  const store = new JobStore(db);
   const ollama = new OllamaClient({ baseUrl: config.ollamaUrl, token: config.ollamaToken });
   const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
   // Resolved from this file so that, compiled, it names the worker entry point bundled beside main.
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
-  const bridge = new WorkerBridge(workerUrl, config, createLogger(config.logLevel, "worker"));
+  const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker"));
   const jobs = new JobService(store, bridge, inventory, config, log);
   const webhooks = new WebhookDispatcher(store, config, createLogger(config.logLevel, "webhook"));
 
   bridge.onUnreachable = () => void inventory.refresh();
-  bridge.onJobEnded = () => webhooks.wake();
-  jobs.onJobEnded = () => webhooks.wake();
+  bridge.hub.onJobEnded = () => webhooks.wake();
   inventory.onChange = (snapshot) => bridge.setInventory(inventory.residentKeys(), !snapshot.degraded);
 
   await bridge.ready;
@@ -59,7 +58,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
     fetch(request, server) {
       const length = Number(request.headers.get("content-length") ?? 0);
       if (length > config.maxBodyBytes) {
-        return errorResponse(413, `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`);
+        return errorResponse(
+          apiForPath(new URL(request.url).pathname),
+          413,
+          `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`,
+        );
       }
       // A client may wait minutes in the queue or behind a model load without a byte on the wire:
       // no idle timeout may cut it (Bun's default is 10 s).
@@ -82,7 +85,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
         void server.stop();
         inventory.stop();
         webhooks.stop();
+        // Clients still waiting in the queue are told to come back (503) now; the running job gets the
+        // grace period, and whoever still waits after it is told the same.
+        jobs.releaseWaitingClients(true);
         await bridge.shutdown(config.shutdownGraceMs);
+        jobs.releaseWaitingClients(false);
         // Give responses that the last job completed a moment to flush before the sockets close.
         await Bun.sleep(50);
         await server.stop(true);

@@ -2,7 +2,7 @@ import { parseArgs } from "node:util";
 import { loadClientConfig } from "../config";
 import type { JobModel } from "../http/job-model";
 import type { JobView } from "../queue/job-view";
-import { TERMINAL_STATES } from "../queue/store";
+import { isTerminal } from "../queue/job-states";
 import { CliError, ForemanApi } from "./api-client";
 import { formatAge, formatBytes, formatRunTime, formatTable } from "./format";
 
@@ -126,7 +126,7 @@ async function waitForJob(api: ForemanApi, id: string, io: Io): Promise<JobView>
   let shown = "";
   for (;;) {
     const job = await api.request<JobView>("GET", `/jobs/${id}`);
-    const ended = TERMINAL_STATES.includes(job.state);
+    const ended = isTerminal(job.state);
     const status = job.state === "queued" ? `job ${id}: queued, position ${job.queue_position}` : `job ${id}: ${job.state}`;
     if (status !== shown) {
       io.stderr(io.isTty ? `\r\x1b[2K${status}${ended ? "\n" : ""}` : `${status}\n`);

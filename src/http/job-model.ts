@@ -1,11 +1,13 @@
 import { t } from "elysia";
 import { PRIORITY_RANGE } from "../job-service";
 import { OllamaError } from "../ollama/types";
-import { JobStateSchema, JobView } from "../queue/job-view";
+import { JobTypeSchema } from "../adapters";
+import { JobStateSchema } from "../queue/job-states";
+import { JobView } from "../queue/job-view";
 
 /** Schemas of the job API: the validators, the types and the OpenAPI document, written once. */
 export namespace JobModel {
-  export const type = t.Union([t.Literal("chat"), t.Literal("generate")], { description: "Which Ollama endpoint runs it" });
+  export const type = JobTypeSchema;
   export const state = JobStateSchema;
 
   export const submit = t.Object(

@@ -1,8 +1,7 @@
 import { Elysia } from "elysia";
 import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
-import { splitLines } from "../ollama/ndjson";
-import { TERMINAL_STATES } from "../queue/store";
+import { framingFor, splitRecords } from "../adapters/framing";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
 import { JobView } from "../queue/job-view";
 import { JobModel } from "./job-model";
@@ -131,7 +130,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
       ({ params }) => {
         findJob(params.id);
         return {
-          artifacts: store.listArtifacts(params.id).map((a) => ({
+          artifacts: store.artifacts.list(params.id).map((a) => ({
             name: a.name,
             content_type: a.contentType,
             size: a.size,
@@ -153,7 +152,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
       "/jobs/:id/artifacts/:name",
       ({ params }) => {
         findJob(params.id);
-        const artifact = store.getArtifact(params.id, params.name);
+        const artifact = store.artifacts.get(params.id, params.name);
         if (!artifact) throw new NotFoundError("artifact not found");
         return new Response(artifact.data as Uint8Array<ArrayBuffer>, { headers: { "content-type": artifact.contentType } });
       },
@@ -194,57 +193,54 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     );
 }
 
-/** The SSE stream of one job: state, chunk and end events. */
+/**
+ * The SSE stream of one job, a renderer over {@link JobService.watch}: `state` events, a `chunk` event
+ * per streamed record (an SSE record's lines each become a `data:` line), then `end` with the job.
+ */
 function jobEvents(jobs: JobService, jobId: string): Response {
-  const encoder = new TextEncoder();
   const decoder = new TextDecoder();
-  let cleanup = () => {};
+  const watch = jobs.watch(jobId);
+  let heartbeat: Timer | undefined;
+  let contentType = "application/x-ndjson";
+  let live = false;
+  const sse = (event: string, data: string) => new TextEncoder().encode(`event: ${event}\n${data.replace(/^/gm, "data: ")}\n\n`);
+  const stop = () => {
+    clearInterval(heartbeat);
+    void watch.return?.();
+  };
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
-      const send = (event: string, data: string) => {
+      heartbeat = setInterval(() => {
         try {
-          controller.enqueue(encoder.encode(`event: ${event}\ndata: ${data}\n\n`));
+          controller.enqueue(new TextEncoder().encode(": keep-alive\n\n"));
         } catch {
-          cleanup(); // The client is gone.
-        }
-      };
-      const end = () => {
-        cleanup();
-        const job = jobs.store.getJob(jobId);
-        if (job) send("end", JSON.stringify(jobs.view(job)));
-        try {
-          controller.close();
-        } catch {
-          // Already closed by the client.
-        }
-      };
-      // Subscribe before reading the state, so an end in between is not missed.
-      const unsubscribe = jobs.bridge.subscribe(jobId, (event) => {
-        if (event.type === "state") send("state", JSON.stringify({ state: event.state }));
-        else if (event.type === "chunk") for (const line of splitLines(decoder.decode(event.bytes))) send("chunk", line);
-        else {
-          send("state", JSON.stringify({ state: event.state }));
-          end();
-        }
-      });
-      const heartbeat = setInterval(() => {
-        try {
-          controller.enqueue(encoder.encode(": keep-alive\n\n"));
-        } catch {
-          cleanup();
+          stop(); // The client is gone.
         }
       }, SSE_HEARTBEAT_MS);
-      cleanup = () => {
-        unsubscribe();
-        clearInterval(heartbeat);
-      };
-      const job = jobs.store.getJob(jobId);
-      if (!job || TERMINAL_STATES.includes(job.state)) return end();
-      send("state", JSON.stringify({ state: job.state }));
     },
-    cancel() {
-      cleanup();
+    async pull(controller) {
+      const next = await watch.next();
+      if (next.done) {
+        stop();
+        return controller.close();
+      }
+      const event = next.value;
+      if (event.type === "state") {
+        live = true;
+        contentType = event.contentType ?? contentType;
+        controller.enqueue(sse("state", JSON.stringify({ state: event.state })));
+      } else if (event.type === "chunk") {
+        const framing = framingFor(contentType);
+        for (const record of splitRecords(decoder.decode(event.bytes), framing)) controller.enqueue(sse("chunk", record));
+      } else {
+        // A watch that saw the job live tells its final state; one of an ended job just sends `end`.
+        if (live) controller.enqueue(sse("state", JSON.stringify({ state: event.job.state })));
+        controller.enqueue(sse("end", JSON.stringify(jobs.view(event.job))));
+        stop();
+        controller.close();
+      }
     },
+    cancel: stop,
   });
   return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
 }

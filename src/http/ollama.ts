@@ -1,9 +1,9 @@
 import { Elysia } from "elysia";
-import { errorResponse } from "../errors";
-import { type JobService, parsePriorityHeader } from "../job-service";
+import { errorResponse } from "../adapters/error-shapes";
+import type { JobService } from "../job-service";
 import { ConnectionError, type OllamaClient } from "../ollama/client";
-import { ChatRequest, GenerateRequest, parseJsonBody } from "../ollama/types";
-import type { JobType } from "../queue/store";
+import { ChatRequest, GenerateRequest } from "../ollama/types";
+import { queuedGeneration } from "./generation";
 
 const TEXT_PLAIN = { "content-type": "text/plain; charset=utf-8" };
 const JSON_UTF8 = { "content-type": "application/json; charset=utf-8" };
@@ -27,20 +27,10 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
     try {
       return await ollama.passthrough(method, path, body, request.signal);
     } catch (error) {
-      if (error instanceof ConnectionError) return errorResponse(502, error.message);
+      if (error instanceof ConnectionError) return errorResponse("ollama", 502, error.message);
       throw error;
     }
   };
-
-  const generation =
-    (type: JobType) =>
-    async ({ request }: { request: Request }) => {
-      // The body is read as text whatever its content type: Ollama decodes JSON from any request.
-      const body = parseJsonBody(await request.text()) as { stream?: unknown };
-      const priority = parsePriorityHeader(request.headers.get("x-foreman-priority"));
-      const { job } = await jobs.submit(type, body, { source: "ollama", priority });
-      return jobs.respond(job, body.stream !== false, request.signal);
-    };
 
   const doc = (summary: string, description: string) => ({ detail: { summary, description } });
   const queued =
@@ -52,8 +42,12 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
       doc("Probe", "Answers `Ollama is running`, as Ollama does."),
     )
     .head("/", () => new Response(null, { headers: TEXT_PLAIN }), { detail: { hide: true } })
-    .post("/api/chat", generation("chat"), { parse: "none", body: ChatRequest, ...doc("Chat (queued)", queued) })
-    .post("/api/generate", generation("generate"), { parse: "none", body: GenerateRequest, ...doc("Generate (queued)", queued) })
+    .post("/api/chat", queuedGeneration(jobs, "chat"), { parse: "none", body: ChatRequest, ...doc("Chat (queued)", queued) })
+    .post("/api/generate", queuedGeneration(jobs, "generate"), {
+      parse: "none",
+      body: GenerateRequest,
+      ...doc("Generate (queued)", queued),
+    })
     .post("/api/embed", ({ request }) => relay("POST", "/api/embed", request), {
       parse: "none",
       ...doc("Embed", "Sent straight to Ollama, concurrently, never queued."),

@@ -2,9 +2,10 @@ import { Database } from "bun:sqlite";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import init from "./migrations/001_init.sql" with { type: "text" };
+import openTypes from "./migrations/002_open_types.sql" with { type: "text" };
 
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
-const MIGRATIONS: readonly string[] = [init];
+const MIGRATIONS: readonly string[] = [init, openTypes];
 
 /** Options for {@link openDatabase}. */
 export interface OpenDatabaseOptions {
@@ -23,11 +24,11 @@ export function openDatabase(path: string, options: OpenDatabaseOptions = {}): D
   db.run("PRAGMA journal_mode = WAL");
   db.run(`PRAGMA synchronous = ${options.durability === "full" ? "FULL" : "NORMAL"}`);
   db.run("PRAGMA busy_timeout = 5000");
-  db.run("PRAGMA foreign_keys = ON");
   // SQLite would checkpoint inside whichever commit crosses 1000 WAL pages, and a checkpoint fsyncs:
   // milliseconds added to a claim or an enqueue. Checkpoints run from a timer instead (startCheckpoints).
   db.run("PRAGMA wal_autocheckpoint = 0");
   migrate(db);
+  db.run("PRAGMA foreign_keys = ON");
   return db;
 }
 
@@ -46,6 +47,7 @@ export function startCheckpoints(db: Database, path: string, intervalMs = 1000):
   return () => clearInterval(timer);
 }
 
+/** Foreign keys stay off while migrating: rebuilding a table would otherwise cascade-delete its children. */
 function migrate(db: Database): void {
   // IMMEDIATE so two threads opening a fresh file at once do not both run the same migration.
   db.transaction(() => {
@@ -54,6 +56,10 @@ function migrate(db: Database): void {
       throw new Error(`database schema version ${version} is newer than this foreman (${MIGRATIONS.length})`);
     }
     for (let i = version; i < MIGRATIONS.length; i++) db.run(MIGRATIONS[i]!);
+    if (version < MIGRATIONS.length) {
+      const broken = db.query("PRAGMA foreign_key_check").all();
+      if (broken.length) throw new Error(`migration left ${broken.length} broken foreign keys`);
+    }
     db.run(`PRAGMA user_version = ${MIGRATIONS.length}`);
   }).immediate();
 }

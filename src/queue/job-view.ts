@@ -1,17 +1,9 @@
 import { t } from "elysia";
+import { JobTypeSchema } from "../adapters";
+import { JobSourceSchema, JobStateSchema } from "./job-states";
 import type { JobRow } from "./store";
 
 const Timestamp = t.Union([t.String({ format: "date-time" }), t.Null()]);
-
-/** A job's state: queued → loading → working → done | failed | canceled. */
-export const JobStateSchema = t.Union([
-  t.Literal("queued"),
-  t.Literal("loading"),
-  t.Literal("working"),
-  t.Literal("done"),
-  t.Literal("failed"),
-  t.Literal("canceled"),
-]);
 
 /** The delivery state of a job's webhook as the API shows it; the secret is never shown. */
 export const WebhookView = t.Object({
@@ -27,11 +19,9 @@ export type WebhookView = typeof WebhookView.static;
 export const JobView = t.Object(
   {
     id: t.String({ description: "ULID; also the X-Foreman-Job-Id header of /api/chat and /api/generate" }),
-    type: t.Union([t.Literal("chat"), t.Literal("generate")]),
+    type: JobTypeSchema,
     model: t.String(),
-    source: t.Union([t.Literal("ollama"), t.Literal("jobs")], {
-      description: "ollama: created by /api/chat or /api/generate; jobs: by POST /jobs",
-    }),
+    source: JobSourceSchema,
     state: JobStateSchema,
     priority: t.Integer(),
     attempts: t.Integer(),
@@ -73,11 +63,14 @@ export function toJobView(job: JobRow, extras: { queuePosition: number | null; w
   };
 }
 
-/** The Standard Webhooks body for an ended job: `{type, timestamp, data}`. */
-export function webhookPayload(job: JobRow, _deliveryId: string, now: number): string {
+/**
+ * The Standard Webhooks body for an ended job: `{type, timestamp, data}`. Built from the row alone
+ * (the timestamp is when the job ended), so every attempt sends the same bytes.
+ */
+export function webhookPayload(job: JobRow): string {
   const data = toJobView(job, {
     queuePosition: null,
     webhook: { url: job.webhookUrl ?? "", state: "pending", attempts: 0, last_status: null, last_error: null },
   });
-  return JSON.stringify({ type: `job.${job.state}`, timestamp: new Date(now).toISOString(), data });
+  return JSON.stringify({ type: `job.${job.state}`, timestamp: new Date(job.finishedAt ?? job.createdAt).toISOString(), data });
 }

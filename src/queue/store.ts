@@ -1,14 +1,17 @@
 import type { Database } from "bun:sqlite";
 import { monotonicFactory } from "ulid";
+import type { JobType } from "../adapters";
 import { QueueFullError } from "../errors";
+import { WebhookDeliveries } from "../webhook/deliveries";
+import { type ArtifactInput, ArtifactTable } from "./artifacts";
+import type { JobSource, JobState } from "./job-states";
+
+export type { JobType } from "../adapters";
+export type { JobSource, JobState } from "./job-states";
+export type { ArtifactInput } from "./artifacts";
 
 // Monotonic: ids made in the same millisecond still sort in the order they were made (the FIFO tie-break).
 const ulid = monotonicFactory();
-
-export type JobType = "chat" | "generate";
-export type JobState = "queued" | "loading" | "working" | "done" | "failed" | "canceled";
-export type JobSource = "ollama" | "jobs";
-export const TERMINAL_STATES: readonly JobState[] = ["done", "failed", "canceled"];
 
 /** One row of `jobs`, columns aliased to camelCase. */
 export interface JobRow {
@@ -47,28 +50,6 @@ export interface NewJob {
   webhook?: { url: string; secret?: string };
 }
 
-/** One stored output of a job (result.json, stream.ndjson). */
-export interface ArtifactInput {
-  name: string;
-  contentType: string;
-  data: string | Uint8Array;
-}
-
-/** Where a job's webhook delivery stands. */
-export interface DeliveryStatus {
-  state: "pending" | "delivered" | "failed";
-  attempts: number;
-  lastStatus: number | null;
-  lastError: string | null;
-}
-
-export interface ArtifactInfo {
-  name: string;
-  contentType: string;
-  size: number;
-  createdAt: number;
-}
-
 /** How the next job is chosen; see {@link JobStore.claimNextJob}. */
 export interface ClaimPolicy {
   /** "drain" prefers the loaded model; "fifo" ignores it. */
@@ -88,13 +69,13 @@ export interface JobFilter {
   cursor?: string;
 }
 
+/** Why a job is canceled when its client goes away (nginx's 499, "client closed request"). */
+export const CLIENT_CANCELED = { error: "request canceled", status: 499 } as const;
+
 const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, state, priority, attempts,
   max_attempts AS maxAttempts, run_after AS runAfter, error, error_status AS errorStatus, created_at AS createdAt,
   started_at AS startedAt, finished_at AS finishedAt, result, idempotency_key AS idempotencyKey,
   webhook_url AS webhookUrl, webhook_secret AS webhookSecret`;
-
-/** Builds the body a webhook carries for an ended job; injected so the store stays free of API shapes. */
-export type WebhookPayloadBuilder = (job: JobRow, deliveryId: string, now: number) => string;
 
 /**
  * The durable queue: every statement prepared once, every state change one transaction.
@@ -102,7 +83,10 @@ export type WebhookPayloadBuilder = (job: JobRow, deliveryId: string, now: numbe
  */
 export class JobStore {
   readonly #db: Database;
-  readonly #webhookPayload: WebhookPayloadBuilder | undefined;
+  /** The job's artifacts, written in the transaction that ends it. */
+  readonly artifacts: ArtifactTable;
+  /** The job's webhook deliveries, queued in the transaction that ends it. */
+  readonly deliveries: WebhookDeliveries;
 
   readonly #insertJobStmt;
   readonly #jobByIdStmt;
@@ -122,18 +106,14 @@ export class JobStore {
   readonly #markFailedStmt;
   readonly #requeueStmt;
   readonly #markCanceledStmt;
-  readonly #insertArtifactStmt;
-  readonly #artifactListStmt;
-  readonly #artifactStmt;
   readonly #interruptedJobsStmt;
   readonly #nextRunAfterStmt;
   readonly #pruneStmt;
-  readonly #insertDeliveryStmt;
-  readonly #deliveryStatusStmt;
 
-  constructor(db: Database, options: { webhookPayload?: WebhookPayloadBuilder } = {}) {
+  constructor(db: Database) {
     this.#db = db;
-    this.#webhookPayload = options.webhookPayload;
+    this.artifacts = new ArtifactTable(db);
+    this.deliveries = new WebhookDeliveries(db);
     this.#insertJobStmt = db.query<JobRow, Record<string, string | number | null>>(
       `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
          created_at, idempotency_key, webhook_url, webhook_secret)
@@ -189,37 +169,15 @@ export class JobStore {
       `UPDATE jobs SET state = 'queued', run_after = ?1, error = ?2, error_status = ?3, attempts = max(0, attempts - ?4)
        WHERE id = ?5 AND state IN ('loading', 'working') RETURNING ${JOB_COLUMNS}`,
     );
-    this.#markCanceledStmt = db.query<JobRow, [number, string]>(
-      `UPDATE jobs SET state = 'canceled', finished_at = ?1, error = 'canceled'
-       WHERE id = ?2 AND state IN ('queued', 'loading', 'working') RETURNING ${JOB_COLUMNS}`,
-    );
-    this.#insertArtifactStmt = db.query<null, [string, string, string, Uint8Array, number]>(
-      `INSERT OR REPLACE INTO artifacts (job_id, name, content_type, data, created_at) VALUES (?, ?, ?, ?, ?)`,
-    );
-    this.#artifactListStmt = db.query<ArtifactInfo, [string]>(
-      `SELECT name, content_type AS contentType, length(data) AS size, created_at AS createdAt
-       FROM artifacts WHERE job_id = ? ORDER BY name`,
-    );
-    this.#artifactStmt = db.query<{ contentType: string; data: Uint8Array }, [string, string]>(
-      `SELECT content_type AS contentType, data FROM artifacts WHERE job_id = ? AND name = ?`,
+    this.#markCanceledStmt = db.query<JobRow, [number, string, number, string]>(
+      `UPDATE jobs SET state = 'canceled', finished_at = ?1, error = ?2, error_status = ?3
+       WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${JOB_COLUMNS}`,
     );
     this.#interruptedJobsStmt = db.query<JobRow, []>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('loading', 'working')`);
     this.#nextRunAfterStmt = db.query<{ t: number | null }, []>(`SELECT min(run_after) AS t FROM jobs WHERE state = 'queued'`);
     this.#pruneStmt = db.query<null, [number]>(
       `DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') AND finished_at < ?`,
     );
-    this.#insertDeliveryStmt = db.query<null, [string, string, string, string | null, string, number]>(
-      `INSERT OR IGNORE INTO webhook_deliveries (id, job_id, url, secret, payload, state, next_attempt_at, created_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)`,
-    );
-    this.#deliveryStatusStmt = db.query<DeliveryStatus, [string]>(
-      `SELECT state, attempts, last_status AS lastStatus, last_error AS lastError FROM webhook_deliveries WHERE job_id = ?`,
-    );
-  }
-
-  /** The connection this store works on (the webhook dispatcher keeps its statements on it too). */
-  get db(): Database {
-    return this.#db;
   }
 
   /**
@@ -338,12 +296,18 @@ export class JobStore {
   }
 
   /** Stores the result and artifacts and ends the job done, in one transaction; null if it already ended. */
-  finishJob(id: string, result: string, artifacts: ArtifactInput[], now = Date.now()): JobRow | null {
+  finishJob(id: string, result: string, artifacts: readonly ArtifactInput[], now = Date.now()): JobRow | null {
     return this.#db.transaction(() => this.#ended(this.#markDoneStmt.get(now, result, id), artifacts, now)).immediate();
   }
 
   /** Ends the job failed with Ollama's status (or 502 / null); null if it already ended. */
-  failJob(id: string, error: string, status: number | null, artifacts: ArtifactInput[] = [], now = Date.now()): JobRow | null {
+  failJob(
+    id: string,
+    error: string,
+    status: number | null,
+    artifacts: readonly ArtifactInput[] = [],
+    now = Date.now(),
+  ): JobRow | null {
     return this.#db.transaction(() => this.#ended(this.#markFailedStmt.get(now, error, status, id), artifacts, now)).immediate();
   }
 
@@ -355,9 +319,14 @@ export class JobStore {
     return this.#requeueStmt.get(runAfter, error, status, refundAttempt ? 1 : 0, id);
   }
 
-  /** Cancels a queued or running job; null when it does not exist or already ended. */
-  cancelJob(id: string, now = Date.now()): JobRow | null {
-    return this.#db.transaction(() => this.#ended(this.#markCanceledStmt.get(now, id), [], now)).immediate();
+  /**
+   * Cancels a queued or running job, recording why and the status its waiting client is answered
+   * with (499 when the client went away); null when it does not exist or already ended.
+   */
+  cancelJob(id: string, reason: { error: string; status: number } = CLIENT_CANCELED, now = Date.now()): JobRow | null {
+    return this.#db
+      .transaction(() => this.#ended(this.#markCanceledStmt.get(now, reason.error, reason.status, id), [], now))
+      .immediate();
   }
 
   /**
@@ -393,40 +362,11 @@ export class JobStore {
     return this.#pruneStmt.run(before).changes;
   }
 
-  /** The delivery state of the job's webhook; null before the job ended (nothing queued yet). */
-  webhookDelivery(jobId: string): DeliveryStatus | null {
-    return this.#deliveryStatusStmt.get(jobId);
-  }
-
-  listArtifacts(jobId: string): ArtifactInfo[] {
-    return this.#artifactListStmt.all(jobId);
-  }
-
-  getArtifact(jobId: string, name: string): { contentType: string; data: Uint8Array } | null {
-    return this.#artifactStmt.get(jobId, name);
-  }
-
   /** What every job's end records with it, inside the same transaction: its artifacts and its webhook. */
-  #ended(job: JobRow | null, artifacts: ArtifactInput[], now: number): JobRow | null {
+  #ended(job: JobRow | null, artifacts: readonly ArtifactInput[], now: number): JobRow | null {
     if (!job) return null;
-    for (const { name, contentType, data } of artifacts) {
-      // The column is a STRICT BLOB: text goes in as its UTF-8 bytes.
-      this.#insertArtifactStmt.run(job.id, name, contentType, typeof data === "string" ? Buffer.from(data) : data, now);
-    }
-    this.#queueWebhook(job, now);
+    this.artifacts.saveTx(job.id, artifacts, now);
+    this.deliveries.queueTx(job, now);
     return job;
-  }
-
-  #queueWebhook(job: JobRow, now: number): void {
-    if (!job.webhookUrl || !this.#webhookPayload) return;
-    const deliveryId = `msg_${ulid(now)}`;
-    this.#insertDeliveryStmt.run(
-      deliveryId,
-      job.id,
-      job.webhookUrl,
-      job.webhookSecret,
-      this.#webhookPayload(job, deliveryId, now),
-      now,
-    );
   }
 }

@@ -1,23 +1,15 @@
-import type { Database } from "bun:sqlite";
 import { Webhook } from "standardwebhooks";
 import type { Config } from "../config";
 import type { Logger } from "../log";
+import { webhookPayload } from "../queue/job-view";
 import type { JobStore } from "../queue/store";
 import { WebhookAllowList } from "./allow-list";
+import type { DeliveryState, DueDelivery, WebhookDeliveries } from "./deliveries";
 
 /** One attempt's limit, by default. */
 const ATTEMPT_TIMEOUT_MS = 15_000;
 /** Deliveries attempted at once. */
 const CONCURRENCY = 4;
-
-interface DeliveryRow {
-  id: string;
-  jobId: string;
-  url: string;
-  secret: string | null;
-  payload: string;
-  attempts: number;
-}
 
 /**
  * Delivers job webhooks per Standard Webhooks. Deliveries are rows (queued in the same transaction
@@ -32,9 +24,8 @@ export class WebhookDispatcher {
   readonly #allow: WebhookAllowList;
   readonly #attemptTimeoutMs: number;
   readonly #inFlight = new Set<string>();
-  readonly #dueStmt;
-  readonly #nextDueStmt;
-  readonly #recordStmt;
+  readonly #store: JobStore;
+  readonly #deliveries: WebhookDeliveries;
   #timer: Timer | undefined;
   #running = false;
 
@@ -46,22 +37,12 @@ export class WebhookDispatcher {
     { attemptTimeoutMs = ATTEMPT_TIMEOUT_MS }: { attemptTimeoutMs?: number } = {},
   ) {
     this.#attemptTimeoutMs = attemptTimeoutMs;
-    const db: Database = store.db;
+    this.#store = store;
+    this.#deliveries = store.deliveries;
     this.#log = log;
     this.#backoffMs = config.webhookBackoffMs;
     this.#defaultSecret = config.webhookSecret;
     this.#allow = new WebhookAllowList(config.webhookAllow);
-    this.#dueStmt = db.query<DeliveryRow, [number, number]>(
-      `SELECT id, job_id AS jobId, url, secret, payload, attempts FROM webhook_deliveries
-       WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?`,
-    );
-    this.#nextDueStmt = db.query<{ t: number | null }, []>(
-      `SELECT min(next_attempt_at) AS t FROM webhook_deliveries WHERE state = 'pending'`,
-    );
-    this.#recordStmt = db.query<null, [string, number, number, number | null, string | null, number | null, string]>(
-      `UPDATE webhook_deliveries SET state = ?1, attempts = ?2, next_attempt_at = ?3, last_status = ?4,
-         last_error = ?5, finished_at = ?6 WHERE id = ?7`,
-    );
   }
 
   /** Checks a URL at submission, so a bad one is a 400 rather than a delivery that can never succeed. */
@@ -90,7 +71,7 @@ export class WebhookDispatcher {
     if (!this.#running) return;
     const free = CONCURRENCY - this.#inFlight.size;
     if (free > 0) {
-      for (const delivery of this.#dueStmt.all(Date.now(), free + this.#inFlight.size)) {
+      for (const delivery of this.#deliveries.due(Date.now(), free + this.#inFlight.size)) {
         if (this.#inFlight.has(delivery.id) || this.#inFlight.size >= CONCURRENCY) continue;
         this.#inFlight.add(delivery.id);
         void this.#deliver(delivery).finally(() => {
@@ -99,13 +80,13 @@ export class WebhookDispatcher {
         });
       }
     }
-    const next = this.#nextDueStmt.get()!.t;
+    const next = this.#deliveries.nextDue();
     if (next !== null && this.#inFlight.size < CONCURRENCY) {
       this.#timer = setTimeout(() => this.#tick(), Math.max(10, Math.min(next - Date.now(), 60_000)));
     }
   }
 
-  async #deliver(delivery: DeliveryRow): Promise<void> {
+  async #deliver(delivery: DueDelivery): Promise<void> {
     const attempts = delivery.attempts + 1;
     let status: number | null = null;
     let error: string | null = null;
@@ -115,6 +96,10 @@ export class WebhookDispatcher {
       return;
     }
     try {
+      const job = this.#store.getJob(delivery.jobId);
+      // The job's row is the payload's source; a delivery outlives it only if the job was pruned meanwhile.
+      if (!job) throw new Error("the job no longer exists");
+      const payload = webhookPayload(job);
       const now = new Date();
       const headers: Record<string, string> = {
         "content-type": "application/json",
@@ -123,11 +108,11 @@ export class WebhookDispatcher {
         "webhook-timestamp": String(Math.floor(now.getTime() / 1000)),
       };
       const secret = delivery.secret ?? this.#defaultSecret;
-      if (secret) headers["webhook-signature"] = new Webhook(secret).sign(delivery.id, now, delivery.payload);
+      if (secret) headers["webhook-signature"] = new Webhook(secret).sign(delivery.id, now, payload);
       const response = await fetch(delivery.url, {
         method: "POST",
         headers,
-        body: delivery.payload,
+        body: payload,
         redirect: "manual",
         signal: AbortSignal.timeout(this.#attemptTimeoutMs),
       });
@@ -153,15 +138,15 @@ export class WebhookDispatcher {
   }
 
   #record(
-    delivery: DeliveryRow,
-    state: "pending" | "delivered" | "failed",
+    delivery: DueDelivery,
+    state: DeliveryState,
     attempts: number,
     status: number | null,
     error: string | null,
     nextAttemptAt = Date.now(),
   ) {
     try {
-      this.#recordStmt.run(state, attempts, nextAttemptAt, status, error, state === "pending" ? null : Date.now(), delivery.id);
+      this.#deliveries.record(delivery.id, state, attempts, status, error, nextAttemptAt);
     } catch (caught) {
       // The database may be closing at shutdown: the row stays pending and is sent again after restart.
       this.#log.warn("could not record webhook delivery", { delivery: delivery.id, error: caught });

@@ -1,62 +1,51 @@
 import type { Logger } from "../log";
-import type { JobState } from "../queue/store";
+import { JobEventHub, type JobLink, type JobListener } from "./job-events";
 import type { FromWorker, ToWorker, WorkerSettings } from "./protocol";
 
-/** What a job's listeners hear, in order: state changes, streamed lines, then one end. */
-export type JobEvent =
-  | { type: "state"; state: JobState; contentType?: string }
-  | { type: "chunk"; bytes: Uint8Array }
-  | { type: "ended"; state: "done" | "failed" | "canceled"; status: number | null; error: string | null };
-
-type Listener = (event: JobEvent) => void;
+/** Applies one worker message to the HTTP side; shared by the Worker bridge and the in-process link. */
+export function applyWorkerMessage(
+  hub: JobEventHub,
+  message: FromWorker,
+  hooks: { onUnreachable: () => void; onReady?: () => void; onStopped?: () => void },
+): void {
+  switch (message.type) {
+    case "ready":
+      return hooks.onReady?.();
+    case "stopped":
+      return hooks.onStopped?.();
+    case "unreachable":
+      return hooks.onUnreachable();
+    case "state":
+      return hub.emit(message.jobId, { type: "state", state: message.state, contentType: message.contentType });
+    case "chunk":
+      return hub.emit(message.jobId, { type: "chunk", bytes: message.bytes });
+    case "ended":
+      return hub.jobEnded(message.jobId);
+  }
+}
 
 /**
  * The HTTP thread's side of the worker: spawns it, forwards wake/cancel/inventory, and fans the
- * worker's messages out to whoever listens to a job (a waiting /api/chat response, an SSE stream).
+ * worker's messages out to whoever listens to a job (a waiting client, an SSE stream).
  */
-export class WorkerBridge {
+export class WorkerBridge implements JobLink {
   readonly #worker: Worker;
-  readonly #listeners = new Map<string, Set<Listener>>();
-  readonly #log: Logger;
   readonly #stopped: Promise<void>;
+  readonly hub: JobEventHub;
   readonly ready: Promise<void>;
   /** Called when the worker hit a connection error, so the inventory re-polls at once. */
   onUnreachable: () => void = () => {};
-  /** Called when the worker ended a job (webhook deliveries wait on this). */
-  onJobEnded: () => void = () => {};
 
   /** `workerUrl` is src/worker/index.ts, which `bun build --compile` must be given as a second entry point. */
   constructor(workerUrl: string, settings: WorkerSettings, log: Logger) {
-    this.#log = log;
+    this.hub = new JobEventHub(log);
     this.#worker = new Worker(workerUrl);
     let resolveReady!: () => void;
     let resolveStopped!: () => void;
     this.ready = new Promise((resolve) => (resolveReady = resolve));
     this.#stopped = new Promise((resolve) => (resolveStopped = resolve));
-    this.#worker.onmessage = (event: MessageEvent<FromWorker>) => {
-      const message = event.data;
-      switch (message.type) {
-        case "ready":
-          resolveReady();
-          break;
-        case "stopped":
-          resolveStopped();
-          break;
-        case "unreachable":
-          this.onUnreachable();
-          break;
-        case "state":
-          this.emit(message.jobId, { type: "state", state: message.state, contentType: message.contentType });
-          break;
-        case "chunk":
-          this.emit(message.jobId, { type: "chunk", bytes: message.bytes });
-          break;
-        case "ended":
-          this.onJobEnded();
-          this.emit(message.jobId, { type: "ended", state: message.state, status: message.status, error: message.error });
-          break;
-      }
-    };
+    const hooks = { onUnreachable: () => this.onUnreachable(), onReady: resolveReady, onStopped: resolveStopped };
+    this.#worker.onmessage = (event: MessageEvent<FromWorker>) => applyWorkerMessage(this.hub, event.data, hooks);
     // A worker that fails to load (missing from a build) shows up only here: say so loudly.
     this.#worker.addEventListener("error", (event) => {
       log.error("worker thread error", { error: (event as ErrorEvent).message });
@@ -69,28 +58,12 @@ export class WorkerBridge {
     this.#worker.postMessage(message);
   }
 
-  /** Listens to one job's events until `unsubscribe` is called. */
-  subscribe(jobId: string, listener: Listener): () => void {
-    let set = this.#listeners.get(jobId);
-    if (!set) this.#listeners.set(jobId, (set = new Set()));
-    set.add(listener);
-    return () => {
-      set.delete(listener);
-      if (set.size === 0) this.#listeners.delete(jobId);
-    };
+  subscribe(jobId: string, listener: JobListener): () => void {
+    return this.hub.subscribe(jobId, listener);
   }
 
-  /** Delivers an event to a job's listeners; the HTTP thread uses it too (a cancel ends a job here). */
-  emit(jobId: string, event: JobEvent): void {
-    const set = this.#listeners.get(jobId);
-    if (!set) return;
-    for (const listener of [...set]) {
-      try {
-        listener(event);
-      } catch (error) {
-        this.#log.error("job listener failed", { job: jobId, error });
-      }
-    }
+  jobEnded(jobId: string): void {
+    this.hub.jobEnded(jobId);
   }
 
   wake(): void {

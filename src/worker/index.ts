@@ -2,7 +2,6 @@
 // The worker thread's entry point: owns the job loop and the upstream fetch, talks only by postMessage.
 import { createLogger } from "../log";
 import { openDatabase, startCheckpoints } from "../queue/db";
-import { webhookPayload } from "../queue/job-view";
 import { JobStore } from "../queue/store";
 import type { FromWorker, ToWorker } from "./protocol";
 import { JobRunner } from "./runner";
@@ -19,7 +18,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       const { settings } = message;
       const log = createLogger(settings.logLevel, "worker");
       const db = openDatabase(settings.dbPath, { durability: settings.durability });
-      runner = new JobRunner(new JobStore(db, { webhookPayload }), settings, post, log);
+      runner = new JobRunner(new JobStore(db), settings, post, log);
       // The worker does most of the writing, so it keeps the WAL short too.
       const stopCheckpoints = startCheckpoints(db, settings.dbPath);
       post({ type: "ready" });

@@ -1,7 +1,7 @@
 import type { Config } from "../config";
-import type { JobState } from "../queue/store";
+import type { JobState } from "../queue/job-states";
 
-/** What the worker needs of the configuration; sent once in the `init` message. */
+/** What the worker needs of the configuration, and nothing more (no client token, no webhook secret). */
 export type WorkerSettings = Pick<
   Config,
   | "dbPath"
@@ -15,6 +15,13 @@ export type WorkerSettings = Pick<
   | "stallTimeoutMs"
   | "logLevel"
 >;
+
+/** Picks the worker's settings out of the configuration: only these cross to the worker thread. */
+export function workerSettings(config: Config): WorkerSettings {
+  const { dbPath, durability, ollamaUrl, ollamaToken, schedule, maxWaitMs, jobTtlMs, jobTimeoutMs, stallTimeoutMs, logLevel } =
+    config;
+  return { dbPath, durability, ollamaUrl, ollamaToken, schedule, maxWaitMs, jobTtlMs, jobTimeoutMs, stallTimeoutMs, logLevel };
+}
 
 /** HTTP thread → worker. Messages wake, inform and cancel; the database says what is true. */
 export type ToWorker =
@@ -33,10 +40,10 @@ export type FromWorker =
   | { type: "ready" }
   /** The job moved to `state`; `contentType` is Ollama's, sent with `working`. */
   | { type: "state"; jobId: string; state: JobState; contentType?: string }
-  /** Whole NDJSON lines, the bytes exactly as Ollama sent them ("\n"s included): all that one read brought. */
+  /** Whole records (NDJSON lines or SSE events), the bytes exactly as Ollama sent them: all that one read brought. */
   | { type: "chunk"; jobId: string; bytes: Uint8Array }
-  /** The job ended; `status` is the HTTP status to answer with when it failed. */
-  | { type: "ended"; jobId: string; state: "done" | "failed" | "canceled"; status: number | null; error: string | null }
+  /** The job ended: its row holds the outcome. */
+  | { type: "ended"; jobId: string }
   /** A connection error: the HTTP thread should re-poll Ollama now. */
   | { type: "unreachable" }
   /** The loop has stopped and the worker's database is closed. */

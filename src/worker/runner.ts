@@ -1,7 +1,8 @@
+import { IncompleteAnswerError } from "../adapters/adapter";
+import { adapterFor } from "../adapters";
+import { type Framing, framingFor, lastRecord, recordChunks, splitRecords } from "../adapters/framing";
 import { formatDuration } from "../duration";
-import { assembleFinalResponse } from "../ollama/assemble";
 import { ConnectionError, HttpError, OllamaClient } from "../ollama/client";
-import { lastLine, ndjsonChunks, splitLines } from "../ollama/ndjson";
 import type { ArtifactInput, JobRow, JobStore } from "../queue/store";
 import type { Logger } from "../log";
 import { retryDelayMs } from "./backoff";
@@ -52,8 +53,7 @@ export class JobRunner {
     if (requeued.length || failed.length) {
       this.#log.warn("recovered interrupted jobs", { requeued: requeued.length, failed: failed.length });
     }
-    for (const job of failed)
-      this.#post({ type: "ended", jobId: job.id, state: "failed", status: job.errorStatus, error: job.error });
+    for (const job of failed) this.#post({ type: "ended", jobId: job.id });
     while (!this.#stopping) {
       try {
         this.#pruneIfDue();
@@ -152,14 +152,17 @@ export class JobRunner {
     let lastOutputAt = Date.now();
 
     const chunks: Uint8Array[] = [];
+    let framing: Framing = "whole";
     try {
-      const body = JSON.parse(job.request) as Record<string, unknown>;
-      // A client of /api/chat or /api/generate gets what it asked Ollama for, byte for byte. A job API
-      // job always streams: its watchers see the pieces, and the final answer is assembled as Ollama would.
-      if (job.source === "jobs") body.stream = true;
+      const adapter = adapterFor(job.type);
+      let body = JSON.parse(job.request) as Record<string, unknown>;
+      // A client waiting on its answer gets what it asked Ollama for, byte for byte. A job API job always
+      // streams: its watchers see the pieces, and the final answer is assembled as its API would.
+      if (job.source === "jobs") body = adapter.streamingBody(body);
+      const streamed = adapter.describe(body).stream;
       // Silence is only a stall when Ollama streams; a non-streaming answer is silent until it is whole,
       // so only the job timeout bounds it. The check reads a timestamp rather than re-arming a timer per chunk.
-      if (body.stream !== false && stallTimeoutMs > 0) {
+      if (streamed && stallTimeoutMs > 0) {
         stallCheck = setInterval(
           () => {
             if (Date.now() - lastOutputAt > stallTimeoutMs) {
@@ -169,10 +172,11 @@ export class JobRunner {
           Math.max(10, Math.min(1000, stallTimeoutMs / 10)),
         );
       }
-      const response = await this.#ollama.request("POST", `/api/${job.type}`, JSON.stringify(body), controller.signal);
+      const response = await this.#ollama.request("POST", adapter.upstreamPath, JSON.stringify(body), controller.signal);
       this.#lastRunKey = job.modelKey;
-      const contentType = response.headers.get("content-type") ?? "application/x-ndjson";
-      for await (const bytes of readChunks(response.body!, controller.signal)) {
+      const contentType = response.headers.get("content-type") ?? "application/json";
+      framing = framingFor(contentType);
+      for await (const bytes of readChunks(response.body!, framing, controller.signal)) {
         lastOutputAt = Date.now();
         const first = chunks.length === 0;
         chunks.push(bytes);
@@ -180,23 +184,19 @@ export class JobRunner {
         if (first) this.#post({ type: "state", jobId: job.id, state: "working", contentType });
         this.#post({ type: "chunk", jobId: job.id, bytes });
         if (first) this.#store.markWorking(job.id);
-        const error = streamedError(lastLine(bytes));
+        const error = adapter.recordError(lastRecord(bytes, framing), framing);
         if (error !== undefined) throw new HttpError(500, error);
       }
       if (controller.signal.aborted) throw controller.signal.reason;
-      const streamed = Buffer.concat(chunks);
-      const lines = splitLines(new TextDecoder().decode(streamed));
-      const result = assembleFinalResponse(lines);
-      if (result.done !== true) throw new ConnectionError("ollama closed the stream before it was done");
-      // One line is Ollama's own non-streaming body: keep its exact bytes.
-      const resultText = lines.length === 1 ? lines[0]! : JSON.stringify(result);
+      const answer = Buffer.concat(chunks);
+      const resultText = adapter.assemble(splitRecords(answer.toString("utf8"), framing), framing);
       const artifacts: ArtifactInput[] = [{ name: "result.json", contentType: "application/json", data: resultText }];
-      if (contentType.includes("ndjson")) artifacts.push(streamArtifact(streamed));
-      if (this.#store.finishJob(job.id, resultText, artifacts)) {
-        this.#post({ type: "ended", jobId: job.id, state: "done", status: null, error: null });
-      }
+      if (framing !== "whole") artifacts.push(streamArtifact(answer, framing));
+      if (this.#store.finishJob(job.id, resultText, artifacts)) this.#post({ type: "ended", jobId: job.id });
     } catch (error) {
-      this.#settle(job, controller.signal.aborted ? controller.signal.reason : error, chunks);
+      const cause = controller.signal.aborted ? controller.signal.reason : error;
+      const relayed = chunks.length ? streamArtifact(Buffer.concat(chunks), framing) : undefined;
+      this.#settle(job, cause instanceof IncompleteAnswerError ? new ConnectionError(cause.message) : cause, relayed);
     } finally {
       clearTimeout(jobTimer);
       clearInterval(stallCheck);
@@ -205,7 +205,7 @@ export class JobRunner {
   }
 
   /** Decides a failed attempt's fate: canceled, re-queued (with backoff) or failed. */
-  #settle(job: JobRow, error: unknown, chunks: Uint8Array[]): void {
+  #settle(job: JobRow, error: unknown, relayed: ArtifactInput | undefined): void {
     if (error instanceof AbortedByRunner && error.why.kind === "canceled") {
       this.#log.info("job canceled while running", { job: job.id });
       return; // The HTTP thread marked it canceled and told its listeners.
@@ -225,7 +225,7 @@ export class JobRunner {
       this.#post({ type: "unreachable" });
     }
     // A client that already received tokens cannot be given a second answer; a job API job can.
-    const retryable = (unreachable || busy || timedOut) && (chunks.length === 0 || job.source === "jobs");
+    const retryable = (unreachable || busy || timedOut) && (!relayed || job.source === "jobs");
     if (retryable && job.attempts < job.maxAttempts) {
       const delay = retryDelayMs(job.attempts);
       this.#store.requeueJob(job.id, Date.now() + delay, message, status);
@@ -233,36 +233,26 @@ export class JobRunner {
       this.#post({ type: "state", jobId: job.id, state: "queued" });
       return;
     }
-    const artifacts = chunks.length ? [streamArtifact(Buffer.concat(chunks))] : [];
-    if (this.#store.failJob(job.id, message, status, artifacts)) {
+    if (this.#store.failJob(job.id, message, status, relayed ? [relayed] : [])) {
       this.#log.warn("job failed", { job: job.id, status, error: message });
-      this.#post({ type: "ended", jobId: job.id, state: "failed", status, error: message });
+      this.#post({ type: "ended", jobId: job.id });
     }
   }
 }
 
-/** The lines relayed, exactly, as the job's stream.ndjson artifact. */
-function streamArtifact(bytes: Uint8Array) {
-  return { name: "stream.ndjson", contentType: "application/x-ndjson", data: bytes };
+/** The records relayed, exactly: stream.ndjson, or stream.sse for Server-Sent Events. */
+function streamArtifact(bytes: Uint8Array, framing: Framing): ArtifactInput {
+  return framing === "sse"
+    ? { name: "stream.sse", contentType: "text/event-stream", data: bytes }
+    : { name: "stream.ndjson", contentType: "application/x-ndjson", data: bytes };
 }
 
-/** Ollama's lines by network read; a body that breaks off (not by our abort) is a connection error, worth a retry. */
-async function* readChunks(body: ReadableStream<Uint8Array>, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+/** Ollama's records by network read; a body that breaks off (not by our abort) is a connection error, worth a retry. */
+async function* readChunks(body: ReadableStream<Uint8Array>, framing: Framing, signal: AbortSignal): AsyncGenerator<Uint8Array> {
   try {
-    yield* ndjsonChunks(body);
+    yield* recordChunks(body, framing);
   } catch (error) {
     if (signal.aborted) throw signal.reason;
     throw new ConnectionError(`connection to ollama lost mid-response: ${(error as Error).message}`);
-  }
-}
-
-/** The `error` text of a mid-stream error line, as Ollama ends a failed stream; undefined otherwise. */
-function streamedError(line: string): string | undefined {
-  if (!line.startsWith('{"error"')) return undefined;
-  try {
-    const parsed = JSON.parse(line) as { error?: unknown };
-    return typeof parsed.error === "string" ? parsed.error : undefined;
-  } catch {
-    return undefined;
   }
 }

@@ -107,7 +107,7 @@ describe("foreman as a process", () => {
     expect(foreman.stderr()).toContain("stopped");
   });
 
-  test("SIGTERM past the grace period re-queues the running job without spending its attempt", async () => {
+  test("SIGTERM past the grace period stops the running job without spending its attempt; its waiting client's job ends", async () => {
     fake.tokenDelayMs = 300;
     const env = foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, "grace.db"), FOREMAN_SHUTDOWN_GRACE: "200ms" });
     const foreman = await spawnForeman(env);
@@ -119,8 +119,9 @@ describe("foreman as a process", () => {
     foreman.process.kill("SIGTERM");
     expect(await foreman.process.exited).toBe(0);
     const db = new Database(env.FOREMAN_DB!, { readonly: true });
+    // Re-queued with its attempt refunded, then canceled: its client was told, so nobody would read a later run.
     expect(db.query<{ state: string; attempts: number }, []>("SELECT state, attempts FROM jobs").get()).toEqual({
-      state: "queued",
+      state: "canceled",
       attempts: 0,
     });
     db.close();

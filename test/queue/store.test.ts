@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import type { Database } from "bun:sqlite";
+import { Database } from "bun:sqlite";
+import init from "../../src/queue/migrations/001_init.sql" with { type: "text" };
 import { QueueFullError } from "../../src/errors";
 import { openDatabase } from "../../src/queue/db";
-import { webhookPayload } from "../../src/queue/job-view";
 import { type ClaimPolicy, JobStore, type NewJob } from "../../src/queue/store";
 import { tempDir } from "../harness";
 
@@ -14,7 +14,7 @@ let store: JobStore;
 beforeEach(() => {
   dir = tempDir();
   db = openDatabase(join(dir.path, "nested", "folder", "q.db"));
-  store = new JobStore(db, { webhookPayload });
+  store = new JobStore(db);
 });
 afterEach(() => {
   db.close();
@@ -43,12 +43,41 @@ describe("the database", () => {
     expect(db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()!.journal_mode).toBe("wal");
     expect(db.query<{ foreign_keys: number }, []>("PRAGMA foreign_keys").get()!.foreign_keys).toBe(1);
     expect(db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(1);
-    expect(db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version).toBe(1);
+    expect(db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version).toBe(2);
     add("a", T0);
     const again = openDatabase(join(dir.path, "nested", "folder", "q.db"), { durability: "full" });
     expect(again.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(2);
     expect(again.query<{ n: number }, []>("SELECT count(*) AS n FROM jobs").get()!.n).toBe(1);
     again.close();
+  });
+
+  test("a version-1 database keeps its jobs, artifacts and deliveries through the upgrade", () => {
+    const path = join(dir.path, "v1.db");
+    const old = new Database(path, { create: true });
+    old.run(init);
+    old.run("PRAGMA user_version = 1");
+    old.run(
+      `INSERT INTO jobs (id, type, model, model_key, request, source, state, max_attempts, run_after, created_at, finished_at, webhook_url)
+       VALUES ('01J0000000000000000000000A', 'chat', 'm', 'm:latest', '{}', 'ollama', 'done', 3, 0, 0, 1, 'http://h/')`,
+    );
+    old.run(`INSERT INTO artifacts VALUES ('01J0000000000000000000000A', 'result.json', 'application/json', x'7B7D', 1)`);
+    old.run(
+      `INSERT INTO webhook_deliveries (id, job_id, url, payload, state, next_attempt_at, created_at)
+       VALUES ('msg_1', '01J0000000000000000000000A', 'http://h/', '{}', 'pending', 1, 1)`,
+    );
+    old.close();
+    const upgraded = openDatabase(path);
+    const store2 = new JobStore(upgraded);
+    expect(store2.getJob("01J0000000000000000000000A")?.state).toBe("done");
+    expect(store2.artifacts.list("01J0000000000000000000000A").map((a) => a.name)).toEqual(["result.json"]);
+    expect(store2.deliveries.status("01J0000000000000000000000A")?.state).toBe("pending");
+    // A type and source outside the first migration's CHECKs are accepted now.
+    upgraded.run(
+      `INSERT INTO jobs (id, type, model, model_key, request, source, state, max_attempts, run_after, created_at)
+       VALUES ('01J0000000000000000000000B', 'openai.chat', 'm', 'm:latest', '{}', 'openai', 'queued', 3, 0, 0)`,
+    );
+    expect(upgraded.query("PRAGMA foreign_key_check").all()).toEqual([]);
+    upgraded.close();
   });
 
   test("refuses a database from a newer foreman", () => {
@@ -156,10 +185,10 @@ describe("state changes", () => {
       T0 + 5,
     )!;
     expect(done).toMatchObject({ state: "done", finishedAt: T0 + 5, result: '{"done":true}' });
-    expect(store.listArtifacts(job.id)).toEqual([
+    expect(store.artifacts.list(job.id)).toEqual([
       { name: "result.json", contentType: "application/json", size: 13, createdAt: T0 + 5 },
     ]);
-    expect(new TextDecoder().decode(store.getArtifact(job.id, "result.json")!.data)).toBe('{"done":true}');
+    expect(new TextDecoder().decode(store.artifacts.get(job.id, "result.json")!.data)).toBe('{"done":true}');
     expect(store.cancelJob(job.id)).toBeNull();
   });
 
@@ -220,7 +249,7 @@ describe("state changes", () => {
     store.failJob(recent.id, "x", 500, [], T0 + 1000);
     expect(store.pruneFinishedJobs(T0 + 500)).toBe(1);
     expect(store.getJob(old.id)).toBeNull();
-    expect(store.listArtifacts(old.id)).toEqual([]);
+    expect(store.artifacts.list(old.id)).toEqual([]);
     expect(store.getJob(recent.id)).not.toBeNull();
     expect(store.getJob(waiting.id)!.state).toBe("queued");
   });

@@ -2,7 +2,6 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { createLogger } from "../../src/log";
 import { openDatabase } from "../../src/queue/db";
-import { webhookPayload } from "../../src/queue/job-view";
 import { JobStore } from "../../src/queue/store";
 import { WebhookAllowList } from "../../src/webhook/allow-list";
 import { WebhookDispatcher } from "../../src/webhook/dispatcher";
@@ -37,7 +36,7 @@ describe("WebhookDispatcher", () => {
   test("an attempt that gets no answer in time counts as a failure and is retried", async () => {
     const dir = tempDir();
     const db = openDatabase(join(dir.path, "w.db"));
-    const store = new JobStore(db, { webhookPayload });
+    const store = new JobStore(db);
     let calls = 0;
     // Never answers the first call; answers the second at once.
     const receiver = Bun.serve({
@@ -74,8 +73,8 @@ describe("WebhookDispatcher", () => {
     );
     store.cancelJob(job.id);
     dispatcher.start();
-    await until(() => store.webhookDelivery(job.id)?.state === "delivered", 5000, "the retry to land");
-    expect(store.webhookDelivery(job.id)).toMatchObject({ attempts: 2, lastStatus: 204 });
+    await until(() => store.deliveries.status(job.id)?.state === "delivered", 5000, "the retry to land");
+    expect(store.deliveries.status(job.id)).toMatchObject({ attempts: 2, lastStatus: 204 });
     expect(calls).toBe(2);
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { assembleFinalResponse } from "../../src/ollama/assemble";
+import { type Framing, lastRecord, recordChunks, splitRecords } from "../../src/adapters/framing";
+import { assembleFinalResponse } from "../../src/adapters/ollama-assemble";
 import { modelKey, normalizeModel } from "../../src/ollama/model-key";
-import { ndjsonLines } from "../../src/ollama/ndjson";
 
 function streamOf(...chunks: (string | Uint8Array)[]): ReadableStream<Uint8Array> {
   return new ReadableStream({
@@ -12,13 +12,32 @@ function streamOf(...chunks: (string | Uint8Array)[]): ReadableStream<Uint8Array
   });
 }
 
-async function lines(stream: ReadableStream<Uint8Array>) {
+/** The records of a stream, decoded, as the worker splits them. */
+async function lines(stream: ReadableStream<Uint8Array>, framing: Framing = "ndjson") {
   const out: string[] = [];
-  for await (const line of ndjsonLines(stream)) out.push(line);
+  const decoder = new TextDecoder();
+  for await (const chunk of recordChunks(stream, framing))
+    out.push(...splitRecords(decoder.decode(chunk, { stream: true }), framing));
   return out;
 }
 
-describe("ndjsonLines", () => {
+describe("Server-Sent Event records", () => {
+  test("a chunk never cuts an event: events spanning reads come whole, several in one read come together", async () => {
+    const chunks: string[] = [];
+    const decoder = new TextDecoder();
+    const stream = streamOf('event: a\ndata: {"x"', ":1}\n\nevent: b\ndata: 2\n\ndata: [DO", "NE]\n\n");
+    for await (const chunk of recordChunks(stream, "sse")) chunks.push(decoder.decode(chunk));
+    expect(chunks).toEqual(['event: a\ndata: {"x":1}\n\nevent: b\ndata: 2\n\n', "data: [DONE]\n\n"]);
+    expect(splitRecords(chunks[0]!, "sse")).toEqual(['event: a\ndata: {"x":1}', "event: b\ndata: 2"]);
+    expect(lastRecord(new TextEncoder().encode(chunks[0]!), "sse")).toBe("event: b\ndata: 2");
+  });
+
+  test("a whole body comes as one record once complete", async () => {
+    expect(await lines(streamOf('{"a":', "1}\n"), "whole")).toEqual(['{"a":1}\n']);
+  });
+});
+
+describe("NDJSON records", () => {
   test("a line may span chunks and a chunk may hold many lines", async () => {
     expect(await lines(streamOf('{"a":', '1}\n{"b":2}\n{"c"', ":3}\n"))).toEqual(['{"a":1}', '{"b":2}', '{"c":3}']);
   });

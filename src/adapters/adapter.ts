@@ -1,0 +1,55 @@
+import type { TSchema } from "@sinclair/typebox";
+import type { Framing } from "./framing";
+
+/** The API families foreman speaks; each has its own error shape. */
+export type ApiFamily = "ollama" | "openai" | "anthropic";
+
+/** What the queue needs to know of a valid request. */
+export interface RequestFacts {
+  /** The model as the client named it. */
+  model: string;
+  /** The model's identity for drain-by-model: name plus the options that force a reload. */
+  modelKey: string;
+  /** Whether the client asked for a stream (each API has its own default). */
+  stream: boolean;
+}
+
+/**
+ * Everything that differs between the wire formats a queued generation can come in. The runner, the
+ * synchronous response and the job API look the adapter up by the job's type and hold no knowledge
+ * of any format themselves. Adding an API means one adapter file, its entry in the registry
+ * (adapters/index.ts) and its route.
+ */
+export interface WireAdapter {
+  /** The job type stored in the row, e.g. "chat" or "openai.chat". */
+  readonly type: string;
+  /** Which API's error shape this format uses. */
+  readonly api: ApiFamily;
+  /** Ollama's route the worker sends the request to (the same route foreman serves). */
+  readonly upstreamPath: string;
+  /** The request body's schema, for the OpenAPI document and the job API. */
+  readonly requestSchema: TSchema;
+  /**
+   * Checks a parsed body as Ollama would (throwing an ApiError, 400 for a bad field) and reads what the
+   * queue needs. An unknown model is the caller's check, as it needs the inventory.
+   */
+  describe(body: unknown): RequestFacts;
+  /** The body to send upstream for a watched job (job API, batch): streaming, so watchers see progress. */
+  streamingBody(body: Record<string, unknown>): Record<string, unknown>;
+  /** True for the record that completes a successful answer: a stream's last one, or a whole body. */
+  isFinal(record: string, framing: Framing): boolean;
+  /** The error text of a record that reports a failure mid-stream; undefined for any other record. */
+  recordError(record: string, framing: Framing): string | undefined;
+  /**
+   * The non-streaming answer, as this API gives it with streaming off, built from the records of an
+   * answer (one record when it came whole). Throws IncompleteAnswerError when the final record is missing.
+   */
+  assemble(records: readonly string[], framing: Framing): string;
+  /** The last record sent to a streaming client whose answer fails after its status went out. */
+  failureRecord(message: string, framing: Framing): string;
+}
+
+/** The answer stopped before its final record: the connection broke or Ollama gave up. */
+export class IncompleteAnswerError extends Error {
+  override name = "IncompleteAnswerError";
+}

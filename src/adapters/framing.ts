@@ -1,0 +1,84 @@
+/**
+ * How an upstream body is cut into records, decided by its content type: NDJSON lines, Server-Sent
+ * Events (a record ends at a blank line), or one whole body (a non-streaming JSON answer).
+ */
+export type Framing = "ndjson" | "sse" | "whole";
+
+const NEWLINE = 10;
+const decoder = new TextDecoder();
+
+/** The framing of an upstream answer from its Content-Type. */
+export function framingFor(contentType: string): Framing {
+  if (contentType.includes("ndjson")) return "ndjson";
+  if (contentType.includes("text/event-stream")) return "sse";
+  return "whole";
+}
+
+/** Index just past the last complete record in `data` (0: none yet). SSE records end with "\n\n". */
+function recordsEnd(data: Uint8Array, framing: Framing): number {
+  if (framing === "ndjson") return data.lastIndexOf(NEWLINE) + 1;
+  for (let i = data.length - 1; i > 0; i--) if (data[i] === NEWLINE && data[i - 1] === NEWLINE) return i + 1;
+  return 0;
+}
+
+/**
+ * Reads a byte stream in whole records without decoding it: each yield is every complete record that
+ * one network read brought, delimiters included, exactly as sent, so a relay passes bytes on as they
+ * are and a chunk never cuts a record. A last record without its delimiter comes at the end; a
+ * `whole` body comes as one chunk when it is complete.
+ */
+export async function* recordChunks(body: ReadableStream<Uint8Array>, framing: Framing): AsyncGenerator<Uint8Array> {
+  let pending: Uint8Array | undefined;
+  for await (const bytes of body) {
+    const data = pending ? Buffer.concat([pending, bytes]) : bytes;
+    const end = framing === "whole" ? 0 : recordsEnd(data, framing);
+    if (end === 0) {
+      pending = data === bytes ? bytes.slice() : data;
+      continue;
+    }
+    // A copy: the stream may reuse its buffer, and this chunk outlives the read.
+    yield data.slice(0, end);
+    pending = end < data.length ? data.slice(end) : undefined;
+  }
+  if (pending && decoder.decode(pending).trim()) yield pending;
+}
+
+/** The records of decoded text, without their delimiters; blank ones are skipped. */
+export function splitRecords(text: string, framing: Framing): string[] {
+  if (framing === "whole") return text.trim() ? [text] : [];
+  return text.split(framing === "sse" ? "\n\n" : "\n").filter((record) => record.trim());
+}
+
+/** The last record of a chunk, decoded (only that record is). */
+export function lastRecord(chunk: Uint8Array, framing: Framing): string {
+  if (framing === "whole") return decoder.decode(chunk);
+  let end = chunk.length;
+  while (end > 0 && chunk[end - 1] === NEWLINE) end--;
+  let start = end;
+  if (framing === "ndjson") start = chunk.lastIndexOf(NEWLINE, end - 1) + 1;
+  else {
+    while (start > 0 && !(chunk[start - 1] === NEWLINE && chunk[start - 2] === NEWLINE)) start--;
+    if (start < 0) start = 0;
+  }
+  return decoder.decode(chunk.subarray(start, end));
+}
+
+/** One Server-Sent Event: its `event:` name (if any) and its `data:` lines joined. */
+export function parseSseRecord(record: string): { event: string | undefined; data: string } {
+  let event: string | undefined;
+  const data: string[] = [];
+  for (const line of record.split("\n")) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(line[5] === " " ? 6 : 5));
+  }
+  return { event, data: data.join("\n") };
+}
+
+/** Parses JSON, or undefined when it is not JSON. */
+export function tryJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,19 @@
+import type { JobType } from "../adapters";
+import { adapterFor } from "../adapters";
+import { type JobService, parsePriorityHeader } from "../job-service";
+import { parseJsonBody } from "../ollama/types";
+
+/**
+ * The handler of a queued generation route, whatever its API: reads the body, queues the job (its
+ * priority from X-Foreman-Priority) and answers when the worker runs it, in the adapter's format.
+ */
+export function queuedGeneration(jobs: JobService, type: JobType) {
+  const adapter = adapterFor(type);
+  return async ({ request }: { request: Request }): Promise<Response> => {
+    // The body is read as text whatever its content type: Ollama decodes JSON from any request.
+    const body = parseJsonBody(await request.text());
+    const priority = parsePriorityHeader(request.headers.get("x-foreman-priority"));
+    const { job, facts } = await jobs.submit(type, body, { source: adapter.api, priority });
+    return jobs.respond(job, facts.stream, request.signal);
+  };
+}

@@ -1,0 +1,71 @@
+import { isTerminal, type JobState } from "./queue/job-states";
+import type { JobRow } from "./queue/store";
+import type { JobEvent, JobLink } from "./worker/job-events";
+
+/** What a watcher of one job sees: its state now and on each change, its streamed records, then its end. */
+export type WatchEvent =
+  | { type: "state"; state: JobState; contentType?: string }
+  | { type: "chunk"; bytes: Uint8Array }
+  | { type: "ended"; job: JobRow };
+
+/**
+ * Watches one job: subscribes before reading its row (so an end in between is not missed), yields its
+ * current state, then each event as it comes, and stops after the end, with the ended row (the row
+ * decides the outcome; the message only wakes). `return()` unsubscribes at once, even while waiting.
+ */
+export function watchJob(
+  link: Pick<JobLink, "subscribe">,
+  readJob: (id: string) => JobRow | null,
+  jobId: string,
+): AsyncIterableIterator<WatchEvent> {
+  const pending: JobEvent[] = [];
+  let wakeReader: (() => void) | undefined;
+  let started = false;
+  let finished = false;
+  const unsubscribe = link.subscribe(jobId, (event) => {
+    pending.push(event);
+    wakeReader?.();
+  });
+  const finish = (): IteratorResult<WatchEvent> => {
+    if (!finished) {
+      finished = true;
+      unsubscribe();
+      wakeReader?.();
+    }
+    return { done: true, value: undefined };
+  };
+  const ended = (): IteratorResult<WatchEvent> => {
+    const job = readJob(jobId);
+    if (!job) return finish();
+    finished = true; // the next call ends the iteration
+    unsubscribe();
+    return { done: false, value: { type: "ended", job } };
+  };
+
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    async next(): Promise<IteratorResult<WatchEvent>> {
+      if (finished) return finish();
+      if (!started) {
+        started = true;
+        const job = readJob(jobId);
+        if (!job) return finish();
+        if (isTerminal(job.state)) return ended();
+        return { done: false, value: { type: "state", state: job.state } };
+      }
+      while (pending.length === 0) {
+        await new Promise<void>((resolve) => (wakeReader = resolve));
+        wakeReader = undefined;
+        if (finished) return finish();
+      }
+      const event = pending.shift()!;
+      if (event.type === "ended") return ended();
+      return { done: false, value: event };
+    },
+    async return(): Promise<IteratorResult<WatchEvent>> {
+      return finish();
+    },
+  };
+}

@@ -1,0 +1,60 @@
+import type { Logger } from "../log";
+import type { JobState } from "../queue/job-states";
+
+/** What a job's listeners hear, in order: state changes, streamed records, then one end (read the row for how). */
+export type JobEvent =
+  { type: "state"; state: JobState; contentType?: string } | { type: "chunk"; bytes: Uint8Array } | { type: "ended" };
+
+export type JobListener = (event: JobEvent) => void;
+
+/** The few things the HTTP side asks of the job loop, wherever it runs (a Worker, or this thread in tests). */
+export interface JobLink {
+  /** Listens to one job's events until the returned function is called. */
+  subscribe(jobId: string, listener: JobListener): () => void;
+  /** Tells everyone a job ended (its row says how): listeners, and the webhook dispatcher. */
+  jobEnded(jobId: string): void;
+  /** A job was queued: look for work. */
+  wake(): void;
+  /** The job was canceled in the database: abort its upstream call if it runs. */
+  cancel(jobId: string): void;
+}
+
+/** Fans a job's events out to whoever listens to it (a waiting client, an SSE stream). */
+export class JobEventHub {
+  readonly #listeners = new Map<string, Set<JobListener>>();
+  readonly #log: Logger;
+  /** Called whenever a job ends, from either thread's doing (webhook delivery hooks in here). */
+  onJobEnded: (jobId: string) => void = () => {};
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  subscribe(jobId: string, listener: JobListener): () => void {
+    let set = this.#listeners.get(jobId);
+    if (!set) this.#listeners.set(jobId, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0 && this.#listeners.get(jobId) === set) this.#listeners.delete(jobId);
+    };
+  }
+
+  emit(jobId: string, event: JobEvent): void {
+    const set = this.#listeners.get(jobId);
+    if (!set) return;
+    for (const listener of [...set]) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.#log.error("job listener failed", { job: jobId, error });
+      }
+    }
+  }
+
+  /** The one way a job's end is announced, whichever thread ended it. */
+  jobEnded(jobId: string): void {
+    this.onJobEnded(jobId);
+    this.emit(jobId, { type: "ended" });
+  }
+}
