@@ -6,7 +6,6 @@ import {
   encoded,
   frameStream,
   nativeChunks,
-  randomHex,
   readJson,
   sortedKeys,
   SSE_HEADERS,
