@@ -1,7 +1,15 @@
 // A stand-in for Ollama that speaks its wire format (see shared/reference/ollama-api.md) and behaves
 // like one GPU: one chat model resident at a time, a load delay on each swap, a delay per token.
-// It counts requests in flight so tests can prove foreman never sends two generations at once.
+// It counts requests in flight so tests can prove foreman never sends two generations at once. The
+// OpenAI-compatible and Anthropic routes (test/fake/openai.ts, anthropic.ts) and the model-management
+// routes (test/fake/models.ts) live beside it; every generation route shares the one simulated GPU.
 import type { Server } from "bun";
+import { handleAnthropic } from "./fake/anthropic";
+import { handleModelManagement } from "./fake/models";
+import { handleOpenAI } from "./fake/openai";
+import { fakeReply } from "./fake/reply";
+
+export { fakeTokens } from "./fake/reply";
 
 /** A failure the next generation request meets. */
 export type InjectedFailure =
@@ -22,14 +30,18 @@ export interface FakeOllamaOptions {
   tokenDelayMs?: number;
   /** Milliseconds one embed call takes. */
   embedDelayMs?: number;
+  /** Milliseconds between two progress lines of /api/pull, /api/push and /api/create, default 0. */
+  pullDelayMs?: number;
   port?: number;
 }
 
 /** One generation request as the fake saw it. */
 export interface SeenRequest {
+  /** The route the client called: /api/chat, /v1/chat/completions, /v1/messages, … */
   path: string;
   model: string;
   key: string;
+  /** The body the client sent to that route. */
   body: Record<string, unknown>;
   headers: Record<string, string>;
   startedAt: number;
@@ -41,15 +53,11 @@ export interface SeenRequest {
 const JSON_UTF8 = { "content-type": "application/json; charset=utf-8" };
 const LOAD_OPTIONS = ["num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread"];
 
-const normalize = (name: string) => (name.slice(name.lastIndexOf("/") + 1).includes(":") ? name : `${name}:latest`);
-const json = (body: unknown, status = 200) => new Response(JSON.stringify(body), { status, headers: JSON_UTF8 });
+/** A model name with its default `:latest` tag. */
+export const normalize = (name: string) => (name.slice(name.lastIndexOf("/") + 1).includes(":") ? name : `${name}:latest`);
+/** A JSON answer as gin's c.JSON writes it (no trailing newline). */
+export const json = (body: unknown, status = 200) => new Response(JSON.stringify(body), { status, headers: JSON_UTF8 });
 const now = () => new Date().toISOString().replace(/0+Z$/, "Z");
-
-/** The tokens the fake answers with: deterministic from the prompt, or `num_predict` numbered words. */
-export function fakeTokens(prompt: string, numPredict?: number): string[] {
-  if (numPredict && numPredict > 0) return Array.from({ length: numPredict }, (_, i) => (i === 0 ? `w${i}` : ` w${i}`));
-  return `You said: ${prompt}`.split(/(?=\s)/);
-}
 
 export class FakeOllama {
   models: string[];
@@ -57,6 +65,9 @@ export class FakeOllama {
   loadDelayMs: number;
   tokenDelayMs: number;
   embedDelayMs: number;
+  pullDelayMs: number;
+  /** Sizes in bytes of the blobs received by POST /api/blobs/:digest, by digest. */
+  blobs = new Map<string, number>();
   /** Model key resident on the GPU, or null. */
   loaded: string | null = null;
   swaps = 0;
@@ -79,6 +90,7 @@ export class FakeOllama {
     this.loadDelayMs = options.loadDelayMs ?? 0;
     this.tokenDelayMs = options.tokenDelayMs ?? 0;
     this.embedDelayMs = options.embedDelayMs ?? 0;
+    this.pullDelayMs = options.pullDelayMs ?? 0;
     this.#port = options.port ?? 0;
   }
 
@@ -125,9 +137,15 @@ export class FakeOllama {
         headers: { "content-type": "text/plain; charset=utf-8" },
       });
     }
-    if (path === "/api/version" && method === "GET") return json({ version: "0.12.6" });
-    if (path === "/api/tags" && method === "GET") return json({ models: [...this.models, ...this.embedModels].map(tagEntry) });
+    if (path === "/api/version" && (method === "GET" || method === "HEAD")) return json({ version: "0.12.6" });
+    if (path === "/api/tags" && (method === "GET" || method === "HEAD")) {
+      return json({ models: [...this.models, ...this.embedModels].map(tagEntry) });
+    }
     if (path === "/api/ps" && method === "GET") return json({ models: this.#running() });
+    if (path.startsWith("/v1/messages")) return (await handleAnthropic(this, request, path)) ?? notFound();
+    if (path.startsWith("/v1/")) return (await handleOpenAI(this, request, path)) ?? notFound();
+    const managed = await handleModelManagement(this, request, path);
+    if (managed) return managed;
     if (method === "POST") {
       const text = await request.text();
       if (!text) return json({ error: "missing request body" }, 400);
@@ -140,31 +158,32 @@ export class FakeOllama {
       switch (path) {
         case "/api/chat":
         case "/api/generate":
-          return this.#generate(path, body, request);
+          return this.generate(path, body, request);
         case "/api/embed":
-          return this.#embed(body, false);
+          return this.embed(body, false);
         case "/api/embeddings":
-          return this.#embed(body, true);
+          return this.embed(body, true);
         case "/api/show": {
           const model = String(body.model ?? body.name ?? "");
           if (!model) return json({ error: "model is required" }, 400);
-          if (!this.#has(model)) return json({ error: `model '${model}' not found` }, 404);
+          if (!this.has(model)) return json({ error: `model '${model}' not found` }, 404);
           return json({
             modelfile: "# fake",
             parameters: "",
             template: "{{ .Prompt }}",
             details: tagEntry(normalize(model)).details,
             model_info: {},
-            capabilities: ["completion"],
+            capabilities: this.embedModels.includes(normalize(model)) ? ["embedding"] : ["completion", "tools"],
             modified_at: "2025-01-01T00:00:00Z",
           });
         }
       }
     }
-    return new Response("404 page not found", { status: 404, headers: { "content-type": "text/plain" } });
+    return notFound();
   }
 
-  #has(model: string): boolean {
+  /** Whether the fake has this model (chat or embedding), by its normalized name. */
+  has(model: string): boolean {
     const name = normalize(model);
     return this.models.includes(name) || this.embedModels.includes(name);
   }
@@ -179,10 +198,11 @@ export class FakeOllama {
     }));
   }
 
-  async #embed(body: Record<string, unknown>, legacy: boolean): Promise<Response> {
+  /** /api/embed (or the legacy /api/embeddings): the /v1/embeddings adapter calls it too. */
+  async embed(body: Record<string, unknown>, legacy: boolean): Promise<Response> {
     const model = String(body.model ?? "");
     if (!model) return json({ error: "model is required" }, 400);
-    if (!this.#has(model)) return json({ error: `model "${model}" not found, try pulling it first` }, 404);
+    if (!this.has(model)) return json({ error: `model "${model}" not found, try pulling it first` }, 404);
     this.embeds.push(body);
     this.embedInFlight++;
     this.maxEmbedInFlight = Math.max(this.maxEmbedInFlight, this.embedInFlight);
@@ -216,7 +236,17 @@ export class FakeOllama {
     }
   }
 
-  async #generate(path: string, body: Record<string, unknown>, request: Request): Promise<Response> {
+  /**
+   * /api/chat or /api/generate on the one simulated GPU. The /v1 and /v1/messages adapters call it with
+   * the native body they made, as Ollama's middleware does, and their own route and body as `client`
+   * (what `seen` records).
+   */
+  async generate(
+    path: "/api/chat" | "/api/generate",
+    body: Record<string, unknown>,
+    request: Request,
+    client: { path: string; body: Record<string, unknown> } = { path, body },
+  ): Promise<Response> {
     const chat = path === "/api/chat";
     const model = typeof body.model === "string" ? body.model : "";
     if (!model) return chat ? json({ error: "model is required" }, 400) : json({ error: "model '' not found" }, 404);
@@ -227,10 +257,10 @@ export class FakeOllama {
       ...LOAD_OPTIONS.filter((o) => options[o] !== undefined).map((o) => `${o}=${JSON.stringify(options[o])}`),
     ].join(" ");
     const seen: SeenRequest = {
-      path,
+      path: client.path,
       model,
       key,
-      body,
+      body: client.body,
       headers: Object.fromEntries(request.headers),
       startedAt: Date.now(),
       swapped: false,
@@ -265,8 +295,7 @@ export class FakeOllama {
       this.loaded = key;
     }
     const loadNs = Math.round((performance.now() - started) * 1e6) + 1_000_000;
-    const messages = (body.messages ?? []) as Array<{ role?: string; content?: string }>;
-    const prompt = chat ? ([...messages].reverse().find((m) => m.role === "user")?.content ?? "") : String(body.prompt ?? "");
+    const messages = (body.messages ?? []) as unknown[];
     const isLoad = chat ? messages.length === 0 : !body.prompt;
     const base = (extra: Record<string, unknown>) =>
       chat
@@ -280,7 +309,9 @@ export class FakeOllama {
       return json({ ...base({ text: "", done: true }), done_reason: unload ? "unload" : "load" });
     }
 
-    const tokens = fakeTokens(prompt, typeof options.num_predict === "number" ? options.num_predict : undefined);
+    const { prompt, tokens, toolCalls } = fakeReply(body, chat);
+    // Tool calls arrive in one chunk of their own after the text, as Ollama streams them.
+    const chunkCount = tokens.length + (toolCalls.length ? 1 : 0);
     const final = () => ({
       ...base({ text: "", done: true }),
       done_reason: "stop",
@@ -289,24 +320,25 @@ export class FakeOllama {
       load_duration: loadNs,
       prompt_eval_count: prompt.length,
       prompt_eval_duration: 1_000_000,
-      eval_count: tokens.length,
-      eval_duration: tokens.length * 1_000_000,
+      eval_count: chunkCount,
+      eval_duration: chunkCount * 1_000_000,
     });
 
     if (body.stream === false) {
-      for (let i = 0; i < tokens.length && this.tokenDelayMs; i++) await Bun.sleep(this.tokenDelayMs);
+      for (let i = 0; i < chunkCount && this.tokenDelayMs; i++) await Bun.sleep(this.tokenDelayMs);
       release();
       // Without streaming, a failure during generation is an ordinary error status (reference §7.3).
       if (failure?.kind === "mid-stream") return json({ error: failure.error }, 500);
       if (failure?.kind === "drop") {
-        return new Response(
-          new ReadableStream({ pull: (controller) => controller.error(new Error("fake ollama dropped the connection")) }),
-          { headers: JSON_UTF8 },
-        );
+        // controller.error() without a reason drops the connection without Bun printing a stack trace.
+        return new Response(new ReadableStream({ pull: (controller) => controller.error() }), { headers: JSON_UTF8 });
       }
       const done = final();
-      if (chat) (done as { message: { content: string } }).message.content = tokens.join("");
-      else (done as { response: string }).response = tokens.join("");
+      if (chat) {
+        const message = (done as { message: Record<string, unknown> }).message;
+        message.content = tokens.join("");
+        if (toolCalls.length) message.tool_calls = toolCalls;
+      } else (done as { response: string }).response = tokens.join("");
       return json(done);
     }
 
@@ -324,13 +356,15 @@ export class FakeOllama {
           } else {
             // Let what was enqueued reach the wire first, so the break comes after those chunks.
             if (index > 0) await Bun.sleep(30);
-            controller.error(new Error("fake ollama dropped the connection"));
+            controller.error();
           }
           return;
         }
-        if (index < tokens.length) {
+        if (index < chunkCount) {
           if (tokenDelayMs && index > 0) await Bun.sleep(tokenDelayMs);
-          controller.enqueue(encoder.encode(`${JSON.stringify(base({ text: tokens[index], done: false }))}\n`));
+          const chunk = base({ text: tokens[index] ?? "", done: false });
+          if (index === tokens.length) (chunk as { message: Record<string, unknown> }).message.tool_calls = toolCalls;
+          controller.enqueue(encoder.encode(`${JSON.stringify(chunk)}\n`));
           index++;
           return;
         }
@@ -344,7 +378,10 @@ export class FakeOllama {
   }
 }
 
-function tagEntry(name: string) {
+const notFound = () => new Response("404 page not found", { status: 404, headers: { "content-type": "text/plain" } });
+
+/** A model as /api/tags lists it. */
+export function tagEntry(name: string) {
   return {
     name,
     model: name,
