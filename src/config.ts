@@ -1,4 +1,5 @@
 import { parseDuration } from "./duration";
+import { invalidOrigin } from "./http/cors";
 
 /** A bad FOREMAN_* value: the message names the variable. `foreman serve` prints it and exits with 2. */
 export class ConfigError extends Error {
@@ -50,6 +51,8 @@ export interface Config {
   webhookSecret: string | undefined;
   /** FOREMAN_WEBHOOK_ALLOW: comma list of hosts or CIDRs webhooks may go to; empty allows all. */
   webhookAllow: string[];
+  /** FOREMAN_ORIGINS: browser origins allowed beside Ollama's defaults (localhost, 127.0.0.1, 0.0.0.0, app://, file://); `*` allows all. */
+  origins: string[];
   /** FOREMAN_WEBHOOK_BACKOFF: waits before each webhook retry, default 5s,30s,2m,10m,30m,1h,3h,6h; then failed. */
   webhookBackoffMs: number[];
 }
@@ -124,6 +127,15 @@ function webhookSecret(env: Env): string | undefined {
   return raw;
 }
 
+function origins(env: Env): string[] {
+  const entries = list(env, "FOREMAN_ORIGINS", "").map((entry) => entry.replace(/^["']|["']$/g, ""));
+  for (const entry of entries) {
+    const problem = invalidOrigin(entry);
+    if (problem) throw new ConfigError(`FOREMAN_ORIGINS: ${problem}`);
+  }
+  return entries;
+}
+
 /** Reads and validates every FOREMAN_* variable; throws ConfigError naming the first bad one. */
 export function loadConfig(env: Env = process.env): Config {
   return {
@@ -147,6 +159,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: duration(env, "FOREMAN_SHUTDOWN_GRACE", "10s"),
     webhookSecret: webhookSecret(env),
     webhookAllow: list(env, "FOREMAN_WEBHOOK_ALLOW", ""),
+    origins: origins(env),
     webhookBackoffMs: list(env, "FOREMAN_WEBHOOK_BACKOFF", "5s,30s,2m,10m,30m,1h,3h,6h").map((item) => {
       const ms = parseDuration(item);
       if (ms === undefined) throw new ConfigError(`FOREMAN_WEBHOOK_BACKOFF: "${item}" is not a duration`);

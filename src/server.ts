@@ -2,6 +2,7 @@ import { createApp } from "./app";
 import { type Config, isLoopback } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { JobService } from "./job-service";
+import { CorsPolicy } from "./http/cors";
 import { createLogger } from "./log";
 import { OllamaClient } from "./ollama/client";
 import { ModelInventory } from "./ollama/inventory";
@@ -39,7 +40,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const webhooks = new WebhookDispatcher(store, config, createLogger(config.logLevel, "webhook"));
 
   bridge.onUnreachable = () => void inventory.refresh();
-  bridge.hub.onJobEnded = () => webhooks.wake();
+  bridge.hub.onJobEnded = () => {
+    webhooks.wake();
+    inventory.refreshRunning();
+  };
   inventory.onChange = (snapshot) => bridge.setInventory(inventory.residentKeys(), !snapshot.degraded);
 
   await bridge.ready;
@@ -48,6 +52,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
 
   const app = createApp({ config, jobs, ollama, webhooks });
+  const cors = new CorsPolicy(config.origins);
   const server = Bun.serve({
     hostname: config.listen.hostname,
     port: config.listen.port,
@@ -67,7 +72,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       // A client may wait minutes in the queue or behind a model load without a byte on the wire:
       // no idle timeout may cut it (Bun's default is 10 s).
       server.timeout(request, 0);
-      return app.handle(request);
+      return cors.apply(request, app.handle);
     },
   });
   const url = `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;

@@ -1,9 +1,9 @@
 import { Elysia } from "elysia";
-import { errorResponse } from "../adapters/error-shapes";
 import type { JobService } from "../job-service";
-import { ConnectionError, type OllamaClient } from "../ollama/client";
+import type { OllamaClient } from "../ollama/client";
 import { ChatRequest, GenerateRequest } from "../ollama/types";
 import { queuedGeneration } from "./generation";
+import { relayRequest } from "./relay";
 
 const TEXT_PLAIN = { "content-type": "text/plain; charset=utf-8" };
 const JSON_UTF8 = { "content-type": "application/json; charset=utf-8" };
@@ -22,15 +22,7 @@ const MANAGEMENT_ROUTES = [
  * and model information go straight to Ollama; model lists come from the inventory cache.
  */
 export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
-  const relay = async (method: string, path: string, request: Request) => {
-    const body = method === "GET" || method === "HEAD" ? undefined : await request.text();
-    try {
-      return await ollama.passthrough(method, path, body, request.signal);
-    } catch (error) {
-      if (error instanceof ConnectionError) return errorResponse("ollama", 502, error.message);
-      throw error;
-    }
-  };
+  const relay = (method: string, path: string, request: Request) => relayRequest(ollama, "ollama", method, path, request);
 
   const doc = (summary: string, description: string) => ({ detail: { summary, description } });
   const queued =
@@ -70,23 +62,35 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
     .get(
       "/api/ps",
       () => new Response(JSON.stringify({ models: jobs.inventory.snapshot.running }), { headers: JSON_UTF8 }),
-      doc("Loaded models", "From the inventory cache."),
+      doc("Loaded models", "From the inventory cache, refreshed after every job so a model change shows at once."),
     );
 
   for (const [method, path] of MANAGEMENT_ROUTES) {
     app.route(
       method,
       path,
-      async ({ request }: { request: Request }) => {
-        const response = await relay(method, path, request);
-        if (response.ok) void jobs.inventory.refresh();
-        return response;
-      },
+      ({ request }: { request: Request }) =>
+        // A pull or create reports progress for minutes: the list is refreshed when its answer ends.
+        relayRequest(ollama, "ollama", method, path, request, {
+          onFinished: (response) => response.ok && void jobs.inventory.refresh(),
+        }),
       {
         parse: "none",
-        detail: { summary: `${method} ${path}`, description: "Relayed to Ollama; the model list is refreshed after." },
+        detail: {
+          summary: `${method} ${path}`,
+          description: "Relayed to Ollama as it streams; the model list is refreshed after.",
+        },
       },
     );
   }
+  // `ollama create` uploads model files here: streamed through, never held in memory (they are gigabytes).
+  const blob =
+    (method: "HEAD" | "POST") =>
+    ({ request, params }: { request: Request; params: { digest: string } }) =>
+      relayRequest(ollama, "ollama", method, `/api/blobs/${encodeURIComponent(params.digest)}`, request, { streamBody: true });
+  app.head("/api/blobs/:digest", blob("HEAD"), { detail: { hide: true } }).post("/api/blobs/:digest", blob("POST"), {
+    parse: "none",
+    ...doc("Upload a blob", "Relayed to Ollama, body streamed as it arrives (the upload path of `ollama create`)."),
+  });
   return app;
 }

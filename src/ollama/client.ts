@@ -30,12 +30,16 @@ export class OllamaClient {
   readonly baseUrl: string;
   readonly #headers: Record<string, string>;
   readonly #authOnly: Record<string, string>;
+  readonly #streamHeaders: Record<string, string>;
 
   constructor(options: OllamaClientOptions) {
     this.baseUrl = options.baseUrl;
     this.#headers = { "content-type": "application/json" };
     this.#authOnly = {};
-    if (options.token) this.#headers.authorization = this.#authOnly.authorization = `Bearer ${options.token}`;
+    this.#streamHeaders = { "content-type": "application/octet-stream" };
+    if (options.token) {
+      this.#headers.authorization = this.#authOnly.authorization = this.#streamHeaders.authorization = `Bearer ${options.token}`;
+    }
   }
 
   /**
@@ -58,7 +62,12 @@ export class OllamaClient {
    * Relays Ollama's answer as it is, status, content type and body, for the routes that bypass the
    * queue (embed, show, version). Throws ConnectionError when Ollama is unreachable.
    */
-  async passthrough(method: string, path: string, body: string | undefined, signal?: AbortSignal): Promise<Response> {
+  async passthrough(
+    method: string,
+    path: string,
+    body: string | ReadableStream<Uint8Array> | undefined,
+    signal?: AbortSignal,
+  ): Promise<Response> {
     const response = await this.#send(method, path, body, signal);
     const headers: Record<string, string> = {};
     const contentType = response.headers.get("content-type");
@@ -66,14 +75,21 @@ export class OllamaClient {
     return new Response(response.body, { status: response.status, headers });
   }
 
-  async #send(method: string, path: string, body: string | undefined, signal: AbortSignal | undefined): Promise<Response> {
+  async #send(
+    method: string,
+    path: string,
+    body: string | ReadableStream<Uint8Array> | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<Response> {
     try {
       return await fetch(this.baseUrl + path, {
         method,
-        headers: body === undefined ? this.#authOnly : this.#headers,
+        headers: body === undefined ? this.#authOnly : typeof body === "string" ? this.#headers : this.#streamHeaders,
         body,
         signal,
         redirect: "manual",
+        // A streamed body (a blob upload of gigabytes) goes on as it arrives, never held in memory.
+        ...(typeof body === "object" ? { duplex: "half" } : {}),
       });
     } catch (error) {
       if (signal?.aborted) throw signal.reason ?? error;

@@ -29,6 +29,8 @@ export class ModelInventory {
   #snapshot: InventorySnapshot = { models: [], running: [], degraded: false, updatedAt: 0 };
   #timer: Timer | undefined;
   #inFlight: Promise<InventorySnapshot> | undefined;
+  #runningRead: Promise<void> | undefined;
+  #runningReadAgain = false;
   readonly #client: OllamaClient;
   readonly #intervalMs: number;
   readonly #log: Logger;
@@ -59,6 +61,29 @@ export class ModelInventory {
   refresh(): Promise<InventorySnapshot> {
     this.#inFlight ??= this.#poll().finally(() => (this.#inFlight = undefined));
     return this.#inFlight;
+  }
+
+  /**
+   * Re-reads /api/ps alone (a job just ended, perhaps on another model), so /api/ps and /queue show
+   * what the GPU holds now rather than at the last poll. Calls coalesce: one read in flight, one more after.
+   */
+  refreshRunning(): void {
+    if (this.#runningRead) {
+      this.#runningReadAgain = true;
+      return;
+    }
+    this.#runningRead = (async () => {
+      do {
+        this.#runningReadAgain = false;
+        try {
+          const ps = await this.#client.getJson<{ models?: ModelEntry[] }>("/api/ps", AbortSignal.timeout(5_000));
+          this.#snapshot = { ...this.#snapshot, running: ps.models ?? [] };
+          this.onChange(this.#snapshot);
+        } catch {
+          // The regular poll notices an outage and says so; this read only freshens the list.
+        }
+      } while (this.#runningReadAgain);
+    })().finally(() => (this.#runningRead = undefined));
   }
 
   async #poll(): Promise<InventorySnapshot> {

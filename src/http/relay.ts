@@ -1,0 +1,43 @@
+import type { ApiFamily } from "../adapters/adapter";
+import { errorResponse } from "../adapters/error-shapes";
+import { ConnectionError, type OllamaClient } from "../ollama/client";
+
+/** Options for {@link relayRequest}. */
+export interface RelayOptions {
+  /** Send the body on as it arrives (a multi-GB blob upload) instead of reading it first. */
+  streamBody?: boolean;
+  /** Called once Ollama's answer has been relayed to its end (a pull that finished changes the model list). */
+  onFinished?: (response: Response) => void;
+}
+
+/**
+ * Relays a request to the same route on Ollama and its answer back as it comes, status, content type
+ * and body (a pull's progress lines flow as Ollama writes them). Unreachable Ollama is a 502 in the
+ * API's shape. For the routes that bypass the queue: embeddings, model information and management.
+ */
+export async function relayRequest(
+  ollama: OllamaClient,
+  api: ApiFamily,
+  method: string,
+  path: string,
+  request: Request,
+  options: RelayOptions = {},
+): Promise<Response> {
+  const hasBody = method !== "GET" && method !== "HEAD";
+  const body = !hasBody ? undefined : options.streamBody && request.body ? request.body : await request.text();
+  let response: Response;
+  try {
+    response = await ollama.passthrough(method, path, body, request.signal);
+  } catch (error) {
+    if (error instanceof ConnectionError) return errorResponse(api, 502, error.message);
+    throw error;
+  }
+  const { onFinished } = options;
+  if (!onFinished) return response;
+  if (!response.body) {
+    onFinished(response);
+    return response;
+  }
+  const done = new TransformStream<Uint8Array, Uint8Array>({ flush: () => onFinished(response) });
+  return new Response(response.body.pipeThrough(done), { status: response.status, headers: response.headers });
+}
