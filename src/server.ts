@@ -1,6 +1,7 @@
 import { createApp } from "./app";
 import { type Config, isLoopback } from "./config";
 import { errorResponse } from "./errors";
+import { rejectMalformedTarget } from "./http/request-target";
 import { JobService } from "./job-service";
 import { createLogger } from "./log";
 import { OllamaClient } from "./ollama/client";
@@ -57,6 +58,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
     maxRequestBodySize: config.maxBodyBytes * 2,
     idleTimeout: 30,
     fetch(request, server) {
+      const malformed = rejectMalformedTarget(request);
+      if (malformed) return malformed;
       const length = Number(request.headers.get("content-length") ?? 0);
       if (length > config.maxBodyBytes) {
         return errorResponse(413, `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`);
