@@ -6,6 +6,7 @@ import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
 import { ollamaRoutes } from "./http/ollama";
 import { systemRoutes } from "./http/system";
+import { validationMessage } from "./http/validation-message";
 import type { JobService } from "./job-service";
 import type { OllamaClient } from "./ollama/client";
 import type { WebhookDispatcher } from "./webhook/dispatcher";
@@ -61,19 +62,4 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
     .use(systemRoutes(jobs.inventory))
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama));
-}
-
-function validationMessage(error: {
-  type?: string;
-  customError?: unknown;
-  valueError?: { path: string; message: string; schema?: { description?: string } };
-}): string {
-  if (typeof error.customError === "string") return error.customError;
-  const where = error.type === "query" ? "query parameter" : error.type === "params" ? "path parameter" : "field";
-  const detail = error.valueError;
-  if (!detail) return `invalid ${error.type ?? "request"}`;
-  const name = detail.path.replace(/^\//, "").replaceAll("/", ".");
-  const message = detail.message.charAt(0).toLowerCase() + detail.message.slice(1);
-  const hint = detail.schema?.description ? ` (${detail.schema.description})` : "";
-  return name ? `invalid ${where} "${name}": ${message}${hint}` : `invalid request body: ${message}`;
 }
