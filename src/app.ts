@@ -29,7 +29,7 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
   //
   // standardHostname false: by default Elysia finds the path by searching for "/" from index 11 of the URL,
   // assuming a host of 4 or more characters; with `Host: x`, `/healthz?/jobs` was routed as /jobs.
-  // From index 7 (after "http://") the path is found whatever the host. (elysia 1.4.30:
+  // From index 7 (after "http://", foreman serves no TLS) the path is found whatever the host. (elysia 1.4.30:
   // dist/adapter/web-standard/index.mjs composeGeneralHandler.createContext, and adapter/bun/compose.mjs.)
   return new Elysia({ normalize: "typebox", handler: { standardHostname: false } })
     .use(docs())

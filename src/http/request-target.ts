@@ -12,7 +12,8 @@ import { errorResponse } from "../errors";
  */
 export function rejectMalformedTarget(request: Request): Response | undefined {
   const url = request.url;
-  if (!/^https?:\/\/[^/?#]*\//.test(url) || !URL.canParse(url)) {
+  const parsed = /^https?:\/\/[^/?#]*\//.test(url) ? URL.parse(url) : null;
+  if (!parsed) {
     return errorResponse(400, "invalid Host header: it must be a host name or IP address, optionally with :port");
   }
   if (url.includes("#")) {
@@ -23,7 +24,7 @@ export function rejectMalformedTarget(request: Request): Response | undefined {
   const start = url.indexOf("/", url.indexOf("//") + 2);
   const query = url.indexOf("?", start);
   const rawPath = query === -1 ? url.slice(start) : url.slice(start, query);
-  if (rawPath !== new URL(url).pathname) {
+  if (rawPath !== parsed.pathname) {
     return errorResponse(400, "invalid request target: the path must be in normal form (no '.' or '..' segments, no '\\')");
   }
   return undefined;
