@@ -2,11 +2,12 @@ import { Elysia } from "elysia";
 import type { Config } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { ApiError } from "./errors";
-import { bearerTokenMatches } from "./http/auth";
+import { bearerTokenMatches, isPublicRoute } from "./http/auth";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
 import { ollamaRoutes } from "./http/ollama";
 import { systemRoutes } from "./http/system";
+import { validationMessage } from "./http/validation-message";
 import type { JobService } from "./job-service";
 import type { OllamaClient } from "./ollama/client";
 import type { WebhookDispatcher } from "./webhook/dispatcher";
@@ -19,21 +20,31 @@ export interface AppDependencies {
   webhooks: Pick<WebhookDispatcher, "rejectUrl">;
 }
 
-/** Routes open without the token: the health probe, and the documentation (it holds no data). */
-const PUBLIC_PATHS = new Set(["/healthz", ...DOCS_PATHS]);
+/** Paths open without the token (GET and HEAD only): the health probe, and the documentation (it holds no data). */
+const PUBLIC_PATHS: ReadonlySet<string> = new Set(["/healthz", ...DOCS_PATHS]);
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
 export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
-  return new Elysia({ normalize: "typebox" })
+  //
+  // standardHostname false: by default Elysia finds the path by searching for "/" from index 11 of the URL,
+  // assuming a host of 4 or more characters; with `Host: x`, `/healthz?/jobs` was routed as /jobs.
+  // From index 7 (after "http://", foreman serves no TLS) the path is found whatever the host. (elysia 1.4.30:
+  // dist/adapter/web-standard/index.mjs composeGeneralHandler.createContext, and adapter/bun/compose.mjs.)
+  return new Elysia({ normalize: "typebox", handler: { standardHostname: false } })
     .use(docs())
-    .onRequest(({ request }) => {
+    .onRequest((context) => {
       if (!config.token) return;
-      const path = new URL(request.url).pathname;
-      if (PUBLIC_PATHS.has(path)) return;
+      const { request } = context;
+      // `path` is the string the router is about to route on, so the decision is about the route that runs.
+      // Elysia sets it at run time without typing it; were it ever missing, every route would need the token.
+      const path = (context as { path?: unknown }).path;
+      if (typeof path === "string" && isPublicRoute(request.method, path, PUBLIC_PATHS)) return;
       if (!bearerTokenMatches(request.headers.get("authorization"), config.token)) {
-        return errorResponse(apiForPath(path), 401, "unauthorized", { "www-authenticate": "Bearer" });
+        return errorResponse(apiForPath(typeof path === "string" ? path : ""), 401, "unauthorized", {
+          "www-authenticate": "Bearer",
+        });
       }
     })
     .onError(({ code, error, path }) => {
@@ -56,19 +67,4 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
     .use(systemRoutes(jobs.inventory))
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama));
-}
-
-function validationMessage(error: {
-  type?: string;
-  customError?: unknown;
-  valueError?: { path: string; message: string; schema?: { description?: string } };
-}): string {
-  if (typeof error.customError === "string") return error.customError;
-  const where = error.type === "query" ? "query parameter" : error.type === "params" ? "path parameter" : "field";
-  const detail = error.valueError;
-  if (!detail) return `invalid ${error.type ?? "request"}`;
-  const name = detail.path.replace(/^\//, "").replaceAll("/", ".");
-  const message = detail.message.charAt(0).toLowerCase() + detail.message.slice(1);
-  const hint = detail.schema?.description ? ` (${detail.schema.description})` : "";
-  return name ? `invalid ${where} "${name}": ${message}${hint}` : `invalid request body: ${message}`;
 }

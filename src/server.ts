@@ -1,6 +1,7 @@
 import { createApp } from "./app";
 import { type Config, isLoopback } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
+import { rejectMalformedTarget } from "./http/request-target";
 import { JobService } from "./job-service";
 import { CorsPolicy } from "./http/cors";
 import { createLogger } from "./log";
@@ -61,6 +62,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
     maxRequestBodySize: config.maxBodyBytes * 2,
     idleTimeout: 30,
     fetch(request, server) {
+      const malformed = rejectMalformedTarget(request);
+      if (malformed) return malformed;
       const length = Number(request.headers.get("content-length") ?? 0);
       if (length > config.maxBodyBytes) {
         return errorResponse(

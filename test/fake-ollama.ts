@@ -79,6 +79,8 @@ export class FakeOllama {
   /** Bodies of /api/embed and /api/embeddings calls, in order. */
   embeds: Record<string, unknown>[] = [];
   failures: InjectedFailure[] = [];
+  /** Every request as "METHOD /path", polls included. */
+  requests: string[] = [];
   /** Resolves waiters each time a generation request arrives. */
   #arrivals: Array<(seen: SeenRequest) => void> = [];
   #server: Server<undefined> | undefined;
@@ -132,6 +134,7 @@ export class FakeOllama {
   async #route(request: Request): Promise<Response> {
     const path = new URL(request.url).pathname;
     const method = request.method;
+    this.requests.push(`${method} ${path}`);
     if (path === "/" && (method === "GET" || method === "HEAD")) {
       return new Response(method === "HEAD" ? null : "Ollama is running", {
         headers: { "content-type": "text/plain; charset=utf-8" },

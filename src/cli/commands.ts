@@ -1,8 +1,9 @@
 import { parseArgs } from "node:util";
 import { loadClientConfig } from "../config";
 import type { JobModel } from "../http/job-model";
+import { PRIORITY_RANGE } from "../job-service";
+import { JOB_STATES, isTerminal } from "../queue/job-states";
 import type { JobView } from "../queue/job-view";
-import { isTerminal } from "../queue/job-states";
 import { CliError, ForemanApi } from "./api-client";
 import { formatAge, formatBytes, formatRunTime, formatTable } from "./format";
 
@@ -55,10 +56,19 @@ function usage(message: string): never {
   throw new CliError(message, 2);
 }
 
-function integerFlag(name: string, value: string | undefined): number | undefined {
+/** The job states, from the schema the server validates with, so `--state` is checked before any request. */
+
+/** An integer flag within [min, max], checked here so misuse exits 2 rather than being refused by the server. */
+function integerFlag(name: string, value: string | undefined, min: number, max: number): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^-?\d+$/.test(value)) usage(`--${name} must be an integer, not "${value}"`);
-  return Number(value);
+  const n = Number(value);
+  if (!/^-?\d+$/.test(value) || n < min || n > max) usage(`--${name} must be an integer from ${min} to ${max}, not "${value}"`);
+  return n;
+}
+
+function oneOfFlag(name: string, value: string | undefined, allowed: readonly string[]): string | undefined {
+  if (value !== undefined && !allowed.includes(value)) usage(`--${name} must be one of ${allowed.join(", ")}, not "${value}"`);
+  return value;
 }
 
 async function submit(api: ForemanApi, args: string[], io: Io): Promise<number> {
@@ -83,12 +93,15 @@ async function submit(api: ForemanApi, args: string[], io: Io): Promise<number> 
   if (sources.length !== 1) usage("give exactly one of --prompt, --message or --file");
   const type = values.type ?? (values.prompt !== undefined ? "generate" : "chat");
   if (type !== "chat" && type !== "generate") usage(`--type must be chat or generate, not "${type}"`);
-  const priority = integerFlag("priority", values.priority);
+  const priority = integerFlag("priority", values.priority, PRIORITY_RANGE.min, PRIORITY_RANGE.max);
+  if (values.webhook !== undefined && !/^https?:$/.test(URL.parse(values.webhook)?.protocol ?? "")) {
+    usage(`--webhook must be an http or https URL, not "${values.webhook}"`);
+  }
 
   let text: string;
   if (values.file !== undefined) {
     const file = Bun.file(values.file);
-    if (values.file !== "-" && !(await file.exists())) throw new CliError(`no such file: ${values.file}`);
+    if (values.file !== "-" && !(await file.exists())) usage(`--file: no such file: ${values.file}`);
     text = values.file === "-" ? await io.stdin() : await file.text();
   } else {
     const given = (values.prompt ?? values.message)!;
@@ -105,7 +118,7 @@ async function submit(api: ForemanApi, args: string[], io: Io): Promise<number> 
     type,
     request,
     ...(priority !== undefined ? { priority } : {}),
-    ...(values.webhook ? { webhook: { url: values.webhook } } : {}),
+    ...(values.webhook !== undefined ? { webhook: { url: values.webhook } } : {}),
   });
   if (!values.wait) {
     io.stdout(values.json ? `${JSON.stringify(submitted, null, 2)}\n` : `${submitted.id}\n`);
@@ -149,9 +162,11 @@ async function jobs(api: ForemanApi, args: string[], io: Io): Promise<number> {
     options: { state: { type: "string" }, model: { type: "string" }, limit: { type: "string" }, json: { type: "boolean" } },
   });
   const query = new URLSearchParams();
-  if (values.state) query.set("state", values.state);
+  const state = oneOfFlag("state", values.state, JOB_STATES);
+  if (state) query.set("state", state);
+  if (values.model !== undefined && !values.model) usage("--model must not be empty");
   if (values.model) query.set("model", values.model);
-  const limit = integerFlag("limit", values.limit);
+  const limit = integerFlag("limit", values.limit, 1, 500);
   if (limit !== undefined) query.set("limit", String(limit));
   const list = await api.request<{ jobs: JobView[] }>("GET", `/jobs${query.size ? `?${query}` : ""}`);
   if (values.json) {
@@ -179,7 +194,10 @@ function oneId(args: string[], command: string): { id: string; json: boolean } {
     options: { json: { type: "boolean" } },
   });
   if (positionals.length !== 1) usage(`${command} takes one job id`);
-  return { id: positionals[0]!, json: Boolean(values.json) };
+  const id = positionals[0]!;
+  if (!/^[0-9A-HJKMNP-TV-Z]{26}$/.test(id))
+    usage(`a job id is 26 characters of 0-9 and A-Z (a ULID, as submit prints it), not "${id}"`);
+  return { id, json: Boolean(values.json) };
 }
 
 async function job(api: ForemanApi, args: string[], io: Io): Promise<number> {

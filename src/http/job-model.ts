@@ -1,9 +1,17 @@
+import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 import { PRIORITY_RANGE } from "../job-service";
 import { OllamaError } from "../ollama/types";
 import { JobTypeSchema } from "../adapters";
 import { JobStateSchema } from "../queue/job-states";
 import { JobView } from "../queue/job-view";
+import { describedPattern } from "./validation-message";
+
+const WEBHOOK_SECRET = describedPattern(
+  "^whsec_[A-Za-z0-9+/]+={0,2}$",
+  'a Standard Webhooks secret: "whsec_" followed by base64',
+);
+const CURSOR = describedPattern("^[0-9A-HJKMNP-TV-Z]{26}$", "the next_cursor of a previous page (a 26-character ULID)");
 
 /** Schemas of the job API: the validators, the types and the OpenAPI document, written once. */
 export namespace JobModel {
@@ -17,35 +25,45 @@ export namespace JobModel {
         description: "The Ollama request body, as /api/chat or /api/generate take it; `stream` is ignored",
         examples: [{ model: "llama3.2", messages: [{ role: "user", content: "Summarise this document: …" }] }],
       }),
+      // TypeBox's own Integer, not Elysia's t.Integer: that one also accepts a numeric string (a coercion meant
+      // for query strings), so "priority": "5" passed and the OpenAPI document typed the field string-or-integer.
       priority: t.Optional(
-        t.Integer({ minimum: PRIORITY_RANGE.min, maximum: PRIORITY_RANGE.max, default: 0, description: "Higher runs first" }),
+        Type.Integer({
+          minimum: PRIORITY_RANGE.min,
+          maximum: PRIORITY_RANGE.max,
+          default: 0,
+          description: `Higher runs first; an integer from ${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max}, default 0`,
+        }),
       ),
       webhook: t.Optional(
         t.Object({
           url: t.String({
-            description: "http or https URL that receives the job when it ends",
-            examples: ["https://example.com/hooks/foreman"],
+            description: "http or https URL that receives the job when it ends, e.g. https://example.invalid/hook",
           }),
           secret: t.Optional(
             t.String({
-              pattern: "^whsec_[A-Za-z0-9+/]+={0,2}$",
+              pattern: WEBHOOK_SECRET,
               description: "Standard Webhooks secret, whsec_<base64>; default FOREMAN_WEBHOOK_SECRET",
             }),
           ),
         }),
       ),
       idempotency_key: t.Optional(
-        t.String({ minLength: 1, maxLength: 255, description: "Submitting the same key again returns the first job (200)" }),
+        t.String({
+          minLength: 1,
+          maxLength: 255,
+          description: "1 to 255 characters; submitting the same key again returns the first job (200)",
+        }),
       ),
     },
     {
+      // Safe to send from Swagger UI as it is: no webhook (it would call out), no fixed idempotency key
+      // (a second try would silently return the first job).
       examples: [
         {
           type: "chat",
           request: { model: "llama3.2", messages: [{ role: "user", content: "Why is the sky blue?" }] },
           priority: 0,
-          webhook: { url: "https://example.com/hooks/foreman" },
-          idempotency_key: "doc-42-summary",
         },
       ],
     },
@@ -56,15 +74,10 @@ export namespace JobModel {
     state: t.Optional(state),
     model: t.Optional(t.String({ minLength: 1 })),
     type: t.Optional(type),
-    limit: t.Optional(
-      t.Integer({
-        minimum: 1,
-        maximum: 500,
-        description: "1 to 500, default 50",
-        error: 'invalid query parameter "limit": must be an integer from 1 to 500',
-      }),
-    ),
-    cursor: t.Optional(t.String({ pattern: "^[0-9A-HJKMNP-TV-Z]{26}$", description: "next_cursor of the previous page" })),
+    // Elysia's t.Integer here: a query string is text, and it turns "5" into 5.
+    // (title: that conversion's range error carries no field name; validationMessage reads it from here.)
+    limit: t.Optional(t.Integer({ title: "limit", minimum: 1, maximum: 500, description: "1 to 500, default 50" })),
+    cursor: t.Optional(t.String({ pattern: CURSOR, description: "next_cursor of the previous page" })),
   });
   export type listQuery = typeof listQuery.static;
 

@@ -52,22 +52,42 @@ describe("foreman submit", () => {
     expect(result.stdout).toBe("You said: file contents\n");
   });
 
-  test("bad flags print usage and exit 2; server-side refusals exit 1 with the server's reason", async () => {
-    for (const args of [
-      ["submit"],
-      ["submit", "--model", "x"],
-      ["submit", "--model", "x", "--message", "a", "--prompt", "b"],
-      ["submit", "--model", "x", "--message", "a", "--priority", "high"],
-      ["submit", "--bogus"],
-      ["jobs", "--limit", "ten"],
-      ["job"],
-      ["cancel", "a", "b"],
-    ]) {
+  test("bad flags and values print usage and exit 2 before any request; server-side refusals exit 1 with the server's reason", async () => {
+    const before = stack.foreman.jobs.store.listJobs({ limit: 500 }).length;
+    for (const [args, message] of [
+      [["submit"], "--model is required"],
+      [["submit", "--model", "x"], "give exactly one of --prompt, --message or --file"],
+      [["submit", "--model", "x", "--message", "a", "--prompt", "b"], "give exactly one of --prompt, --message or --file"],
+      [
+        ["submit", "--model", "x", "--message", "a", "--priority", "high"],
+        '--priority must be an integer from -1000 to 1000, not "high"',
+      ],
+      [
+        ["submit", "--model", "x", "--message", "a", "--priority", "1001"],
+        '--priority must be an integer from -1000 to 1000, not "1001"',
+      ],
+      [["submit", "--model", "x", "--message", "a", "--type", "embed"], '--type must be chat or generate, not "embed"'],
+      [
+        ["submit", "--model", "x", "--message", "a", "--webhook", "example.invalid/hook"],
+        "--webhook must be an http or https URL",
+      ],
+      [["submit", "--model", "x", "--file", join(stack.dir, "missing.txt")], "--file: no such file: "],
+      [["submit", "--bogus"], "Unknown option '--bogus'"],
+      [["jobs", "--limit", "ten"], '--limit must be an integer from 1 to 500, not "ten"'],
+      [["jobs", "--limit", "0"], '--limit must be an integer from 1 to 500, not "0"'],
+      [["jobs", "--state", "bogus"], '--state must be one of queued, loading, working, done, failed, canceled, not "bogus"'],
+      [["jobs", "--model", ""], "--model must not be empty"],
+      [["job"], "job takes one job id"],
+      [["job", "nope"], 'a job id is 26 characters of 0-9 and A-Z (a ULID, as submit prints it), not "nope"'],
+      [["cancel", "a", "b"], "cancel takes one job id"],
+    ] as Array<[string[], string]>) {
       const result = await foreman(args);
       expect({ args, code: result.code }).toEqual({ args, code: 2 });
       expect(result.stderr).toContain("Usage:");
       expect(result.stderr.split("\n")[0]).toStartWith(`foreman ${args[0]}: `);
+      expect(result.stderr.split("\n")[0]).toContain(message);
     }
+    expect(stack.foreman.jobs.store.listJobs({ limit: 500 }).length).toBe(before);
     const unknownModel = await foreman(["submit", "--model", "ghost", "--message", "x"]);
     expect(unknownModel.code).toBe(1);
     expect(unknownModel.stderr).toBe("foreman submit: model 'ghost' not found\n");
