@@ -1,3 +1,4 @@
+import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 import { PRIORITY_RANGE } from "../job-service";
 import { OllamaError } from "../ollama/types";
@@ -15,8 +16,15 @@ export namespace JobModel {
         description: "The Ollama request body, as /api/chat or /api/generate take it; `stream` is ignored",
         examples: [{ model: "llama3.2", messages: [{ role: "user", content: "Summarise this document: …" }] }],
       }),
+      // TypeBox's own Integer: Elysia's t.Integer also takes numeric strings ("0"), which JSON has no need of.
       priority: t.Optional(
-        t.Integer({ minimum: PRIORITY_RANGE.min, maximum: PRIORITY_RANGE.max, default: 0, description: "Higher runs first" }),
+        Type.Integer({
+          minimum: PRIORITY_RANGE.min,
+          maximum: PRIORITY_RANGE.max,
+          default: 0,
+          description: "Higher runs first",
+          error: `invalid field "priority": must be an integer from ${PRIORITY_RANGE.min} to ${PRIORITY_RANGE.max}`,
+        }),
       ),
       webhook: t.Optional(
         t.Object({
