@@ -53,7 +53,18 @@ export async function startStack(options: { fake?: FakeOllamaOptions; env?: Reco
   };
 }
 
-/** A foreman running as its own process (`bun src/main.ts serve`, or a compiled binary), for kill tests. */
+const ROOT = join(import.meta.dir, "..");
+
+/**
+ * The command that starts foreman as a process: the binary test/preload.ts built (or FOREMAN_BIN's),
+ * or `bun src/main.ts` when FOREMAN_BIN is "source" or unset (outside `bun test`, e.g. benchmarks).
+ */
+export function foremanCommand(): string[] {
+  const bin = process.env.FOREMAN_BIN;
+  return !bin || bin === "source" ? ["bun", join(ROOT, "src", "main.ts")] : [bin];
+}
+
+/** A foreman running as its own process (the compiled binary, or `bun src/main.ts`), for kill tests. */
 export interface ForemanProcess {
   url: string;
   process: ReturnType<typeof Bun.spawn>;
@@ -66,7 +77,7 @@ export interface ForemanProcess {
  */
 export async function spawnForeman(
   env: Record<string, string>,
-  { command = ["bun", "src/main.ts"], cwd = join(import.meta.dir, "..") }: { command?: string[]; cwd?: string } = {},
+  { command = foremanCommand(), cwd = ROOT }: { command?: string[]; cwd?: string } = {},
 ): Promise<ForemanProcess> {
   const port =
     env.FOREMAN_LISTEN?.endsWith(":0") || !env.FOREMAN_LISTEN ? await freePort() : Number(env.FOREMAN_LISTEN.split(":").pop());
@@ -96,13 +107,13 @@ export async function spawnForeman(
   throw new Error(`foreman did not start: ${stderr}`);
 }
 
-/** Runs `foreman <args>` from source to completion: its output and exit code. */
+/** Runs `foreman <args>` (the `foremanCommand()`) to completion: its output and exit code. */
 export async function runForeman(
   args: string[],
   options: { env?: Record<string, string>; stdin?: string } = {},
 ): Promise<{ stdout: string; stderr: string; code: number }> {
-  const child = Bun.spawn(["bun", "src/main.ts", ...args], {
-    cwd: join(import.meta.dir, ".."),
+  const child = Bun.spawn([...foremanCommand(), ...args], {
+    cwd: ROOT,
     env: { ...process.env, ...options.env },
     stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
     stdout: "pipe",
