@@ -1,16 +1,11 @@
 // With FOREMAN_TOKEN set, no request target, Host header, method or body gets past the token: every
 // trick is written byte for byte on a raw socket, and the fake Ollama must see nothing but foreman's polls.
-// Runs against `bun src/main.ts`, or against a compiled binary with FOREMAN_BIN=dist/foreman.
+// Runs against the compiled binary the test run built (or `bun src/main.ts` with FOREMAN_BIN=source).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { FakeOllama } from "../fake-ollama";
 import { type ForemanProcess, foremanEnv, spawnForeman, tempDir, until } from "../harness";
 
 const TOKEN = "secret";
-
-/** The foreman under test: the compiled binary named by FOREMAN_BIN, else the source. */
-function foremanCommand(): string[] {
-  return process.env.FOREMAN_BIN ? [process.env.FOREMAN_BIN] : ["bun", "src/main.ts"];
-}
 
 let fake: FakeOllama;
 let foreman: ForemanProcess;
@@ -24,9 +19,7 @@ const isPoll = (request: string) => request === "GET /api/tags" || request === "
 beforeAll(async () => {
   fake = new FakeOllama().start();
   dir = tempDir();
-  foreman = await spawnForeman(foremanEnv(fake.url, dir.path, { FOREMAN_TOKEN: TOKEN, FOREMAN_LOG_LEVEL: "error" }), {
-    command: foremanCommand(),
-  });
+  foreman = await spawnForeman(foremanEnv(fake.url, dir.path, { FOREMAN_TOKEN: TOKEN, FOREMAN_LOG_LEVEL: "error" }));
   port = Number(new URL(foreman.url).port);
   // One finished job, so that /jobs/{id}, its events and its artifacts exist: a request that got through
   // would answer 200 (or 409 for DELETE), not a 404 that looks like a refusal.
