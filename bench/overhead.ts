@@ -10,9 +10,39 @@ const LATENCY_PER_ROUND = 100;
 const RELAY_TOKENS = [2_000, 20_000];
 const RELAY_ROUNDS = 5;
 
-async function timeRequest(url: string, body: string): Promise<number> {
+/** One API's generation route, a small non-streaming request, and a long streaming one of `tokens` records. */
+interface Surface {
+  name: string;
+  path: string;
+  small: string;
+  long: (tokens: number) => string;
+  /** Bytes that end one streamed record: "\n" for NDJSON, the blank line of SSE. */
+  recordEnd: string;
+}
+
+const SURFACES: Surface[] = [
+  {
+    name: "Ollama /api/chat (NDJSON)",
+    path: "/api/chat",
+    small: JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "hi" }], stream: false }),
+    long: (tokens) =>
+      JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "go" }], options: { num_predict: tokens } }),
+    recordEnd: "\n",
+  },
+  {
+    name: "OpenAI /v1/chat/completions (SSE)",
+    path: "/v1/chat/completions",
+    small: JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "hi" }] }),
+    // The fake answers "You said: <prompt>" a word per chunk: a prompt of n words streams about n chunks.
+    long: (tokens) =>
+      JSON.stringify({ model: "llama3.2", stream: true, messages: [{ role: "user", content: "w ".repeat(tokens - 2) }] }),
+    recordEnd: "\n\n",
+  },
+];
+
+async function timeRequest(url: string, body: string, path: string): Promise<number> {
   const start = performance.now();
-  const response = await fetch(`${url}/api/chat`, { method: "POST", body });
+  const response = await fetch(`${url}${path}`, { method: "POST", body });
   await response.arrayBuffer();
   if (!response.ok) throw new Error(`HTTP ${response.status}`);
   return performance.now() - start;
@@ -20,12 +50,11 @@ async function timeRequest(url: string, body: string): Promise<number> {
 
 const rate = (v: number) => Math.round(v).toLocaleString("en-US");
 
-async function relayRate(url: string, body: string): Promise<number> {
+async function relayRate(url: string, body: string, surface: Surface): Promise<number> {
   const start = performance.now();
-  const response = await fetch(`${url}/api/chat`, { method: "POST", body });
-  let lines = 0;
-  for await (const chunk of response.body!) for (const byte of chunk) if (byte === 10) lines++;
-  return lines / ((performance.now() - start) / 1000);
+  const response = await fetch(`${url}${surface.path}`, { method: "POST", body });
+  const text = await response.text();
+  return text.split(surface.recordEnd).length / ((performance.now() - start) / 1000);
 }
 
 /** The fake in a process of its own, so neither path shares a thread with it. */
@@ -45,49 +74,56 @@ export async function benchOverhead(): Promise<string> {
   const dir = tempDir();
   const foreman = await spawnForeman(foremanEnv(fake.url, dir.path, { FOREMAN_POLL_INTERVAL: "1h" }));
   try {
-    const small = JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "hi" }], stream: false });
-    const direct: number[] = [];
-    const via: number[] = [];
-    for (let i = 0; i < 50; i++) (await timeRequest(fake.url, small), await timeRequest(foreman.url, small)); // warm-up
-    for (let round = 0; round < LATENCY_ROUNDS; round++) {
-      for (let i = 0; i < LATENCY_PER_ROUND; i++) direct.push(await timeRequest(fake.url, small));
-      for (let i = 0; i < LATENCY_PER_ROUND; i++) via.push(await timeRequest(foreman.url, small));
-    }
+    const sections: string[] = [];
+    const latencyRows: string[][] = [];
     const relayRows: string[][] = [];
-    for (const tokens of RELAY_TOKENS) {
-      const long = JSON.stringify({
-        model: "llama3.2",
-        messages: [{ role: "user", content: "go" }],
-        options: { num_predict: tokens },
-      });
-      const directRates: number[] = [];
-      const viaRates: number[] = [];
-      for (let round = 0; round < RELAY_ROUNDS; round++) {
-        directRates.push(await relayRate(fake.url, long));
-        viaRates.push(await relayRate(foreman.url, long));
-      }
-      const ratio = `${Math.round((median(viaRates) / median(directRates)) * 100)}%`;
-      relayRows.push([(tokens + 1).toLocaleString("en-US"), rate(median(directRates)), rate(median(viaRates)), ratio]);
-    }
     const ms = (v: number) => v.toFixed(3);
-    return [
-      `### Overhead: foreman vs the target called directly (${direct.length} sequential non-streaming chats each, instant fake)`,
+    let requests = 0;
+    for (const surface of SURFACES) {
+      const direct: number[] = [];
+      const via: number[] = [];
+      for (let i = 0; i < 50; i++)
+        (await timeRequest(fake.url, surface.small, surface.path), await timeRequest(foreman.url, surface.small, surface.path)); // warm-up
+      for (let round = 0; round < LATENCY_ROUNDS; round++) {
+        for (let i = 0; i < LATENCY_PER_ROUND; i++) direct.push(await timeRequest(fake.url, surface.small, surface.path));
+        for (let i = 0; i < LATENCY_PER_ROUND; i++) via.push(await timeRequest(foreman.url, surface.small, surface.path));
+      }
+      requests = direct.length;
+      latencyRows.push(
+        [surface.name, "direct", ms(median(direct)), ms(quantile(direct, 0.99))],
+        [surface.name, "via foreman", ms(median(via)), ms(quantile(via, 0.99))],
+        [surface.name, "added by foreman", ms(median(via) - median(direct)), ms(quantile(via, 0.99) - quantile(direct, 0.99))],
+      );
+      for (const tokens of RELAY_TOKENS) {
+        const long = surface.long(tokens);
+        const directRates: number[] = [];
+        const viaRates: number[] = [];
+        for (let round = 0; round < RELAY_ROUNDS; round++) {
+          directRates.push(await relayRate(fake.url, long, surface));
+          viaRates.push(await relayRate(foreman.url, long, surface));
+        }
+        const ratio = `${Math.round((median(viaRates) / median(directRates)) * 100)}%`;
+        relayRows.push([
+          surface.name,
+          (tokens + 1).toLocaleString("en-US"),
+          rate(median(directRates)),
+          rate(median(viaRates)),
+          ratio,
+        ]);
+      }
+    }
+    sections.push(
+      `### Overhead: foreman vs the target called directly (${requests} sequential non-streaming requests per path, instant fake)`,
       "",
-      table(
-        ["path", "p50 ms", "p99 ms"],
-        [
-          ["direct", ms(median(direct)), ms(quantile(direct, 0.99))],
-          ["via foreman", ms(median(via)), ms(quantile(via, 0.99))],
-          ["added by foreman", ms(median(via) - median(direct)), ms(quantile(via, 0.99) - quantile(direct, 0.99))],
-        ],
-      ),
+      table(["API", "path", "p50 ms", "p99 ms"], latencyRows),
       "",
-      `### Streamed relay: chunks per second over one stream, median of ${RELAY_ROUNDS} (fake in its own process, no token delay)`,
+      `### Streamed relay: records per second over one stream, median of ${RELAY_ROUNDS} (fake in its own process, no token delay)`,
       "",
-      table(["chunks per stream", "direct chunks/s", "via foreman chunks/s", "foreman vs direct"], relayRows),
+      table(["API", "records per stream", "direct records/s", "via foreman records/s", "foreman vs direct"], relayRows),
       "",
       "The short stream carries foreman's fixed cost per request (queue write, two thread hops, claim); the long one shows the relay's throughput.",
-    ].join("\n");
+    );
+    return sections.join("\n");
   } finally {
     foreman.process.kill("SIGTERM");
     await foreman.process.exited;

@@ -6,6 +6,7 @@ import { bearerTokenMatches, isPublicRoute } from "./http/auth";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
 import { ollamaRoutes } from "./http/ollama";
+import { openaiRoutes } from "./http/openai";
 import { systemRoutes } from "./http/system";
 import { validationMessage } from "./http/validation-message";
 import type { JobService } from "./job-service";
@@ -66,5 +67,6 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
     })
     .use(systemRoutes(jobs.inventory))
     .use(jobRoutes(jobs, webhooks))
-    .use(ollamaRoutes(jobs, ollama));
+    .use(ollamaRoutes(jobs, ollama))
+    .use(openaiRoutes(jobs, ollama));
 }

@@ -32,6 +32,8 @@ export function docs() {
             { name: "jobs", description: "Asynchronous jobs: submit, watch, cancel, fetch results" },
             { name: "queue", description: "What is waiting and what runs" },
             { name: "ollama", description: "Ollama's API, for unmodified Ollama clients" },
+            { name: "openai", description: "The OpenAI-compatible API Ollama serves (/v1), for OpenAI SDK clients" },
+            { name: "anthropic", description: "The Anthropic Messages API Ollama serves (/v1/messages)" },
             { name: "system", description: "Health" },
           ],
           components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },

@@ -1,0 +1,74 @@
+import { Elysia } from "elysia";
+import { errorResponse } from "../adapters/error-shapes";
+import type { JobService } from "../job-service";
+import type { ModelEntry } from "../ollama/inventory";
+import type { OllamaClient } from "../ollama/client";
+import { normalizeModel } from "../ollama/model-key";
+import { queuedGeneration } from "./generation";
+import { relayRequest } from "./relay";
+
+const JSON_UTF8 = { "content-type": "application/json; charset=utf-8" };
+
+/** A model as OpenAI's list shows it (R:openai/openai.go:450-472): created is its modified time, owner its namespace. */
+function openaiModel(entry: ModelEntry, id = entry.name) {
+  const modified = typeof entry.modified_at === "string" ? Date.parse(entry.modified_at) : NaN;
+  const slash = entry.name.lastIndexOf("/");
+  return {
+    id,
+    object: "model",
+    created: Number.isNaN(modified) ? 0 : Math.floor(modified / 1000),
+    owned_by: slash === -1 ? "library" : entry.name.slice(0, slash).split("/").pop()!,
+  };
+}
+
+/**
+ * The APIs Ollama serves beside its own, for clients built on OpenAI's or Anthropic's SDKs: generation
+ * goes through the queue exactly like /api/chat (one adapter per format), embeddings straight to
+ * Ollama, model lists from the inventory cache.
+ */
+export function openaiRoutes(jobs: JobService, ollama: OllamaClient) {
+  const queued =
+    "Queued and run one at a time like /api/chat, in this API's own format (streamed as Server-Sent Events when " +
+    "`stream` is true). X-Foreman-Priority orders it; the answer carries X-Foreman-Job-Id.";
+  const doc = (summary: string, description = queued) => ({ detail: { summary, description } });
+  return new Elysia({ tags: ["openai"] })
+    .post("/v1/chat/completions", queuedGeneration(jobs, "openai.chat"), {
+      parse: "none",
+      ...doc("Chat completions (OpenAI, queued)"),
+    })
+    .post("/v1/completions", queuedGeneration(jobs, "openai.completion"), {
+      parse: "none",
+      ...doc("Completions (OpenAI legacy, queued)"),
+    })
+    .post("/v1/responses", queuedGeneration(jobs, "openai.responses"), {
+      parse: "none",
+      ...doc("Responses (OpenAI, stateless, queued)"),
+    })
+    .post("/v1/messages", queuedGeneration(jobs, "anthropic.messages"), {
+      parse: "none",
+      tags: ["anthropic"],
+      ...doc("Messages (Anthropic, queued)"),
+    })
+    .post("/v1/embeddings", ({ request }) => relayRequest(ollama, "openai", "POST", "/v1/embeddings", request), {
+      parse: "none",
+      ...doc("Embeddings (OpenAI)", "Sent straight to Ollama, concurrently, never queued."),
+    })
+    .get(
+      "/v1/models",
+      // Ollama sends `data: null` for an empty list (its slice is never allocated); clients cope with [] better.
+      () => ({ object: "list", data: jobs.inventory.snapshot.models.map((entry) => openaiModel(entry)) }),
+      doc("Models (OpenAI)", "From the inventory cache."),
+    )
+    .get(
+      // A wildcard, as a model name may hold a namespace: /v1/models/library/llama3.2:latest.
+      "/v1/models/*",
+      ({ params }) => {
+        const name = params["*"];
+        const wanted = normalizeModel(name);
+        const entry = jobs.inventory.snapshot.models.find((m) => normalizeModel(m.name) === wanted);
+        if (!entry) return errorResponse("openai", 404, `model '${name}' not found`);
+        return new Response(JSON.stringify(openaiModel(entry, name)), { headers: JSON_UTF8 });
+      },
+      doc("A model (OpenAI)", "From the inventory cache; 404 in OpenAI's shape when Ollama does not have it."),
+    );
+}
