@@ -1,8 +1,11 @@
+import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 import { nullable } from "./nullable";
 
 // Ollama decodes the body into Go structs (R:anthropic/anthropic.go:67-205): unknown fields are ignored,
 // so every object is open; a known field of the wrong type is a 400; null is accepted wherever Go does.
+// Integers are TypeBox's own: Elysia's t.Integer also takes numeric strings (and defaults to 0),
+// which Go's decoder refuses.
 
 const open = { additionalProperties: true } as const;
 
@@ -47,13 +50,13 @@ const MessageParam = t.Object(
 export const MessagesRequest = t.Object(
   {
     model: nullable(t.String({ description: "The model, as Ollama names it", examples: ["llama3.2"] })),
-    max_tokens: nullable(t.Integer({ description: "Tokens to generate at most, above 0 (num_predict)" })),
+    max_tokens: nullable(Type.Integer({ description: "Tokens to generate at most, above 0 (num_predict)" })),
     messages: nullable(t.Array(MessageParam, { description: "At least one message" })),
     system: t.Optional(t.Unknown({ description: "A string or text blocks: the system prompt" })),
     stream: nullable(t.Boolean({ description: "Default false" })),
     temperature: nullable(t.Number()),
     top_p: nullable(t.Number()),
-    top_k: nullable(t.Integer()),
+    top_k: nullable(Type.Integer()),
     stop_sequences: nullable(t.Array(t.String())),
     tools: nullable(
       t.Array(
@@ -63,7 +66,7 @@ export const MessagesRequest = t.Object(
             name: nullable(t.String()),
             description: nullable(t.String()),
             input_schema: t.Optional(t.Unknown()),
-            max_uses: nullable(t.Integer()),
+            max_uses: nullable(Type.Integer()),
           },
           open,
         ),
@@ -76,7 +79,10 @@ export const MessagesRequest = t.Object(
       ),
     ),
     thinking: nullable(
-      t.Object({ type: nullable(t.String({ description: "enabled or disabled" })), budget_tokens: nullable(t.Integer()) }, open),
+      t.Object(
+        { type: nullable(t.String({ description: "enabled or disabled" })), budget_tokens: nullable(Type.Integer()) },
+        open,
+      ),
     ),
     metadata: nullable(t.Object({ user_id: nullable(t.String()) }, open)),
     output_config: nullable(t.Object({ effort: nullable(t.String()) }, open)),

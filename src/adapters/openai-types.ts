@@ -1,9 +1,12 @@
+import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 import { nullable } from "./nullable";
 
 // Ollama decodes these bodies into Go structs (R:openai/openai.go, R:openai/responses.go): unknown fields
 // are ignored, so every object is open; a known field of the wrong type is a 400; null is accepted
 // wherever Go accepts it (any field), so each known field may be null too.
+// Integers are TypeBox's own: Elysia's t.Integer also takes numeric strings (and defaults to 0),
+// which Go's decoder refuses.
 
 const open = { additionalProperties: true } as const;
 const Model = t.String({ description: "The model, as Ollama names it", examples: ["llama3.2"] });
@@ -18,7 +21,7 @@ const Reasoning = t.Object(
 const ToolCall = t.Object(
   {
     id: nullable(t.String()),
-    index: nullable(t.Integer()),
+    index: nullable(Type.Integer()),
     type: nullable(t.String()),
     function: nullable(t.Object({ name: nullable(t.String()), arguments: nullable(t.String()) }, open)),
   },
@@ -45,8 +48,8 @@ export const ChatCompletionRequest = t.Object(
     messages: nullable(t.Array(ChatMessage, { description: "At least one message" })),
     stream: nullable(t.Boolean({ description: "Default false" })),
     stream_options: nullable(StreamOptions),
-    max_tokens: nullable(t.Integer({ description: "Tokens to generate at most (num_predict)" })),
-    seed: nullable(t.Integer()),
+    max_tokens: nullable(Type.Integer({ description: "Tokens to generate at most (num_predict)" })),
+    seed: nullable(Type.Integer()),
     stop: nullable(Stop),
     temperature: nullable(t.Number({ description: "Default 1.0" })),
     frequency_penalty: nullable(t.Number()),
@@ -65,7 +68,7 @@ export const ChatCompletionRequest = t.Object(
     reasoning: nullable(Reasoning),
     reasoning_effort: nullable(t.String({ description: "none, minimal, low, medium, high, xhigh, ultra or max" })),
     logprobs: nullable(t.Boolean()),
-    top_logprobs: nullable(t.Integer()),
+    top_logprobs: nullable(Type.Integer()),
   },
   {
     ...open,
@@ -82,16 +85,16 @@ export const CompletionRequest = t.Object(
     model: nullable(Model),
     prompt: nullable(t.String()),
     suffix: nullable(t.String()),
-    max_tokens: nullable(t.Integer({ description: "Tokens to generate at most (num_predict)" })),
+    max_tokens: nullable(Type.Integer({ description: "Tokens to generate at most (num_predict)" })),
     frequency_penalty: nullable(t.Number()),
     presence_penalty: nullable(t.Number()),
-    seed: nullable(t.Integer()),
+    seed: nullable(Type.Integer()),
     stop: nullable(Stop),
     stream: nullable(t.Boolean({ description: "Default false" })),
     stream_options: nullable(StreamOptions),
     temperature: nullable(t.Number({ description: "Default 1.0" })),
     top_p: nullable(t.Number({ description: "0 means 1.0" })),
-    logprobs: nullable(t.Integer()),
+    logprobs: nullable(Type.Integer()),
   },
   { ...open, examples: [{ model: "llama3.2", prompt: "The sky is blue because", max_tokens: 64 }] },
 );
@@ -119,7 +122,7 @@ export const ResponsesRequest = t.Object(
     model: nullable(Model),
     input: nullable(t.Union([t.String(), t.Array(t.Unknown())], { description: "A string, or input items" })),
     instructions: nullable(t.String({ description: "A leading system message" })),
-    max_output_tokens: nullable(t.Integer()),
+    max_output_tokens: nullable(Type.Integer()),
     reasoning: nullable(
       t.Object({ effort: nullable(t.String()), generate_summary: nullable(t.String()), summary: nullable(t.String()) }, open),
     ),
