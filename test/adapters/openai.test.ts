@@ -293,6 +293,9 @@ describe("responses from the fake's records", () => {
       expect(streamed.records.every((r) => responses.recordError(r, "sse") === undefined)).toBe(true);
       const assembled = JSON.parse(responses.assemble(streamed.records, "sse"));
       expect(withoutIds(assembled)).toEqual(withoutIds(JSON.parse(whole.records[0]!)));
+      // Its `"error": null` is no error.
+      expect(responses.isFinal(whole.records[0]!, "whole")).toBe(true);
+      expect(responses.recordError(whole.records[0]!, "whole")).toBeUndefined();
       expect(responses.assemble(whole.records, "whole")).toBe(whole.records[0]!);
     });
   }
