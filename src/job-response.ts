@@ -105,7 +105,7 @@ function relay(
           control.settle();
           // After the first record the status is sent: a failure becomes the API's last error record.
           if (event.job.state !== "done" && adapter.recordError(last, framing) === undefined) {
-            controller.enqueue(encoder.encode(adapter.failureRecord(event.job.error ?? event.job.state, framing)));
+            controller.enqueue(encoder.encode(adapter.failureRecord(event.job.error ?? event.job.state, framing, last)));
           }
           return controller.close();
         }

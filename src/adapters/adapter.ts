@@ -45,8 +45,11 @@ export interface WireAdapter {
    * answer (one record when it came whole). Throws IncompleteAnswerError when the final record is missing.
    */
   assemble(records: readonly string[], framing: Framing): string;
-  /** The last record sent to a streaming client whose answer fails after its status went out. */
-  failureRecord(message: string, framing: Framing): string;
+  /**
+   * The last record sent to a streaming client whose answer fails after its status went out. `last` is
+   * the record sent before it, when known: a format that numbers its events (Responses) continues it.
+   */
+  failureRecord(message: string, framing: Framing, last?: string): string;
 }
 
 /** The answer stopped before its final record: the connection broke or Ollama gave up. */

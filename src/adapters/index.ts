@@ -1,11 +1,19 @@
 import { literalUnion } from "../schema/literal-union";
 import type { WireAdapter } from "./adapter";
+import { anthropicMessages } from "./anthropic-messages";
 import { ollamaChat, ollamaGenerate } from "./ollama";
+import { openaiChat } from "./openai-chat";
+import { openaiCompletion } from "./openai-completion";
+import { openaiResponses } from "./openai-responses";
 
 /** Every wire format a queued job can come in, keyed by the job type stored in its row. */
 export const ADAPTERS = {
   chat: ollamaChat,
   generate: ollamaGenerate,
+  "openai.chat": openaiChat,
+  "openai.completion": openaiCompletion,
+  "openai.responses": openaiResponses,
+  "anthropic.messages": anthropicMessages,
 } as const satisfies Record<string, WireAdapter>;
 
 /** A job's type: which adapter runs it. */
