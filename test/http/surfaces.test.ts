@@ -86,8 +86,9 @@ describe("one queue for every API", () => {
     });
     expect(response.status).toBe(200);
     const text = await response.text();
-    expect(text).not.toContain("data: [DONE]");
-    const last = text.trim().split("\n\n").at(-1)!;
+    const records = text.trim().split("\n\n");
+    expect(records).not.toContain("data: [DONE]");
+    const last = records.at(-1)!;
     expect(JSON.parse(last.replace(/^data: /, ""))).toMatchObject({ error: { message: expect.any(String) } });
   });
 });
