@@ -1,0 +1,79 @@
+// The job loop on the main thread, its messages captured: what it relays, in which order, and what the
+// row says afterwards, for each framing (NDJSON, Server-Sent Events, one body).
+import { afterEach, expect, test } from "bun:test";
+import { type InProcessStack, startInProcess } from "../in-process";
+
+let stack: InProcessStack | undefined;
+afterEach(async () => {
+  await stack?.stop();
+  stack = undefined;
+});
+
+/** Queues a job as the job API would and waits for its end through the service's watcher. */
+async function runJob(type: Parameters<InProcessStack["jobs"]["submit"]>[0], body: unknown, source: "jobs" | "openai" = "jobs") {
+  const { job } = await stack!.jobs.submit(type, body, { source });
+  let ended;
+  for await (const event of stack!.jobs.watch(job.id)) if (event.type === "ended") ended = event.job;
+  return { id: job.id, row: ended! };
+}
+
+test("a job API job streams NDJSON records, relays them whole and in order, then assembles Ollama's answer", async () => {
+  stack = await startInProcess();
+  const { id, row } = await runJob("chat", { model: "llama3.2", messages: [{ role: "user", content: "one two three" }] });
+  expect(row.state).toBe("done");
+  const mine = stack.messages.filter((m) => "jobId" in m && m.jobId === id).map((m) => m.type);
+  expect(mine[0]).toBe("state");
+  expect(mine.at(-1)).toBe("ended");
+  const relayed = stack.messages.flatMap((m) =>
+    m.type === "chunk" && m.jobId === id ? [new TextDecoder().decode(m.bytes)] : [],
+  );
+  expect(relayed.every((chunk) => chunk.endsWith("\n"))).toBe(true);
+  expect(JSON.parse(row.result!)).toMatchObject({
+    done: true,
+    message: { role: "assistant", content: "You said: one two three" },
+  });
+  expect(stack.store.artifacts.list(id).map((a) => a.name)).toEqual(["result.json", "stream.ndjson"]);
+});
+
+test("an OpenAI job streams Server-Sent Events, never cut inside an event, and keeps the non-streaming body as its result", async () => {
+  stack = await startInProcess();
+  const { id, row } = await runJob("openai.chat", { model: "llama3.2", messages: [{ role: "user", content: "a b c" }] });
+  expect(row.state).toBe("done");
+  const relayed = stack.messages.flatMap((m) =>
+    m.type === "chunk" && m.jobId === id ? [new TextDecoder().decode(m.bytes)] : [],
+  );
+  expect(relayed.every((chunk) => chunk.endsWith("\n\n"))).toBe(true);
+  expect(relayed.join("")).toContain("data: [DONE]");
+  expect(JSON.parse(row.result!)).toMatchObject({
+    object: "chat.completion",
+    choices: [{ message: { role: "assistant", content: "You said: a b c" }, finish_reason: "stop" }],
+  });
+  expect(stack.store.artifacts.list(id).map((a) => a.name)).toEqual(["result.json", "stream.sse"]);
+});
+
+test("a client's non-streaming OpenAI request is sent as it is and its one body relayed byte for byte", async () => {
+  stack = await startInProcess();
+  const { id, row } = await runJob("openai.chat", { model: "llama3.2", messages: [{ role: "user", content: "hi" }] }, "openai");
+  const relayed = stack.messages.flatMap((m) =>
+    m.type === "chunk" && m.jobId === id ? [new TextDecoder().decode(m.bytes)] : [],
+  );
+  expect(relayed).toEqual([row.result!]);
+  expect(stack.fake.seen.at(-1)!.body.stream).toBeUndefined();
+});
+
+test("bad input never reaches the loop: the routes answer in process, in each API's shape", async () => {
+  stack = await startInProcess();
+  const native = await stack.request("POST", "/api/chat", { model: 5 });
+  expect(native.status).toBe(400);
+  expect(await native.json()).toEqual({ error: expect.stringContaining("model") });
+  const openai = await stack.request("POST", "/v1/chat/completions", { model: "llama3.2", messages: [] });
+  expect(openai.status).toBe(400);
+  expect(await openai.json()).toMatchObject({
+    error: { type: "invalid_request_error", message: "[] is too short - 'messages'" },
+  });
+  const anthropic = await stack.request("POST", "/v1/messages", { model: "llama3.2", max_tokens: 1 });
+  expect(anthropic.status).toBe(400);
+  expect(await anthropic.json()).toMatchObject({ type: "error", error: { message: "messages is required" } });
+  expect(stack.messages).toEqual([]);
+  expect(stack.fake.seen).toEqual([]);
+});
