@@ -6,6 +6,17 @@ import init from "./migrations/001_init.sql" with { type: "text" };
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
 const MIGRATIONS: readonly string[] = [init];
 
+/** The database was written by a newer foreman; this one must not touch it. */
+export class NewerSchemaError extends Error {
+  override name = "NewerSchemaError";
+  constructor(
+    readonly version: number,
+    readonly supported: number,
+  ) {
+    super(`database schema version ${version} is newer than this foreman (${supported})`);
+  }
+}
+
 /** Options for {@link openDatabase}. */
 export interface OpenDatabaseOptions {
   /** "normal" survives a process crash (the default); "full" also survives power loss, at some write cost. */
@@ -51,7 +62,7 @@ function migrate(db: Database): void {
   db.transaction(() => {
     const { user_version: version } = db.query<{ user_version: number }, []>("PRAGMA user_version").get()!;
     if (version > MIGRATIONS.length) {
-      throw new Error(`database schema version ${version} is newer than this foreman (${MIGRATIONS.length})`);
+      throw new NewerSchemaError(version, MIGRATIONS.length);
     }
     for (let i = version; i < MIGRATIONS.length; i++) db.run(MIGRATIONS[i]!);
     db.run(`PRAGMA user_version = ${MIGRATIONS.length}`);
