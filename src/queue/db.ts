@@ -30,6 +30,13 @@ export interface OpenDatabaseOptions {
 export function openDatabase(path: string, options: OpenDatabaseOptions = {}): Database {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path, { create: true, strict: true });
+  // Before any pragma that writes (WAL mode changes the file header): a newer foreman's file stays untouched.
+  try {
+    refuseNewerSchema(db);
+  } catch (error) {
+    db.close();
+    throw error;
+  }
   // Bun's defaults differ from other drivers', so every pragma that matters is set here explicitly.
   db.run("PRAGMA journal_mode = WAL");
   db.run(`PRAGMA synchronous = ${options.durability === "full" ? "FULL" : "NORMAL"}`);
@@ -57,13 +64,16 @@ export function startCheckpoints(db: Database, path: string, intervalMs = 1000):
   return () => clearInterval(timer);
 }
 
+function refuseNewerSchema(db: Database): void {
+  const { user_version: version } = db.query<{ user_version: number }, []>("PRAGMA user_version").get()!;
+  if (version > MIGRATIONS.length) throw new NewerSchemaError(version, MIGRATIONS.length);
+}
+
 function migrate(db: Database): void {
   // IMMEDIATE so two threads opening a fresh file at once do not both run the same migration.
   db.transaction(() => {
+    refuseNewerSchema(db);
     const { user_version: version } = db.query<{ user_version: number }, []>("PRAGMA user_version").get()!;
-    if (version > MIGRATIONS.length) {
-      throw new NewerSchemaError(version, MIGRATIONS.length);
-    }
     for (let i = version; i < MIGRATIONS.length; i++) db.run(MIGRATIONS[i]!);
     db.run(`PRAGMA user_version = ${MIGRATIONS.length}`);
   }).immediate();
