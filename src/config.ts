@@ -1,5 +1,7 @@
+import { isIP } from "node:net";
 import { parseDuration } from "./duration";
 import { invalidOrigin } from "./http/cors";
+import { AllowListError, type AllowRule, parseAllowList } from "./webhook/allow-list";
 
 /** A bad FOREMAN_* value: the message names the variable. `foreman serve` prints it and exits with 2. */
 export class ConfigError extends Error {
@@ -49,8 +51,8 @@ export interface Config {
   shutdownGraceMs: number;
   /** FOREMAN_WEBHOOK_SECRET: default whsec_ secret for jobs whose webhook has none; optional. */
   webhookSecret: string | undefined;
-  /** FOREMAN_WEBHOOK_ALLOW: comma list of hosts or CIDRs webhooks may go to; empty allows all. */
-  webhookAllow: string[];
+  /** FOREMAN_WEBHOOK_ALLOW: comma list of hosts or CIDRs webhooks may go to, parsed; empty allows all. */
+  webhookAllow: AllowRule[];
   /** FOREMAN_ORIGINS: browser origins allowed beside Ollama's defaults (localhost, 127.0.0.1, 0.0.0.0, app://, file://); `*` allows all. */
   origins: string[];
   /** FOREMAN_WEBHOOK_BACKOFF: waits before each webhook retry, default 5s,30s,2m,10m,30m,1h,3h,6h; then failed. */
@@ -64,10 +66,15 @@ function text(env: Env, name: string): string | undefined {
   return value ? value : undefined;
 }
 
-function duration(env: Env, name: string, fallback: string): number {
+/** The longest delay a timer can wait (2^31-1 ms, about 596h); a longer one would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function duration(env: Env, name: string, fallback: string, { min = 0, max = Infinity } = {}): number {
   const raw = text(env, name) ?? fallback;
   const ms = parseDuration(raw);
   if (ms === undefined) throw new ConfigError(`${name}: "${raw}" is not a duration (use e.g. 500ms, 30s, 5m, 24h)`);
+  if (ms < min) throw new ConfigError(`${name}: "${raw}" is too short: at least ${min}ms`);
+  if (ms > max) throw new ConfigError(`${name}: "${raw}" is too long: at most 596h`);
   return ms;
 }
 
@@ -109,6 +116,9 @@ function listenAddress(env: Env): Config["listen"] {
   const port = Number(match?.[2]);
   if (!match || port > 65535) throw new ConfigError(`FOREMAN_LISTEN: "${raw}" must be host:port, e.g. 127.0.0.1:8080`);
   const host = match[1]!.replace(/^\[|\]$/g, "");
+  if (host && !isIP(host) && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(host)) {
+    throw new ConfigError(`FOREMAN_LISTEN: "${raw}": "${host}" is not an IP address or a host name`);
+  }
   return { hostname: host || "0.0.0.0", port };
 }
 
@@ -136,6 +146,15 @@ function origins(env: Env): string[] {
   return entries;
 }
 
+function webhookAllow(env: Env): AllowRule[] {
+  try {
+    return parseAllowList(list(env, "FOREMAN_WEBHOOK_ALLOW", ""));
+  } catch (error) {
+    if (error instanceof AllowListError) throw new ConfigError(`FOREMAN_WEBHOOK_ALLOW: ${error.message}`);
+    throw error;
+  }
+}
+
 /** Reads and validates every FOREMAN_* variable; throws ConfigError naming the first bad one. */
 export function loadConfig(env: Env = process.env): Config {
   return {
@@ -144,7 +163,7 @@ export function loadConfig(env: Env = process.env): Config {
     ollamaToken: text(env, "FOREMAN_OLLAMA_TOKEN"),
     token: text(env, "FOREMAN_TOKEN"),
     dbPath: text(env, "FOREMAN_DB") ?? "./foreman.db",
-    pollIntervalMs: Math.max(1, duration(env, "FOREMAN_POLL_INTERVAL", "30s")),
+    pollIntervalMs: duration(env, "FOREMAN_POLL_INTERVAL", "30s", { min: 100, max: MAX_TIMER_MS }),
     maxAttempts: integer(env, "FOREMAN_MAX_ATTEMPTS", 3, 1),
     jobTtlMs: duration(env, "FOREMAN_JOB_TTL", "24h"),
     embedModel: text(env, "FOREMAN_EMBED_MODEL"),
@@ -153,12 +172,12 @@ export function loadConfig(env: Env = process.env): Config {
     schedule: oneOf(env, "FOREMAN_SCHEDULE", ["drain", "fifo"] as const, "drain"),
     maxWaitMs: duration(env, "FOREMAN_MAX_WAIT", "2m"),
     maxQueue: integer(env, "FOREMAN_MAX_QUEUE", 512, 1),
-    jobTimeoutMs: duration(env, "FOREMAN_JOB_TIMEOUT", "30m"),
+    jobTimeoutMs: duration(env, "FOREMAN_JOB_TIMEOUT", "30m", { max: MAX_TIMER_MS }),
     stallTimeoutMs: duration(env, "FOREMAN_STALL_TIMEOUT", "5m"),
     durability: oneOf(env, "FOREMAN_DURABILITY", ["normal", "full"] as const, "normal"),
-    shutdownGraceMs: duration(env, "FOREMAN_SHUTDOWN_GRACE", "10s"),
+    shutdownGraceMs: duration(env, "FOREMAN_SHUTDOWN_GRACE", "10s", { max: MAX_TIMER_MS }),
     webhookSecret: webhookSecret(env),
-    webhookAllow: list(env, "FOREMAN_WEBHOOK_ALLOW", ""),
+    webhookAllow: webhookAllow(env),
     origins: origins(env),
     webhookBackoffMs: list(env, "FOREMAN_WEBHOOK_BACKOFF", "5s,30s,2m,10m,30m,1h,3h,6h").map((item) => {
       const ms = parseDuration(item);

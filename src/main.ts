@@ -4,6 +4,7 @@ import pkg from "../package.json";
 import { runClientCommand, CLIENT_COMMANDS, CLIENT_USAGE } from "./cli/commands";
 import { ConfigError, loadConfig } from "./config";
 import { startServer } from "./server";
+import { StartupError } from "./startup-error";
 
 const USAGE = `foreman ${pkg.version}: one Ollama GPU, many clients
 
@@ -23,7 +24,15 @@ async function serve(): Promise<number> {
     }
     throw error;
   }
-  const server = await startServer(config);
+  let server;
+  try {
+    server = await startServer(config);
+  } catch (error) {
+    // One line, no stack trace (a compiled binary would print pages of its bundled source with one).
+    const message = error instanceof StartupError ? error.message : `cannot start: ${(error as Error)?.message ?? error}`;
+    process.stderr.write(`foreman: ${message}\n`);
+    return 1;
+  }
   await new Promise<void>((resolve) => {
     const shutdown = () => {
       process.off("SIGINT", shutdown);

@@ -1,3 +1,7 @@
+import type { Database } from "bun:sqlite";
+import type { Server } from "bun";
+import { mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { createApp } from "./app";
 import { type Config, isLoopback } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
@@ -8,10 +12,13 @@ import { createLogger } from "./log";
 import { OllamaClient } from "./ollama/client";
 import { ModelInventory } from "./ollama/inventory";
 import { openDatabase } from "./queue/db";
+import { trackCreatedFiles } from "./queue/db-files";
+import { type DatabaseLock, lockDatabase, lockPathFor } from "./queue/lock";
 import { JobStore } from "./queue/store";
 import { WorkerBridge } from "./worker/bridge";
 import { WebhookDispatcher } from "./webhook/dispatcher";
 import { workerSettings } from "./worker/protocol";
+import { type DatabaseStep, databaseStartupError, listenStartupError } from "./startup-error";
 
 /** A running foreman: its address and how to stop it. */
 export interface RunningServer {
@@ -30,7 +37,17 @@ export async function startServer(config: Config): Promise<RunningServer> {
       listen: `${config.listen.hostname}:${config.listen.port}`,
     });
   }
-  const db = openDatabase(config.dbPath, { durability: config.durability });
+  // The port first: a port in use must fail before anything touches the database. Until the app is
+  // built, requests get a 503.
+  const server = listen(config);
+  let owned: { db: Database; lock: DatabaseLock | undefined };
+  try {
+    owned = openOwnedDatabase(config);
+  } catch (error) {
+    await server.stop(true);
+    throw error;
+  }
+  const { db, lock } = owned;
   const store = new JobStore(db);
   const ollama = new OllamaClient({ baseUrl: config.ollamaUrl, token: config.ollamaToken });
   const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
@@ -54,13 +71,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
 
   const app = createApp({ config, jobs, ollama, webhooks });
   const cors = new CorsPolicy(config.origins);
-  const server = Bun.serve({
-    hostname: config.listen.hostname,
-    port: config.listen.port,
-    // Bun answers an empty 413 past this; it is a backstop for bodies sent without a content-length.
-    // Every other oversized body gets the JSON 413 below.
-    maxRequestBodySize: config.maxBodyBytes * 2,
-    idleTimeout: 30,
+  server.reload({
     fetch(request, server) {
       const malformed = rejectMalformedTarget(request);
       if (malformed) return malformed;
@@ -102,11 +113,55 @@ export async function startServer(config: Config): Promise<RunningServer> {
         await Bun.sleep(50);
         await server.stop(true);
         db.close();
+        lock?.release();
         log.info("stopped");
       })();
       return stopping;
     },
   };
+}
+
+/** Binds the port with a placeholder handler (503) that {@link startServer} swaps for the app. */
+function listen(config: Config): Server<undefined> {
+  try {
+    return Bun.serve({
+      hostname: config.listen.hostname,
+      port: config.listen.port,
+      // Bun answers an empty 413 past this; it is a backstop for bodies sent without a content-length.
+      // Every other oversized body gets the JSON 413 of the app's fetch.
+      maxRequestBodySize: config.maxBodyBytes * 2,
+      idleTimeout: 30,
+      fetch: (request) =>
+        errorResponse(apiForPath(new URL(request.url).pathname), 503, "foreman is starting", { "retry-after": "1" }),
+    });
+  } catch (error) {
+    throw listenStartupError(error, config.listen);
+  }
+}
+
+/**
+ * Takes the database's lock, then opens and migrates it: in that order, so a second foreman leaves
+ * the first one's jobs alone (crash recovery runs in the worker, later). On failure nothing the
+ * attempt created stays behind: not the folder, the database, its -wal/-shm nor the lock file.
+ */
+function openOwnedDatabase(config: Config): { db: Database; lock: DatabaseLock | undefined } {
+  const path = config.dbPath;
+  if (path === ":memory:") return { db: openDatabase(path, { durability: config.durability }), lock: undefined };
+  const created = trackCreatedFiles(path);
+  let step: DatabaseStep = "folder";
+  let lock: DatabaseLock | undefined;
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+    step = "lock";
+    lock = lockDatabase(path);
+    step = "database";
+    return { db: openDatabase(path, { durability: config.durability }), lock };
+  } catch (error) {
+    lock?.release();
+    created.removeCreated();
+    const target = step === "folder" ? dirname(resolve(path)) : step === "lock" ? lockPathFor(resolve(path)) : resolve(path);
+    throw databaseStartupError(error, step, target);
+  }
 }
 
 /** Loads the embedding model for good (keep_alive -1) so embeddings never wait for a load. */

@@ -53,6 +53,31 @@ describe("loadConfig", () => {
       [{ FOREMAN_DURABILITY: "extra" }, "FOREMAN_DURABILITY"],
       [{ FOREMAN_WEBHOOK_SECRET: "plain" }, "FOREMAN_WEBHOOK_SECRET"],
       [{ FOREMAN_MAX_QUEUE: "-1" }, "FOREMAN_MAX_QUEUE"],
+      [{ FOREMAN_LISTEN: "bad host!:8080" }, "FOREMAN_LISTEN"],
+      [{ FOREMAN_POLL_INTERVAL: "0s" }, "FOREMAN_POLL_INTERVAL"],
+      [{ FOREMAN_JOB_TIMEOUT: "1000h" }, "FOREMAN_JOB_TIMEOUT"],
+      [{ FOREMAN_SHUTDOWN_GRACE: "1000h" }, "FOREMAN_SHUTDOWN_GRACE"],
+      [{ FOREMAN_WEBHOOK_BACKOFF: "5s,soon" }, "FOREMAN_WEBHOOK_BACKOFF"],
+      ...[
+        "10.0.0.0/abc",
+        "127.0.0.1/-1",
+        "10.0.0.0/33",
+        "::1/129",
+        "::1/200",
+        "10.0.0.0/",
+        "10.0.0.0/8/8",
+        "10.0.0.256",
+        "300.1.1.1/8",
+        "1.2.3",
+        "fd00::g/8",
+        "hooks.example.com/8",
+        "hooks.example.com:8080",
+        "http://hooks.example.com",
+        "bad host",
+      ].map((entry): [Record<string, string>, string] => [
+        { FOREMAN_WEBHOOK_ALLOW: `hooks.example.com, ${entry}` },
+        "FOREMAN_WEBHOOK_ALLOW",
+      ]),
     ];
     for (const [env, name] of cases) {
       let error: unknown;
@@ -65,6 +90,38 @@ describe("loadConfig", () => {
       expect((error as Error).message.startsWith(`${name}:`)).toBe(true);
       expect((error as Error).message).not.toContain("\n");
     }
+  });
+
+  test("the webhook allow list is parsed once: names, addresses and networks of either family", () => {
+    const { webhookAllow } = loadConfig({
+      FOREMAN_WEBHOOK_ALLOW: "Hooks.Example.com., 10.1.2.3/8, [::1], fd00::/8, 0.0.0.0/0, ::/0",
+    });
+    expect(webhookAllow).toEqual([
+      { kind: "host", name: "hooks.example.com" },
+      { kind: "network", width: 32, network: 0x0a000000n, prefix: 8 },
+      { kind: "network", width: 128, network: 1n, prefix: 128 },
+      { kind: "network", width: 128, network: 0xfdn << 120n, prefix: 8 },
+      { kind: "network", width: 32, network: 0n, prefix: 0 },
+      { kind: "network", width: 128, network: 0n, prefix: 0 },
+    ]);
+    expect(loadConfig({}).webhookAllow).toEqual([]);
+  });
+
+  test("a bad allow-list entry is named, with what is allowed", () => {
+    expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "127.0.0.1/-1" })).toThrow(
+      'FOREMAN_WEBHOOK_ALLOW: "127.0.0.1/-1": the prefix length must be 0 to 32 for an IPv4 network',
+    );
+    expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "::1/200" })).toThrow("must be 0 to 128 for an IPv6 network");
+    expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "10.0.0.0/abc" })).toThrow("must be 0 to 32");
+    expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "10.0.0.256" })).toThrow(
+      'FOREMAN_WEBHOOK_ALLOW: "10.0.0.256" is not a host name, an IP address or a CIDR',
+    );
+  });
+
+  test("durations have bounds where a timer uses them", () => {
+    expect(loadConfig({ FOREMAN_POLL_INTERVAL: "100ms" }).pollIntervalMs).toBe(100);
+    expect(loadConfig({ FOREMAN_JOB_TIMEOUT: "596h" }).jobTimeoutMs).toBe(596 * 3_600_000);
+    expect(loadConfig({ FOREMAN_JOB_TIMEOUT: "0" }).jobTimeoutMs).toBe(0);
   });
 
   test("listen accepts IPv6 and an empty host", () => {

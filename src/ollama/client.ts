@@ -3,6 +3,17 @@ export class ConnectionError extends Error {
   override name = "ConnectionError";
 }
 
+/**
+ * No connection to Ollama could be made at all (refused, no route, name not found): the request
+ * never reached it, so it cannot have been this request's fault. A reset after connecting is not this.
+ */
+export class ConnectionRefusedError extends ConnectionError {
+  override name = "ConnectionRefusedError";
+}
+
+/** Error codes of a connection never made. */
+const NEVER_CONNECTED = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "EADDRNOTAVAIL"]);
+
 /** Ollama answered with an error status; `message` is its `error` text. */
 export class HttpError extends Error {
   override name = "HttpError";
@@ -93,7 +104,9 @@ export class OllamaClient {
       });
     } catch (error) {
       if (signal?.aborted) throw signal.reason ?? error;
-      throw new ConnectionError(`ollama unreachable at ${this.baseUrl}: ${(error as Error).message}`);
+      const message = `ollama unreachable at ${this.baseUrl}: ${(error as Error).message}`;
+      if (NEVER_CONNECTED.has((error as { code?: string }).code ?? "")) throw new ConnectionRefusedError(message);
+      throw new ConnectionError(message);
     }
   }
 }

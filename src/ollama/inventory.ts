@@ -21,13 +21,17 @@ export interface InventorySnapshot {
   updatedAt: number;
 }
 
+/** How often a degraded inventory polls, so the queue resumes within about this long of Ollama's return. */
+export const DEGRADED_POLL_MS = 1000;
+
 /**
  * The model inventory: polls /api/tags and /api/ps every `intervalMs`. When Ollama is unreachable it
- * keeps the last known lists and sets `degraded`, which clears on the next successful poll.
+ * keeps the last known lists, sets `degraded`, and polls every second until a poll succeeds.
  */
 export class ModelInventory {
   #snapshot: InventorySnapshot = { models: [], running: [], degraded: false, updatedAt: 0 };
   #timer: Timer | undefined;
+  #polling = false;
   #inFlight: Promise<InventorySnapshot> | undefined;
   #runningRead: Promise<void> | undefined;
   #runningReadAgain = false;
@@ -47,14 +51,23 @@ export class ModelInventory {
     return this.#snapshot;
   }
 
-  /** Polls now and then every interval. Resolves after the first poll. */
+  /** Polls now and then every interval (every second while degraded). Resolves after the first poll. */
   async start(): Promise<void> {
+    this.#polling = true;
     await this.refresh();
-    this.#timer = setInterval(() => void this.refresh(), this.#intervalMs);
   }
 
   stop(): void {
-    clearInterval(this.#timer);
+    this.#polling = false;
+    clearTimeout(this.#timer);
+  }
+
+  /** Counts the next poll from this one, any poll: a re-poll asked for by the worker also resets it. */
+  #scheduleNext(): void {
+    clearTimeout(this.#timer);
+    if (!this.#polling) return;
+    const delay = this.#snapshot.degraded ? Math.min(DEGRADED_POLL_MS, this.#intervalMs) : this.#intervalMs;
+    this.#timer = setTimeout(() => void this.refresh(), delay);
   }
 
   /** Polls now; concurrent callers share one poll. */
@@ -99,6 +112,7 @@ export class ModelInventory {
       if (!this.#snapshot.degraded) this.#log.warn("ollama unreachable: degraded", { url: this.#client.baseUrl, error });
       this.#snapshot = { ...this.#snapshot, degraded: true };
     }
+    this.#scheduleNext();
     this.onChange(this.#snapshot);
     return this.#snapshot;
   }

@@ -7,6 +7,17 @@ import openTypes from "./migrations/002_open_types.sql" with { type: "text" };
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
 const MIGRATIONS: readonly string[] = [init, openTypes];
 
+/** The database was written by a newer foreman; this one must not touch it. */
+export class NewerSchemaError extends Error {
+  override name = "NewerSchemaError";
+  constructor(
+    readonly version: number,
+    readonly supported: number,
+  ) {
+    super(`database schema version ${version} is newer than this foreman (${supported})`);
+  }
+}
+
 /** Options for {@link openDatabase}. */
 export interface OpenDatabaseOptions {
   /** "normal" survives a process crash (the default); "full" also survives power loss, at some write cost. */
@@ -20,6 +31,13 @@ export interface OpenDatabaseOptions {
 export function openDatabase(path: string, options: OpenDatabaseOptions = {}): Database {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path, { create: true, strict: true });
+  // Before any pragma that writes (WAL mode changes the file header): a newer foreman's file stays untouched.
+  try {
+    refuseNewerSchema(db);
+  } catch (error) {
+    db.close();
+    throw error;
+  }
   // Bun's defaults differ from other drivers', so every pragma that matters is set here explicitly.
   db.run("PRAGMA journal_mode = WAL");
   db.run(`PRAGMA synchronous = ${options.durability === "full" ? "FULL" : "NORMAL"}`);
@@ -47,14 +65,17 @@ export function startCheckpoints(db: Database, path: string, intervalMs = 1000):
   return () => clearInterval(timer);
 }
 
+function refuseNewerSchema(db: Database): void {
+  const { user_version: version } = db.query<{ user_version: number }, []>("PRAGMA user_version").get()!;
+  if (version > MIGRATIONS.length) throw new NewerSchemaError(version, MIGRATIONS.length);
+}
+
 /** Foreign keys stay off while migrating: rebuilding a table would otherwise cascade-delete its children. */
 function migrate(db: Database): void {
   // IMMEDIATE so two threads opening a fresh file at once do not both run the same migration.
   db.transaction(() => {
+    refuseNewerSchema(db);
     const { user_version: version } = db.query<{ user_version: number }, []>("PRAGMA user_version").get()!;
-    if (version > MIGRATIONS.length) {
-      throw new Error(`database schema version ${version} is newer than this foreman (${MIGRATIONS.length})`);
-    }
     for (let i = version; i < MIGRATIONS.length; i++) db.run(MIGRATIONS[i]!);
     if (version < MIGRATIONS.length) {
       const broken = db.query("PRAGMA foreign_key_check").all();

@@ -2,7 +2,7 @@ import { IncompleteAnswerError } from "../adapters/adapter";
 import { adapterFor } from "../adapters";
 import { type Framing, framingFor, lastRecord, recordChunks, splitRecords } from "../adapters/framing";
 import { formatDuration } from "../duration";
-import { ConnectionError, HttpError, OllamaClient } from "../ollama/client";
+import { ConnectionError, ConnectionRefusedError, HttpError, OllamaClient } from "../ollama/client";
 import type { ArtifactInput, JobRow, JobStore } from "../queue/store";
 import type { Logger } from "../log";
 import { retryDelayMs } from "./backoff";
@@ -216,6 +216,15 @@ export class JobRunner {
       return;
     }
     const message = error instanceof Error ? error.message : String(error);
+    if (error instanceof ConnectionRefusedError) {
+      // Ollama is down, and the request never reached it: an outage, not this job's attempt. Hold the
+      // queue (no claims until the inventory sees Ollama again) and give the attempt back.
+      this.#reachable = false;
+      this.#post({ type: "unreachable" });
+      this.#store.requeueJob(job.id, Date.now(), message, 502, true);
+      this.#post({ type: "state", jobId: job.id, state: "queued" });
+      return;
+    }
     const timedOut = error instanceof AbortedByRunner;
     const unreachable = error instanceof ConnectionError;
     const busy = error instanceof HttpError && error.status === 503;

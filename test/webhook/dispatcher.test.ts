@@ -3,13 +3,13 @@ import { join } from "node:path";
 import { createLogger } from "../../src/log";
 import { openDatabase } from "../../src/queue/db";
 import { JobStore } from "../../src/queue/store";
-import { WebhookAllowList } from "../../src/webhook/allow-list";
+import { parseAllowList, WebhookAllowList } from "../../src/webhook/allow-list";
 import { WebhookDispatcher } from "../../src/webhook/dispatcher";
 import { tempDir, until } from "../harness";
 
 describe("WebhookAllowList", () => {
   test("empty allows any http(s) URL and nothing else", () => {
-    const any = new WebhookAllowList([]);
+    const any = new WebhookAllowList(parseAllowList([]));
     expect(any.check("https://example.com/x")).toBeUndefined();
     expect(any.check("http://10.0.0.1:8080/x")).toBeUndefined();
     expect(any.check("file:///etc/passwd")).toContain("http or https");
@@ -17,7 +17,7 @@ describe("WebhookAllowList", () => {
   });
 
   test("host names match exactly (any case); IP literals match CIDRs, v4 and v6", () => {
-    const list = new WebhookAllowList(["Hooks.Example.com", "192.168.1.0/24", "fd00::/8", "127.0.0.1"]);
+    const list = new WebhookAllowList(parseAllowList(["Hooks.Example.com", "192.168.1.0/24", "fd00::/8", "127.0.0.1"]));
     expect(list.check("https://hooks.example.com/a")).toBeUndefined();
     expect(list.check("https://evil.hooks.example.com/a")).toContain("not in FOREMAN_WEBHOOK_ALLOW");
     expect(list.check("http://192.168.1.77/a")).toBeUndefined();
