@@ -26,7 +26,7 @@ export async function respondToClient(
   const adapter = adapterFor(job.type);
   const headers = { "x-foreman-job-id": job.id };
   const watch = service.watch(job.id);
-  service.clients.set(job.id, "waiting");
+  service.clients.add(job.id);
   let answered = false;
   /** The answer is complete: stop watching, and a disconnect now cancels nothing. */
   const settle = () => {
@@ -54,7 +54,6 @@ export async function respondToClient(
       const framing = framingFor(contentType);
       const final = adapter.isFinal(lastRecord(event.bytes, framing), framing);
       if (streaming && framing !== "whole") {
-        service.clients.set(job.id, "streaming");
         if (final) settle();
         const body = relay(event.bytes, final, framing, adapter, watch, { settle, clientGone, isAnswered: () => answered });
         return new Response(body, { headers: { "content-type": contentType, ...headers } });

@@ -25,16 +25,13 @@ export interface SubmitOptions {
   webhook?: { url: string; secret?: string };
 }
 
-/** Where the answer to a client waiting on its job stands. */
-export type ClientPhase = "waiting" | "streaming";
-
 /**
  * The jobs as the HTTP thread sees them: validates and queues generation requests in any API's
  * format, cancels, renders jobs for the API and answers the clients that wait on them.
  */
 export class JobService {
   /** Clients holding a connection for their job's answer, by job id; shutdown answers each of them. */
-  readonly clients = new Map<string, ClientPhase>();
+  readonly clients = new Set<string>();
   /** Set at shutdown: connections foreman closes itself must not cancel the jobs behind them. */
   shuttingDown = false;
 
@@ -104,7 +101,7 @@ export class JobService {
    * running job, which gets the grace period first. Job API jobs are not touched: they stay queued.
    */
   releaseWaitingClients(queuedOnly: boolean): void {
-    for (const id of [...this.clients.keys()]) {
+    for (const id of [...this.clients]) {
       if (queuedOnly && this.store.getJob(id)?.state !== "queued") continue;
       this.cancel(id, SHUTTING_DOWN);
     }

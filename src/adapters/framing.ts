@@ -58,7 +58,6 @@ export function lastRecord(chunk: Uint8Array, framing: Framing): string {
   if (framing === "ndjson") start = chunk.lastIndexOf(NEWLINE, end - 1) + 1;
   else {
     while (start > 0 && !(chunk[start - 1] === NEWLINE && chunk[start - 2] === NEWLINE)) start--;
-    if (start < 0) start = 0;
   }
   return decoder.decode(chunk.subarray(start, end));
 }
