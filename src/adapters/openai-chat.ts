@@ -3,19 +3,16 @@ import { modelKey } from "../ollama/model-key";
 import { IncompleteAnswerError, type WireAdapter } from "./adapter";
 import { checkBody } from "./check-body";
 import { ChatCompletionRequest } from "./openai-types";
-import { openaiDataStream } from "./openai-stream";
+import { type ChoiceBase, assembleChoices, openaiDataStream } from "./openai-stream";
 import { assertReasoningEffort } from "./reasoning-effort";
-import { type Json, asObject, sseJson, wholeBody } from "./sse-json";
+import { type Json, asObject, wholeBody } from "./sse-json";
 
 /** One choice as its deltas build it up. */
-interface ChoiceParts {
-  index: number;
+interface ChoiceParts extends ChoiceBase {
   role: string;
   content: string;
   reasoning: string;
   toolCalls: Json[];
-  finishReason: unknown;
-  logprobs: unknown[];
 }
 
 /**
@@ -41,43 +38,28 @@ function addToolCall(calls: Json[], delta: Json): void {
 
 /** The `chat.completion` a stream of `chat.completion.chunk` frames adds up to (R:openai/openai.go:126-135,269-298). */
 function assembleChatCompletion(records: readonly string[]): string {
-  let first: Json | undefined;
-  let usage: unknown;
-  let done = false;
-  const choices = new Map<number, ChoiceParts>();
-  for (const record of records) {
-    const { data, json } = sseJson(record);
-    if (data === "[DONE]") done = true;
-    if (!json || json.object !== "chat.completion.chunk") continue;
-    first ??= json;
-    if (json.usage) usage = json.usage;
-    for (const choice of (Array.isArray(json.choices) ? json.choices : []) as Json[]) {
-      const index = typeof choice.index === "number" ? choice.index : 0;
-      let parts = choices.get(index);
-      if (!parts) {
-        parts = { index, role: "assistant", content: "", reasoning: "", toolCalls: [], finishReason: null, logprobs: [] };
-        choices.set(index, parts);
-      }
-      const delta = asObject(choice.delta) ?? {};
-      if (typeof delta.role === "string" && delta.role) parts.role = delta.role;
-      if (typeof delta.content === "string") parts.content += delta.content;
-      if (typeof delta.reasoning === "string") parts.reasoning += delta.reasoning;
-      for (const call of Array.isArray(delta.tool_calls) ? (delta.tool_calls as Json[]) : []) addToolCall(parts.toolCalls, call);
-      if (choice.finish_reason != null) parts.finishReason = choice.finish_reason;
-      const logprobs = asObject(choice.logprobs)?.content;
-      if (Array.isArray(logprobs)) parts.logprobs.push(...logprobs);
-    }
-  }
-  if (!done || !first) throw new IncompleteAnswerError("the chat completion stream ended before data: [DONE]");
-  const completion: Json = {
-    id: first.id,
-    object: "chat.completion",
-    created: first.created,
-    model: first.model,
-    system_fingerprint: first.system_fingerprint,
-    choices: [...choices.values()]
-      .sort((a, b) => a.index - b.index)
-      .map((parts) => ({
+  return assembleChoices<ChoiceParts>(
+    records,
+    { chunk: "chat.completion.chunk", answer: "chat.completion", name: "chat completion" },
+    {
+      start: (index) => ({
+        index,
+        role: "assistant",
+        content: "",
+        reasoning: "",
+        toolCalls: [],
+        finishReason: null,
+        logprobs: [],
+      }),
+      add(parts, choice) {
+        const delta = asObject(choice.delta) ?? {};
+        if (typeof delta.role === "string" && delta.role) parts.role = delta.role;
+        if (typeof delta.content === "string") parts.content += delta.content;
+        if (typeof delta.reasoning === "string") parts.reasoning += delta.reasoning;
+        for (const call of Array.isArray(delta.tool_calls) ? (delta.tool_calls as Json[]) : [])
+          addToolCall(parts.toolCalls, call);
+      },
+      render: (parts) => ({
         index: parts.index,
         message: {
           role: parts.role,
@@ -85,13 +67,9 @@ function assembleChatCompletion(records: readonly string[]): string {
           ...(parts.reasoning ? { reasoning: parts.reasoning } : {}),
           ...(parts.toolCalls.length ? { tool_calls: parts.toolCalls } : {}),
         },
-        finish_reason: parts.finishReason,
-        ...(parts.logprobs.length ? { logprobs: { content: parts.logprobs } } : {}),
-      })),
-  };
-  // Without stream_options.include_usage a stream carries none; better no usage than invented zeros.
-  if (usage) completion.usage = usage;
-  return JSON.stringify(completion);
+      }),
+    },
+  );
 }
 
 /** POST /v1/chat/completions: OpenAI's Chat Completions as Ollama serves it (reference §6.1). */

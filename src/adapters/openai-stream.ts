@@ -1,7 +1,7 @@
-import type { WireAdapter } from "./adapter";
+import { IncompleteAnswerError, type WireAdapter } from "./adapter";
 import { errorBody } from "./error-shapes";
 import type { Framing } from "./framing";
-import { sseJson, wholeError, wholeIsFinal } from "./sse-json";
+import { type Json, asObject, sseJson, wholeError, wholeIsFinal } from "./sse-json";
 
 /** The sentinel that ends an OpenAI chat or completion stream. */
 const DONE = "data: [DONE]";
@@ -32,3 +32,62 @@ export const openaiDataStream = {
     return framing === "whole" ? body : `data: ${body}\n\n`;
   },
 } satisfies Partial<WireAdapter>;
+
+/** What every streamed choice keeps, whatever else its API adds. */
+export interface ChoiceBase {
+  index: number;
+  finishReason: unknown;
+  logprobs: unknown[];
+}
+
+/**
+ * Adds up an OpenAI data stream (chat or completions) into the non-streaming body: frames of type
+ * `frames.chunk` are merged choice by choice (`start` makes a choice's parts, `add` folds one delta into
+ * them, `render` gives the choice's own fields), under the first frame's id, created, model and
+ * fingerprint, with the last usage seen. Throws IncompleteAnswerError when `data: [DONE]` never came.
+ */
+export function assembleChoices<P extends ChoiceBase>(
+  records: readonly string[],
+  frames: { chunk: string; answer: string; name: string },
+  parts: { start: (index: number) => P; add: (parts: P, choice: Json) => void; render: (parts: P) => Json },
+): string {
+  let first: Json | undefined;
+  let usage: unknown;
+  let done = false;
+  const choices = new Map<number, P>();
+  for (const record of records) {
+    const { data, json } = sseJson(record);
+    if (data === "[DONE]") done = true;
+    if (!json || json.object !== frames.chunk) continue;
+    first ??= json;
+    // With include_usage a completions frame carries zeros and the last one the counts: the last one wins.
+    if (json.usage) usage = json.usage;
+    for (const choice of (Array.isArray(json.choices) ? json.choices : []) as Json[]) {
+      const index = typeof choice.index === "number" ? choice.index : 0;
+      let choiceParts = choices.get(index);
+      if (!choiceParts) choices.set(index, (choiceParts = parts.start(index)));
+      parts.add(choiceParts, choice);
+      if (choice.finish_reason != null) choiceParts.finishReason = choice.finish_reason;
+      const logprobs = asObject(choice.logprobs)?.content;
+      if (Array.isArray(logprobs)) choiceParts.logprobs.push(...logprobs);
+    }
+  }
+  if (!done || !first) throw new IncompleteAnswerError(`the ${frames.name} stream ended before data: [DONE]`);
+  const answer: Json = {
+    id: first.id,
+    object: frames.answer,
+    created: first.created,
+    model: first.model,
+    system_fingerprint: first.system_fingerprint,
+    choices: [...choices.values()]
+      .sort((a, b) => a.index - b.index)
+      .map((choiceParts) => ({
+        ...parts.render(choiceParts),
+        finish_reason: choiceParts.finishReason,
+        ...(choiceParts.logprobs.length ? { logprobs: { content: choiceParts.logprobs } } : {}),
+      })),
+  };
+  // Without stream_options.include_usage a stream carries none; better no usage than invented zeros.
+  if (usage) answer.usage = usage;
+  return JSON.stringify(answer);
+}

@@ -1,5 +1,4 @@
-import type { JobType } from "../adapters";
-import { adapterFor } from "../adapters";
+import { type JobType, adapterFor } from "../adapters";
 import { type JobService, parsePriorityHeader } from "../job-service";
 import { parseJsonBody } from "../ollama/types";
 
