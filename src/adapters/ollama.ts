@@ -1,6 +1,7 @@
 import { BadRequestError } from "../errors";
 import { modelKey } from "../ollama/model-key";
-import { ChatRequest, GenerateRequest, assertShape } from "../ollama/types";
+import { ChatRequest, GenerateRequest } from "../ollama/types";
+import { checkBody } from "./check-body";
 import { IncompleteAnswerError, type WireAdapter } from "./adapter";
 import { tryJson } from "./framing";
 import { assembleFinalResponse } from "./ollama-assemble";
@@ -15,7 +16,7 @@ function ollamaAdapter(type: "chat" | "generate", schema: typeof ChatRequest | t
     upstreamPath: `/api/${type}`,
     requestSchema: schema,
     describe(body) {
-      assertShape(schema, body);
+      checkBody(schema, body);
       const { model = "", stream, options } = body as Body;
       // Ollama's own answers: chat checks for a model first (400); generate looks "" up and misses (404).
       if (!model && type === "chat") throw new BadRequestError("model is required");

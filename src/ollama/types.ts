@@ -1,6 +1,4 @@
 import { t } from "elysia";
-import type { TSchema } from "@sinclair/typebox";
-import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { BadRequestError } from "../errors";
 
 // Ollama ignores unknown fields (R:api/types.go via encoding/json), so every object here is open;
@@ -64,29 +62,6 @@ export const GenerateRequest = t.Object(
 export type GenerateRequest = typeof GenerateRequest.static;
 
 export const OllamaError = t.Object({ error: t.String() }, { description: "Ollama's error shape" });
-
-/** The schema a generation job's request body must satisfy. */
-export const GENERATION_REQUEST = { chat: ChatRequest, generate: GenerateRequest } as const;
-
-const checkers = new WeakMap<TSchema, ReturnType<typeof TypeCompiler.Compile>>();
-
-/**
- * Checks a parsed body against a schema and throws a 400 naming the first wrong field,
- * e.g. `invalid request: "stream" must be boolean`.
- */
-export function assertShape<T extends TSchema>(schema: T, value: unknown): asserts value is T["static"] {
-  let checker = checkers.get(schema);
-  if (!checker) checkers.set(schema, (checker = TypeCompiler.Compile(schema)));
-  if (checker.Check(value)) return;
-  const first = checker.Errors(value).First();
-  const field = first?.path ? first.path.slice(1).replaceAll("/", ".") : "";
-  const expected = first?.schema.type ?? (first?.schema.anyOf ? "one of its allowed types" : "valid");
-  throw new BadRequestError(
-    field
-      ? `invalid request: "${field}" must be ${Array.isArray(expected) ? expected.join(" or ") : expected}`
-      : "request body must be a JSON object",
-  );
-}
 
 /** Parses a JSON request body as Ollama does: empty is "missing request body", bad JSON a 400. */
 export function parseJsonBody(text: string): unknown {
