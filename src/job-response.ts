@@ -36,7 +36,10 @@ export async function respondToClient(
     void watch.return?.();
   };
   function clientGone() {
-    if (!answered && !service.shuttingDown) service.cancel(job.id);
+    // At shutdown a connection may close under the client before foreman answers it: it stays listed,
+    // so releaseWaitingClients still ends its job (which would otherwise run after a restart for nobody).
+    if (service.shuttingDown) return;
+    if (!answered) service.cancel(job.id);
     settle();
   }
   clientSignal.addEventListener("abort", clientGone, { once: true });

@@ -32,7 +32,7 @@ export interface SubmitOptions {
 export class JobService {
   /** Clients holding a connection for their job's answer, by job id; shutdown answers each of them. */
   readonly clients = new Set<string>();
-  /** Set at shutdown: connections foreman closes itself must not cancel the jobs behind them. */
+  /** Set at shutdown: from then on {@link releaseWaitingClients} ends the jobs of waiting clients, not their disconnects. */
   shuttingDown = false;
 
   constructor(
