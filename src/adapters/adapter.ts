@@ -50,6 +50,18 @@ export interface WireAdapter {
    * the record sent before it, when known: a format that numbers its events (Responses) continues it.
    */
   failureRecord(message: string, framing: Framing, last?: string): string;
+  /** The token counts and timings of an assembled answer (what {@link assemble} returned, parsed). */
+  usage(answer: Record<string, unknown>): AnswerUsage;
+}
+
+/** What a finished answer reports about its cost; null where its API does not say. */
+export interface AnswerUsage {
+  promptTokens: number | null;
+  /** Tokens generated. */
+  outputTokens: number | null;
+  /** Ollama's load_duration and eval_duration, in ms (only the native APIs report them). */
+  loadMs: number | null;
+  evalMs: number | null;
 }
 
 /** The answer stopped before its final record: the connection broke or Ollama gave up. */

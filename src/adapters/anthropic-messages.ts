@@ -5,6 +5,7 @@ import { MessagesRequest } from "./anthropic-types";
 import { checkBody } from "./check-body";
 import { errorBody } from "./error-shapes";
 import { type Json, asObject, sseEventName, sseJson, wholeBody, wholeError, wholeIsFinal } from "./sse-json";
+import { usageFields } from "./usage";
 
 /** Checks content blocks as Ollama's converter does, with its texts (R:anthropic/anthropic.go:436-470,996-1000). */
 function checkBlocks(messages: MessagesRequest["messages"]): void {
@@ -150,4 +151,5 @@ export const anthropicMessages: WireAdapter = {
     const body = JSON.stringify(errorBody("anthropic", 500, message));
     return framing === "whole" ? body : `event: error\ndata: ${body}\n\n`;
   },
+  usage: usageFields("input_tokens", "output_tokens"),
 };

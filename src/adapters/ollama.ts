@@ -5,6 +5,7 @@ import { checkBody } from "./check-body";
 import { IncompleteAnswerError, type WireAdapter } from "./adapter";
 import { tryJson } from "./framing";
 import { assembleFinalResponse } from "./ollama-assemble";
+import { nativeUsage } from "./usage";
 
 type Body = { model?: string; stream?: boolean; options?: unknown };
 
@@ -37,6 +38,7 @@ function ollamaAdapter(type: "chat" | "generate", schema: typeof ChatRequest | t
       return records.length === 1 ? records[0]! : JSON.stringify(result);
     },
     failureRecord: (message) => `${JSON.stringify({ error: message })}\n`,
+    usage: nativeUsage,
   };
 }
 

@@ -6,6 +6,7 @@ import { errorBody } from "./error-shapes";
 import { ResponsesRequest } from "./openai-types";
 import { assertReasoningEffort } from "./reasoning-effort";
 import { type Json, asObject, sseEventName, sseJson, wholeBody, wholeError, wholeIsFinal } from "./sse-json";
+import { usageFields } from "./usage";
 
 /** Input item types Ollama decodes (R:openai/responses.go:258-293). */
 const ITEM_TYPES = new Set(["message", "function_call", "function_call_output", "reasoning", "web_search_call"]);
@@ -97,4 +98,5 @@ export const openaiResponses: WireAdapter = {
     if (typeof previous === "number") event.sequence_number = previous + 1;
     return `event: error\ndata: ${JSON.stringify(event)}\n\n`;
   },
+  usage: usageFields("input_tokens", "output_tokens"),
 };

@@ -4,6 +4,7 @@ import { JobSourceSchema, JobStateSchema } from "./job-states";
 import type { JobRow } from "./store";
 
 const Timestamp = t.Union([t.String({ format: "date-time" }), t.Null()]);
+const NullableCount = t.Union([t.Integer(), t.Null()], { description: "As the API's usage reports it; null if it did not" });
 
 /** The delivery state of a job's webhook as the API shows it; the secret is never shown. */
 export const WebhookView = t.Object({
@@ -35,6 +36,17 @@ export const JobView = t.Object(
       description: "When done: Ollama's non-streaming answer, full text assembled",
     }),
     webhook: t.Union([WebhookView, t.Null()]),
+    wait_ms: t.Integer({ description: "How long it waited to start (its last start, after retries); while queued, so far" }),
+    run_ms: t.Union([t.Integer(), t.Null()], { description: "How long its last attempt ran; while running, so far" }),
+    swapped: t.Union([t.Boolean(), t.Null()], {
+      description: "Whether its model had to be loaded when it started (a model swap); null before it started",
+    }),
+    prompt_tokens: NullableCount,
+    output_tokens: NullableCount,
+    tokens_per_s: t.Union([t.Number(), t.Null()], {
+      description: "Tokens generated per second: Ollama's eval_count over eval_duration where reported, else over run_ms",
+    }),
+    load_ms: t.Union([t.Number(), t.Null()], { description: "Ollama's load_duration in ms (native APIs only)" }),
   },
   { additionalProperties: false },
 );
@@ -42,8 +54,13 @@ export type JobView = typeof JobView.static;
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-/** Turns a row into its API shape. */
-export function toJobView(job: JobRow, extras: { queuePosition: number | null; webhook: WebhookView | null }): JobView {
+/** Turns a row into its API shape; `now` measures the wait and run of a job still queued or running. */
+export function toJobView(
+  job: JobRow,
+  extras: { queuePosition: number | null; webhook: WebhookView | null },
+  now = Date.now(),
+): JobView {
+  const { waitMs, runMs } = jobTimes(job, now);
   return {
     id: job.id,
     type: job.type,
@@ -60,7 +77,32 @@ export function toJobView(job: JobRow, extras: { queuePosition: number | null; w
     queue_position: extras.queuePosition,
     result: job.result === null ? null : (JSON.parse(job.result) as Record<string, unknown>),
     webhook: extras.webhook,
+    wait_ms: waitMs,
+    run_ms: runMs,
+    swapped: job.swapped === null ? null : job.swapped === 1,
+    prompt_tokens: job.promptTokens,
+    output_tokens: job.outputTokens,
+    tokens_per_s: tokensPerSecond(job, runMs),
+    load_ms: job.loadMs,
   };
+}
+
+/**
+ * A job's wait (created → last start, or → now while queued) and its last attempt's run (start → end,
+ * or → now while running), in ms. A job canceled before it started waited until it ended.
+ */
+export function jobTimes(job: JobRow, now = Date.now()): { waitMs: number; runMs: number | null } {
+  const started = job.state !== "queued" && job.startedAt !== null;
+  const waitEnd = started ? job.startedAt! : (job.finishedAt ?? now);
+  const runMs = started ? (job.finishedAt ?? now) - job.startedAt! : null;
+  return { waitMs: Math.max(0, waitEnd - job.createdAt), runMs: runMs === null ? null : Math.max(0, runMs) };
+}
+
+/** Output tokens per second: over Ollama's eval time where it reported one, else over the run time. */
+export function tokensPerSecond(job: JobRow, runMs: number | null): number | null {
+  const ms = job.evalMs && job.evalMs > 0 ? job.evalMs : runMs;
+  if (job.outputTokens === null || !ms) return null;
+  return Math.round((job.outputTokens / ms) * 1000 * 10) / 10;
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { Database } from "bun:sqlite";
 import { monotonicFactory } from "ulid";
 import type { JobType } from "../adapters";
+import type { AnswerUsage } from "../adapters/adapter";
 import { QueueFullError } from "../errors";
 import { WebhookDeliveries } from "../webhook/deliveries";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
@@ -35,7 +36,17 @@ export interface JobRow {
   idempotencyKey: string | null;
   webhookUrl: string | null;
   webhookSecret: string | null;
+  /** 1 when its model was not loaded at its last claim (a swap), 0 when it was; null before any claim. */
+  swapped: number | null;
+  promptTokens: number | null;
+  outputTokens: number | null;
+  /** Ollama's load_duration and eval_duration in ms; null where its API does not report them. */
+  loadMs: number | null;
+  evalMs: number | null;
 }
+
+/** What a finished answer reports about its cost (see WireAdapter.usage). */
+export type JobUsage = AnswerUsage;
 
 /** What a new job needs; the store fills in id, state and timestamps. */
 export interface NewJob {
@@ -69,13 +80,19 @@ export interface JobFilter {
   cursor?: string;
 }
 
+/** A claim candidate: its id and the model it needs loaded. */
+type Pick = { id: string; modelKey: string };
+
+const NO_USAGE: JobUsage = { promptTokens: null, outputTokens: null, loadMs: null, evalMs: null };
+
 /** Why a job is canceled when its client goes away (nginx's 499, "client closed request"). */
 export const CLIENT_CANCELED = { error: "request canceled", status: 499 } as const;
 
 const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, state, priority, attempts,
   max_attempts AS maxAttempts, run_after AS runAfter, error, error_status AS errorStatus, created_at AS createdAt,
   started_at AS startedAt, finished_at AS finishedAt, result, idempotency_key AS idempotencyKey,
-  webhook_url AS webhookUrl, webhook_secret AS webhookSecret`;
+  webhook_url AS webhookUrl, webhook_secret AS webhookSecret, swapped, prompt_tokens AS promptTokens,
+  output_tokens AS outputTokens, load_ms AS loadMs, eval_ms AS evalMs`;
 
 /**
  * The durable queue: every statement prepared once, every state change one transaction.
@@ -139,26 +156,28 @@ export class JobStore {
     this.#nextPriorityBelowStmt = db.query<{ p: number | null }, [number]>(
       `SELECT max(priority) AS p FROM jobs WHERE state = 'queued' AND priority < ?`,
     );
-    this.#oldestOverdueStmt = db.query<{ id: string }, [number, number, number]>(
-      `SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND run_after <= ?3
+    this.#oldestOverdueStmt = db.query<Pick, [number, number, number]>(
+      `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND run_after <= ?3
        ORDER BY created_at, id LIMIT 1`,
     );
-    this.#oldestForModelStmt = db.query<{ id: string }, [number, string, number]>(
-      `SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND run_after <= ?3
+    this.#oldestForModelStmt = db.query<Pick, [number, string, number]>(
+      `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND run_after <= ?3
        ORDER BY id LIMIT 1`,
     );
-    this.#oldestStmt = db.query<{ id: string }, [number, number]>(
-      `SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND run_after <= ?2 ORDER BY id LIMIT 1`,
+    this.#oldestStmt = db.query<Pick, [number, number]>(
+      `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND run_after <= ?2 ORDER BY id LIMIT 1`,
     );
-    this.#markClaimedStmt = db.query<JobRow, [number, string]>(
-      `UPDATE jobs SET state = 'loading', started_at = ?1, attempts = attempts + 1, error = NULL, error_status = NULL
+    this.#markClaimedStmt = db.query<JobRow, [number, string, number]>(
+      `UPDATE jobs SET state = 'loading', started_at = ?1, attempts = attempts + 1, error = NULL, error_status = NULL,
+         swapped = ?3
        WHERE id = ?2 AND state = 'queued' RETURNING ${JOB_COLUMNS}`,
     );
     this.#markWorkingStmt = db.query<JobRow, [string]>(
       `UPDATE jobs SET state = 'working' WHERE id = ? AND state = 'loading' RETURNING ${JOB_COLUMNS}`,
     );
-    this.#markDoneStmt = db.query<JobRow, [number, string, string]>(
-      `UPDATE jobs SET state = 'done', finished_at = ?1, result = ?2, error = NULL, error_status = NULL
+    this.#markDoneStmt = db.query<JobRow, [number, string, string, number | null, number | null, number | null, number | null]>(
+      `UPDATE jobs SET state = 'done', finished_at = ?1, result = ?2, error = NULL, error_status = NULL,
+         prompt_tokens = ?4, output_tokens = ?5, load_ms = ?6, eval_ms = ?7
        WHERE id = ?3 AND state IN ('loading', 'working') RETURNING ${JOB_COLUMNS}`,
     );
     this.#markFailedStmt = db.query<JobRow, [number, string, number | null, string]>(
@@ -270,24 +289,26 @@ export class JobStore {
     return this.#db
       .transaction(() => {
         for (let p = this.#topPriorityStmt.get()!.p; p !== null; p = this.#nextPriorityBelowStmt.get(p)!.p) {
-          const id = this.#pickAtPriority(p, policy, now);
-          if (id !== undefined) return this.#markClaimedStmt.get(now, id);
+          const pick = this.#pickAtPriority(p, policy, now);
+          if (pick !== undefined) {
+            return this.#markClaimedStmt.get(now, pick.id, policy.residentKeys.includes(pick.modelKey) ? 0 : 1);
+          }
         }
         return null;
       })
       .immediate();
   }
 
-  #pickAtPriority(priority: number, policy: ClaimPolicy, now: number): string | undefined {
+  #pickAtPriority(priority: number, policy: ClaimPolicy, now: number): Pick | undefined {
     if (policy.schedule === "drain") {
       const overdue = this.#oldestOverdueStmt.get(priority, now - policy.maxWaitMs, now);
-      if (overdue) return overdue.id;
+      if (overdue) return overdue;
       for (const key of policy.residentKeys) {
         const warm = this.#oldestForModelStmt.get(priority, key, now);
-        if (warm) return warm.id;
+        if (warm) return warm;
       }
     }
-    return this.#oldestStmt.get(priority, now)?.id;
+    return this.#oldestStmt.get(priority, now) ?? undefined;
   }
 
   /** loading → working: the first chunk arrived. */
@@ -295,9 +316,20 @@ export class JobStore {
     return this.#markWorkingStmt.get(id);
   }
 
-  /** Stores the result and artifacts and ends the job done, in one transaction; null if it already ended. */
-  finishJob(id: string, result: string, artifacts: readonly ArtifactInput[], now = Date.now()): JobRow | null {
-    return this.#db.transaction(() => this.#ended(this.#markDoneStmt.get(now, result, id), artifacts, now)).immediate();
+  /** Stores the result, its usage and artifacts and ends the job done, in one transaction; null if it already ended. */
+  finishJob(
+    id: string,
+    result: string,
+    artifacts: readonly ArtifactInput[],
+    usage: JobUsage = NO_USAGE,
+    now = Date.now(),
+  ): JobRow | null {
+    const { promptTokens, outputTokens, loadMs, evalMs } = usage;
+    return this.#db
+      .transaction(() =>
+        this.#ended(this.#markDoneStmt.get(now, result, id, promptTokens, outputTokens, loadMs, evalMs), artifacts, now),
+      )
+      .immediate();
   }
 
   /** Ends the job failed with Ollama's status (or 502 / null); null if it already ended. */

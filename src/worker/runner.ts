@@ -1,6 +1,7 @@
 import { IncompleteAnswerError } from "../adapters/adapter";
 import { adapterFor } from "../adapters";
-import { type Framing, framingFor, lastRecord, recordChunks, splitRecords } from "../adapters/framing";
+import { type Framing, framingFor, lastRecord, recordChunks, splitRecords, tryJson } from "../adapters/framing";
+import { asObject } from "../adapters/sse-json";
 import { formatDuration } from "../duration";
 import { ConnectionError, ConnectionRefusedError, HttpError, OllamaClient } from "../ollama/client";
 import type { ArtifactInput, JobRow, JobStore } from "../queue/store";
@@ -192,7 +193,8 @@ export class JobRunner {
       const resultText = adapter.assemble(splitRecords(answer.toString("utf8"), framing), framing);
       const artifacts: ArtifactInput[] = [{ name: "result.json", contentType: "application/json", data: resultText }];
       if (framing !== "whole") artifacts.push(streamArtifact(answer, framing));
-      if (this.#store.finishJob(job.id, resultText, artifacts)) this.#post({ type: "ended", jobId: job.id });
+      const usage = adapter.usage(asObject(tryJson(resultText)) ?? {});
+      if (this.#store.finishJob(job.id, resultText, artifacts, usage)) this.#post({ type: "ended", jobId: job.id });
     } catch (error) {
       const cause = controller.signal.aborted ? controller.signal.reason : error;
       const relayed = chunks.length ? streamArtifact(Buffer.concat(chunks), framing) : undefined;

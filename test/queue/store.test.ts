@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Database } from "bun:sqlite";
 import init from "../../src/queue/migrations/001_init.sql" with { type: "text" };
@@ -43,7 +44,9 @@ describe("the database", () => {
     expect(db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()!.journal_mode).toBe("wal");
     expect(db.query<{ foreign_keys: number }, []>("PRAGMA foreign_keys").get()!.foreign_keys).toBe(1);
     expect(db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(1);
-    expect(db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version).toBe(2);
+    // Every migration file is registered and applied.
+    const migrations = readdirSync(join(import.meta.dir, "../../src/queue/migrations")).filter((f) => f.endsWith(".sql"));
+    expect(db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version).toBe(migrations.length);
     add("a", T0);
     const again = openDatabase(join(dir.path, "nested", "folder", "q.db"), { durability: "full" });
     expect(again.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(2);
@@ -109,7 +112,9 @@ describe("claim order", () => {
     expect(store.claimNextJob(drain(["b:latest"]), now)!.id).toBe(b1.id);
     expect(store.claimNextJob(drain(["b:latest"]), now)!.id).toBe(b2.id);
     expect(store.claimNextJob(drain(["b:latest"]), now)!.id).toBe(a1.id);
-    expect(store.claimNextJob(drain(["b:latest"]), now)!.id).toBe(a2.id);
+    expect(store.claimNextJob(drain(["a:latest", "b:latest"]), now)!.id).toBe(a2.id);
+    // A claim records whether the job's model had to be loaded: b's were resident, a1 swapped, a2 followed it.
+    expect([b1, b2, a1, a2].map((job) => store.getJob(job.id)!.swapped)).toEqual([0, 0, 1, 0]);
   });
 
   test("drain: several resident models are tried in the order given", () => {
@@ -182,9 +187,11 @@ describe("state changes", () => {
       job.id,
       '{"done":true}',
       [{ name: "result.json", contentType: "application/json", data: '{"done":true}' }],
+      { promptTokens: 7, outputTokens: 42, loadMs: 1.5, evalMs: 300 },
       T0 + 5,
     )!;
     expect(done).toMatchObject({ state: "done", finishedAt: T0 + 5, result: '{"done":true}' });
+    expect(done).toMatchObject({ promptTokens: 7, outputTokens: 42, loadMs: 1.5, evalMs: 300 });
     expect(store.artifacts.list(job.id)).toEqual([
       { name: "result.json", contentType: "application/json", size: 13, createdAt: T0 + 5 },
     ]);
@@ -244,7 +251,7 @@ describe("state changes", () => {
     const recent = add("a", T0 + 1);
     const waiting = add("a", T0 + 2);
     store.claimNextJob(fifo, T0);
-    store.finishJob(old.id, "{}", [{ name: "result.json", contentType: "application/json", data: "{}" }], T0 + 10);
+    store.finishJob(old.id, "{}", [{ name: "result.json", contentType: "application/json", data: "{}" }], undefined, T0 + 10);
     store.claimNextJob(fifo, T0);
     store.failJob(recent.id, "x", 500, [], T0 + 1000);
     expect(store.pruneFinishedJobs(T0 + 500)).toBe(1);

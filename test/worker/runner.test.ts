@@ -77,3 +77,32 @@ test("bad input never reaches the loop: the routes answer in process, in each AP
   expect(stack.messages).toEqual([]);
   expect(stack.fake.seen).toEqual([]);
 });
+
+test("a finished job records what it cost, as each API reports it: tokens, Ollama's timings, and whether it swapped", async () => {
+  stack = await startInProcess();
+  const native = await runJob("chat", { model: "llama3.2", messages: [{ role: "user", content: "one two three" }] });
+  const final = JSON.parse(native.row.result!) as Record<string, number>;
+  expect(native.row).toMatchObject({
+    swapped: 1,
+    promptTokens: final.prompt_eval_count,
+    outputTokens: final.eval_count,
+    loadMs: final.load_duration! / 1e6,
+    evalMs: final.eval_duration! / 1e6,
+  });
+  expect(native.row.outputTokens).toBeGreaterThan(0);
+  // The same model again: loaded by the job before, so no swap; OpenAI's usage has tokens but no timings.
+  const openai = await runJob("openai.chat", { model: "llama3.2", messages: [{ role: "user", content: "a b" }] });
+  const usage = (JSON.parse(openai.row.result!) as { usage: Record<string, number> }).usage;
+  expect(openai.row).toMatchObject({
+    swapped: 0,
+    promptTokens: usage.prompt_tokens,
+    outputTokens: usage.completion_tokens,
+    loadMs: null,
+    evalMs: null,
+  });
+  const view = (await (await stack.request("GET", `/jobs/${openai.id}`)).json()) as Record<string, unknown>;
+  expect(view).toMatchObject({ swapped: false, output_tokens: usage.completion_tokens, load_ms: null });
+  expect(view.tokens_per_s).toBeGreaterThan(0);
+  expect(view.wait_ms).toBeGreaterThanOrEqual(0);
+  expect(view.run_ms).toBeGreaterThanOrEqual(0);
+});
