@@ -2,7 +2,7 @@ import { Elysia } from "elysia";
 import type { Config } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { ApiError } from "./errors";
-import { bearerTokenMatches, isPublicRoute } from "./http/auth";
+import { isPublicRoute, tokenMatches } from "./http/auth";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
 import { ollamaRoutes } from "./http/ollama";
@@ -42,7 +42,7 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
       // Elysia sets it at run time without typing it; were it ever missing, every route would need the token.
       const path = (context as { path?: unknown }).path;
       if (typeof path === "string" && isPublicRoute(request.method, path, PUBLIC_PATHS)) return;
-      if (!bearerTokenMatches(request.headers.get("authorization"), config.token)) {
+      if (!tokenMatches(request.headers, config.token)) {
         return errorResponse(apiForPath(typeof path === "string" ? path : ""), 401, "unauthorized", {
           "www-authenticate": "Bearer",
         });

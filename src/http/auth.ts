@@ -1,11 +1,16 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 
 /**
- * Checks `Authorization: Bearer <token>` in constant time: both sides are hashed first, so neither
- * the token's content nor its length leaks through timing.
+ * Checks the client's token in constant time: `Authorization: Bearer <token>`, or, without that header,
+ * `x-api-key: <token>` (how the Anthropic SDKs send their API key, so ANTHROPIC_API_KEY=<token> works).
+ * Both sides are hashed first, so neither the token's content nor its length leaks through timing.
  */
-export function bearerTokenMatches(header: string | null, token: string): boolean {
-  const presented = /^Bearer\s+(.+)$/i.exec(header ?? "")?.[1]?.trim() ?? "";
+export function tokenMatches(headers: Headers, token: string): boolean {
+  const authorization = headers.get("authorization");
+  const presented =
+    authorization === null
+      ? (headers.get("x-api-key")?.trim() ?? "")
+      : (/^Bearer\s+(.+)$/i.exec(authorization)?.[1]?.trim() ?? "");
   const digest = (value: string) => createHash("sha256").update(value).digest();
   return timingSafeEqual(digest(presented), digest(token)) && presented.length > 0;
 }

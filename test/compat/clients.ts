@@ -20,6 +20,8 @@ import type { FakeOllama } from "../fake-ollama";
 export interface ConformanceTarget {
   baseUrl: string;
   fake: FakeOllama;
+  /** The key each client is given the way its users give it (an API key, or a Bearer header); default "ollama". */
+  apiKey?: string;
 }
 
 const MODEL = "llama3.2";
@@ -48,9 +50,11 @@ const CITY = { city: "Lyon", population: 42, capital: true };
 /** Registers the conformance tests for every client library against `target()` (read when tests run). */
 export function describeClientConformance(name: string, target: () => ConformanceTarget): void {
   const url = () => target().baseUrl;
+  const key = () => target().apiKey ?? "ollama";
+  const bearer = () => ({ Authorization: `Bearer ${key()}` });
 
   describe(`${name}: openai`, () => {
-    const client = () => new OpenAI({ baseURL: `${url()}/v1`, apiKey: "ollama", maxRetries: 0 });
+    const client = () => new OpenAI({ baseURL: `${url()}/v1`, apiKey: key(), maxRetries: 0 });
 
     test("chat, not streamed", async () => {
       const completion = await client().chat.completions.create({ model: MODEL, messages: [{ role: "user", content: PROMPT }] });
@@ -209,7 +213,7 @@ export function describeClientConformance(name: string, target: () => Conformanc
   });
 
   describe(`${name}: @anthropic-ai/sdk`, () => {
-    const client = () => new Anthropic({ baseURL: url(), apiKey: "ollama", maxRetries: 0 });
+    const client = () => new Anthropic({ baseURL: url(), apiKey: key(), maxRetries: 0 });
     const tools: Anthropic.Tool[] = [{ name: "get_weather", description: "Weather in a city", input_schema: WEATHER_PARAMETERS }];
 
     test("messages.create", async () => {
@@ -272,7 +276,7 @@ export function describeClientConformance(name: string, target: () => Conformanc
   });
 
   describe(`${name}: ollama`, () => {
-    const client = () => new Ollama({ host: url() });
+    const client = () => new Ollama({ host: url(), headers: bearer() });
     // Names unique to this run, so the suite can run again against the same fake.
     const unique = () => `conformance-${target().fake.port}-${Date.now().toString(36)}`;
 
@@ -422,10 +426,16 @@ export function describeClientConformance(name: string, target: () => Conformanc
   });
 
   const aiProviders: Array<[string, () => LanguageModel]> = [
-    ["ollama-ai-provider-v2", () => createOllama({ baseURL: `${url()}/api` })(MODEL)],
+    ["ollama-ai-provider-v2", () => createOllama({ baseURL: `${url()}/api`, headers: bearer() })(MODEL)],
     [
       "@ai-sdk/openai-compatible",
-      () => createOpenAICompatible({ name: "ollama", baseURL: `${url()}/v1`, supportsStructuredOutputs: true }).chatModel(MODEL),
+      () =>
+        createOpenAICompatible({
+          name: "ollama",
+          baseURL: `${url()}/v1`,
+          apiKey: key(),
+          supportsStructuredOutputs: true,
+        }).chatModel(MODEL),
     ],
   ];
   for (const [provider, model] of aiProviders) {
@@ -475,10 +485,10 @@ export function describeClientConformance(name: string, target: () => Conformanc
   }
 
   const langchainModels: Array<[string, () => ChatOllama | ChatOpenAI]> = [
-    ["@langchain/ollama", () => new ChatOllama({ model: MODEL, baseUrl: url() })],
+    ["@langchain/ollama", () => new ChatOllama({ model: MODEL, baseUrl: url(), headers: bearer() })],
     [
       "@langchain/openai",
-      () => new ChatOpenAI({ model: MODEL, apiKey: "ollama", maxRetries: 0, configuration: { baseURL: `${url()}/v1` } }),
+      () => new ChatOpenAI({ model: MODEL, apiKey: key(), maxRetries: 0, configuration: { baseURL: `${url()}/v1` } }),
     ],
   ];
   for (const [library, chat] of langchainModels) {
