@@ -187,6 +187,48 @@ export function loadConfig(env: Env = process.env): Config {
   };
 }
 
+/** Settings read elsewhere than {@link loadConfig}: the client subcommands' server URL. */
+const OTHER_SETTINGS = ["FOREMAN_URL"];
+
+/**
+ * FOREMAN_* variables in `env` that nothing reads (a typo such as FOREMAN_SHEDULE would otherwise be
+ * silently ignored), each with the closest known name when one is near. The known names are exactly
+ * those {@link loadConfig} asks for, so the list cannot fall behind the settings.
+ */
+export function unknownSettings(env: Env = process.env): { name: string; didYouMean: string | undefined }[] {
+  const known = new Set(OTHER_SETTINGS);
+  const tracking = new Proxy(env, {
+    get(target, name) {
+      if (typeof name === "string") known.add(name);
+      return Reflect.get(target, name);
+    },
+  });
+  try {
+    loadConfig(tracking);
+  } catch {
+    // A bad value is loadConfig's own error to report; the names read up to it are still known.
+  }
+  return Object.keys(env)
+    .filter((name) => name.startsWith("FOREMAN_") && !known.has(name))
+    .map((name) => {
+      const near = [...known].filter((k) => k.startsWith("FOREMAN_") && editDistance(k, name) <= 2);
+      return { name, didYouMean: near[0] };
+    });
+}
+
+/** Levenshtein distance, for "did you mean" on short names. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
 /** True when the listen host only accepts connections from this machine. */
 export function isLoopback(hostname: string): boolean {
   return hostname === "localhost" || hostname === "::1" || /^127\./.test(hostname);

@@ -3,7 +3,7 @@ import type { Server } from "bun";
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { createApp } from "./app";
-import { type Config, isLoopback } from "./config";
+import { type Config, isLoopback, unknownSettings } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { rejectMalformedTarget } from "./http/request-target";
 import { JobService } from "./job-service";
@@ -32,6 +32,9 @@ export interface RunningServer {
 /** Opens the store, starts the worker, the inventory poller and the webhook loop, and listens. */
 export async function startServer(config: Config): Promise<RunningServer> {
   const log = createLogger(config.logLevel, "http");
+  for (const { name, didYouMean } of unknownSettings()) {
+    log.warn(`unknown setting ${name} is ignored`, didYouMean ? { did_you_mean: didYouMean } : {});
+  }
   if (!isLoopback(config.listen.hostname) && !config.token) {
     log.warn("listening beyond this machine without FOREMAN_TOKEN: anyone who can reach it can use it", {
       listen: `${config.listen.hostname}:${config.listen.port}`,

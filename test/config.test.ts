@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ConfigError, loadConfig } from "../src/config";
+import { ConfigError, loadConfig, unknownSettings } from "../src/config";
 import { parseDuration } from "../src/duration";
 
 describe("durations", () => {
@@ -127,5 +127,25 @@ describe("loadConfig", () => {
   test("listen accepts IPv6 and an empty host", () => {
     expect(loadConfig({ FOREMAN_LISTEN: "[::1]:9000" }).listen).toEqual({ hostname: "::1", port: 9000 });
     expect(loadConfig({ FOREMAN_LISTEN: ":9000" }).listen).toEqual({ hostname: "0.0.0.0", port: 9000 });
+  });
+});
+
+describe("unknownSettings", () => {
+  test("names every FOREMAN_* variable nothing reads, with the closest known name", () => {
+    const unknown = unknownSettings({
+      FOREMAN_SHEDULE: "fifo",
+      FOREMAN_NO_SUCH_THING: "1",
+      FOREMAN_SCHEDULE: "fifo",
+      FOREMAN_URL: "http://127.0.0.1:1",
+      PATH: "/usr/bin",
+    });
+    expect(unknown).toEqual([
+      { name: "FOREMAN_SHEDULE", didYouMean: "FOREMAN_SCHEDULE" },
+      { name: "FOREMAN_NO_SUCH_THING", didYouMean: undefined },
+    ]);
+  });
+
+  test("every setting loadConfig reads is known, even when it is unset", () => {
+    expect(unknownSettings({ FOREMAN_TOKEN: "x", FOREMAN_WEBHOOK_BACKOFF: "1s", FOREMAN_ORIGINS: "*" })).toEqual([]);
   });
 });
