@@ -37,18 +37,27 @@ interface FileToWrite {
   shown?: string;
 }
 
+/** One service-manager command. */
+interface Step {
+  argv: string[];
+  /** A non-zero exit is expected at times and harmless (stopping what is not running). */
+  lenient?: boolean;
+  /** Run again every half second while it exits with this code, for up to `forMs`. */
+  retry?: { exitCode: number; forMs: number };
+}
+
 /** Everything install and uninstall do on one platform, worked out before anything is touched. */
 interface Plan {
   files: FileToWrite[];
   /** Folders install creates (the log and data folders the service needs to exist). */
   folders: string[];
-  install: string[][];
+  install: Step[];
   /** Commands that stop the service, before its files are removed. */
-  uninstall: string[][];
+  uninstall: Step[];
   /** Files uninstall removes. */
   remove: string[];
   /** Commands after the files are gone. */
-  afterUninstall: string[][];
+  afterUninstall: Step[];
   /** Printed after a successful install. */
   notes: string[];
 }
@@ -105,7 +114,7 @@ function install(plan: Plan, dryRun: boolean, io: Io): number {
     io.stderr(`would write ${main!.path} (mode ${octal(main!.mode)}): printed above\n`);
     for (const file of others) io.stderr(`would write ${file.path} (mode ${octal(file.mode)}): ${file.shown ?? file.content}\n`);
     for (const folder of plan.folders) io.stderr(`would create ${folder}\n`);
-    for (const command of plan.install) io.stderr(`would run: ${command.join(" ")}\n`);
+    for (const step of plan.install) io.stderr(`would run: ${step.argv.join(" ")}\n`);
     return 0;
   }
   for (const folder of plan.folders) mkdirSync(folder, { recursive: true });
@@ -113,12 +122,11 @@ function install(plan: Plan, dryRun: boolean, io: Io): number {
   // A secrets file left by an earlier install with secrets would otherwise linger, unread.
   for (const path of plan.remove) if (!plan.files.some((file) => file.path === path)) rmSync(path, { force: true });
   for (const path of plan.files.map((file) => file.path)) io.stderr(`wrote ${path}\n`);
-  for (const command of plan.install) {
-    // bootout before bootstrap fails harmlessly when no agent is loaded yet.
-    const failure = run(command, command[1] === "bootout");
+  for (const [index, step] of plan.install.entries()) {
+    const failure = run(step);
     if (failure) {
       io.stderr(`foreman service: ${failure}\nThe files are written; run the remaining steps by hand:\n`);
-      for (const rest of plan.install.slice(plan.install.indexOf(command))) io.stderr(`  ${rest.join(" ")}\n`);
+      for (const rest of plan.install.slice(index)) io.stderr(`  ${rest.argv.join(" ")}\n`);
       return 1;
     }
   }
@@ -129,9 +137,9 @@ function install(plan: Plan, dryRun: boolean, io: Io): number {
 function uninstall(plan: Plan, dryRun: boolean, io: Io): number {
   const present = plan.remove.filter((path) => existsSync(path));
   if (dryRun) {
-    for (const command of plan.uninstall) io.stderr(`would run: ${command.join(" ")}\n`);
+    for (const step of plan.uninstall) io.stderr(`would run: ${step.argv.join(" ")}\n`);
     for (const path of present) io.stderr(`would remove ${path}\n`);
-    for (const command of plan.afterUninstall) io.stderr(`would run: ${command.join(" ")}\n`);
+    for (const step of plan.afterUninstall) io.stderr(`would run: ${step.argv.join(" ")}\n`);
     return 0;
   }
   if (!existsSync(plan.files[0]!.path)) {
@@ -140,28 +148,35 @@ function uninstall(plan: Plan, dryRun: boolean, io: Io): number {
     return 0;
   }
   // Stopping fails harmlessly when the service is not loaded; the files go either way.
-  const failures = plan.uninstall.map((command) => run(command, true)).filter(Boolean);
+  const failures = plan.uninstall.map((step) => run({ ...step, lenient: true })).filter(Boolean);
   if (failures.length) failures.unshift("could not stop the service; its files are removed anyway");
   for (const path of present) {
     rmSync(path, { force: true });
     io.stderr(`removed ${path}\n`);
   }
-  failures.push(...plan.afterUninstall.map((command) => run(command)).filter(Boolean));
+  failures.push(...plan.afterUninstall.map((step) => run(step)).filter(Boolean));
   for (const failure of failures) io.stderr(`foreman service: ${failure}\n`);
   return failures.length ? 1 : 0;
 }
 
-/** Runs one service-manager command; returns why it failed, or undefined. `lenient` ignores a non-zero exit. */
-function run(command: string[], lenient = false): string | undefined {
-  let child;
-  try {
-    child = Bun.spawnSync(command, { stdout: "pipe", stderr: "pipe" });
-  } catch {
-    return `${command[0]} not found on PATH`;
+/** Runs one service-manager command; returns why it failed, or undefined. */
+function run(step: Step): string | undefined {
+  const deadline = Date.now() + (step.retry?.forMs ?? 0);
+  for (;;) {
+    let child;
+    try {
+      child = Bun.spawnSync(step.argv, { stdout: "pipe", stderr: "pipe" });
+    } catch {
+      return `${step.argv[0]} not found on PATH`;
+    }
+    if (child.exitCode === 0 || step.lenient) return undefined;
+    if (child.exitCode === step.retry?.exitCode && Date.now() < deadline) {
+      Bun.sleepSync(500);
+      continue;
+    }
+    const output = `${child.stderr.toString()}${child.stdout.toString()}`.trim();
+    return `\`${step.argv.join(" ")}\` failed (exit ${child.exitCode})${output ? `: ${output}` : ""}`;
   }
-  if (child.exitCode === 0 || lenient) return undefined;
-  const output = `${child.stderr.toString()}${child.stdout.toString()}`.trim();
-  return `\`${command.join(" ")}\` failed (exit ${child.exitCode})${output ? `: ${output}` : ""}`;
 }
 
 /**
@@ -240,12 +255,17 @@ function launchdPlan(env: Env): Plan {
     folders: [dataDir, logDir],
     // bootout first so a second install replaces the running agent (it fails harmlessly when none is loaded);
     // enable undoes an earlier `launchctl disable`, which would keep bootstrap from starting it.
+    // launchd releases a booted-out label asynchronously (the agent may take its shutdown grace to exit):
+    // until then bootstrap fails with 5, "Input/output error", so it is retried for that long.
     install: [
-      ["launchctl", "bootout", target],
-      ["launchctl", "enable", target],
-      ["launchctl", "bootstrap", `gui/${uid}`, plist],
+      { argv: ["launchctl", "bootout", target], lenient: true },
+      { argv: ["launchctl", "enable", target] },
+      {
+        argv: ["launchctl", "bootstrap", `gui/${uid}`, plist],
+        retry: { exitCode: 5, forMs: (spec.stopTimeoutSeconds + 5) * 1000 },
+      },
     ],
-    uninstall: [["launchctl", "bootout", target]],
+    uninstall: [{ argv: ["launchctl", "bootout", target] }],
     remove: [plist],
     afterUninstall: [],
     notes: [
@@ -272,13 +292,13 @@ function systemdPlan(env: Env): Plan {
     folders: [dataDir],
     // restart rather than `enable --now`: a second install must restart foreman with the new settings.
     install: [
-      ["systemctl", "--user", "daemon-reload"],
-      ["systemctl", "--user", "enable", SYSTEMD_UNIT],
-      ["systemctl", "--user", "restart", SYSTEMD_UNIT],
+      { argv: ["systemctl", "--user", "daemon-reload"] },
+      { argv: ["systemctl", "--user", "enable", SYSTEMD_UNIT] },
+      { argv: ["systemctl", "--user", "restart", SYSTEMD_UNIT] },
     ],
-    uninstall: [["systemctl", "--user", "disable", "--now", SYSTEMD_UNIT]],
+    uninstall: [{ argv: ["systemctl", "--user", "disable", "--now", SYSTEMD_UNIT] }],
     remove: [unitPath, secretsPath],
-    afterUninstall: [["systemctl", "--user", "daemon-reload"]],
+    afterUninstall: [{ argv: ["systemctl", "--user", "daemon-reload"] }],
     notes: [
       `foreman runs as the systemd user service ${SYSTEMD_UNIT}; logs: journalctl --user -u foreman -f`,
       `status: systemctl --user status foreman; to keep it running while you are logged out: loginctl enable-linger`,

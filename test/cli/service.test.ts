@@ -12,7 +12,7 @@ const dirs: Array<() => void> = [];
 afterAll(() => dirs.forEach((cleanup) => cleanup()));
 
 /** A fresh HOME with XDG folders in it, and a bin/ of stub service managers that log their arguments. */
-function sandbox(stubExit = 0): { home: string; env: Record<string, string>; calls: () => string[] } {
+function sandbox(stubExit = 0): { home: string; bin: string; log: string; env: Record<string, string>; calls: () => string[] } {
   const dir = tempDir();
   dirs.push(dir.cleanup);
   const bin = join(dir.path, "bin");
@@ -30,6 +30,8 @@ function sandbox(stubExit = 0): { home: string; env: Record<string, string>; cal
   mkdirSync(home);
   return {
     home,
+    bin,
+    log,
     env: {
       HOME: home,
       XDG_CONFIG_HOME: join(home, "cfg"),
@@ -221,6 +223,19 @@ describe("foreman service install and uninstall", () => {
     expect(removed.code, removed.stderr).toBe(0);
     expect(existsSync(plistPath)).toBe(false);
     expect(calls().slice(3)).toEqual([`launchctl bootout gui/${uid}/local.foreman`]);
+  });
+
+  test("darwin: bootstrap is retried while launchd still holds the booted-out agent (exit 5)", async () => {
+    const { bin, log, env, calls } = sandbox();
+    // Fails bootstrap twice with launchd's "Input/output error", as right after a bootout.
+    writeFileSync(
+      join(bin, "launchctl"),
+      `#!/bin/sh\necho "launchctl $*" >> "${log}"\n` +
+        `if [ "$1" = bootstrap ] && [ $(grep -c bootstrap "${log}") -le 2 ]; then echo "Bootstrap failed: 5: Input/output error" >&2; exit 5; fi\n`,
+    );
+    const result = await runForeman(["service", "install", "--platform", "darwin"], { env });
+    expect(result.code, result.stderr).toBe(0);
+    expect(calls().filter((call) => call.startsWith("launchctl bootstrap"))).toHaveLength(3);
   });
 
   test("uninstall when nothing is installed says so and runs nothing", async () => {
