@@ -24,7 +24,6 @@ export const SERVICE_USAGE = `  foreman service install|uninstall [--dry-run] [-
 
 type Env = Record<string, string | undefined>;
 type Io = { stdout: (text: string) => void; stderr: (text: string) => void };
-type Platform = "darwin" | "linux";
 
 /** Client-side variables: they configure `foreman <subcommand>` or the tests, not the server. */
 const NOT_SERVER_SETTINGS = new Set(["FOREMAN_URL", "FOREMAN_BIN"]);
