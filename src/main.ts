@@ -2,6 +2,8 @@
 // The `foreman` command: `serve` runs the server; the other subcommands talk to a running one.
 import pkg from "../package.json";
 import { runClientCommand, CLIENT_COMMANDS, CLIENT_USAGE } from "./cli/commands";
+import { HEALTH_USAGE, runHealthCommand } from "./cli/health";
+import { SERVICE_USAGE, runServiceCommand } from "./cli/service";
 import { ConfigError, loadConfig } from "./config";
 import { startServer } from "./server";
 import { StartupError } from "./startup-error";
@@ -11,6 +13,8 @@ const USAGE = `foreman ${pkg.version}: one Ollama GPU, many clients
 Usage:
   foreman serve                 run the server (configured by FOREMAN_* variables; see README)
 ${CLIENT_USAGE}
+${HEALTH_USAGE}
+${SERVICE_USAGE}
   foreman --help | --version`;
 
 async function serve(): Promise<number> {
@@ -56,6 +60,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`foreman ${pkg.version}\n`);
     return 0;
   }
+  if (command === "service") return runServiceCommand(rest);
+  if (command === "health") return runHealthCommand(rest);
   if (command && CLIENT_COMMANDS.has(command)) return runClientCommand(command, rest);
   process.stderr.write(`${command ? `foreman: unknown command "${command}"\n\n` : ""}${USAGE}\n`);
   return 2;

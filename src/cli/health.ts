@@ -1,0 +1,49 @@
+// `foreman health`: exits 0 when the server answers GET /healthz with 200, else 1. For supervisors without
+// curl (the Docker image's HEALTHCHECK) and for scripts waiting on a start.
+
+type Env = Record<string, string | undefined>;
+type Io = { stdout: (text: string) => void; stderr: (text: string) => void };
+
+/** Usage line of `foreman health`, for `foreman --help`. */
+export const HEALTH_USAGE = `  foreman health                exit 0 if the server answers /healthz (at FOREMAN_URL, else FOREMAN_LISTEN's address)`;
+
+/** How long one probe waits for an answer, in milliseconds. */
+const TIMEOUT_MS = 5_000;
+
+/**
+ * The server's address: FOREMAN_URL when set, else FOREMAN_LISTEN (default 127.0.0.1:8080) with a
+ * wildcard host probed on loopback, so the command works beside `serve` with the same environment.
+ */
+export function healthUrl(env: Env): string {
+  const url = env.FOREMAN_URL?.trim();
+  if (url) return `${url.replace(/\/+$/, "")}/healthz`;
+  const listen = env.FOREMAN_LISTEN?.trim() || "127.0.0.1:8080";
+  const at = listen.lastIndexOf(":");
+  let host = listen.slice(0, at);
+  if (host === "" || host === "0.0.0.0") host = "127.0.0.1";
+  else if (host === "[::]" || host === "::") host = "[::1]";
+  return `http://${host}:${listen.slice(at + 1)}/healthz`;
+}
+
+/** Runs `foreman health`: one line on stdout when healthy, on stderr when not. */
+export async function runHealthCommand(args: string[], env: Env = process.env, io: Io = defaultIo): Promise<number> {
+  if (args.length) {
+    io.stderr(`foreman health: takes no arguments\n\nUsage:\n${HEALTH_USAGE}\n`);
+    return 2;
+  }
+  const url = healthUrl(env);
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) });
+    if (response.status === 200) {
+      io.stdout(`healthy: ${url}\n`);
+      return 0;
+    }
+    io.stderr(`foreman health: ${url} answered ${response.status}\n`);
+  } catch (error) {
+    const why = error instanceof Error && error.name === "TimeoutError" ? `no answer in ${TIMEOUT_MS / 1000}s` : "cannot connect";
+    io.stderr(`foreman health: ${url}: ${why}\n`);
+  }
+  return 1;
+}
+
+const defaultIo: Io = { stdout: (text) => process.stdout.write(text), stderr: (text) => process.stderr.write(text) };
