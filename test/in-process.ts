@@ -27,6 +27,10 @@ export interface InProcessStack {
   logs: string[];
   /** Answers a request as the server does, transport checks (target, body size, CORS) included. */
   handle(request: Request): Promise<Response>;
+  /** Where clients are pointed (e.g. `new Ollama({ host: url, fetch })`); nothing listens there. */
+  url: string;
+  /** `fetch` as a client would call foreman, answered by `handle` in this process: a path or a URL at `url`. */
+  fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;
   /** Shorthand: `handle` on `path` with a JSON body (a string is sent as it is). */
   request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Response>;
   /** Resolves with the job's row once it has ended (at once if it has). */
@@ -81,7 +85,11 @@ export async function startInProcess(
   await inventory.start();
   webhooks.start();
   const running = runner.run();
+  const url = "http://foreman.test";
   return {
+    url,
+    fetch: (input, init) =>
+      handle(new Request(typeof input === "string" && input.startsWith("/") ? `${url}${input}` : input, init)),
     fake,
     store,
     jobs,
@@ -91,7 +99,7 @@ export async function startInProcess(
     handle,
     request: (method, path, body, headers = {}) =>
       handle(
-        new Request(`http://localhost${path}`, {
+        new Request(`${url}${path}`, {
           method,
           headers: { "content-type": "application/json", ...headers },
           body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
