@@ -1,7 +1,6 @@
 // foreman without a socket or a thread: the app answers `handle(request)` in this process, and the job
 // loop runs on this thread with its messages applied directly. For route and runner tests that need
 // no real process; the end-to-end tests (test/e2e) drive the compiled binary instead.
-import { join } from "node:path";
 import { composeForeman, type Foreman, type JobLoop } from "../src/compose";
 import { loadConfig } from "../src/config";
 import type { Logger } from "../src/log";
@@ -58,7 +57,7 @@ export async function startInProcess(
   const dir = tempDir();
   const config = loadConfig(foremanEnv(fake.url, dir.path, { FOREMAN_POLL_INTERVAL: "1h", ...options.env }));
   const logs: string[] = [];
-  const db = openDatabase(join(dir.path, "foreman.db"));
+  const db = openDatabase(config.dbPath, { durability: config.durability });
   const store = new JobStore(db);
   const messages: FromWorker[] = [];
   const hub = new JobEventHub(capturingLogger("http", logs));
