@@ -2,21 +2,17 @@ import type { Database } from "bun:sqlite";
 import type { Server } from "bun";
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { createApp } from "./app";
 import { type Config, isLoopback, unknownSettings } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
-import { rejectMalformedTarget } from "./http/request-target";
-import { JobService } from "./job-service";
-import { CorsPolicy } from "./http/cors";
+import { composeForeman } from "./compose";
+import type { JobService } from "./job-service";
 import { createLogger } from "./log";
-import { OllamaClient } from "./ollama/client";
-import { ModelInventory } from "./ollama/inventory";
+import type { OllamaClient } from "./ollama/client";
 import { openDatabase } from "./queue/db";
 import { trackCreatedFiles } from "./queue/db-files";
 import { type DatabaseLock, lockDatabase, lockPathFor } from "./queue/lock";
 import { JobStore } from "./queue/store";
 import { WorkerBridge } from "./worker/bridge";
-import { WebhookDispatcher } from "./webhook/dispatcher";
 import { workerSettings } from "./worker/protocol";
 import { type DatabaseStep, databaseStartupError, listenStartupError } from "./startup-error";
 
@@ -52,44 +48,24 @@ export async function startServer(config: Config): Promise<RunningServer> {
   }
   const { db, lock } = owned;
   const store = new JobStore(db);
-  const ollama = new OllamaClient({ baseUrl: config.ollamaUrl, token: config.ollamaToken });
-  const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
   // Resolved from this file so that, compiled, it names the worker entry point bundled beside main.
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
   const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker"));
-  const jobs = new JobService(store, bridge, inventory, config, log);
-  const webhooks = new WebhookDispatcher(store, config, createLogger(config.logLevel, "webhook"));
-
-  bridge.onUnreachable = () => void inventory.refresh();
-  bridge.hub.onJobEnded = () => {
-    webhooks.wake();
-    inventory.refreshRunning();
-  };
-  inventory.onChange = (snapshot) => bridge.setInventory(inventory.residentKeys(), !snapshot.degraded);
+  const { ollama, inventory, jobs, webhooks, handle } = composeForeman(config, store, bridge, (scope) =>
+    scope === "http" ? log : createLogger(config.logLevel, scope),
+  );
 
   await bridge.ready;
   await inventory.start();
   webhooks.start();
   if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
 
-  const app = createApp({ config, jobs, ollama, webhooks });
-  const cors = new CorsPolicy(config.origins);
   server.reload({
     fetch(request, server) {
-      const malformed = rejectMalformedTarget(request);
-      if (malformed) return malformed;
-      const length = Number(request.headers.get("content-length") ?? 0);
-      if (length > config.maxBodyBytes) {
-        return errorResponse(
-          apiForPath(new URL(request.url).pathname),
-          413,
-          `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`,
-        );
-      }
       // A client may wait minutes in the queue or behind a model load without a byte on the wire:
       // no idle timeout may cut it (Bun's default is 10 s).
       server.timeout(request, 0);
-      return cors.apply(request, app.handle);
+      return handle(request);
     },
   });
   const url = `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;

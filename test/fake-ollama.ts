@@ -81,6 +81,8 @@ export class FakeOllama {
   failures: InjectedFailure[] = [];
   /** Every request as "METHOD /path", polls included. */
   requests: string[] = [];
+  /** While set, generations pause before chunk number `afterChunks` until `open` resolves (see {@link hold}). */
+  #hold: { afterChunks: number; open: Promise<void> } | undefined;
   /** Resolves waiters each time a generation request arrives. */
   #arrivals: Array<(seen: SeenRequest) => void> = [];
   #server: Server<undefined> | undefined;
@@ -129,6 +131,21 @@ export class FakeOllama {
   /** Resolves when the next generation request arrives. */
   nextArrival(): Promise<SeenRequest> {
     return new Promise((resolve) => this.#arrivals.push(resolve));
+  }
+
+  /**
+   * Holds the GPU: every generation from now on pauses before streaming chunk number `afterChunks`
+   * (0: before any output; a non-streamed one before it answers) until the returned function is called.
+   * Tests hold a job running this way instead of making tokens slow.
+   */
+  hold(afterChunks = 0): () => void {
+    let open!: () => void;
+    const hold = { afterChunks, open: new Promise<void>((resolve) => (open = resolve)) };
+    this.#hold = hold;
+    return () => {
+      if (this.#hold === hold) this.#hold = undefined;
+      open();
+    };
   }
 
   async #route(request: Request): Promise<Response> {
@@ -312,6 +329,7 @@ export class FakeOllama {
       return json({ ...base({ text: "", done: true }), done_reason: unload ? "unload" : "load" });
     }
 
+    const hold = this.#hold;
     const { prompt, tokens, toolCalls } = fakeReply(body, chat);
     // Tool calls arrive in one chunk of their own after the text, as Ollama streams them.
     const chunkCount = tokens.length + (toolCalls.length ? 1 : 0);
@@ -328,6 +346,7 @@ export class FakeOllama {
     });
 
     if (body.stream === false) {
+      await hold?.open;
       for (let i = 0; i < chunkCount && this.tokenDelayMs; i++) await Bun.sleep(this.tokenDelayMs);
       release();
       // Without streaming, a failure during generation is an ordinary error status (reference §7.3).
@@ -350,6 +369,7 @@ export class FakeOllama {
     let index = 0;
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
+        if (hold && index === hold.afterChunks) await hold.open;
         if (request.signal.aborted) return;
         if (failure && index === failure.afterChunks) {
           release();

@@ -1,18 +1,14 @@
 // foreman without a socket or a thread: the app answers `handle(request)` in this process, and the job
 // loop runs on this thread with its messages applied directly. For route and runner tests that need
 // no real process; the end-to-end tests (test/e2e) drive the compiled binary instead.
-import { join } from "node:path";
-import { createApp } from "../src/app";
+import { composeForeman, type Foreman, type JobLoop } from "../src/compose";
 import { loadConfig } from "../src/config";
-import { JobService } from "../src/job-service";
-import { createLogger } from "../src/log";
-import { OllamaClient } from "../src/ollama/client";
-import { ModelInventory } from "../src/ollama/inventory";
+import type { Logger } from "../src/log";
 import { openDatabase } from "../src/queue/db";
+import { isTerminal } from "../src/queue/job-states";
 import { JobStore } from "../src/queue/store";
-import { WebhookDispatcher } from "../src/webhook/dispatcher";
 import { applyWorkerMessage } from "../src/worker/bridge";
-import { JobEventHub, type JobLink } from "../src/worker/job-events";
+import { JobEventHub } from "../src/worker/job-events";
 import { type FromWorker, workerSettings } from "../src/worker/protocol";
 import { JobRunner } from "../src/worker/runner";
 import { FakeOllama, type FakeOllamaOptions } from "./fake-ollama";
@@ -22,70 +18,112 @@ import { foremanEnv, tempDir } from "./harness";
 export interface InProcessStack {
   fake: FakeOllama;
   store: JobStore;
-  jobs: JobService;
+  jobs: Foreman["jobs"];
+  inventory: Foreman["inventory"];
   /** Every message the job loop sent, in order. */
   messages: FromWorker[];
-  /** Answers a request as the server would (without the transport-level checks of server.ts). */
+  /** What foreman logged ("LEVEL [scope] message {fields}"), kept here instead of printed. */
+  logs: string[];
+  /** Answers a request as the server does, transport checks (target, body size, CORS) included. */
   handle(request: Request): Promise<Response>;
-  /** Shorthand: `handle` on `path` with a JSON body. */
+  /** Where clients are pointed (e.g. `new Ollama({ host: url, fetch })`); nothing listens there. */
+  url: string;
+  /** `fetch` as a client would call foreman, answered by `handle` in this process: a path or a URL at `url`. */
+  fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;
+  /** Shorthand: `handle` on `path` with a JSON body (a string is sent as it is). */
   request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Response>;
+  /** Resolves with the job's row once it has ended (at once if it has). */
+  ended(jobId: string): Promise<NonNullable<ReturnType<JobStore["getJob"]>>>;
   stop(): Promise<void>;
 }
 
-/** Starts the fake, opens a fresh database, runs the job loop on this thread and builds the app. */
+/** A logger that keeps its lines in `lines` and prints nothing: passing tests stay quiet. */
+export function capturingLogger(scope: string, lines: string[]): Logger {
+  const write = (level: string) => (message: string, fields?: Record<string, unknown>) => {
+    const shown = fields && JSON.stringify(fields, (_, v) => (v instanceof Error ? v.message : v));
+    lines.push(`${level} [${scope}] ${message}${shown ? ` ${shown}` : ""}`);
+  };
+  return { debug: write("DEBUG"), info: write("INFO"), warn: write("WARN"), error: write("ERROR") };
+}
+
+/**
+ * Starts the fake, opens a fresh database, runs the job loop on this thread and builds foreman's HTTP
+ * side with src/compose.ts, as server.ts does. The inventory polls hourly unless `env` says otherwise.
+ */
 export async function startInProcess(
   options: { fake?: FakeOllamaOptions; env?: Record<string, string> } = {},
 ): Promise<InProcessStack> {
   const fake = new FakeOllama(options.fake).start();
   const dir = tempDir();
   const config = loadConfig(foremanEnv(fake.url, dir.path, { FOREMAN_POLL_INTERVAL: "1h", ...options.env }));
-  const log = createLogger(config.logLevel, "test");
-  const db = openDatabase(join(dir.path, "foreman.db"));
+  const logs: string[] = [];
+  const db = openDatabase(config.dbPath, { durability: config.durability });
   const store = new JobStore(db);
-  const hub = new JobEventHub(log);
   const messages: FromWorker[] = [];
-  const ollama = new OllamaClient({ baseUrl: config.ollamaUrl });
-  const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
+  const hub = new JobEventHub(capturingLogger("http", logs));
+  // The Worker's loop, on this thread: its messages are applied as the bridge applies them.
   const runner = new JobRunner(
     store,
     workerSettings(config),
     (message) => {
       messages.push(message);
-      applyWorkerMessage(hub, message, { onUnreachable: () => void inventory.refresh() });
+      applyWorkerMessage(hub, message, { onUnreachable: () => loop.onUnreachable() });
     },
-    log,
+    capturingLogger("worker", logs),
   );
-  const link: JobLink = {
+  const loop: JobLoop = {
+    hub,
+    onUnreachable: () => {},
+    setInventory: (residentKeys, reachable) => runner.setInventory(residentKeys, reachable),
     subscribe: (jobId, listener) => hub.subscribe(jobId, listener),
     jobEnded: (jobId) => hub.jobEnded(jobId),
     wake: () => runner.wake(),
     cancel: (jobId) => runner.cancel(jobId),
   };
-  inventory.onChange = (snapshot) => runner.setInventory(inventory.residentKeys(), !snapshot.degraded);
+  const { inventory, jobs, webhooks, handle } = composeForeman(config, store, loop, (scope) => capturingLogger(scope, logs));
   await inventory.start();
-  const loop = runner.run();
-  const jobs = new JobService(store, link, inventory, config, log);
-  const webhooks = new WebhookDispatcher(store, config, log);
-  const app = createApp({ config, jobs, ollama, webhooks });
-  const handle = (request: Request) => app.handle(request);
+  webhooks.start();
+  const running = runner.run();
+  const url = "http://foreman.test";
   return {
+    url,
+    fetch: (input, init) =>
+      handle(new Request(typeof input === "string" && input.startsWith("/") ? `${url}${input}` : input, init)),
     fake,
     store,
     jobs,
+    inventory,
     messages,
+    logs,
     handle,
     request: (method, path, body, headers = {}) =>
       handle(
-        new Request(`http://localhost${path}`, {
+        new Request(`${url}${path}`, {
           method,
           headers: { "content-type": "application/json", ...headers },
           body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
         }),
       ),
+    ended: (jobId) =>
+      new Promise((resolve, reject) => {
+        // Listen before looking, so an end between the two is not missed.
+        const unsubscribe = hub.subscribe(jobId, (event) => {
+          if (event.type === "ended") settle();
+        });
+        const settle = () => {
+          const job = store.getJob(jobId);
+          if (job && !isTerminal(job.state)) return;
+          unsubscribe();
+          if (job) resolve(job);
+          else reject(new Error(`no job ${jobId}`));
+        };
+        settle();
+      }),
     async stop() {
       inventory.stop();
+      webhooks.stop();
       runner.shutdown(0);
-      await loop;
+      await running;
       db.close();
       await fake.stop();
       dir.cleanup();

@@ -37,7 +37,7 @@ describe("foreman as a process", () => {
   let fake: FakeOllama;
   let dir: ReturnType<typeof tempDir>;
   beforeAll(() => {
-    fake = new FakeOllama({ tokenDelayMs: 100 }).start();
+    fake = new FakeOllama().start();
     dir = tempDir();
   });
   afterAll(async () => {
@@ -55,16 +55,20 @@ describe("foreman as a process", () => {
         messages: [{ role: "user", content: `job ${i} a b c d` }],
         stream: false,
       });
-    // Three clients; the first job is running when the process dies, two wait behind it.
+    // Three clients; the first job is running (held by the fake) when the process dies, two wait behind it.
     const ids: string[] = [];
+    const release = fake.hold();
+    const arrived = fake.nextArrival();
     for (let i = 0; i < 3; i++) {
-      const controller = new AbortController();
-      void fetch(`${foreman.url}/api/chat`, { method: "POST", body: body(i), signal: controller.signal }).catch(() => {});
+      void fetch(`${foreman.url}/api/chat`, { method: "POST", body: body(i) }).catch(() => {});
     }
-    await until(() => fake.inFlight === 1, 10_000, "a job to run");
+    await arrived;
+    const queued = async () => ((await (await fetch(`${foreman.url}/jobs?state=queued`)).json()) as { jobs: unknown[] }).jobs;
+    await until(async () => (await queued()).length === 2, 10_000, "two jobs to queue behind it");
     const seenBefore = fake.seen.length;
     foreman.process.kill(9);
     await foreman.process.exited;
+    release();
 
     const db = new Database(env.FOREMAN_DB!, { readonly: true });
     const before = db.query<{ id: string; state: string }, []>("SELECT id, state FROM jobs ORDER BY id").all();
@@ -99,25 +103,33 @@ describe("foreman as a process", () => {
     });
     const foreman = await spawnForeman(env);
     const client = new Ollama({ host: foreman.url });
+    const release = fake.hold();
+    const arrived = fake.nextArrival();
     const answer = client.chat({ model: "llama3.2", messages: [{ role: "user", content: "finish this please" }] });
-    await until(() => fake.inFlight === 1, 10_000, "the job to run");
+    await arrived;
     foreman.process.kill("SIGTERM");
+    // The job is let go only once foreman is shutting down, so it finishes during the shutdown.
+    await until(() => foreman.stderr().includes("shutting down"), 10_000, "foreman to start shutting down");
+    release();
     expect((await answer).message.content).toBe("You said: finish this please");
     expect(await foreman.process.exited).toBe(0);
     expect(foreman.stderr()).toContain("stopped");
   });
 
   test("SIGTERM past the grace period stops the running job without spending its attempt; its waiting client's job ends", async () => {
-    fake.tokenDelayMs = 300;
     const env = foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, "grace.db"), FOREMAN_SHUTDOWN_GRACE: "200ms" });
     const foreman = await spawnForeman(env);
+    // The fake holds the job past the grace period (until the process is gone).
+    const release = fake.hold(1);
+    const arrived = fake.nextArrival();
     void fetch(`${foreman.url}/api/chat`, {
       method: "POST",
       body: JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "a b c d e f g" }] }),
     }).catch(() => {});
-    await until(() => fake.inFlight === 1, 10_000, "the job to run");
+    await arrived;
     foreman.process.kill("SIGTERM");
     expect(await foreman.process.exited).toBe(0);
+    release();
     const db = new Database(env.FOREMAN_DB!, { readonly: true });
     // Re-queued with its attempt refunded, then canceled: its client was told, so nobody would read a later run.
     expect(db.query<{ state: string; attempts: number }, []>("SELECT state, attempts FROM jobs").get()).toEqual({
@@ -125,7 +137,6 @@ describe("foreman as a process", () => {
       attempts: 0,
     });
     db.close();
-    fake.tokenDelayMs = 100;
   });
 
   // The binary test/preload.ts built; pointless (so skipped) when FOREMAN_BIN=source.

@@ -1,8 +1,10 @@
-// The job API: submit, list, watch, cancel, artifacts, queue; and bad input on every route.
+// The job API: submit, list, watch, cancel, artifacts, queue; and bad input on every route. foreman
+// answers in this process (test/in-process.ts); the fake Ollama is a real server.
 import { afterEach, describe, expect, test } from "bun:test";
-import { type Stack, startStack, until } from "../harness";
+import { until } from "../harness";
+import { type InProcessStack, startInProcess } from "../in-process";
 
-let stack: Stack | undefined;
+let stack: InProcessStack | undefined;
 afterEach(async () => {
   await stack?.stop();
   stack = undefined;
@@ -23,7 +25,7 @@ const chatJob = (content: string, extra: Record<string, unknown> = {}) => ({
 });
 
 async function call(method: string, path: string, body?: unknown) {
-  const response = await fetch(`${stack!.foreman.url}${path}`, {
+  const response = await stack!.fetch(path, {
     method,
     headers: body === undefined ? {} : { "content-type": "application/json" },
     body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
@@ -32,13 +34,14 @@ async function call(method: string, path: string, body?: unknown) {
   return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : null };
 }
 
-async function waitForState(id: string, state: string) {
-  await until(async () => (await call("GET", `/jobs/${id}`)).body.state === state, 10_000, `job ${id} to be ${state}`);
+/** Waits for the job's end (an event, not a poll) and checks how it ended. */
+async function waitForState(id: string, state: "done" | "failed" | "canceled") {
+  expect((await stack!.ended(id)).state).toBe(state);
 }
 
 describe("submitting and reading jobs", () => {
   test("POST /jobs answers 202 at once; the job runs and its result is Ollama's non-streaming answer", async () => {
-    stack = await startStack({ fake: { tokenDelayMs: 20 } });
+    stack = await startInProcess({ fake: { tokenDelayMs: 20 } });
     const submitted = await call("POST", "/jobs", chatJob("batch me"));
     expect(submitted.status).toBe(202);
     expect(submitted.body).toMatchObject({
@@ -63,7 +66,7 @@ describe("submitting and reading jobs", () => {
   });
 
   test("a generate job assembles the response text", async () => {
-    stack = await startStack();
+    stack = await startInProcess();
     const { body } = await call("POST", "/jobs", {
       type: "generate",
       request: { model: "qwen3", prompt: "tell me", stream: true },
@@ -73,7 +76,7 @@ describe("submitting and reading jobs", () => {
   });
 
   test("a repeated idempotency key returns the first job with 200", async () => {
-    stack = await startStack();
+    stack = await startInProcess();
     const first = await call("POST", "/jobs", chatJob("once", { idempotency_key: "doc-1" }));
     const again = await call("POST", "/jobs", chatJob("once", { idempotency_key: "doc-1" }));
     expect(first.status).toBe(202);
@@ -84,13 +87,16 @@ describe("submitting and reading jobs", () => {
   });
 
   test("higher priority runs first; positions say so", async () => {
-    stack = await startStack({ fake: { tokenDelayMs: 50 } });
+    stack = await startInProcess();
+    const release = stack.fake.hold();
+    const arrived = stack.fake.nextArrival();
     const blocker = await call("POST", "/jobs", chatJob("a b c d e"));
-    await until(() => stack!.fake.inFlight === 1, 5000, "the blocker to run");
+    await arrived;
     const low = await call("POST", "/jobs", chatJob("low"));
     const high = await call("POST", "/jobs", chatJob("high", { priority: 10 }));
     expect((await call("GET", `/jobs/${high.body.id}`)).body.queue_position).toBe(1);
     expect((await call("GET", `/jobs/${low.body.id}`)).body.queue_position).toBe(2);
+    release();
     await waitForState(low.body.id, "done");
     const order = stack.fake.seen.map((s) => (s.body.messages as { content: string }[])[0]!.content);
     expect(order).toEqual(["a b c d e", "high", "low"]);
@@ -98,8 +104,8 @@ describe("submitting and reading jobs", () => {
   });
 
   test("jobs made by /api/chat are listed like any other", async () => {
-    stack = await startStack();
-    const response = await fetch(`${stack.foreman.url}/api/chat`, {
+    stack = await startInProcess();
+    const response = await stack.fetch("/api/chat", {
       method: "POST",
       body: JSON.stringify({ ...chatJob("sync").request, stream: false }),
     });
@@ -112,7 +118,7 @@ describe("submitting and reading jobs", () => {
 
 describe("listing", () => {
   test("newest first, filtered, paged by cursor", async () => {
-    stack = await startStack();
+    stack = await startInProcess();
     const ids: string[] = [];
     for (let i = 0; i < 5; i++)
       ids.push(
@@ -124,7 +130,7 @@ describe("listing", () => {
           )
         ).body.id,
       );
-    await until(async () => (await call("GET", "/jobs?state=done")).body.jobs.length === 5, 10_000, "all done");
+    for (const id of ids) await waitForState(id, "done");
     const page1 = await call("GET", "/jobs?limit=2");
     expect(page1.body.jobs.map((j: Job) => j.id)).toEqual([ids[4], ids[3]]);
     const page2 = await call("GET", `/jobs?limit=2&cursor=${page1.body.next_cursor}`);
@@ -140,13 +146,16 @@ describe("listing", () => {
 
 describe("cancelling", () => {
   test("a queued job is canceled and never reaches Ollama; an ended one is 409; an unknown one 404", async () => {
-    stack = await startStack({ fake: { tokenDelayMs: 100 } });
+    stack = await startInProcess();
+    const release = stack.fake.hold();
+    const arrived = stack.fake.nextArrival();
     const running = await call("POST", "/jobs", chatJob("a b c d"));
-    await until(() => stack!.fake.inFlight === 1, 5000, "the first job to run");
+    await arrived;
     const waiting = await call("POST", "/jobs", chatJob("never"));
     const canceled = await call("DELETE", `/jobs/${waiting.body.id}`);
     expect(canceled.status).toBe(200);
     expect(canceled.body.state).toBe("canceled");
+    release();
     await waitForState(running.body.id, "done");
     expect(stack.fake.seen.length).toBe(1);
     const again = await call("DELETE", `/jobs/${waiting.body.id}`);
@@ -156,22 +165,27 @@ describe("cancelling", () => {
   });
 
   test("a running job has its upstream call aborted", async () => {
-    stack = await startStack({ fake: { tokenDelayMs: 200 } });
+    stack = await startInProcess();
+    const release = stack.fake.hold(1);
+    const arrived = stack.fake.nextArrival();
     const { body } = await call("POST", "/jobs", chatJob("a b c d e f g h"));
-    await until(() => stack!.fake.inFlight === 1, 5000, "the job to run");
+    const seen = await arrived;
     expect((await call("DELETE", `/jobs/${body.id}`)).body.state).toBe("canceled");
-    await until(() => stack!.fake.seen[0]?.aborted === true, 5000, "the abort upstream");
-    // A canceled job stays canceled: the worker does not overwrite it when its call unwinds.
-    await Bun.sleep(300);
+    await until(() => seen.aborted === true, 5000, "the abort upstream");
+    release();
+    // A canceled job stays canceled: the worker does not overwrite it when its call unwinds. The loop
+    // runs one job at a time, so once the next job is done, the canceled one has unwound.
+    const next = await call("POST", "/jobs", chatJob("next"));
+    await waitForState(next.body.id, "done");
     expect((await call("GET", `/jobs/${body.id}`)).body.state).toBe("canceled");
   });
 });
 
 describe("watching", () => {
   test("events: the current state, transitions, each chunk, then end with the job; an ended job sends end at once", async () => {
-    stack = await startStack({ fake: { tokenDelayMs: 30 } });
+    stack = await startInProcess({ fake: { tokenDelayMs: 30 } });
     const { body } = await call("POST", "/jobs", chatJob("watch this"));
-    const response = await fetch(`${stack.foreman.url}/jobs/${body.id}/events`);
+    const response = await stack.fetch(`/jobs/${body.id}/events`);
     expect(response.headers.get("content-type")).toBe("text/event-stream");
     const events = (await response.text())
       .trim()
@@ -196,34 +210,36 @@ describe("watching", () => {
     ).toBe("You said: watch this");
     expect(events.at(-1)!.data).toMatchObject({ id: body.id, state: "done" });
 
-    const late = await (await fetch(`${stack.foreman.url}/jobs/${body.id}/events`)).text();
+    const late = await (await stack.fetch(`/jobs/${body.id}/events`)).text();
     expect(late.startsWith("event: end\n")).toBe(true);
   });
 });
 
 describe("artifacts and the queue", () => {
   test("result.json and stream.ndjson, listed and downloadable", async () => {
-    stack = await startStack();
+    stack = await startInProcess();
     const { body } = await call("POST", "/jobs", chatJob("keep it"));
     await waitForState(body.id, "done");
     const list = await call("GET", `/jobs/${body.id}/artifacts`);
     expect(list.body.artifacts.map((a: { name: string }) => a.name)).toEqual(["result.json", "stream.ndjson"]);
-    const stream = await fetch(`${stack.foreman.url}/jobs/${body.id}/artifacts/stream.ndjson`);
+    const stream = await stack.fetch(`/jobs/${body.id}/artifacts/stream.ndjson`);
     expect(stream.headers.get("content-type")).toBe("application/x-ndjson");
     const lines = (await stream.text()).trim().split("\n");
     expect(JSON.parse(lines.at(-1)!).done).toBe(true);
-    const result = await fetch(`${stack.foreman.url}/jobs/${body.id}/artifacts/result.json`);
+    const result = await stack.fetch(`/jobs/${body.id}/artifacts/result.json`);
     expect(((await result.json()) as { message: { content: string } }).message.content).toBe("You said: keep it");
     expect((await call("GET", `/jobs/${body.id}/artifacts/nope.txt`)).status).toBe(404);
   });
 
   test("GET /queue: depth per model, the running job, resident models", async () => {
-    stack = await startStack({ fake: { tokenDelayMs: 100 } });
+    stack = await startInProcess();
+    stack.fake.hold();
+    const arrived = stack.fake.nextArrival();
     await call("POST", "/jobs", chatJob("a b c d e f"));
-    await until(() => stack!.fake.inFlight === 1, 5000, "a job to run");
+    await arrived;
     await call("POST", "/jobs", chatJob("x"));
     await call("POST", "/jobs", { type: "generate", request: { model: "qwen3", prompt: "y" } });
-    await stack.foreman.jobs.inventory.refresh();
+    await stack.inventory.refresh();
     const queue = (await call("GET", "/queue")).body;
     expect(queue).toMatchObject({
       depth: 2,
@@ -235,28 +251,30 @@ describe("artifacts and the queue", () => {
   });
 
   test("a full queue answers 503 with Retry-After and Ollama's body", async () => {
-    stack = await startStack({ fake: { tokenDelayMs: 200 }, env: { FOREMAN_MAX_QUEUE: "2" } });
+    stack = await startInProcess({ env: { FOREMAN_MAX_QUEUE: "2" } });
+    stack.fake.hold();
+    const arrived = stack.fake.nextArrival();
     await call("POST", "/jobs", chatJob("a b c d"));
-    await until(() => stack!.fake.inFlight === 1, 5000, "a job to run");
+    await arrived;
     expect((await call("POST", "/jobs", chatJob("1"))).status).toBe(202);
     expect((await call("POST", "/jobs", chatJob("2"))).status).toBe(202);
     const full = await call("POST", "/jobs", chatJob("3"));
     expect(full.status).toBe(503);
     expect(full.headers.get("retry-after")).toMatch(/^\d+$/);
     expect(full.body).toEqual({ error: "server busy, please try again.  maximum pending requests exceeded" });
-    const sync = await fetch(`${stack.foreman.url}/api/generate`, {
+    const sync = await stack.fetch("/api/generate", {
       method: "POST",
       body: JSON.stringify({ model: "qwen3", prompt: "x" }),
     });
     expect(sync.status).toBe(503);
     expect(sync.headers.get("retry-after")).toMatch(/^\d+$/);
-    expect(stack.foreman.jobs.store.queuedCount()).toBe(2);
+    expect(stack.store.queuedCount()).toBe(2);
   });
 });
 
 describe("bad input gets a 4xx with a clear error, and nothing is lost", () => {
   test("every route", async () => {
-    stack = await startStack();
+    stack = await startInProcess();
     const kept = (await call("POST", "/jobs", chatJob("keep me"))).body.id;
     const cases: Array<[string, string, unknown, number, string]> = [
       ["POST", "/jobs", "{not json", 400, "invalid JSON"],

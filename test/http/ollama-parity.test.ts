@@ -1,16 +1,17 @@
-// An unmodified `ollama` client must get the same answers through foreman as from Ollama itself.
+// An unmodified `ollama` client must get the same answers through foreman as from Ollama itself. foreman
+// answers in this process (test/in-process.ts); the fake Ollama is a real server.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Ollama } from "ollama";
-import { type Stack, startStack } from "../harness";
+import { type InProcessStack, startInProcess } from "../in-process";
 
-let stack: Stack;
+let stack: InProcessStack;
 let direct: Ollama;
 let viaForeman: Ollama;
 
 beforeAll(async () => {
-  stack = await startStack();
+  stack = await startInProcess();
   direct = new Ollama({ host: stack.fake.url });
-  viaForeman = new Ollama({ host: stack.foreman.url });
+  viaForeman = new Ollama({ host: stack.url, fetch: stack.fetch as typeof fetch });
 });
 afterAll(() => stack.stop());
 
@@ -67,7 +68,7 @@ describe("the ollama client sees no difference", () => {
 
   test("list, ps, show and version", async () => {
     expect(await viaForeman.list()).toEqual(await direct.list());
-    await stack.foreman.jobs.inventory.refresh();
+    await stack.inventory.refresh();
     expect((await viaForeman.ps()).models.map((m) => m.name)).toEqual((await direct.ps()).models.map((m) => m.name));
     expect(await viaForeman.show({ model: "llama3.2" })).toEqual(await direct.show({ model: "llama3.2" }));
     expect(await viaForeman.version()).toEqual(await direct.version());
@@ -93,14 +94,14 @@ describe("the ollama client sees no difference", () => {
 
   test("a load request (no messages) answers one JSON object, as Ollama does", async () => {
     const body = JSON.stringify({ model: "mistral", messages: [] });
-    const ours = await fetch(`${stack.foreman.url}/api/chat`, { method: "POST", body });
+    const ours = await stack.fetch("/api/chat", { method: "POST", body });
     const theirs = await fetch(`${stack.fake.url}/api/chat`, { method: "POST", body });
     expect(ours.headers.get("content-type")).toBe(theirs.headers.get("content-type")!);
     expect(stable(await ours.json())).toEqual(stable(await theirs.json()));
   });
 
   test("generation requests reach Ollama without the client's Host or Authorization", async () => {
-    await fetch(`${stack.foreman.url}/api/generate`, {
+    await stack.fetch("/api/generate", {
       method: "POST",
       headers: { authorization: "Bearer client-secret", host: "example.com:8080" },
       body: JSON.stringify({ ...generate, stream: false }),

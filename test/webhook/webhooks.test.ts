@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { type Stack, startStack, until } from "../harness";
+import { until } from "../harness";
+import { type InProcessStack, startInProcess } from "../in-process";
 import { WebhookReceiver, newSecret } from "./receiver";
 
-let stack: Stack | undefined;
+let stack: InProcessStack | undefined;
 let receiver: WebhookReceiver | undefined;
 afterEach(async () => {
   await stack?.stop();
@@ -13,7 +14,7 @@ afterEach(async () => {
 const FAST_BACKOFF = { FOREMAN_WEBHOOK_BACKOFF: "50ms,100ms,150ms" };
 
 async function submit(body: Record<string, unknown>) {
-  const response = await fetch(`${stack!.foreman.url}/jobs`, {
+  const response = await stack!.fetch(`/jobs`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
@@ -26,7 +27,7 @@ const chat = (content: string, webhook: Record<string, unknown>) => ({
   webhook,
 });
 const jobView = async (id: string) =>
-  (await (await fetch(`${stack!.foreman.url}/jobs/${id}`)).json()) as {
+  (await (await stack!.fetch(`/jobs/${id}`)).json()) as {
     state: string;
     webhook: { state: string; attempts: number; last_status: number | null };
   };
@@ -36,7 +37,7 @@ describe("webhooks (Standard Webhooks)", () => {
     const secret = newSecret();
     receiver = new WebhookReceiver(secret).start();
     receiver.failFirstAttempts = 2;
-    stack = await startStack({ env: FAST_BACKOFF });
+    stack = await startInProcess({ env: FAST_BACKOFF });
     const { body } = await submit(chat("hook me", { url: receiver.url, secret }));
     await until(() => receiver!.received.length === 1, 10_000, "the delivery");
     const [delivery] = receiver.received;
@@ -55,7 +56,7 @@ describe("webhooks (Standard Webhooks)", () => {
   test("FOREMAN_WEBHOOK_SECRET signs jobs without their own; no secret at all sends it unsigned", async () => {
     const secret = newSecret();
     receiver = new WebhookReceiver(secret).start();
-    stack = await startStack({ env: { ...FAST_BACKOFF, FOREMAN_WEBHOOK_SECRET: secret } });
+    stack = await startInProcess({ env: { ...FAST_BACKOFF, FOREMAN_WEBHOOK_SECRET: secret } });
     await submit(chat("default secret", { url: receiver.url }));
     await until(() => receiver!.received.length === 1, 10_000, "the delivery");
     expect(receiver.received[0]!.verified).toBe(true);
@@ -63,7 +64,7 @@ describe("webhooks (Standard Webhooks)", () => {
     await receiver.stop();
 
     receiver = new WebhookReceiver().start();
-    stack = await startStack({ env: FAST_BACKOFF });
+    stack = await startInProcess({ env: FAST_BACKOFF });
     await submit(chat("unsigned", { url: receiver.url }));
     await until(() => receiver!.received.length === 1, 10_000, "the delivery");
     expect(receiver.received[0]!.signed).toBe(false);
@@ -71,7 +72,7 @@ describe("webhooks (Standard Webhooks)", () => {
 
   test("failed and canceled jobs send job.failed and job.canceled", async () => {
     receiver = new WebhookReceiver().start();
-    stack = await startStack({ env: FAST_BACKOFF, fake: { tokenDelayMs: 100 } });
+    stack = await startInProcess({ env: FAST_BACKOFF });
     stack.fake.failures.push({ kind: "status", status: 500, error: "model crashed" });
     const failed = await submit(chat("fail", { url: receiver.url }));
     await until(() => receiver!.received.length === 1, 10_000, "the failure delivery");
@@ -79,16 +80,18 @@ describe("webhooks (Standard Webhooks)", () => {
       type: "job.failed",
       data: { id: failed.body.id, state: "failed", error: "model crashed" },
     });
+    stack.fake.hold();
+    const arrived = stack.fake.nextArrival();
     const running = await submit(chat("a b c d e f", { url: receiver.url }));
-    await until(() => stack!.fake.inFlight === 1, 5000, "the job to run");
-    await fetch(`${stack.foreman.url}/jobs/${running.body.id}`, { method: "DELETE" });
+    await arrived;
+    await stack!.fetch(`/jobs/${running.body.id}`, { method: "DELETE" });
     await until(() => receiver!.received.length === 2, 10_000, "the cancel delivery");
     expect(receiver.received[1]!.body).toMatchObject({ type: "job.canceled", data: { id: running.body.id, state: "canceled" } });
   });
 
   test("410 stops retrying; a redirect is not followed; the schedule's end fails it; the job is untouched", async () => {
     receiver = new WebhookReceiver().start();
-    stack = await startStack({ env: FAST_BACKOFF });
+    stack = await startInProcess({ env: FAST_BACKOFF });
     receiver.script = [410];
     const gone = await submit(chat("gone", { url: receiver.url }));
     await until(async () => (await jobView(gone.body.id)).webhook.state === "failed", 10_000, "410 to stop it");
@@ -103,7 +106,7 @@ describe("webhooks (Standard Webhooks)", () => {
   });
 
   test("FOREMAN_WEBHOOK_ALLOW restricts where webhooks may go", async () => {
-    stack = await startStack({ env: { FOREMAN_WEBHOOK_ALLOW: "hooks.example.com, 10.0.0.0/8, ::1" } });
+    stack = await startInProcess({ env: { FOREMAN_WEBHOOK_ALLOW: "hooks.example.com, 10.0.0.0/8, ::1" } });
     expect((await submit(chat("x", { url: "https://hooks.example.com/x" }))).status).toBe(202);
     expect((await submit(chat("x", { url: "http://10.2.3.4:9000/x" }))).status).toBe(202);
     expect((await submit(chat("x", { url: "http://[::1]:9000/x" }))).status).toBe(202);
