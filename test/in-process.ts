@@ -57,6 +57,7 @@ export async function startInProcess(
   );
   const link: JobLink = {
     subscribe: (jobId, listener) => hub.subscribe(jobId, listener),
+    subscribeAll: (listener) => hub.subscribeAll(listener),
     jobEnded: (jobId) => hub.jobEnded(jobId),
     wake: () => runner.wake(),
     cancel: (jobId) => runner.cancel(jobId),
