@@ -1,7 +1,7 @@
 import { framingFor, splitRecords } from "../adapters/framing";
 import type { JobService } from "../job-service";
 import type { JobEvent } from "../worker/job-events";
-import { DEFAULT_LIMITS, type LiveCount, type SnapshotLimits, buildSnapshot } from "./snapshot";
+import { DEFAULT_LIMITS, type LiveCount, type SnapshotLimits, SnapshotBuilder } from "./snapshot";
 import type { TokenUpdate } from "./types";
 
 /** How often the feed may push at most, in ms: changes within it are sent together. */
@@ -30,7 +30,7 @@ const sse = (event: string, data: string) => encoder.encode(`event: ${event}\nda
  */
 export class DashboardFeed {
   readonly #jobs: JobService;
-  readonly #limits: SnapshotLimits;
+  readonly #builder: SnapshotBuilder;
   readonly #clients = new Set<ReadableStreamDefaultController<Uint8Array>>();
   readonly #live = new Map<string, Live>();
   readonly #decoder = new TextDecoder();
@@ -44,7 +44,7 @@ export class DashboardFeed {
 
   constructor(jobs: JobService, limits: SnapshotLimits = DEFAULT_LIMITS) {
     this.#jobs = jobs;
-    this.#limits = limits;
+    this.#builder = new SnapshotBuilder(jobs.store, jobs.inventory, limits);
     jobs.link.subscribeAll((jobId, event) => this.#onJobEvent(jobId, event));
     jobs.onQueued = () => this.#changed();
     // The inventory has one listener slot, which server.ts fills first; the feed listens after it.
@@ -93,9 +93,10 @@ export class DashboardFeed {
     this.#timer = this.#refresh = this.#heartbeat = undefined;
   }
 
+  /** Unref'd, like every timer here: an open dashboard never holds up the process's exit. */
   #startTimers(): void {
-    this.#refresh ??= setInterval(() => this.#changed(), REFRESH_MS);
-    this.#heartbeat ??= setInterval(() => this.#broadcast(encoder.encode(": keep-alive\n\n")), HEARTBEAT_MS);
+    this.#refresh ??= setInterval(() => this.#changed(), REFRESH_MS).unref();
+    this.#heartbeat ??= setInterval(() => this.#broadcast(encoder.encode(": keep-alive\n\n")), HEARTBEAT_MS).unref();
   }
 
   #onJobEvent(jobId: string, event: JobEvent): void {
@@ -133,7 +134,7 @@ export class DashboardFeed {
   #schedule(): void {
     if (this.#timer !== undefined || this.#clients.size === 0) return;
     const delay = Math.max(0, this.#lastFlush + FEED_INTERVAL_MS - Date.now());
-    this.#timer = setTimeout(() => this.#flush(), delay);
+    this.#timer = setTimeout(() => this.#flush(), delay).unref();
   }
 
   #flush(): void {
@@ -157,7 +158,7 @@ export class DashboardFeed {
   #snapshotJson(now: number): { full: string; changed: boolean } {
     let json: string;
     try {
-      const snapshot = buildSnapshot(this.#jobs.store, this.#jobs.inventory, (id) => this.#liveCount(id, now), this.#limits, now);
+      const snapshot = this.#builder.build((id) => this.#liveCount(id, now), now);
       json = JSON.stringify(snapshot);
     } catch (error) {
       // The database is closing (shutdown): keep the last picture, if there is one.

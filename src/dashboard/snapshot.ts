@@ -3,7 +3,7 @@ import type { JobStore } from "../queue/store";
 import { jobTimes, tokensPerSecond } from "../queue/job-view";
 import type { DashboardSnapshot, HourChart, QueueGroup, RunningJob } from "./types";
 
-/** How much a snapshot lists: jobs shown per model group, ended jobs shown. */
+/** How much a snapshot lists. */
 export interface SnapshotLimits {
   /** Queued jobs listed per model, default 20; the rest are counted. */
   perGroup: number;
@@ -24,86 +24,105 @@ export interface LiveCount {
 
 /**
  * Builds the dashboard's snapshot from the database and the inventory, without `now` (the feed adds
- * it), so two snapshots of an unchanged queue are equal. Bounded: a fixed number of queries, each
- * with a LIMIT or an aggregate, one per model with queued jobs.
+ * it), so two snapshots of an unchanged queue are equal. Bounded: a fixed number of indexed queries,
+ * each with a LIMIT or an aggregate, a few per model with queued jobs; the hour's finished minutes are
+ * counted once a minute and only the current minute each time.
  */
-export function buildSnapshot(
-  store: JobStore,
-  inventory: ModelInventory,
-  live: (jobId: string) => LiveCount,
-  limits: SnapshotLimits = DEFAULT_LIMITS,
-  now = Date.now(),
-): Omit<DashboardSnapshot, "now"> {
-  const { snapshot } = inventory;
-  const row = store.runningJob();
-  const running: RunningJob | null = row && {
-    id: row.id,
-    model: row.model,
-    state: row.state === "working" ? "working" : "loading",
-    source: row.source,
-    priority: row.priority,
-    createdAt: row.createdAt,
-    startedAt: row.startedAt,
-    swapped: row.swapped === null ? null : row.swapped === 1,
-    ...live(row.id),
-  };
+export class SnapshotBuilder {
+  /** The hour chart's finished minutes, for the window starting at `since`. */
+  #hour: { since: number; done: number[]; swaps: number[] } | undefined;
 
-  const groups = store.dashboard
-    .queueGroups()
-    .sort(
-      (a, b) =>
-        Number(b.model === running?.model) - Number(a.model === running?.model) ||
-        b.top - a.top ||
-        (a.oldest < b.oldest ? -1 : 1),
-    )
-    .map((group): QueueGroup => {
-      const jobs = store.dashboard.queuedJobs(group.model, limits.perGroup).map((job) => ({
+  constructor(
+    readonly store: JobStore,
+    readonly inventory: ModelInventory,
+    readonly limits: SnapshotLimits = DEFAULT_LIMITS,
+  ) {}
+
+  build(live: (jobId: string) => LiveCount, now = Date.now()): Omit<DashboardSnapshot, "now"> {
+    const { store } = this;
+    const { snapshot } = this.inventory;
+    const row = store.runningJob();
+    const running: RunningJob | null = row && {
+      id: row.id,
+      model: row.model,
+      modelKey: row.modelKey,
+      state: row.state === "working" ? "working" : "loading",
+      source: row.source,
+      priority: row.priority,
+      createdAt: row.createdAt,
+      startedAt: row.startedAt,
+      swapped: row.swapped === null ? null : row.swapped === 1,
+      ...live(row.id),
+    };
+
+    const groups = store.dashboard
+      .queueGroups()
+      .sort(
+        (a, b) =>
+          Number(b.modelKey === running?.modelKey) - Number(a.modelKey === running?.modelKey) ||
+          b.top - a.top ||
+          (a.oldest < b.oldest ? -1 : 1),
+      )
+      .map((group): QueueGroup => {
+        const jobs = store.dashboard.queuedJobs(group.modelKey, group.top, this.limits.perGroup).map((job) => ({
+          id: job.id,
+          model: job.model,
+          type: job.type,
+          source: job.source,
+          priority: job.priority,
+          createdAt: job.createdAt,
+        }));
+        return { model: group.modelKey, count: group.n, jobs, more: group.n - jobs.length };
+      });
+
+    const recent = store.dashboard.recentJobs(this.limits.recent).map((job) => {
+      const { waitMs, runMs } = jobTimes(job, now);
+      return {
         id: job.id,
-        type: job.type,
+        model: job.model,
         source: job.source,
-        priority: job.priority,
-        createdAt: job.createdAt,
-      }));
-      return { model: group.model, count: group.n, jobs, more: group.n - jobs.length };
+        state: job.state,
+        error: job.error,
+        finishedAt: job.finishedAt!,
+        waitMs,
+        runMs,
+        outputTokens: job.outputTokens,
+        tokensPerS: tokensPerSecond(job, runMs),
+      };
     });
 
-  const recent = store.dashboard.recentJobs(limits.recent).map((job) => {
-    const { waitMs, runMs } = jobTimes(job, now);
     return {
-      id: job.id,
-      model: job.model,
-      source: job.source,
-      state: job.state,
-      error: job.error,
-      finishedAt: job.finishedAt!,
-      waitMs,
-      runMs,
-      outputTokens: job.outputTokens,
-      tokensPerS: tokensPerSecond(job, runMs),
+      ollama: {
+        reachable: !snapshot.degraded && snapshot.updatedAt > 0,
+        resident: snapshot.running.map((model) => model.name),
+      },
+      running,
+      queue: { total: groups.reduce((sum, group) => sum + group.count, 0), groups },
+      recent,
+      hour: this.#hourChart(now),
     };
-  });
-
-  return {
-    ollama: {
-      reachable: !snapshot.degraded && snapshot.updatedAt > 0,
-      resident: snapshot.running.map((model) => model.name),
-    },
-    running,
-    queue: { total: groups.reduce((sum, group) => sum + group.count, 0), groups },
-    recent,
-    hour: hourChart(store, now),
-  };
-}
-
-/** The last hour in whole minutes (the current one last), so the chart only moves once a minute. */
-function hourChart(store: JobStore, now: number): HourChart {
-  const since = (Math.floor(now / MINUTE_MS) - (HOUR_BUCKETS - 1)) * MINUTE_MS;
-  const done = new Array<number>(HOUR_BUCKETS).fill(0);
-  const swaps = new Array<number>(HOUR_BUCKETS).fill(0);
-  for (const row of store.dashboard.endedPerBucket(since, MINUTE_MS)) {
-    if (row.bucket < 0 || row.bucket >= HOUR_BUCKETS) continue;
-    done[row.bucket] = row.done;
-    swaps[row.bucket] = row.swaps;
   }
-  return { since, bucketMs: MINUTE_MS, done, swaps };
+
+  /** The last hour in whole minutes, the current one last, so the chart's window moves once a minute. */
+  #hourChart(now: number): HourChart {
+    const current = Math.floor(now / MINUTE_MS) * MINUTE_MS;
+    const since = current - (HOUR_BUCKETS - 1) * MINUTE_MS;
+    if (this.#hour?.since !== since) {
+      // A new minute: count the window's finished minutes once (the current one is counted every time).
+      const done = new Array<number>(HOUR_BUCKETS).fill(0);
+      const swaps = new Array<number>(HOUR_BUCKETS).fill(0);
+      for (const row of this.store.dashboard.endedPerBucket(since, MINUTE_MS)) {
+        if (row.bucket < 0 || row.bucket >= HOUR_BUCKETS - 1) continue;
+        done[row.bucket] = row.done;
+        swaps[row.bucket] = row.swaps;
+      }
+      this.#hour = { since, done, swaps };
+    }
+    const thisMinute = this.store.dashboard.endedPerBucket(current, MINUTE_MS).find((row) => row.bucket === 0);
+    const done = [...this.#hour.done];
+    const swaps = [...this.#hour.swaps];
+    done[HOUR_BUCKETS - 1] = thisMinute?.done ?? 0;
+    swaps[HOUR_BUCKETS - 1] = thisMinute?.swaps ?? 0;
+    return { since, bucketMs: MINUTE_MS, done, swaps };
+  }
 }

@@ -5,7 +5,10 @@
 /** The running job, with live token counts from its streamed records. */
 export interface RunningJob {
   id: string;
+  /** As the client sent it. */
   model: string;
+  /** What Ollama loads for it: model:tag plus the load options that force a reload (the queue's groups). */
+  modelKey: string;
   /** loading: waiting for Ollama's first record (a model load, or the prompt); working: generating. */
   state: "loading" | "working";
   source: string;
@@ -23,6 +26,8 @@ export interface RunningJob {
 /** A waiting job. */
 export interface QueuedJob {
   id: string;
+  /** As the client sent it. */
+  model: string;
   type: string;
   source: string;
   priority: number;
@@ -31,6 +36,7 @@ export interface QueuedJob {
 
 /** One model's jobs in the queue: the first few in claim order, and how many more wait. */
 export interface QueueGroup {
+  /** The model key (model:tag plus load options): jobs that run on one load, as the drain takes them. */
   model: string;
   count: number;
   jobs: QueuedJob[];

@@ -2,7 +2,7 @@ import type { Database } from "bun:sqlite";
 import type { JobRow } from "./store";
 
 /** A queued job as the dashboard lists it. */
-export type QueuedJobRow = Pick<JobRow, "id" | "model" | "type" | "source" | "priority" | "createdAt">;
+export type QueuedJobRow = Pick<JobRow, "id" | "model" | "modelKey" | "type" | "source" | "priority" | "createdAt">;
 
 /** An ended job as the dashboard lists it (no request, no result). */
 export type EndedJobRow = Pick<
@@ -22,9 +22,9 @@ export type EndedJobRow = Pick<
   | "evalMs"
 >;
 
-/** One model's share of the queue: how many wait, the highest priority among them and the oldest id. */
+/** One model's share of the queue (by model key, what drains together): how many wait, the highest priority, the oldest id. */
 export interface QueueGroupRow {
-  model: string;
+  modelKey: string;
   n: number;
   top: number;
   oldest: string;
@@ -44,17 +44,23 @@ export interface HourBucketRow {
 export class DashboardQueries {
   readonly #groupsStmt;
   readonly #groupJobsStmt;
+  readonly #nextPriorityStmt;
   readonly #recentStmt;
   readonly #bucketsStmt;
 
   constructor(db: Database) {
+    // A covering scan of the queued range of jobs_by_model: no table row is read.
     this.#groupsStmt = db.query<QueueGroupRow, []>(
-      `SELECT model, count(*) AS n, max(priority) AS top, min(id) AS oldest FROM jobs WHERE state = 'queued' GROUP BY model`,
+      `SELECT model_key AS modelKey, count(*) AS n, max(priority) AS top, min(id) AS oldest
+       FROM jobs WHERE state = 'queued' GROUP BY model_key`,
     );
-    // Claim order within a model: priority, then age (the jobs_by_priority index, filtered on model).
-    this.#groupJobsStmt = db.query<QueuedJobRow, [string, number]>(
-      `SELECT id, model, type, source, priority, created_at AS createdAt FROM jobs
-       WHERE state = 'queued' AND model = ? ORDER BY priority DESC, id LIMIT ?`,
+    // One priority level of one model in claim order: a seek into jobs_by_model (state, priority, model_key, id).
+    this.#groupJobsStmt = db.query<QueuedJobRow, [number, string, number]>(
+      `SELECT id, model, model_key AS modelKey, type, source, priority, created_at AS createdAt FROM jobs
+       WHERE state = 'queued' AND priority = ? AND model_key = ? ORDER BY id LIMIT ?`,
+    );
+    this.#nextPriorityStmt = db.query<{ p: number | null }, [string, number]>(
+      `SELECT max(priority) AS p FROM jobs WHERE state = 'queued' AND model_key = ? AND priority < ?`,
     );
     this.#recentStmt = db.query<EndedJobRow, [number]>(
       `SELECT id, model, type, source, state, priority, error, created_at AS createdAt, started_at AS startedAt,
@@ -68,14 +74,21 @@ export class DashboardQueries {
     );
   }
 
-  /** Every model with queued jobs (one row per model, whatever the queue's depth). */
+  /** Every model key with queued jobs (one row per key, whatever the queue's depth). */
   queueGroups(): QueueGroupRow[] {
     return this.#groupsStmt.all();
   }
 
-  /** The first `limit` queued jobs of one model, in the order they would be claimed. */
-  queuedJobs(model: string, limit: number): QueuedJobRow[] {
-    return this.#groupJobsStmt.all(model, limit);
+  /**
+   * The first `limit` queued jobs of one model key in claim order (priority, then age), starting from its
+   * highest priority `top`: one index seek per priority level it holds.
+   */
+  queuedJobs(modelKey: string, top: number, limit: number): QueuedJobRow[] {
+    const jobs: QueuedJobRow[] = [];
+    for (let p: number | null = top; p !== null && jobs.length < limit; p = this.#nextPriorityStmt.get(modelKey, p)!.p) {
+      jobs.push(...this.#groupJobsStmt.all(p, modelKey, limit - jobs.length));
+    }
+    return jobs;
   }
 
   /** The `limit` jobs that ended last, newest first. */

@@ -94,8 +94,8 @@ function renderRunning(running: RunningJob | null) {
   box.replaceChildren(
     h(
       "div",
-      { class: "running", "data-id": running.id, "data-model": running.model, "data-state": running.state },
-      h("div", {}, h("div", { class: "model" }, running.model), h("code", { title: running.id }, shortId(running.id))),
+      { class: "running", "data-id": running.id, "data-model": running.modelKey, "data-state": running.state },
+      h("div", {}, h("div", { class: "model" }, running.modelKey), h("code", { title: running.id }, shortId(running.id))),
       stat("phase", running.state, { class: `phase-${running.state}` }),
       stat("tokens", String(running.tokens), { id: "tokens" }),
       stat("tokens/s", running.tokensPerS === null ? "–" : String(running.tokensPerS), { id: "tokens-per-s" }),

@@ -36,6 +36,7 @@ export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator
       }
     }
   } finally {
-    reader.releaseLock();
+    // The reader stopped reading (or the body ended): let the server know, so it drops this watcher.
+    void reader.cancel().catch(() => {});
   }
 }

@@ -117,7 +117,7 @@ test("30 jobs over three models drain live on /ui, model by model, and one is ca
   }
 
   // The queue shows up grouped by model, with each job's wait, priority and source and a cancel button.
-  const lastGroup = page.locator(`#queue .group[data-model="${MODELS[2]}"]`);
+  const lastGroup = page.locator(`#queue .group[data-model="${MODELS[2]}:latest"]`);
   await lastGroup.waitFor();
   await page.locator("#running .running[data-state=working]").waitFor();
   expect(await lastGroup.locator("li.job").count()).toBe(10);
@@ -154,9 +154,9 @@ test("30 jobs over three models drain live on /ui, model by model, and one is ca
   const log = await seen();
   const models = log.map((entry) => entry.model).filter((model): model is string => model !== null);
   const runs = models.filter((model, i) => model !== models[i - 1]);
-  expect(runs).toEqual(MODELS);
-  const served = fake.seen.map((request) => request.model.replace(/:latest$/, ""));
-  expect(served.filter((model, i) => model !== served[i - 1])).toEqual(MODELS);
+  expect(runs).toEqual(MODELS.map((model) => `${model}:latest`));
+  const served = fake.seen.map((request) => request.key);
+  expect(served.filter((model, i) => model !== served[i - 1])).toEqual(runs);
   // The running job's token count moved while it ran: some job was seen with two or more counts, rising.
   const counts = new Map<string, number[]>();
   for (const entry of log)
