@@ -72,18 +72,6 @@ export class DashboardFeed {
     });
   }
 
-  /** Ends every watcher's stream (at shutdown) and stops the timers. */
-  close(): void {
-    for (const controller of [...this.#clients]) {
-      try {
-        controller.close();
-      } catch {
-        // Already closed by its client.
-      }
-      this.#drop(controller);
-    }
-  }
-
   #drop(controller: ReadableStreamDefaultController<Uint8Array>): void {
     this.#clients.delete(controller);
     if (this.#clients.size > 0) return;

@@ -128,7 +128,7 @@ function renderGroup(group: QueueGroup): HTMLElement {
           h("code", { title: job.id }, shortId(job.id)),
           h("span", { title: "waiting" }, "waits ", ticking(job.createdAt)),
           h("span", { title: "priority" }, `prio ${job.priority}`),
-          h("span", { title: "source" }, job.source),
+          h("span", { title: "source: the API it came through" }, `via ${job.source}`),
           cancelButton(job.id),
         ),
       ),

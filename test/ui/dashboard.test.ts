@@ -12,6 +12,8 @@ import { type ForemanProcess, foremanEnv, spawnForeman, tempDir, until } from ".
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const TOKEN = "dashboard-token";
 const MODELS = ["llama3.2", "qwen3", "mistral"];
+/** A model name that is markup: the page must show it as text. */
+const HOSTILE = `<img src=x onerror="document.body.dataset.pwned=1">`;
 const auth = { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" };
 
 let fake: FakeOllama;
@@ -21,7 +23,7 @@ let browser: Browser;
 
 beforeAll(async () => {
   // 30 tokens at 10 ms: each job runs about 0.3 s, so the 30 drain in about ten seconds, slow enough to watch.
-  fake = new FakeOllama({ tokenDelayMs: 10, loadDelayMs: 150 }).start();
+  fake = new FakeOllama({ tokenDelayMs: 10, loadDelayMs: 150, models: [...MODELS, HOSTILE] }).start();
   dir = tempDir();
   foreman = await spawnForeman(foremanEnv(fake.url, dir.path, { FOREMAN_TOKEN: TOKEN, FOREMAN_LOG_LEVEL: "error" }));
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
@@ -64,6 +66,47 @@ async function recordRunning(page: Page): Promise<() => Promise<Seen[]>> {
   return () => page.evaluate(() => (window as unknown as { seen: Seen[] }).seen);
 }
 
+/** A page on /ui that refuses (and remembers) anything off foreman's origin, and remembers script errors. */
+async function openDashboard() {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const origin = new URL(foreman.url).origin;
+  const offOrigin: string[] = [];
+  const requested: string[] = [];
+  const errors: string[] = [];
+  page.on("pageerror", (error) => errors.push(String(error)));
+  // The first feed request is refused (no token yet): that 401 is the page asking, not an error.
+  page.on("console", (message) => {
+    if (message.type() === "error" && !message.text().includes("status of 401")) errors.push(message.text());
+  });
+  // No network: anything not served by foreman itself is refused and remembered.
+  await page.route("**", (route) => {
+    const url = route.request().url();
+    requested.push(url);
+    if (new URL(url).origin === origin) return route.continue();
+    offOrigin.push(url);
+    return route.abort();
+  });
+  // The page holds no data: it loads without the token, then asks for it.
+  const response = await page.goto(`${foreman.url}/ui`);
+  expect(response?.status()).toBe(200);
+  await page.locator("#login").waitFor();
+  await page.fill("#token", TOKEN);
+  await page.click("#login button[type=submit]");
+  await page.locator("#connection", { hasText: "live" }).waitFor();
+  expect(await page.evaluate(() => localStorage.getItem("foreman.token"))).toBe(TOKEN);
+  return { page, origin, offOrigin, requested, errors };
+}
+
+const submit = async (model: string, tokens: number) => {
+  const submitted = await fetch(`${foreman.url}/jobs`, {
+    method: "POST",
+    headers: auth,
+    body: JSON.stringify({ type: "generate", request: { model, prompt: "x", options: { num_predict: tokens } } }),
+  });
+  expect(submitted.status).toBe(202);
+  return ((await submitted.json()) as { id: string }).id;
+};
+
 /** A screenshot saved in the test's folder: a real PNG of some size. */
 async function screenshot(page: Page, name: string): Promise<string> {
   const path = join(dir.path, name);
@@ -79,42 +122,13 @@ const jobState = async (id: string) =>
   ((await (await fetch(`${foreman.url}/jobs/${id}`, { headers: auth })).json()) as { state: string }).state;
 
 test("30 jobs over three models drain live on /ui, model by model, and one is canceled from the page", async () => {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  const origin = new URL(foreman.url).origin;
-  const offOrigin: string[] = [];
-  const requested: string[] = [];
-  // No network: anything not served by foreman itself is refused and remembered.
-  await page.route("**", (route) => {
-    const url = route.request().url();
-    requested.push(url);
-    if (new URL(url).origin === origin) return route.continue();
-    offOrigin.push(url);
-    return route.abort();
-  });
-
-  // The page holds no data: it loads without the token, then asks for it.
-  const response = await page.goto(`${foreman.url}/ui`);
-  expect(response?.status()).toBe(200);
-  await page.locator("#login").waitFor();
-  await page.fill("#token", TOKEN);
-  await page.click("#login button[type=submit]");
-  await page.locator("#connection", { hasText: "live" }).waitFor();
+  const { page, origin, offOrigin, requested, errors } = await openDashboard();
   await page.locator("#running .empty").waitFor();
-  expect(await page.evaluate(() => localStorage.getItem("foreman.token"))).toBe(TOKEN);
   const seen = await recordRunning(page);
 
   // 30 jobs, the models interleaved: FIFO would swap on every job, drain-by-model swaps twice.
   const ids: string[] = [];
-  for (let i = 0; i < 30; i++) {
-    const model = MODELS[i % MODELS.length]!;
-    const submitted = await fetch(`${foreman.url}/jobs`, {
-      method: "POST",
-      headers: auth,
-      body: JSON.stringify({ type: "generate", request: { model, prompt: `job ${i}`, options: { num_predict: 30 } } }),
-    });
-    expect(submitted.status).toBe(202);
-    ids.push(((await submitted.json()) as { id: string }).id);
-  }
+  for (let i = 0; i < 30; i++) ids.push(await submit(MODELS[i % MODELS.length]!, 30));
 
   // The queue shows up grouped by model, with each job's wait, priority and source and a cancel button.
   const lastGroup = page.locator(`#queue .group[data-model="${MODELS[2]}:latest"]`);
@@ -131,7 +145,6 @@ test("30 jobs over three models drain live on /ui, model by model, and one is ca
   expect(await page.locator(`#queue li.job[data-id="${victim}"]`).count()).toBe(0);
 
   await screenshot(page, "dashboard-desktop.png");
-  await expect(page.locator("#chart svg.chart rect.done").count()).resolves.toBeGreaterThan(0);
 
   // Phone-sized: the same page, readable without sideways scrolling of the page itself.
   await page.setViewportSize({ width: 390, height: 844 });
@@ -148,6 +161,8 @@ test("30 jobs over three models drain live on /ui, model by model, and one is ca
   await screenshot(page, "dashboard-drained.png");
   expect(await page.locator("#recent tbody tr").count()).toBe(20);
   expect(await page.locator("#hour-totals").textContent()).toMatch(/^29 done, 3 model swaps/);
+  expect(await page.locator("#chart svg.chart rect.done").count()).toBeGreaterThan(0);
+  expect(await page.locator("#chart svg.chart rect.swap").count()).toBeGreaterThan(0);
 
   // Model by model: the running model the page showed changed twice (three groups, no guard promotions),
   // in the order Ollama served them.
@@ -167,5 +182,23 @@ test("30 jobs over three models drain live on /ui, model by model, and one is ca
 
   expect(offOrigin).toEqual([]);
   expect(requested.every((url) => new URL(url).origin === origin)).toBe(true);
+  expect(errors).toEqual([]);
   await page.close();
 }, 60_000);
+
+test("a model name that is markup shows as text, and runs nothing", async () => {
+  const { page, offOrigin, errors } = await openDashboard();
+  const blocker = await submit(MODELS[0]!, 400);
+  const hostile = await submit(HOSTILE, 5);
+  const group = page.locator("#queue .group").filter({ has: page.locator("h3", { hasText: HOSTILE }) });
+  await group.waitFor();
+  expect(await group.getAttribute("data-model")).toBe(`${HOSTILE}:latest`);
+  expect(await page.locator("#queue img, #running img, #recent img").count()).toBe(0);
+  expect(await page.evaluate(() => document.body.dataset.pwned)).toBeUndefined();
+  for (const id of [hostile, blocker])
+    expect((await fetch(`${foreman.url}/jobs/${id}`, { method: "DELETE", headers: auth })).status).toBe(200);
+  await page.locator("#queue-total", { hasText: /^0 waiting$/ }).waitFor();
+  expect(offOrigin).toEqual([]);
+  expect(errors).toEqual([]);
+  await page.close();
+}, 30_000);
