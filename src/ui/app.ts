@@ -96,7 +96,10 @@ function renderRunning(running: RunningJob | null) {
       "div",
       { class: "running", "data-id": running.id, "data-model": running.modelKey, "data-state": running.state },
       h("div", {}, h("div", { class: "model" }, running.modelKey), h("code", { title: running.id }, shortId(running.id))),
-      stat("phase", running.state, { class: `phase-${running.state}` }),
+      // A claim that had to load its model spends its loading phase on the swap.
+      stat("phase", running.state === "loading" && running.swapped ? "loading model" : running.state, {
+        class: `phase-${running.state}`,
+      }),
       stat("tokens", String(running.tokens), { id: "tokens" }),
       stat("tokens/s", running.tokensPerS === null ? "–" : String(running.tokensPerS), { id: "tokens-per-s" }),
       stat("running", running.startedAt === null ? "–" : ticking(running.startedAt)),

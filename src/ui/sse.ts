@@ -12,12 +12,17 @@ export interface SseEvent {
 export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<SseEvent> {
   const decoder = new TextDecoder();
   let buffer = "";
+  // A CR at the end of a read may be the first half of a CRLF: held until the next read says.
+  let heldCr = "";
   const reader = body.getReader();
   try {
     while (true) {
       const { value, done } = await reader.read();
       if (done) return;
-      buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+      let text = heldCr + decoder.decode(value, { stream: true });
+      heldCr = text.endsWith("\r") ? "\r" : "";
+      if (heldCr) text = text.slice(0, -1);
+      buffer += text.replace(/\r\n?/g, "\n");
       let end: number;
       while ((end = buffer.indexOf("\n\n")) >= 0) {
         const block = buffer.slice(0, end);
