@@ -89,22 +89,31 @@ export class DashboardFeed {
 
   #onJobEvent(jobId: string, event: JobEvent): void {
     if (event.type === "chunk") {
-      const live = this.#live.get(jobId);
-      if (!live) return;
-      const records = splitRecords(this.#decoder.decode(event.bytes), framingFor(live.contentType)).length;
-      live.tokens += records;
+      const text = this.#decoder.decode(event.bytes);
+      // A job already running when the feed began (recovered at start) is counted from its next record;
+      // its framing is read off the bytes, as its content type went by unseen.
+      const live = this.#live.get(jobId) ?? this.#track(jobId, /^(data|event):/.test(text) ? "text/event-stream" : "ndjson");
+      live.tokens += splitRecords(text, framingFor(live.contentType)).length;
       live.firstAt ??= Date.now();
       this.#tokensDue = jobId;
       return this.#schedule();
     }
     if (event.type === "state" && (event.state === "loading" || event.state === "working")) {
-      const live = this.#live.get(jobId);
-      if (event.state === "loading" || !live) this.#live.set(jobId, { contentType: "", tokens: 0, firstAt: null });
-      if (event.contentType) this.#live.get(jobId)!.contentType = event.contentType;
+      const live = event.state === "loading" ? undefined : this.#live.get(jobId);
+      if (!live) this.#track(jobId, event.contentType ?? "");
+      else if (event.contentType) live.contentType = event.contentType;
     } else {
       this.#live.delete(jobId);
     }
     this.#changed();
+  }
+
+  /** Starts counting a job's records; one job runs at a time, so any other count is stale and goes. */
+  #track(jobId: string, contentType: string): Live {
+    this.#live.clear();
+    const live: Live = { contentType, tokens: 0, firstAt: null };
+    this.#live.set(jobId, live);
+    return live;
   }
 
   #liveCount(jobId: string, now: number): LiveCount {

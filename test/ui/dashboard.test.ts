@@ -131,7 +131,8 @@ test("30 jobs over three models drain live on /ui, model by model, and one is ca
   for (let i = 0; i < 30; i++) ids.push(await submit(MODELS[i % MODELS.length]!, 30));
 
   // The queue shows up grouped by model, with each job's wait, priority and source and a cancel button.
-  const lastGroup = page.locator(`#queue .group[data-model="${MODELS[2]}:latest"]`);
+  // (The last model runs last: its ten jobs are all still waiting once the page has seen every submission.)
+  const lastGroup = page.locator(`#queue .group[data-model="${MODELS[2]}:latest"][data-count="10"]`);
   await lastGroup.waitFor();
   await page.locator("#running .running[data-state=working]").waitFor();
   expect(await lastGroup.locator("li.job").count()).toBe(10);
@@ -139,7 +140,7 @@ test("30 jobs over three models drain live on /ui, model by model, and one is ca
 
   // Cancel the last model's first job from the page: it ends canceled, and the page says so.
   const victim = (await lastGroup.locator("li.job").first().getAttribute("data-id"))!;
-  await lastGroup.locator(`li.job[data-id="${victim}"] button.cancel`).click();
+  await page.locator(`#queue li.job[data-id="${victim}"] button.cancel`).click();
   await until(async () => (await jobState(victim)) === "canceled", 10_000, "the job canceled from the page to end canceled");
   await page.locator(`#recent tr[data-id="${victim}"][data-state=canceled]`).waitFor();
   expect(await page.locator(`#queue li.job[data-id="${victim}"]`).count()).toBe(0);
