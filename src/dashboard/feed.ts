@@ -63,7 +63,8 @@ export class DashboardFeed {
         self = controller;
         this.#clients.add(controller);
         this.#startTimers();
-        controller.enqueue(sse("snapshot", this.#snapshotJson(Date.now()).full));
+        // Built for this watcher alone: the others are compared with what they were last sent.
+        controller.enqueue(sse("snapshot", this.#snapshotJson(Date.now(), false).full));
       },
       cancel: () => this.#drop(self),
     });
@@ -151,8 +152,11 @@ export class DashboardFeed {
     }
   }
 
-  /** The snapshot as JSON with `now`, and whether it differs (apart from `now`) from the last one built. */
-  #snapshotJson(now: number): { full: string; changed: boolean } {
+  /**
+   * The snapshot as JSON with `now`, and whether it differs (apart from `now`) from the last one broadcast;
+   * `broadcast` marks it as the one every watcher now has.
+   */
+  #snapshotJson(now: number, broadcast = true): { full: string; changed: boolean } {
     let json: string;
     try {
       const snapshot = this.#builder.build((id) => this.#liveCount(id, now), now);
@@ -164,7 +168,7 @@ export class DashboardFeed {
       json = this.#lastSnapshot;
     }
     const changed = json !== this.#lastSnapshot;
-    this.#lastSnapshot = json;
+    if (broadcast) this.#lastSnapshot = json;
     return { full: `{"now":${now},${json.slice(1)}`, changed };
   }
 

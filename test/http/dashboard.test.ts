@@ -160,3 +160,46 @@ describe("the feed", () => {
     await feed.close();
   });
 });
+
+describe("the feed while Ollama is away", () => {
+  let away: InProcessStack;
+  beforeAll(async () => {
+    away = await startInProcess({ env: { FOREMAN_TOKEN: TOKEN } });
+    await away.fake.stop();
+    await away.jobs.inventory.refresh();
+  });
+  afterAll(async () => {
+    await away?.stop();
+  });
+
+  test("says Ollama is unreachable, holds the queue, and a second watcher joining does not cost the first a change", async () => {
+    const watch = async () => {
+      const response = await away.request("GET", "/ui/events", undefined, auth);
+      const events = readSse(response.body!);
+      const snapshot = async (check: (s: DashboardSnapshot) => boolean = () => true) => {
+        for (;;) {
+          const { value, done } = await events.next();
+          if (done) throw new Error("the feed ended");
+          const parsed = JSON.parse(value.data) as DashboardSnapshot;
+          if (value.event === "snapshot" && check(parsed)) return parsed;
+        }
+      };
+      return { snapshot, close: () => events.return(undefined) };
+    };
+    const submit = () => away.request("POST", "/jobs", { type: "chat", request: { model: "llama3.2", messages: [] } }, auth);
+    expect((await submit()).status).toBe(202);
+    const first = await watch();
+    const before = await first.snapshot();
+    expect(before.ollama.reachable).toBe(false);
+    expect(before.running).toBeNull();
+    expect(before.queue.total).toBe(1);
+
+    // Nothing runs, so nothing else changes: the only news is the second job.
+    expect((await submit()).status).toBe(202);
+    const second = await watch();
+    expect((await second.snapshot()).queue.total).toBe(2);
+    expect((await first.snapshot()).queue.total).toBe(2);
+    await first.close();
+    await second.close();
+  }, 10_000);
+});
