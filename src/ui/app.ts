@@ -32,7 +32,7 @@ function svg(tag: string, attrs: Record<string, string | number>, ...children: C
 }
 
 /** A duration for people: 850 ms, 12.3 s, 4m 05s, 2h 03m. */
-export function formatMs(ms: number | null): string {
+function formatMs(ms: number | null): string {
   if (ms === null) return "–";
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
