@@ -2,7 +2,9 @@ import { Elysia } from "elysia";
 import type { Config } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { ApiError } from "./errors";
+import { DashboardFeed } from "./dashboard/feed";
 import { isPublicRoute, tokenMatches } from "./http/auth";
+import { DASHBOARD_PATHS, dashboardRoutes } from "./http/dashboard";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
 import { ollamaRoutes } from "./http/ollama";
@@ -21,8 +23,11 @@ export interface AppDependencies {
   webhooks: Pick<WebhookDispatcher, "rejectUrl">;
 }
 
-/** Paths open without the token (GET and HEAD only): the health probe, and the documentation (it holds no data). */
-const PUBLIC_PATHS: ReadonlySet<string> = new Set(["/healthz", ...DOCS_PATHS]);
+/**
+ * Paths open without the token (GET and HEAD only): the health probe, the documentation and the dashboard's
+ * page and assets (they hold no data; its feed, /ui/events, needs the token).
+ */
+const PUBLIC_PATHS: ReadonlySet<string> = new Set(["/healthz", ...DOCS_PATHS, ...DASHBOARD_PATHS]);
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
 export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
@@ -68,5 +73,6 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
     .use(systemRoutes(jobs.inventory))
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama))
-    .use(openaiRoutes(jobs, ollama));
+    .use(openaiRoutes(jobs, ollama))
+    .use(dashboardRoutes(new DashboardFeed(jobs)));
 }

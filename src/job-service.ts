@@ -34,6 +34,8 @@ export class JobService {
   readonly clients = new Set<string>();
   /** Set at shutdown: from then on {@link releaseWaitingClients} ends the jobs of waiting clients, not their disconnects. */
   shuttingDown = false;
+  /** Called after a new job is queued (the dashboard's live feed listens). */
+  onQueued: (job: JobRow) => void = () => {};
 
   constructor(
     readonly store: JobStore,
@@ -69,7 +71,10 @@ export class JobService {
       },
       this.config.maxQueue,
     );
-    if (result.created) this.link.wake();
+    if (result.created) {
+      this.link.wake();
+      this.onQueued(result.job);
+    }
     return { ...result, facts };
   }
 

@@ -76,6 +76,7 @@ export async function startInProcess(
     onUnreachable: () => {},
     setInventory: (residentKeys, reachable) => runner.setInventory(residentKeys, reachable),
     subscribe: (jobId, listener) => hub.subscribe(jobId, listener),
+    subscribeAll: (listener) => hub.subscribeAll(listener),
     jobEnded: (jobId) => hub.jobEnded(jobId),
     wake: () => runner.wake(),
     cancel: (jobId) => runner.cancel(jobId),

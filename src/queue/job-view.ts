@@ -91,7 +91,10 @@ export function toJobView(
  * A job's wait (created → last start, or → now while queued) and its last attempt's run (start → end,
  * or → now while running), in ms. A job canceled before it started waited until it ended.
  */
-export function jobTimes(job: JobRow, now = Date.now()): { waitMs: number; runMs: number | null } {
+export function jobTimes(
+  job: Pick<JobRow, "state" | "createdAt" | "startedAt" | "finishedAt">,
+  now = Date.now(),
+): { waitMs: number; runMs: number | null } {
   const started = job.state !== "queued" && job.startedAt !== null;
   const waitEnd = started ? job.startedAt! : (job.finishedAt ?? now);
   const runMs = started ? (job.finishedAt ?? now) - job.startedAt! : null;
@@ -99,7 +102,7 @@ export function jobTimes(job: JobRow, now = Date.now()): { waitMs: number; runMs
 }
 
 /** Output tokens per second: over Ollama's eval time where it reported one, else over the run time. */
-export function tokensPerSecond(job: JobRow, runMs: number | null): number | null {
+export function tokensPerSecond(job: Pick<JobRow, "outputTokens" | "evalMs">, runMs: number | null): number | null {
   const ms = job.evalMs && job.evalMs > 0 ? job.evalMs : runMs;
   if (job.outputTokens === null || !ms) return null;
   return Math.round((job.outputTokens / ms) * 1000 * 10) / 10;

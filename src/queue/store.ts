@@ -5,6 +5,7 @@ import type { AnswerUsage } from "../adapters/adapter";
 import { QueueFullError } from "../errors";
 import { WebhookDeliveries } from "../webhook/deliveries";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
+import { DashboardQueries } from "./dashboard-queries";
 import type { JobSource, JobState } from "./job-states";
 
 export type { JobType } from "../adapters";
@@ -104,6 +105,8 @@ export class JobStore {
   readonly artifacts: ArtifactTable;
   /** The job's webhook deliveries, queued in the transaction that ends it. */
   readonly deliveries: WebhookDeliveries;
+  /** The dashboard's bounded read-only queries. */
+  readonly dashboard: DashboardQueries;
 
   readonly #insertJobStmt;
   readonly #jobByIdStmt;
@@ -131,6 +134,7 @@ export class JobStore {
     this.#db = db;
     this.artifacts = new ArtifactTable(db);
     this.deliveries = new WebhookDeliveries(db);
+    this.dashboard = new DashboardQueries(db);
     this.#insertJobStmt = db.query<JobRow, Record<string, string | number | null>>(
       `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
          created_at, idempotency_key, webhook_url, webhook_secret)

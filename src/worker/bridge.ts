@@ -1,5 +1,5 @@
 import type { Logger } from "../log";
-import { JobEventHub, type JobLink, type JobListener } from "./job-events";
+import { type AnyJobListener, JobEventHub, type JobLink, type JobListener } from "./job-events";
 import type { FromWorker, ToWorker, WorkerSettings } from "./protocol";
 
 /** Applies one worker message to the HTTP side; shared by the Worker bridge and the in-process link. */
@@ -60,6 +60,10 @@ export class WorkerBridge implements JobLink {
 
   subscribe(jobId: string, listener: JobListener): () => void {
     return this.hub.subscribe(jobId, listener);
+  }
+
+  subscribeAll(listener: AnyJobListener): () => void {
+    return this.hub.subscribeAll(listener);
   }
 
   jobEnded(jobId: string): void {

@@ -7,10 +7,15 @@ export type JobEvent =
 
 export type JobListener = (event: JobEvent) => void;
 
+/** Hears every job's events (the dashboard's live feed). */
+export type AnyJobListener = (jobId: string, event: JobEvent) => void;
+
 /** The few things the HTTP side asks of the job loop, wherever it runs (a Worker, or this thread in tests). */
 export interface JobLink {
   /** Listens to one job's events until the returned function is called. */
   subscribe(jobId: string, listener: JobListener): () => void;
+  /** Listens to every job's events until the returned function is called. */
+  subscribeAll(listener: AnyJobListener): () => void;
   /** Tells everyone a job ended (its row says how): listeners, and the webhook dispatcher. */
   jobEnded(jobId: string): void;
   /** A job was queued: look for work. */
@@ -22,6 +27,7 @@ export interface JobLink {
 /** Fans a job's events out to whoever listens to it (a waiting client, an SSE stream). */
 export class JobEventHub {
   readonly #listeners = new Map<string, Set<JobListener>>();
+  readonly #anyListeners = new Set<AnyJobListener>();
   readonly #log: Logger;
   /** Called whenever a job ends, from either thread's doing (webhook delivery hooks in here). */
   onJobEnded: (jobId: string) => void = () => {};
@@ -40,15 +46,23 @@ export class JobEventHub {
     };
   }
 
+  subscribeAll(listener: AnyJobListener): () => void {
+    this.#anyListeners.add(listener);
+    return () => void this.#anyListeners.delete(listener);
+  }
+
   emit(jobId: string, event: JobEvent): void {
+    for (const listener of this.#anyListeners) this.#call(jobId, () => listener(jobId, event));
     const set = this.#listeners.get(jobId);
     if (!set) return;
-    for (const listener of [...set]) {
-      try {
-        listener(event);
-      } catch (error) {
-        this.#log.error("job listener failed", { job: jobId, error });
-      }
+    for (const listener of [...set]) this.#call(jobId, () => listener(event));
+  }
+
+  #call(jobId: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      this.#log.error("job listener failed", { job: jobId, error });
     }
   }
 

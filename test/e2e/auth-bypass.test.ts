@@ -99,6 +99,7 @@ function protectedRoutes(): Array<[string, string]> {
     ["GET", `/jobs/${jobId}/artifacts`],
     ["GET", `/jobs/${jobId}/artifacts/result.json`],
     ["GET", "/queue"],
+    ["GET", "/ui/events"],
     ["POST", "/api/chat"],
     ["POST", "/api/generate"],
     ["POST", "/api/embed"],
@@ -139,6 +140,10 @@ function targetTricks(path: string): string[] {
     `/swagger#${path}`,
     `/swagger?${path}`,
     `/swagger/json#${path}`,
+    `/ui?${path}`,
+    `/ui#${path}`,
+    `/ui/..${path}`,
+    `/ui/app.js/..${path}`,
     `/healthz/..${path}`,
     `/healthz/../..${path}`,
     `/swagger/..${path}`,
@@ -169,13 +174,15 @@ const ODD_HOSTS = ["x", "ab", "abc", "abcd", "X", "", "a/healthz", "x?", "x#", "
 
 /**
  * A 200 that is the public route the target names by the URL standard (`/healthz?/queue` is /healthz with
- * a query), and its answer really is that route's: the health JSON or the documentation, not /queue's.
+ * a query), and its answer really is that route's: the health JSON, the documentation or the dashboard's page
+ * (which holds no data), not /queue's.
  */
 function isPublicAnswer(method: string, target: string, text: string): boolean {
   const path = new URL(target, "http://h").pathname;
-  if (!["/healthz", "/swagger", "/swagger/json"].includes(path) || !(method === "GET" || method === "HEAD")) return false;
+  if (!["/healthz", "/swagger", "/swagger/json", "/ui"].includes(path) || !(method === "GET" || method === "HEAD")) return false;
   const body = text.slice(text.indexOf("\r\n\r\n") + 4);
   if (method === "HEAD") return body === "";
+  if (path === "/ui") return body.startsWith("<!doctype html>") && body.includes('src="ui/app.js"');
   return path === "/healthz" ? /^\{"status":"ok","degraded":(true|false)\}$/.test(body) : /swagger|"openapi"/i.test(body);
 }
 

@@ -1,0 +1,184 @@
+import { framingFor, splitRecords } from "../adapters/framing";
+import type { JobService } from "../job-service";
+import type { JobEvent } from "../worker/job-events";
+import { DEFAULT_LIMITS, type LiveCount, type SnapshotLimits, SnapshotBuilder } from "./snapshot";
+import type { TokenUpdate } from "./types";
+
+/** How often the feed may push at most, in ms: changes within it are sent together. */
+export const FEED_INTERVAL_MS = 250;
+/** A snapshot is rebuilt this often (ms) even without an event, for changes no event announces. */
+const REFRESH_MS = 2_000;
+/** A comment line this often (ms) keeps idle proxies from closing the stream. */
+const HEARTBEAT_MS = 15_000;
+
+/** The running job's stream as the feed counts it. */
+interface Live {
+  contentType: string;
+  tokens: number;
+  firstAt: number | null;
+}
+
+const encoder = new TextEncoder();
+const sse = (event: string, data: string) => encoder.encode(`event: ${event}\ndata: ${data}\n\n`);
+
+/**
+ * The dashboard's live feed (GET /ui/events): a full snapshot on connect, then a new one whenever a
+ * job is queued, changes state or ends, or the inventory changes, at most every {@link FEED_INTERVAL_MS};
+ * between snapshots, `tokens` events with the running job's live count. Unchanged snapshots are not
+ * sent again. Snapshots are built only while someone watches; the token count is kept always (cheap),
+ * so a page opened mid-job shows the whole count.
+ */
+export class DashboardFeed {
+  readonly #jobs: JobService;
+  readonly #builder: SnapshotBuilder;
+  readonly #clients = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  readonly #live = new Map<string, Live>();
+  readonly #decoder = new TextDecoder();
+  #timer: Timer | undefined;
+  #refresh: Timer | undefined;
+  #heartbeat: Timer | undefined;
+  #lastFlush = 0;
+  #snapshotDue = false;
+  #tokensDue: string | null = null;
+  #lastSnapshot = "";
+
+  constructor(jobs: JobService, limits: SnapshotLimits = DEFAULT_LIMITS) {
+    this.#jobs = jobs;
+    this.#builder = new SnapshotBuilder(jobs.store, jobs.inventory, limits);
+    jobs.link.subscribeAll((jobId, event) => this.#onJobEvent(jobId, event));
+    jobs.onQueued = () => this.#changed();
+    // The inventory has one listener slot, which server.ts fills first; the feed listens after it.
+    const previous = jobs.inventory.onChange;
+    jobs.inventory.onChange = (snapshot) => {
+      previous(snapshot);
+      this.#changed();
+    };
+  }
+
+  /** The SSE response of one watcher. */
+  connect(): Response {
+    let self: ReadableStreamDefaultController<Uint8Array>;
+    const body = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        self = controller;
+        this.#clients.add(controller);
+        this.#startTimers();
+        // Built for this watcher alone: the others are compared with what they were last sent.
+        controller.enqueue(sse("snapshot", this.#snapshotJson(Date.now(), false).full));
+      },
+      cancel: () => this.#drop(self),
+    });
+    return new Response(body, {
+      headers: { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" },
+    });
+  }
+
+  #drop(controller: ReadableStreamDefaultController<Uint8Array>): void {
+    this.#clients.delete(controller);
+    if (this.#clients.size > 0) return;
+    clearTimeout(this.#timer);
+    clearInterval(this.#refresh);
+    clearInterval(this.#heartbeat);
+    this.#timer = this.#refresh = this.#heartbeat = undefined;
+  }
+
+  /** Unref'd, like every timer here: an open dashboard never holds up the process's exit. */
+  #startTimers(): void {
+    this.#refresh ??= setInterval(() => this.#changed(), REFRESH_MS).unref();
+    this.#heartbeat ??= setInterval(() => this.#broadcast(encoder.encode(": keep-alive\n\n")), HEARTBEAT_MS).unref();
+  }
+
+  #onJobEvent(jobId: string, event: JobEvent): void {
+    if (event.type === "chunk") {
+      const text = this.#decoder.decode(event.bytes);
+      // A job already running when the feed began (recovered at start) is counted from its next record;
+      // its framing is read off the bytes, as its content type went by unseen.
+      const live = this.#live.get(jobId) ?? this.#track(jobId, /^(data|event):/.test(text) ? "text/event-stream" : "ndjson");
+      live.tokens += splitRecords(text, framingFor(live.contentType)).length;
+      live.firstAt ??= Date.now();
+      this.#tokensDue = jobId;
+      return this.#schedule();
+    }
+    if (event.type === "state" && (event.state === "loading" || event.state === "working")) {
+      const live = event.state === "loading" ? undefined : this.#live.get(jobId);
+      if (!live) this.#track(jobId, event.contentType ?? "");
+      else if (event.contentType) live.contentType = event.contentType;
+    } else {
+      this.#live.delete(jobId);
+    }
+    this.#changed();
+  }
+
+  /** Starts counting a job's records; one job runs at a time, so any other count is stale and goes. */
+  #track(jobId: string, contentType: string): Live {
+    this.#live.clear();
+    const live: Live = { contentType, tokens: 0, firstAt: null };
+    this.#live.set(jobId, live);
+    return live;
+  }
+
+  #liveCount(jobId: string, now: number): LiveCount {
+    const live = this.#live.get(jobId);
+    if (!live) return { tokens: 0, tokensPerS: null };
+    const seconds = live.firstAt === null ? 0 : (now - live.firstAt) / 1000;
+    return { tokens: live.tokens, tokensPerS: seconds >= 0.2 ? Math.round((live.tokens / seconds) * 10) / 10 : null };
+  }
+
+  #changed(): void {
+    this.#snapshotDue = true;
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#timer !== undefined || this.#clients.size === 0) return;
+    const delay = Math.max(0, this.#lastFlush + FEED_INTERVAL_MS - Date.now());
+    this.#timer = setTimeout(() => this.#flush(), delay).unref();
+  }
+
+  #flush(): void {
+    this.#timer = undefined;
+    this.#lastFlush = Date.now();
+    if (this.#snapshotDue) {
+      this.#snapshotDue = false;
+      this.#tokensDue = null;
+      const { full, changed } = this.#snapshotJson(this.#lastFlush);
+      if (changed) return this.#broadcast(sse("snapshot", full));
+    }
+    if (this.#tokensDue !== null) {
+      const id = this.#tokensDue;
+      this.#tokensDue = null;
+      const update: TokenUpdate = { id, ...this.#liveCount(id, this.#lastFlush) };
+      this.#broadcast(sse("tokens", JSON.stringify(update)));
+    }
+  }
+
+  /**
+   * The snapshot as JSON with `now`, and whether it differs (apart from `now`) from the last one broadcast;
+   * `broadcast` marks it as the one every watcher now has.
+   */
+  #snapshotJson(now: number, broadcast = true): { full: string; changed: boolean } {
+    let json: string;
+    try {
+      const snapshot = this.#builder.build((id) => this.#liveCount(id, now), now);
+      json = JSON.stringify(snapshot);
+    } catch (error) {
+      // The database is closing (shutdown): keep the last picture, if there is one.
+      this.#jobs.log.warn("dashboard snapshot failed", { error });
+      if (!this.#lastSnapshot) return { full: JSON.stringify({ now }), changed: false };
+      json = this.#lastSnapshot;
+    }
+    const changed = json !== this.#lastSnapshot;
+    if (broadcast) this.#lastSnapshot = json;
+    return { full: `{"now":${now},${json.slice(1)}`, changed };
+  }
+
+  #broadcast(bytes: Uint8Array): void {
+    for (const controller of [...this.#clients]) {
+      try {
+        controller.enqueue(bytes);
+      } catch {
+        this.#drop(controller); // Its client is gone.
+      }
+    }
+  }
+}

@@ -1,0 +1,51 @@
+import { Elysia } from "elysia";
+import type { DashboardFeed } from "../dashboard/feed";
+import { uiAssets } from "../ui/assets" with { type: "macro" };
+
+// Inlined when foreman is bundled (see src/ui/assets.ts): the page works offline, from the binary alone.
+const UI = uiAssets();
+
+/** The page and its two assets: public (GET and HEAD, these exact paths), as they hold no data. */
+export const DASHBOARD_PATHS = ["/ui", "/ui/app.js", "/ui/style.css"];
+
+/**
+ * The page may load only what foreman serves, and talk only to foreman: an injected element could not
+ * reach another origin even if escaping failed somewhere.
+ */
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const asset =
+  (body: string, contentType: string, extra: Record<string, string> = {}) =>
+  () =>
+    new Response(body, {
+      headers: {
+        "content-type": contentType,
+        "cache-control": "no-cache",
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+        ...extra,
+      },
+    });
+
+/** The dashboard: the page at /ui (public) and its live feed at /ui/events (behind the token like the API). */
+export function dashboardRoutes(feed: DashboardFeed) {
+  return new Elysia({ tags: ["queue"] })
+    .get("/ui", asset(UI.html, "text/html; charset=utf-8", { "content-security-policy": CSP }), { detail: { hide: true } })
+    .get("/ui/app.js", asset(UI.js, "text/javascript; charset=utf-8"), { detail: { hide: true } })
+    .get("/ui/style.css", asset(UI.css, "text/css; charset=utf-8"), { detail: { hide: true } })
+    .get("/ui/events", () => feed.connect(), {
+      detail: {
+        summary: "Dashboard feed (Server-Sent Events)",
+        description:
+          "What /ui shows, live: a `snapshot` event on connect and on each change (at most every 250 ms): Ollama's state, the " +
+          "resident models, the running job with its live token count, the queue grouped by model (the first 20 jobs of each, " +
+          "and a count), recent jobs, and jobs done and model swaps per minute over the last hour. Between snapshots, " +
+          "`tokens` events carry the running job's count. Read it with fetch() to send the token (EventSource cannot).",
+        responses: {
+          200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
+        },
+      },
+    });
+}

@@ -1,0 +1,103 @@
+import type { Database } from "bun:sqlite";
+import type { JobRow } from "./store";
+
+/** A queued job as the dashboard lists it. */
+export type QueuedJobRow = Pick<JobRow, "id" | "model" | "modelKey" | "type" | "source" | "priority" | "createdAt">;
+
+/** An ended job as the dashboard lists it (no request, no result). */
+export type EndedJobRow = Pick<
+  JobRow,
+  | "id"
+  | "model"
+  | "type"
+  | "source"
+  | "state"
+  | "priority"
+  | "error"
+  | "createdAt"
+  | "startedAt"
+  | "finishedAt"
+  | "swapped"
+  | "outputTokens"
+  | "evalMs"
+>;
+
+/** One model's share of the queue (by model key, what drains together): how many wait, the highest priority, the oldest id. */
+export interface QueueGroupRow {
+  modelKey: string;
+  n: number;
+  top: number;
+  oldest: string;
+}
+
+/** Jobs ended in one bucket of time: `bucket` counts buckets from the window's start. */
+export interface HourBucketRow {
+  bucket: number;
+  done: number;
+  swaps: number;
+}
+
+/**
+ * The dashboard's read-only queries, each bounded (LIMIT, or an aggregate over an index range) so a
+ * snapshot stays cheap with a large queue or a busy hour.
+ */
+export class DashboardQueries {
+  readonly #groupsStmt;
+  readonly #groupJobsStmt;
+  readonly #nextPriorityStmt;
+  readonly #recentStmt;
+  readonly #bucketsStmt;
+
+  constructor(db: Database) {
+    // A covering scan of the queued range of jobs_by_model: no table row is read.
+    this.#groupsStmt = db.query<QueueGroupRow, []>(
+      `SELECT model_key AS modelKey, count(*) AS n, max(priority) AS top, min(id) AS oldest
+       FROM jobs WHERE state = 'queued' GROUP BY model_key`,
+    );
+    // One priority level of one model in claim order: a seek into jobs_by_model (state, priority, model_key, id).
+    this.#groupJobsStmt = db.query<QueuedJobRow, [number, string, number]>(
+      `SELECT id, model, model_key AS modelKey, type, source, priority, created_at AS createdAt FROM jobs
+       WHERE state = 'queued' AND priority = ? AND model_key = ? ORDER BY id LIMIT ?`,
+    );
+    this.#nextPriorityStmt = db.query<{ p: number | null }, [string, number]>(
+      `SELECT max(priority) AS p FROM jobs WHERE state = 'queued' AND model_key = ? AND priority < ?`,
+    );
+    this.#recentStmt = db.query<EndedJobRow, [number]>(
+      `SELECT id, model, type, source, state, priority, error, created_at AS createdAt, started_at AS startedAt,
+         finished_at AS finishedAt, swapped, output_tokens AS outputTokens, eval_ms AS evalMs
+       FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?`,
+    );
+    // A range of the jobs_by_finish index; a job whose claim loaded its model counts as one swap.
+    this.#bucketsStmt = db.query<HourBucketRow, [number, number]>(
+      `SELECT (finished_at - ?1) / ?2 AS bucket, coalesce(sum(state = 'done'), 0) AS done, coalesce(sum(swapped = 1), 0) AS swaps
+       FROM jobs WHERE finished_at >= ?1 GROUP BY bucket`,
+    );
+  }
+
+  /** Every model key with queued jobs (one row per key, whatever the queue's depth). */
+  queueGroups(): QueueGroupRow[] {
+    return this.#groupsStmt.all();
+  }
+
+  /**
+   * The first `limit` queued jobs of one model key in claim order (priority, then age), starting from its
+   * highest priority `top`: one index seek per priority level it holds.
+   */
+  queuedJobs(modelKey: string, top: number, limit: number): QueuedJobRow[] {
+    const jobs: QueuedJobRow[] = [];
+    for (let p: number | null = top; p !== null && jobs.length < limit; p = this.#nextPriorityStmt.get(modelKey, p)!.p) {
+      jobs.push(...this.#groupJobsStmt.all(p, modelKey, limit - jobs.length));
+    }
+    return jobs;
+  }
+
+  /** The `limit` jobs that ended last, newest first. */
+  recentJobs(limit: number): EndedJobRow[] {
+    return this.#recentStmt.all(limit);
+  }
+
+  /** Jobs done and model swaps per bucket of `bucketMs` since `since` (epoch ms); empty buckets are absent. */
+  endedPerBucket(since: number, bucketMs: number): HourBucketRow[] {
+    return this.#bucketsStmt.all(since, bucketMs);
+  }
+}
