@@ -2,7 +2,10 @@ import { Elysia } from "elysia";
 import type { Config } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { ApiError } from "./errors";
+import type { BatchService } from "./batch/service";
 import { bearerTokenMatches, isPublicRoute } from "./http/auth";
+import { batchRoutes } from "./http/batches";
+import { fileRoutes } from "./http/files";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
 import { ollamaRoutes } from "./http/ollama";
@@ -19,13 +22,15 @@ export interface AppDependencies {
   jobs: JobService;
   ollama: OllamaClient;
   webhooks: Pick<WebhookDispatcher, "rejectUrl">;
+  /** OpenAI's Files and Batch APIs; without it (some tests) those routes are absent. */
+  batches?: BatchService;
 }
 
 /** Paths open without the token (GET and HEAD only): the health probe, and the documentation (it holds no data). */
 const PUBLIC_PATHS: ReadonlySet<string> = new Set(["/healthz", ...DOCS_PATHS]);
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
+export function createApp({ config, jobs, ollama, webhooks, batches }: AppDependencies) {
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
   //
@@ -68,5 +73,7 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
     .use(systemRoutes(jobs.inventory))
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama))
-    .use(openaiRoutes(jobs, ollama));
+    .use(openaiRoutes(jobs, ollama))
+    .use(batches ? fileRoutes(batches.files, config.maxFileBytes) : new Elysia())
+    .use(batches ? batchRoutes(batches, webhooks) : new Elysia());
 }

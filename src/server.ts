@@ -3,6 +3,10 @@ import type { Server } from "bun";
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { createApp } from "./app";
+import { FileStore } from "./batch/files";
+import { BatchService } from "./batch/service";
+import { BatchStore } from "./batch/store";
+import { batchWebhookPayload } from "./batch/view";
 import { type Config, isLoopback } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { rejectMalformedTarget } from "./http/request-target";
@@ -56,6 +60,14 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker"));
   const jobs = new JobService(store, bridge, inventory, config, log);
   const webhooks = new WebhookDispatcher(store, config, createLogger(config.logLevel, "webhook"));
+  const files = new FileStore(db);
+  const batchStore = new BatchStore(db, files, store.batchLedger);
+  const batches = new BatchService(batchStore, files, jobs, config, createLogger(config.logLevel, "batch"));
+  batches.onBatchEnded = () => webhooks.wake();
+  webhooks.batchPayload = (id) => {
+    const batch = batchStore.get(id);
+    return batch ? batchWebhookPayload(batch) : null;
+  };
 
   bridge.onUnreachable = () => void inventory.refresh();
   bridge.hub.onJobEnded = () => {
@@ -67,20 +79,23 @@ export async function startServer(config: Config): Promise<RunningServer> {
   await bridge.ready;
   await inventory.start();
   webhooks.start();
+  batches.start();
   if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
 
-  const app = createApp({ config, jobs, ollama, webhooks });
+  const app = createApp({ config, jobs, ollama, webhooks, batches });
   const cors = new CorsPolicy(config.origins);
   server.reload({
     fetch(request, server) {
       const malformed = rejectMalformedTarget(request);
       if (malformed) return malformed;
       const length = Number(request.headers.get("content-length") ?? 0);
-      if (length > config.maxBodyBytes) {
+      // File uploads have their own limit (FOREMAN_MAX_FILE), checked again as the bytes stream in.
+      const limit = isFileUpload(request) ? config.maxFileBytes + UPLOAD_OVERHEAD_BYTES : config.maxBodyBytes;
+      if (length > limit) {
         return errorResponse(
           apiForPath(new URL(request.url).pathname),
           413,
-          `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`,
+          `request body too large: ${length} bytes, the limit is ${limit}`,
         );
       }
       // A client may wait minutes in the queue or behind a model load without a byte on the wire:
@@ -104,6 +119,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
         void server.stop();
         inventory.stop();
         webhooks.stop();
+        batches.stop();
         // Clients still waiting in the queue are told to come back (503) now; the running job gets the
         // grace period, and whoever still waits after it is told the same.
         jobs.releaseWaitingClients(true);
@@ -121,6 +137,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
   };
 }
 
+/** Room for a multipart upload's boundaries and headers around a file of FOREMAN_MAX_FILE bytes. */
+const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
+
+function isFileUpload(request: Request): boolean {
+  return request.method === "POST" && new URL(request.url).pathname === "/v1/files";
+}
+
 /** Binds the port with a placeholder handler (503) that {@link startServer} swaps for the app. */
 function listen(config: Config): Server<undefined> {
   try {
@@ -129,7 +152,7 @@ function listen(config: Config): Server<undefined> {
       port: config.listen.port,
       // Bun answers an empty 413 past this; it is a backstop for bodies sent without a content-length.
       // Every other oversized body gets the JSON 413 of the app's fetch.
-      maxRequestBodySize: config.maxBodyBytes * 2,
+      maxRequestBodySize: Math.max(config.maxBodyBytes, config.maxFileBytes + UPLOAD_OVERHEAD_BYTES) * 2,
       idleTimeout: 30,
       fetch: (request) =>
         errorResponse(apiForPath(new URL(request.url).pathname), 503, "foreman is starting", { "retry-after": "1" }),

@@ -2,6 +2,7 @@ import type { Database } from "bun:sqlite";
 import { monotonicFactory } from "ulid";
 import type { JobType } from "../adapters";
 import { QueueFullError } from "../errors";
+import { BatchLedger } from "../batch/ledger";
 import { WebhookDeliveries } from "../webhook/deliveries";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
 import type { JobSource, JobState } from "./job-states";
@@ -87,11 +88,14 @@ export class JobStore {
   readonly artifacts: ArtifactTable;
   /** The job's webhook deliveries, queued in the transaction that ends it. */
   readonly deliveries: WebhookDeliveries;
+  /** The batch lines' output and progress, recorded in the transaction that ends their jobs. */
+  readonly batchLedger: BatchLedger;
 
   readonly #insertJobStmt;
   readonly #jobByIdStmt;
   readonly #jobByIdempotencyKeyStmt;
   readonly #queuedCountStmt;
+  readonly #admittedCountStmt;
   readonly #queuedCountByModelStmt;
   readonly #queuePositionStmt;
   readonly #runningJobStmt;
@@ -114,6 +118,7 @@ export class JobStore {
     this.#db = db;
     this.artifacts = new ArtifactTable(db);
     this.deliveries = new WebhookDeliveries(db);
+    this.batchLedger = new BatchLedger(db, this.deliveries);
     this.#insertJobStmt = db.query<JobRow, Record<string, string | number | null>>(
       `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
          created_at, idempotency_key, webhook_url, webhook_secret)
@@ -124,6 +129,10 @@ export class JobStore {
     this.#jobByIdStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`);
     this.#jobByIdempotencyKeyStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?`);
     this.#queuedCountStmt = db.query<{ n: number }, []>(`SELECT count(*) AS n FROM jobs WHERE state = 'queued'`);
+    // Batch lines are admitted whole when their batch is created; they must not make interactive requests 503.
+    this.#admittedCountStmt = db.query<{ n: number }, []>(
+      `SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND source != 'batch'`,
+    );
     this.#queuedCountByModelStmt = db.query<{ model: string; n: number }, []>(
       `SELECT model, count(*) AS n FROM jobs WHERE state = 'queued' GROUP BY model ORDER BY model`,
     );
@@ -191,7 +200,7 @@ export class JobStore {
           const existing = this.#jobByIdempotencyKeyStmt.get(job.idempotencyKey);
           if (existing) return { job: existing, created: false };
         }
-        if (this.#queuedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
+        if (this.#admittedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
         const row = this.#insertJobStmt.get({
           id: ulid(now),
           type: job.type,
@@ -362,11 +371,12 @@ export class JobStore {
     return this.#pruneStmt.run(before).changes;
   }
 
-  /** What every job's end records with it, inside the same transaction: its artifacts and its webhook. */
+  /** What every job's end records with it, inside the same transaction: its artifacts, its webhook, its batch line. */
   #ended(job: JobRow | null, artifacts: readonly ArtifactInput[], now: number): JobRow | null {
     if (!job) return null;
     this.artifacts.saveTx(job.id, artifacts, now);
     this.deliveries.queueTx(job, now);
+    this.batchLedger.recordTx(job, now);
     return job;
   }
 }

@@ -1,0 +1,171 @@
+import type { Database } from "bun:sqlite";
+import { monotonicFactory } from "ulid";
+
+const ulid = monotonicFactory();
+
+/** Bytes per stored chunk of an upload. */
+export const CHUNK_BYTES = 1024 * 1024;
+
+/** One row of `files`, camelCase. */
+export interface FileRow {
+  id: string;
+  purpose: string;
+  filename: string;
+  bytes: number;
+  status: "uploading" | "processed";
+  createdAt: number;
+}
+
+const FILE_COLUMNS = `id, purpose, filename, bytes, status, created_at AS createdAt`;
+
+/** A new file id, as OpenAI spells them. */
+export function newFileId(now = Date.now()): string {
+  return `file-${ulid(now)}`;
+}
+
+/**
+ * The `files` and `file_chunks` tables: an upload is written chunk by chunk as it streams in (its row
+ * `uploading` until the last byte), a batch's output grows a line per row; either is read back in
+ * chunk order, a page at a time, so no file is ever whole in memory.
+ */
+export class FileStore {
+  readonly #db: Database;
+  readonly #insertStmt;
+  readonly #appendStmt;
+  readonly #growStmt;
+  readonly #processedStmt;
+  readonly #getStmt;
+  readonly #deleteStmt;
+  readonly #pageStmt;
+  readonly #staleStmt;
+
+  constructor(db: Database) {
+    this.#db = db;
+    this.#insertStmt = db.query<FileRow, [string, string, string, string, number]>(
+      `INSERT INTO files (id, purpose, filename, bytes, status, created_at) VALUES (?, ?, ?, 0, ?, ?) RETURNING ${FILE_COLUMNS}`,
+    );
+    this.#appendStmt = db.query<null, [string, Uint8Array]>(`INSERT INTO file_chunks (file_id, data) VALUES (?, ?)`);
+    this.#growStmt = db.query<null, [number, string]>(`UPDATE files SET bytes = bytes + ? WHERE id = ?`);
+    this.#processedStmt = db.query<FileRow, [string, string]>(
+      `UPDATE files SET status = 'processed', purpose = ? WHERE id = ? RETURNING ${FILE_COLUMNS}`,
+    );
+    this.#getStmt = db.query<FileRow, [string]>(`SELECT ${FILE_COLUMNS} FROM files WHERE id = ? AND status = 'processed'`);
+    this.#deleteStmt = db.query<null, [string]>(`DELETE FROM files WHERE id = ?`);
+    this.#pageStmt = db.query<{ id: number; data: Uint8Array }, [string, number, number]>(
+      `SELECT id, data FROM file_chunks WHERE file_id = ? AND id > ? ORDER BY id LIMIT ?`,
+    );
+    this.#staleStmt = db.query<null, []>(`DELETE FROM files WHERE status = 'uploading'`);
+  }
+
+  /** Starts an upload: the row exists but is not listed until {@link finishUpload}. */
+  beginUpload(purpose: string, filename: string, now = Date.now()): FileRow {
+    return this.#insertStmt.get(newFileId(now), purpose, filename, "uploading", now)!;
+  }
+
+  /** Appends bytes to an upload (one small transaction, so the worker's writes are never held up long). */
+  append(id: string, data: Uint8Array): void {
+    this.#db.transaction(() => this.appendTx(id, data)).immediate();
+  }
+
+  /** Appends bytes to a file inside the caller's transaction. */
+  appendTx(id: string, data: Uint8Array): void {
+    this.#appendStmt.run(id, data);
+    this.#growStmt.run(data.length, id);
+  }
+
+  /** Ends an upload: the file is listed from now on, with its purpose (a form may send it after the file). */
+  finishUpload(id: string, purpose: string): FileRow {
+    return this.#processedStmt.get(purpose, id)!;
+  }
+
+  /** Creates a file that is listed at once (a batch's output or error file); call inside the caller's transaction. */
+  createTx(id: string, purpose: string, filename: string, now: number): FileRow {
+    return this.#insertStmt.get(id, purpose, filename, "processed", now)!;
+  }
+
+  /** A listed file, or null. */
+  get(id: string): FileRow | null {
+    return this.#getStmt.get(id);
+  }
+
+  /** Files newest first, `limit` after the id `after`, optionally of one purpose; `order` "asc" reverses. */
+  list(options: { purpose?: string; after?: string; limit: number; order: "asc" | "desc" }): FileRow[] {
+    const where = ["status = 'processed'"];
+    const params: (string | number)[] = [];
+    if (options.purpose) (where.push("purpose = ?"), params.push(options.purpose));
+    if (options.after) (where.push(options.order === "asc" ? "id > ?" : "id < ?"), params.push(options.after));
+    params.push(options.limit);
+    const order = options.order === "asc" ? "ASC" : "DESC";
+    return this.#db
+      .query<FileRow, (string | number)[]>(
+        `SELECT ${FILE_COLUMNS} FROM files WHERE ${where.join(" AND ")} ORDER BY id ${order} LIMIT ?`,
+      )
+      .all(...params);
+  }
+
+  /** Deletes a file and its bytes; false when there was none. */
+  delete(id: string): boolean {
+    return this.#deleteStmt.run(id).changes > 0;
+  }
+
+  /** Drops uploads a crash or a broken connection left unfinished. */
+  removeStaleUploads(): number {
+    return this.#staleStmt.run().changes;
+  }
+
+  /** The file's bytes, chunk by chunk in order, read a few rows at a time. */
+  *chunks(id: string, pageRows = 16): Generator<Uint8Array> {
+    let last = 0;
+    for (;;) {
+      const page = this.#pageStmt.all(id, last, pageRows);
+      for (const row of page) yield row.data;
+      if (page.length < pageRows) return;
+      last = page[page.length - 1]!.id;
+    }
+  }
+
+  /** The file's lines (without their line ends), 1-numbered, decoded as UTF-8; a last line without "\n" counts. */
+  *lines(id: string): Generator<{ number: number; text: string }> {
+    const decoder = new TextDecoder();
+    let pending = "";
+    let number = 0;
+    for (const chunk of this.chunks(id)) {
+      const text = pending + decoder.decode(chunk, { stream: true });
+      const parts = text.split("\n");
+      pending = parts.pop()!;
+      for (const line of parts) yield { number: ++number, text: line.endsWith("\r") ? line.slice(0, -1) : line };
+    }
+    pending += decoder.decode();
+    if (pending !== "") yield { number: ++number, text: pending };
+  }
+
+  /** The file's bytes as a stream (for /content), read from the database as the client takes them. */
+  stream(id: string): ReadableStream<Uint8Array> {
+    const chunks = this.chunks(id);
+    return new ReadableStream({
+      pull(controller) {
+        const next = chunks.next();
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      },
+      cancel() {
+        chunks.return(undefined);
+      },
+    });
+  }
+}
+
+/** A file as OpenAI's API shows it. */
+export function fileObject(file: FileRow) {
+  return {
+    id: file.id,
+    object: "file" as const,
+    bytes: file.bytes,
+    created_at: Math.floor(file.createdAt / 1000),
+    filename: file.filename,
+    purpose: file.purpose,
+    status: "processed" as const,
+    expires_at: null,
+    status_details: null,
+  };
+}
