@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import OpenAI, { toFile } from "openai";
 import { FakeOllama } from "../fake-ollama";
-import { type ForemanProcess, foremanEnv, spawnForeman, tempDir, until } from "../harness";
+import { type ForemanProcess, foremanEnv, runForeman, spawnForeman, tempDir, until } from "../harness";
 import { WebhookReceiver, newSecret } from "../webhook/receiver";
 
 type Line = { custom_id: string; method: string; url: string; body: Record<string, unknown> };
@@ -185,6 +185,31 @@ describe("one foreman", () => {
     expect(output[0].response.body.data[0].embedding.length).toBeGreaterThan(0);
   });
 
+  test("the CLI submits a batch file, waits showing progress, lists, gets and cancels", async () => {
+    const path = join(dir.path, "cli.jsonl");
+    await Bun.write(path, jsonl(["p", "q", "r"].map((id) => chatLine(id, "gemma3"))));
+    const env = { FOREMAN_URL: foreman.url };
+    const submitted = await runForeman(["batch", "submit", path, "--wait"], { env });
+    expect(submitted.code).toBe(0);
+    expect(submitted.stderr).toMatch(/batch batch_\w+: completed, 3\/0\/3 completed\/failed\/total\n$/);
+    const id = /^id:\s+(batch_\w+)$/m.exec(submitted.stdout)![1]!;
+    expect(submitted.stdout).toMatch(/^status:\s+completed$/m);
+    expect(submitted.stdout).toMatch(/^output:\s+file-\w+/m);
+    const listed = await runForeman(["batch", "list"], { env });
+    expect(listed.stdout).toMatch(new RegExp(`^${id}\\s+completed\\s+/v1/chat/completions\\s+3/0/3`, "m"));
+    const got = await runForeman(["batch", "get", id, "--json"], { env });
+    expect(JSON.parse(got.stdout)).toMatchObject({
+      id,
+      status: "completed",
+      request_counts: { total: 3, completed: 3, failed: 0 },
+    });
+    const cancelled = await runForeman(["batch", "cancel", id], { env });
+    expect(cancelled.code).toBe(1);
+    expect(cancelled.stderr).toBe("foreman batch: Cannot cancel a batch with status completed.\n");
+    const misused = await runForeman(["batch", "get", "nope"], { env });
+    expect(misused.code).toBe(2);
+  });
+
   test("files: upload, list, retrieve, content, delete; too large a file is a 413 in OpenAI's shape", async () => {
     const text = jsonl([chatLine("f", "llama3.2")]);
     const file = await client.files.create({ file: await toFile(Buffer.from(text), "small.jsonl"), purpose: "batch" });
@@ -228,13 +253,18 @@ test("a kill -9 mid-batch: after the restart the batch completes with every cust
       ids.map((id, i) => chatLine(id, models[i % 3]!)),
     );
     await until(async () => (await client.batches.retrieve(created.id)).request_counts!.completed >= 40, 30_000, "40 lines done");
+    const atKill = await client.batches.retrieve(created.id);
     foreman.process.kill(9);
     await foreman.process.exited;
+    expect(atKill.status).toBe("in_progress");
+    expect(atKill.request_counts!.completed).toBeLessThan(100);
     foreman = await spawnForeman({ ...env, FOREMAN_LISTEN: new URL(foreman.url).host });
     const batch = await waitForEnd(client, created.id);
     expect(batch.status).toBe("completed");
     expect(batch.request_counts).toEqual({ total: 150, completed: 150, failed: 0 });
     expectEachOnce(await fileLines(client, batch.output_file_id), ids);
+    // Only the line the kill cut short ran twice upstream.
+    expect(fake.generations.length).toBeLessThanOrEqual(ids.length + 1);
   } finally {
     foreman.process.kill(9);
     await fake.stop();
@@ -255,6 +285,12 @@ describe("ending early", () => {
         ids.map((id) => chatLine(id, "llama3.2")),
       );
       await until(async () => (await client.batches.retrieve(created.id)).request_counts!.completed >= 3, 30_000, "3 lines done");
+      // An interactive request for the same model jumps ahead of the batch's queued lines (batch priority -1).
+      const answer = await client.chat.completions.create({ model: "llama3.2", messages: [{ role: "user", content: "now" }] });
+      expect(answer.choices[0]!.message.content).toBe("You said: now");
+      const meanwhile = await client.batches.retrieve(created.id);
+      expect(meanwhile.status).toBe("in_progress");
+      expect(meanwhile.request_counts!.completed).toBeLessThan(30);
       const cancelling = await client.batches.cancel(created.id);
       expect(["cancelling", "cancelled"]).toContain(cancelling.status);
       const batch = await waitForEnd(client, created.id);
