@@ -14,8 +14,8 @@ export const ADAPTERS = {
   "openai.chat": openaiChat,
   "openai.completion": openaiCompletion,
   "openai.responses": openaiResponses,
-  "anthropic.messages": anthropicMessages,
   "openai.embeddings": openaiEmbeddings,
+  "anthropic.messages": anthropicMessages,
 } as const satisfies Record<string, WireAdapter>;
 
 /** A job's type: which adapter runs it. */

@@ -99,15 +99,7 @@ function batchLine(job: JobRow, owner: LineOwner): unknown {
     return { id, custom_id: owner.customId, response: { status_code: 200, request_id: job.id, body }, error: null };
   }
   if (job.state === "canceled") {
-    const expired = owner.ending === "expire";
-    return {
-      id,
-      custom_id: owner.customId,
-      response: null,
-      error: expired
-        ? { code: "batch_expired", message: "This request could not be executed before the completion window expired." }
-        : { code: "batch_cancelled", message: "This request was not executed because the batch was cancelled." },
-    };
+    return { id, custom_id: owner.customId, response: null, error: cancelError(owner.ending, job.error) };
   }
   const status = job.errorStatus ?? 500;
   return {
@@ -116,4 +108,15 @@ function batchLine(job: JobRow, owner: LineOwner): unknown {
     response: { status_code: status, request_id: job.id, body: errorBody("openai", status, job.error ?? "failed") },
     error: null,
   };
+}
+
+/** Why a line was canceled: its batch was cancelled or expired, or its job alone was canceled (DELETE /jobs/{id}). */
+function cancelError(ending: LineOwner["ending"], reason: string | null): { code: string; message: string } {
+  if (ending === "expire") {
+    return { code: "batch_expired", message: "This request could not be executed before the completion window expired." };
+  }
+  if (ending === "cancel") {
+    return { code: "batch_cancelled", message: "This request was not executed because the batch was cancelled." };
+  }
+  return { code: "request_cancelled", message: `This request was canceled: ${reason ?? "canceled"}.` };
 }

@@ -213,8 +213,11 @@ export class BatchService {
       this.#armExpiry();
     } catch (error) {
       this.log.error("batch validation failed", { batch: batchId, error });
-      if (this.store.fail(batchId, [{ code: "internal_error", message: String(error), param: null, line: null }])) {
-        this.onBatchEnded();
+      try {
+        const message = error instanceof Error ? error.message : String(error);
+        if (this.store.fail(batchId, [{ code: "internal_error", message, param: null, line: null }])) this.onBatchEnded();
+      } catch {
+        // The database is closing (shutdown): the batch stays validating and is validated again at the next start.
       }
     }
   }
