@@ -148,8 +148,11 @@ export class JobStore {
     this.#nextPriorityBelowStmt = db.query<{ p: number | null }, [number]>(
       `SELECT max(priority) AS p FROM jobs WHERE state = 'queued' AND priority < ?`,
     );
+    // Batch lines are never promoted: all of a big batch's lines soon pass FOREMAN_MAX_WAIT, and promoting
+    // them, oldest first, would run the batch in file order, a swap per line. Its window bounds their wait.
     this.#oldestOverdueStmt = db.query<{ id: string }, [number, number, number]>(
       `SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND run_after <= ?3
+         AND source != 'batch'
        ORDER BY created_at, id LIMIT 1`,
     );
     this.#oldestForModelStmt = db.query<{ id: string }, [number, string, number]>(

@@ -109,3 +109,27 @@ test("queued batch lines do not count against FOREMAN_MAX_QUEUE", () => {
   expect(created).toBe(true);
   expect(store.queuedCount()).toBe(4);
 });
+
+test("batch lines are never promoted by the starvation guard: an old batch still drains by the loaded model", () => {
+  const old = Date.now() - 10 * 60_000;
+  const batch = batches.create({
+    endpoint: "/v1/chat/completions",
+    inputFileId: "file-x",
+    completionWindow: "24h",
+    metadata: null,
+    priority: -1,
+    maxAttempts: 3,
+    expiresAt: Date.now() + 60_000,
+  });
+  const line = (customId: string, model: string): AdmittedLine => ({ ...job(customId), model, modelKey: `${model}:latest` });
+  batches.admit(batch.id, () => [line("a", "qwen3"), line("b", "llama3.2")], old);
+  const picked = store.claimNextJob({ schedule: "drain", residentKeys: ["llama3.2:latest"], maxWaitMs: 60_000 })!;
+  expect(picked.model).toBe("llama3.2");
+  const plan = db
+    .query<{ detail: string }, []>(
+      `EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state = 'queued' AND priority = -1 AND created_at < 0 AND run_after <= 0
+       AND source != 'batch' ORDER BY created_at, id LIMIT 1`,
+    )
+    .all();
+  expect(plan.map((row) => row.detail).join(" ")).toContain("jobs_overdue");
+});

@@ -62,6 +62,10 @@ CREATE TABLE batch_requests (
 
 CREATE INDEX batch_requests_by_batch ON batch_requests (batch_id);
 
+-- The starvation guard's lookup skips batch lines (they are never promoted): this index holds only the others,
+-- so a large batch waiting at its priority costs that lookup nothing.
+CREATE INDEX jobs_overdue ON jobs (state, priority, created_at) WHERE source != 'batch';
+
 -- A webhook delivery is now a job's or a batch's.
 CREATE TABLE webhook_deliveries_new (
   id              TEXT PRIMARY KEY,              -- ULID, also the webhook-id header
