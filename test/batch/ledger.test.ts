@@ -27,7 +27,7 @@ afterEach(() => {
   dir.cleanup();
 });
 
-const job = (customId: string): AdmittedLine => ({
+const job = (customId: string): AdmittedLine & { kind: "job" } => ({
   kind: "job",
   customId,
   type: "openai.chat",
