@@ -124,19 +124,32 @@ export class FileStore {
     }
   }
 
-  /** The file's lines (without their line ends), 1-numbered, decoded as UTF-8; a last line without "\n" counts. */
-  *lines(id: string): Generator<{ number: number; text: string }> {
+  /**
+   * The file's lines (without their line ends), 1-numbered, decoded as UTF-8; a last line without "\n"
+   * counts. A line longer than `maxLineChars` is not kept whole: it comes as `tooLong` with no text.
+   */
+  *lines(id: string, maxLineChars = Infinity): Generator<{ number: number; text: string; tooLong?: true }> {
     const decoder = new TextDecoder();
     let pending = "";
+    let skipping = false;
     let number = 0;
+    const line = (text: string) => ({ number: ++number, text: text.endsWith("\r") ? text.slice(0, -1) : text });
     for (const chunk of this.chunks(id)) {
-      const text = pending + decoder.decode(chunk, { stream: true });
-      const parts = text.split("\n");
-      pending = parts.pop()!;
-      for (const line of parts) yield { number: ++number, text: line.endsWith("\r") ? line.slice(0, -1) : line };
+      const text = decoder.decode(chunk, { stream: true });
+      let start = 0;
+      for (let end = text.indexOf("\n"); end >= 0; end = text.indexOf("\n", start)) {
+        if (skipping) yield { number: ++number, text: "", tooLong: true };
+        else yield line(pending + text.slice(start, end));
+        pending = "";
+        skipping = false;
+        start = end + 1;
+      }
+      if (!skipping) pending += text.slice(start);
+      if (pending.length > maxLineChars) ((skipping = true), (pending = ""));
     }
-    pending += decoder.decode();
-    if (pending !== "") yield { number: ++number, text: pending };
+    if (!skipping) pending += decoder.decode();
+    if (skipping) yield { number: ++number, text: "", tooLong: true };
+    else if (pending !== "") yield line(pending);
   }
 
   /** The file's bytes as a stream (for /content), read from the database as the client takes them. */

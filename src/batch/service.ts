@@ -3,7 +3,7 @@ import type { JobService } from "../job-service";
 import type { Logger } from "../log";
 import type { FileStore } from "./files";
 import { type AdmittedLine, type BatchError, type BatchRow, type BatchStore } from "./store";
-import { BATCH_ENDPOINTS, type BatchEndpoint, classifyLine } from "./validate";
+import { BATCH_ENDPOINTS, type BatchEndpoint, type ClassifiedLine, classifyLine } from "./validate";
 
 /** The only completion window OpenAI accepts. */
 export const COMPLETION_WINDOW = "24h";
@@ -28,6 +28,8 @@ export interface BatchSettings {
   /** FOREMAN_BATCH_WINDOW: how long a batch may run before it expires, default 24h. */
   batchWindowMs: number;
   maxAttempts: number;
+  /** FOREMAN_MAX_BODY: a line longer than this is malformed (as its body would be refused). */
+  maxBodyBytes: number;
 }
 
 /**
@@ -165,10 +167,20 @@ export class BatchService {
       const models = new Set<string>();
       let requests = 0;
       let lines = 0;
-      for (const { number, text } of this.files.lines(batch.inputFileId)) {
+      for (const { number, text, tooLong } of this.files.lines(batch.inputFileId, this.settings.maxBodyBytes)) {
         // Let other requests in now and then while a big file is read.
         if (++lines % 2000 === 0) await Bun.sleep(0);
-        const line = classifyLine(text, number, endpoint);
+        const line: ClassifiedLine = tooLong
+          ? {
+              kind: "malformed",
+              error: {
+                code: "line_too_long",
+                message: `This line is longer than FOREMAN_MAX_BODY (${this.settings.maxBodyBytes} bytes).`,
+                param: null,
+                line: number,
+              },
+            }
+          : classifyLine(text, number, endpoint);
         if (line.kind === "blank") continue;
         if (line.kind === "malformed") {
           if (errors.length < MAX_ERRORS) errors.push(line.error);
@@ -223,7 +235,8 @@ export class BatchService {
   }
 
   *#admittedLines(fileId: string, endpoint: BatchEndpoint, unknown: ReadonlySet<string>): Generator<AdmittedLine> {
-    for (const { number, text } of this.files.lines(fileId)) {
+    for (const { number, text, tooLong } of this.files.lines(fileId, this.settings.maxBodyBytes)) {
+      if (tooLong) continue;
       const line = classifyLine(text, number, endpoint);
       if (line.kind === "blank" || line.kind === "malformed") continue;
       if (line.kind === "refused") yield { kind: "error", customId: line.customId, status: line.status, message: line.message };
