@@ -7,6 +7,8 @@ import { BATCH_ENDPOINTS, type BatchEndpoint, type ClassifiedLine, classifyLine 
 
 /** The only completion window OpenAI accepts. */
 export const COMPLETION_WINDOW = "24h";
+/** Most requests one batch may hold, OpenAI's limit. */
+export const MAX_REQUESTS = 50_000;
 /** Most entries a failed batch's `errors` lists. */
 const MAX_ERRORS = 100;
 /** Longest wait between expiry checks (a newly created batch re-arms the timer sooner). */
@@ -40,6 +42,7 @@ export interface BatchSettings {
 export class BatchService {
   #expiryTimer: Timer | undefined;
   #running = false;
+  readonly #validations = new Set<Promise<void>>();
   /** Called when a batch ended on this thread, so its webhook goes out now. */
   onBatchEnded: () => void = () => {};
 
@@ -57,7 +60,7 @@ export class BatchService {
     const stale = this.files.removeStaleUploads();
     if (stale) this.log.info("removed unfinished uploads", { count: stale });
     for (const batch of this.store.open()) {
-      if (batch.status === "validating") void this.#validate(batch.id);
+      if (batch.status === "validating") this.#startValidation(batch.id);
       else if (batch.ending) this.#cancelQueued(batch);
     }
     this.#armExpiry();
@@ -96,8 +99,18 @@ export class BatchService {
       },
       now,
     );
-    void this.#validate(batch.id);
+    this.#startValidation(batch.id);
     return batch;
+  }
+
+  /** Resolves once every validation under way has ended (tests, shutdown). */
+  async settled(): Promise<void> {
+    await Promise.all([...this.#validations]);
+  }
+
+  #startValidation(batchId: string): void {
+    const validation = this.#validate(batchId).finally(() => this.#validations.delete(validation));
+    this.#validations.add(validation);
   }
 
   /** Cancels a batch: unstarted lines are canceled, running ones finish; ends `cancelled`. 409 once it has ended. */
@@ -201,6 +214,14 @@ export class BatchService {
         seen.add(line.customId);
         requests++;
         if (line.kind === "request") models.add(line.model);
+      }
+      if (requests > MAX_REQUESTS) {
+        errors.push({
+          code: "too_many_requests",
+          message: `The input file has ${requests} requests; a batch may hold at most ${MAX_REQUESTS}.`,
+          param: null,
+          line: null,
+        });
       }
       if (errors.length === 0 && requests === 0) {
         errors.push({ code: "empty_file", message: "The input file has no requests.", param: null, line: null });

@@ -124,13 +124,17 @@ describe("one foreman", () => {
   });
 
   test("a malformed file fails the batch with OpenAI's errors, each naming its line", async () => {
-    const created = await submit(client, [
-      chatLine("a", "llama3.2"),
-      "{not json",
-      { method: "POST", url: "/v1/chat/completions", body: { model: "llama3.2", messages: [] } },
-      chatLine("a", "llama3.2"),
-      { ...chatLine("b", "llama3.2"), url: "/v1/embeddings" },
-    ]);
+    const created = await submit(
+      client,
+      [
+        chatLine("a", "llama3.2"),
+        "{not json",
+        { method: "POST", url: "/v1/chat/completions", body: { model: "llama3.2", messages: [] } },
+        chatLine("a", "llama3.2"),
+        { ...chatLine("b", "llama3.2"), url: "/v1/embeddings" },
+      ],
+      { webhook: { url: receiver.url } },
+    );
     const batch = await waitForEnd(client, created.id);
     expect(batch.status).toBe("failed");
     expect(batch.failed_at).toBeNumber();
@@ -142,6 +146,10 @@ describe("one foreman", () => {
       ["invalid_url", 5, "url"],
     ]);
     expect(batch.request_counts).toEqual({ total: 0, completed: 0, failed: 0 });
+    await until(() => receiver.received.some((r) => (r.body.data as { id: string }).id === batch.id), 10_000, "the webhook");
+    const hook = receiver.received.find((r) => (r.body.data as { id: string }).id === batch.id)!;
+    expect(hook.verified).toBe(true);
+    expect(hook.body.type).toBe("batch.failed");
   });
 
   test("a line for an unknown model fails alone (404 in the error file); the rest complete; the webhook says so, signed", async () => {
