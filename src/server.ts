@@ -90,12 +90,14 @@ export async function startServer(config: Config): Promise<RunningServer> {
       if (malformed) return malformed;
       const length = Number(request.headers.get("content-length") ?? 0);
       // File uploads have their own limit (FOREMAN_MAX_FILE), checked again as the bytes stream in.
-      const limit = isFileUpload(request) ? config.maxFileBytes + UPLOAD_OVERHEAD_BYTES : config.maxBodyBytes;
-      if (length > limit) {
+      const upload = isFileUpload(request);
+      if (length > (upload ? config.maxFileBytes + UPLOAD_OVERHEAD_BYTES : config.maxBodyBytes)) {
         return errorResponse(
           apiForPath(new URL(request.url).pathname),
           413,
-          `request body too large: ${length} bytes, the limit is ${limit}`,
+          upload
+            ? `file too large: ${length} bytes sent, the limit is ${config.maxFileBytes} bytes (FOREMAN_MAX_FILE)`
+            : `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`,
         );
       }
       // A client may wait minutes in the queue or behind a model load without a byte on the wire:

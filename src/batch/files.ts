@@ -6,6 +6,9 @@ const ulid = monotonicFactory();
 /** Bytes per stored chunk of an upload. */
 export const CHUNK_BYTES = 1024 * 1024;
 
+/** About how many bytes one read of a file's rows brings. */
+const PAGE_BYTES = 256 * 1024;
+
 /** One row of `files`, camelCase. */
 export interface FileRow {
   id: string;
@@ -113,14 +116,23 @@ export class FileStore {
     return this.#staleStmt.run().changes;
   }
 
-  /** The file's bytes, chunk by chunk in order, read a few rows at a time. */
-  *chunks(id: string, pageRows = 16): Generator<Uint8Array> {
+  /**
+   * The file's bytes, chunk by chunk in order, read a page of rows at a time: a few rows of an upload
+   * (1 MiB each), more of an output file (a line each), so a page stays near PAGE_BYTES.
+   */
+  *chunks(id: string): Generator<Uint8Array> {
     let last = 0;
+    let rows = 4;
     for (;;) {
-      const page = this.#pageStmt.all(id, last, pageRows);
-      for (const row of page) yield row.data;
-      if (page.length < pageRows) return;
+      const page = this.#pageStmt.all(id, last, rows);
+      let bytes = 0;
+      for (const row of page) {
+        bytes += row.data.length;
+        yield row.data;
+      }
+      if (page.length < rows) return;
       last = page[page.length - 1]!.id;
+      if (bytes < PAGE_BYTES / 2) rows = Math.min(rows * 2, 4096);
     }
   }
 

@@ -239,7 +239,13 @@ describe("one foreman", () => {
       .catch((error) => error);
     expect(big).toBeInstanceOf(OpenAI.APIError);
     expect(big.status).toBe(413);
-    expect(big.error.message).toContain("100000");
+    expect(big.error.message).toBe("file too large: the limit is 100000 bytes (FOREMAN_MAX_FILE)");
+    // Far too large: refused from its Content-Length before a byte is read.
+    const huge = await client.files
+      .create({ file: await toFile(Buffer.alloc(400_000, "x"), "huge.jsonl"), purpose: "batch" })
+      .catch((error) => error);
+    expect(huge.status).toBe(413);
+    expect(huge.error.message).toMatch(/^file too large: 4\d{5} bytes sent, the limit is 100000 bytes \(FOREMAN_MAX_FILE\)$/);
     const wrongPurpose = await client.files
       .create({ file: await toFile(Buffer.from(text), "x.jsonl"), purpose: "assistants" })
       .catch((error) => error);
