@@ -130,7 +130,8 @@ export class BatchService {
       return this.store.get(id)!;
     }
     const current = this.store.get(id)!;
-    if (current.status === "cancelling" || current.status === "cancelled") return current;
+    // Already on its way out (cancelled, or expiring: its unstarted lines are being dropped either way).
+    if (current.status === "cancelling" || current.status === "cancelled" || current.ending) return current;
     throw new ConflictError(`Cannot cancel a batch with status ${current.status}.`);
   }
 
