@@ -142,8 +142,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
 /** Room for a multipart upload's boundaries and headers around a file of FOREMAN_MAX_FILE bytes. */
 const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
 
+/** POST /v1/files; the URL is parsed only when it could be one, to keep the hot path free of it. */
 function isFileUpload(request: Request): boolean {
-  return request.method === "POST" && new URL(request.url).pathname === "/v1/files";
+  return request.method === "POST" && request.url.includes("/v1/files") && new URL(request.url).pathname === "/v1/files";
 }
 
 /** Binds the port with a placeholder handler (503) that {@link startServer} swaps for the app. */
