@@ -5,6 +5,9 @@ import { ApiError } from "./errors";
 import { DashboardFeed } from "./dashboard/feed";
 import { isPublicRoute, tokenMatches } from "./http/auth";
 import { DASHBOARD_PATHS, dashboardRoutes } from "./http/dashboard";
+import type { BatchService } from "./batch/service";
+import { batchRoutes } from "./http/batches";
+import { fileRoutes } from "./http/files";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
 import { ollamaRoutes } from "./http/ollama";
@@ -21,6 +24,8 @@ export interface AppDependencies {
   jobs: JobService;
   ollama: OllamaClient;
   webhooks: Pick<WebhookDispatcher, "rejectUrl">;
+  /** OpenAI's Files and Batch APIs; without it (some tests) those routes are absent. */
+  batches?: BatchService;
 }
 
 /**
@@ -30,7 +35,7 @@ export interface AppDependencies {
 const PUBLIC_PATHS: ReadonlySet<string> = new Set(["/healthz", ...DOCS_PATHS, ...DASHBOARD_PATHS]);
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
+export function createApp({ config, jobs, ollama, webhooks, batches }: AppDependencies) {
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
   //
@@ -74,5 +79,7 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama))
     .use(openaiRoutes(jobs, ollama))
-    .use(dashboardRoutes(new DashboardFeed(jobs)));
+    .use(dashboardRoutes(new DashboardFeed(jobs)))
+    .use(batches ? fileRoutes(batches.files, config.maxFileBytes) : new Elysia())
+    .use(batches ? batchRoutes(batches, webhooks) : new Elysia());
 }

@@ -1,5 +1,10 @@
+import type { Database } from "bun:sqlite";
 import type { Config } from "./config";
 import { createApp } from "./app";
+import { FileStore } from "./batch/files";
+import { BatchService } from "./batch/service";
+import { BatchStore } from "./batch/store";
+import { batchWebhookPayload } from "./batch/view";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { CorsPolicy } from "./http/cors";
 import { rejectMalformedTarget } from "./http/request-target";
@@ -27,6 +32,8 @@ export interface Foreman {
   inventory: ModelInventory;
   jobs: JobService;
   webhooks: WebhookDispatcher;
+  /** OpenAI's Files and Batch APIs over the same database. */
+  batches: BatchService;
   /** Answers one request: the transport checks (request target, body size, CORS), then the app. */
   handle(request: Request): Promise<Response>;
 }
@@ -36,12 +43,26 @@ export interface Foreman {
  * their events to each other. Starts nothing: the caller starts the inventory and the webhooks.
  * `logFor(scope)` gives each part its logger (server.ts: stderr; tests: a silent one).
  */
-export function composeForeman(config: Config, store: JobStore, loop: JobLoop, logFor: (scope: string) => Logger): Foreman {
+export function composeForeman(
+  config: Config,
+  db: Database,
+  store: JobStore,
+  loop: JobLoop,
+  logFor: (scope: string) => Logger,
+): Foreman {
   const log = logFor("http");
   const ollama = new OllamaClient({ baseUrl: config.ollamaUrl, token: config.ollamaToken });
   const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
   const jobs = new JobService(store, loop, inventory, config, log);
   const webhooks = new WebhookDispatcher(store, config, logFor("webhook"));
+  const files = new FileStore(db);
+  const batchStore = new BatchStore(db, files, store.batchLedger);
+  const batches = new BatchService(batchStore, files, jobs, config, logFor("batch"));
+  batches.onBatchEnded = () => webhooks.wake();
+  webhooks.batchPayload = (id) => {
+    const batch = batchStore.get(id);
+    return batch ? batchWebhookPayload(batch) : null;
+  };
 
   loop.onUnreachable = () => void inventory.refresh();
   loop.hub.onJobEnded = () => {
@@ -50,20 +71,32 @@ export function composeForeman(config: Config, store: JobStore, loop: JobLoop, l
   };
   inventory.onChange = (snapshot) => loop.setInventory(inventory.residentKeys(), !snapshot.degraded);
 
-  const app = createApp({ config, jobs, ollama, webhooks });
+  const app = createApp({ config, jobs, ollama, webhooks, batches });
   const cors = new CorsPolicy(config.origins);
   const handle = async (request: Request): Promise<Response> => {
     const malformed = rejectMalformedTarget(request);
     if (malformed) return malformed;
     const length = Number(request.headers.get("content-length") ?? 0);
-    if (length > config.maxBodyBytes) {
+    // File uploads have their own limit (FOREMAN_MAX_FILE), checked again as the bytes stream in.
+    const upload = isFileUpload(request);
+    if (length > (upload ? config.maxFileBytes + UPLOAD_OVERHEAD_BYTES : config.maxBodyBytes)) {
       return errorResponse(
         apiForPath(new URL(request.url).pathname),
         413,
-        `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`,
+        upload
+          ? `file too large: ${length} bytes sent, the limit is ${config.maxFileBytes} bytes (FOREMAN_MAX_FILE)`
+          : `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`,
       );
     }
     return cors.apply(request, app.handle);
   };
-  return { ollama, inventory, jobs, webhooks, handle };
+  return { ollama, inventory, jobs, webhooks, batches, handle };
+}
+
+/** Room for a multipart upload's boundaries and headers around a file of FOREMAN_MAX_FILE bytes. */
+export const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
+
+/** POST /v1/files; the URL is parsed only when it could be one, to keep the hot path free of it. */
+function isFileUpload(request: Request): boolean {
+  return request.method === "POST" && request.url.includes("/v1/files") && new URL(request.url).pathname === "/v1/files";
 }

@@ -57,6 +57,12 @@ export interface Config {
   origins: string[];
   /** FOREMAN_WEBHOOK_BACKOFF: waits before each webhook retry, default 5s,30s,2m,10m,30m,1h,3h,6h; then failed. */
   webhookBackoffMs: number[];
+  /** FOREMAN_MAX_FILE: largest file /v1/files accepts, in bytes, default 200 MiB. */
+  maxFileBytes: number;
+  /** FOREMAN_BATCH_PRIORITY: priority of batch lines, default -1 (below interactive requests, 0). */
+  batchPriority: number;
+  /** FOREMAN_BATCH_WINDOW: how long a batch may run before it expires, default 24h (OpenAI's window). */
+  batchWindowMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -155,6 +161,16 @@ function webhookAllow(env: Env): AllowRule[] {
   }
 }
 
+function signedInteger(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = text(env, name);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!/^[-+]?\d+$/.test(raw) || value < min || value > max) {
+    throw new ConfigError(`${name}: "${raw}" must be an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
 /** Reads and validates every FOREMAN_* variable; throws ConfigError naming the first bad one. */
 export function loadConfig(env: Env = process.env): Config {
   return {
@@ -184,6 +200,9 @@ export function loadConfig(env: Env = process.env): Config {
       if (ms === undefined) throw new ConfigError(`FOREMAN_WEBHOOK_BACKOFF: "${item}" is not a duration`);
       return ms;
     }),
+    maxFileBytes: integer(env, "FOREMAN_MAX_FILE", 200 * 1024 * 1024, 1),
+    batchPriority: signedInteger(env, "FOREMAN_BATCH_PRIORITY", -1, -1000, 1000),
+    batchWindowMs: duration(env, "FOREMAN_BATCH_WINDOW", "24h", { min: 1, max: MAX_TIMER_MS }),
   };
 }
 

@@ -4,7 +4,7 @@ import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { type Config, isLoopback, unknownSettings } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
-import { composeForeman } from "./compose";
+import { UPLOAD_OVERHEAD_BYTES, composeForeman } from "./compose";
 import type { JobService } from "./job-service";
 import { createLogger } from "./log";
 import type { OllamaClient } from "./ollama/client";
@@ -51,13 +51,14 @@ export async function startServer(config: Config): Promise<RunningServer> {
   // Resolved from this file so that, compiled, it names the worker entry point bundled beside main.
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
   const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker"));
-  const { ollama, inventory, jobs, webhooks, handle } = composeForeman(config, store, bridge, (scope) =>
+  const { ollama, inventory, jobs, webhooks, batches, handle } = composeForeman(config, db, store, bridge, (scope) =>
     scope === "http" ? log : createLogger(config.logLevel, scope),
   );
 
   await bridge.ready;
   await inventory.start();
   webhooks.start();
+  batches.start();
   if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
 
   server.reload({
@@ -83,6 +84,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
         void server.stop();
         inventory.stop();
         webhooks.stop();
+        batches.stop();
         // Clients still waiting in the queue are told to come back (503) now; the running job gets the
         // grace period, and whoever still waits after it is told the same.
         jobs.releaseWaitingClients(true);
@@ -108,7 +110,7 @@ function listen(config: Config): Server<undefined> {
       port: config.listen.port,
       // Bun answers an empty 413 past this; it is a backstop for bodies sent without a content-length.
       // Every other oversized body gets the JSON 413 of the app's fetch.
-      maxRequestBodySize: config.maxBodyBytes * 2,
+      maxRequestBodySize: Math.max(config.maxBodyBytes, config.maxFileBytes + UPLOAD_OVERHEAD_BYTES) * 2,
       idleTimeout: 30,
       fetch: (request) =>
         errorResponse(apiForPath(new URL(request.url).pathname), 503, "foreman is starting", { "retry-after": "1" }),

@@ -149,3 +149,22 @@ describe("unknownSettings", () => {
     expect(unknownSettings({ FOREMAN_TOKEN: "x", FOREMAN_WEBHOOK_BACKOFF: "1s", FOREMAN_ORIGINS: "*" })).toEqual([]);
   });
 });
+
+describe("batch settings", () => {
+  test("defaults: 200 MiB files, batch lines at priority -1, OpenAI's 24h window", () => {
+    expect(loadConfig({})).toMatchObject({ maxFileBytes: 200 * 1024 * 1024, batchPriority: -1, batchWindowMs: 86_400_000 });
+    expect(loadConfig({ FOREMAN_BATCH_PRIORITY: "-5", FOREMAN_BATCH_WINDOW: "2s" })).toMatchObject({
+      batchPriority: -5,
+      batchWindowMs: 2000,
+    });
+  });
+
+  test("bad values name their variable and what is allowed", () => {
+    expect(() => loadConfig({ FOREMAN_BATCH_PRIORITY: "low" })).toThrow(
+      new ConfigError('FOREMAN_BATCH_PRIORITY: "low" must be an integer from -1000 to 1000'),
+    );
+    expect(() => loadConfig({ FOREMAN_BATCH_PRIORITY: "2000" })).toThrow(/from -1000 to 1000/);
+    expect(() => loadConfig({ FOREMAN_MAX_FILE: "0" })).toThrow(/FOREMAN_MAX_FILE/);
+    expect(() => loadConfig({ FOREMAN_BATCH_WINDOW: "0" })).toThrow(/FOREMAN_BATCH_WINDOW/);
+  });
+});

@@ -81,7 +81,7 @@ export async function startInProcess(
     wake: () => runner.wake(),
     cancel: (jobId) => runner.cancel(jobId),
   };
-  const { inventory, jobs, webhooks, handle } = composeForeman(config, store, loop, (scope) => capturingLogger(scope, logs));
+  const { inventory, jobs, webhooks, handle } = composeForeman(config, db, store, loop, (scope) => capturingLogger(scope, logs));
   await inventory.start();
   webhooks.start();
   const running = runner.run();

@@ -4,6 +4,7 @@ import { anthropicMessages } from "./anthropic-messages";
 import { ollamaChat, ollamaGenerate } from "./ollama";
 import { openaiChat } from "./openai-chat";
 import { openaiCompletion } from "./openai-completion";
+import { openaiEmbeddings } from "./openai-embeddings";
 import { openaiResponses } from "./openai-responses";
 
 /** Every wire format a queued job can come in, keyed by the job type stored in its row. */
@@ -13,6 +14,7 @@ export const ADAPTERS = {
   "openai.chat": openaiChat,
   "openai.completion": openaiCompletion,
   "openai.responses": openaiResponses,
+  "openai.embeddings": openaiEmbeddings,
   "anthropic.messages": anthropicMessages,
 } as const satisfies Record<string, WireAdapter>;
 

@@ -20,10 +20,11 @@ export class ForemanApi {
       response = await fetch(`${this.config.url}${path}`, {
         method,
         headers: {
-          ...(body === undefined ? {} : { "content-type": "application/json" }),
+          // A FormData body (an upload) sets its own multipart content type.
+          ...(body === undefined || body instanceof FormData ? {} : { "content-type": "application/json" }),
           ...(this.config.token ? { authorization: `Bearer ${this.config.token}` } : {}),
         },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: body === undefined ? undefined : body instanceof FormData ? body : JSON.stringify(body),
       });
     } catch {
       throw new CliError(
@@ -40,7 +41,9 @@ export class ForemanApi {
     if (response.status === 401)
       throw new CliError(`unauthorized: foreman at ${this.config.url} wants a token (set FOREMAN_TOKEN)`);
     if (!response.ok) {
-      const message = (parsed as { error?: string } | null)?.error ?? `HTTP ${response.status}`;
+      // Ollama's and the job API's errors are {"error": "..."}; OpenAI's (files, batches) {"error": {"message"}}.
+      const error = (parsed as { error?: string | { message?: string } } | null)?.error;
+      const message = (typeof error === "object" ? error?.message : error) ?? `HTTP ${response.status}`;
       throw new CliError(message === "job not found" ? `job not found: ${path.split("/")[2]}` : message);
     }
     return parsed as T;

@@ -5,6 +5,7 @@ import { PRIORITY_RANGE } from "../job-service";
 import { JOB_STATES, isTerminal } from "../queue/job-states";
 import type { JobView } from "../queue/job-view";
 import { CliError, ForemanApi } from "./api-client";
+import { BATCH_USAGE, batchCommand } from "./batch-command";
 import { formatAge, formatBytes, formatRunTime, formatTable } from "./format";
 
 /** Usage lines of the client subcommands, for `foreman --help`. */
@@ -16,6 +17,7 @@ export const CLIENT_USAGE = `  foreman submit --model M (--prompt TEXT | --messa
   foreman job ID [--json]       show one job
   foreman cancel ID             cancel a queued or running job
   foreman ps                    loaded models and the queue
+${BATCH_USAGE}
   (they talk to FOREMAN_URL, default http://127.0.0.1:8080, with FOREMAN_TOKEN if set)`;
 
 type Io = { stdout: (text: string) => void; stderr: (text: string) => void; stdin: () => Promise<string>; isTty: boolean };
@@ -27,7 +29,14 @@ const defaultIo: Io = {
   isTty: Boolean(process.stderr.isTTY),
 };
 
-const COMMANDS: Record<string, (api: ForemanApi, args: string[], io: Io) => Promise<number>> = { submit, jobs, job, cancel, ps };
+const COMMANDS: Record<string, (api: ForemanApi, args: string[], io: Io) => Promise<number>> = {
+  submit,
+  jobs,
+  job,
+  cancel,
+  ps,
+  batch: batchCommand,
+};
 
 /** The subcommands that talk to a running server. */
 export const CLIENT_COMMANDS = new Set(Object.keys(COMMANDS));

@@ -35,6 +35,8 @@ export function docs() {
             { name: "ollama", description: "Ollama's API, for unmodified Ollama clients" },
             { name: "openai", description: "The OpenAI-compatible API Ollama serves (/v1), for OpenAI SDK clients" },
             { name: "anthropic", description: "The Anthropic Messages API Ollama serves (/v1/messages)" },
+            { name: "files", description: "OpenAI's Files API, for batch input and output files" },
+            { name: "batches", description: "OpenAI's Batch API: a file of requests queued below interactive traffic" },
             { name: "system", description: "Health" },
           ],
           components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },

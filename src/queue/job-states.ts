@@ -17,12 +17,14 @@ export function isTerminal(state: JobState): state is TerminalState {
 export const JobStateSchema = literalUnion(JOB_STATES, { description: `One of ${JOB_STATES.join(", ")}` });
 
 /**
- * Who waits for a job: "jobs" (the job API: nobody holds a connection, watchers may come and go), or
- * the API family whose route a client called and is waiting on.
+ * Who waits for a job: "jobs" (the job API: nobody holds a connection, watchers may come and go),
+ * "batch" (a line of an OpenAI batch: nobody waits either), or the API family whose route a client
+ * called and is waiting on.
  */
-export const JOB_SOURCES = ["ollama", "openai", "anthropic", "jobs"] as const;
+export const JOB_SOURCES = ["ollama", "openai", "anthropic", "jobs", "batch"] as const;
 export type JobSource = (typeof JOB_SOURCES)[number];
 
 export const JobSourceSchema = literalUnion(JOB_SOURCES, {
-  description: "jobs: made by POST /jobs; otherwise the API whose route made it (a client waits on the answer)",
+  description:
+    "jobs: made by POST /jobs; batch: a line of POST /v1/batches; otherwise the API whose route made it (a client waits on the answer)",
 });

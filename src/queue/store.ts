@@ -3,6 +3,7 @@ import { monotonicFactory } from "ulid";
 import type { JobType } from "../adapters";
 import type { AnswerUsage } from "../adapters/adapter";
 import { QueueFullError } from "../errors";
+import { BatchLedger } from "../batch/ledger";
 import { WebhookDeliveries } from "../webhook/deliveries";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
 import { DashboardQueries } from "./dashboard-queries";
@@ -107,11 +108,14 @@ export class JobStore {
   readonly deliveries: WebhookDeliveries;
   /** The dashboard's bounded read-only queries. */
   readonly dashboard: DashboardQueries;
+  /** The batch lines' output and progress, recorded in the transaction that ends their jobs. */
+  readonly batchLedger: BatchLedger;
 
   readonly #insertJobStmt;
   readonly #jobByIdStmt;
   readonly #jobByIdempotencyKeyStmt;
   readonly #queuedCountStmt;
+  readonly #admittedCountStmt;
   readonly #queuedCountByModelStmt;
   readonly #queuePositionStmt;
   readonly #runningJobStmt;
@@ -135,6 +139,7 @@ export class JobStore {
     this.artifacts = new ArtifactTable(db);
     this.deliveries = new WebhookDeliveries(db);
     this.dashboard = new DashboardQueries(db);
+    this.batchLedger = new BatchLedger(db, this.deliveries);
     this.#insertJobStmt = db.query<JobRow, Record<string, string | number | null>>(
       `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
          created_at, idempotency_key, webhook_url, webhook_secret)
@@ -145,6 +150,10 @@ export class JobStore {
     this.#jobByIdStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`);
     this.#jobByIdempotencyKeyStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?`);
     this.#queuedCountStmt = db.query<{ n: number }, []>(`SELECT count(*) AS n FROM jobs WHERE state = 'queued'`);
+    // Batch lines are admitted whole when their batch is created; they must not make interactive requests 503.
+    this.#admittedCountStmt = db.query<{ n: number }, []>(
+      `SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND source != 'batch'`,
+    );
     this.#queuedCountByModelStmt = db.query<{ model: string; n: number }, []>(
       `SELECT model, count(*) AS n FROM jobs WHERE state = 'queued' GROUP BY model ORDER BY model`,
     );
@@ -160,8 +169,11 @@ export class JobStore {
     this.#nextPriorityBelowStmt = db.query<{ p: number | null }, [number]>(
       `SELECT max(priority) AS p FROM jobs WHERE state = 'queued' AND priority < ?`,
     );
+    // Batch lines are never promoted: all of a big batch's lines soon pass FOREMAN_MAX_WAIT, and promoting
+    // them, oldest first, would run the batch in file order, a swap per line. Its window bounds their wait.
     this.#oldestOverdueStmt = db.query<Pick, [number, number, number]>(
       `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND run_after <= ?3
+         AND source != 'batch'
        ORDER BY created_at, id LIMIT 1`,
     );
     this.#oldestForModelStmt = db.query<Pick, [number, string, number]>(
@@ -214,7 +226,7 @@ export class JobStore {
           const existing = this.#jobByIdempotencyKeyStmt.get(job.idempotencyKey);
           if (existing) return { job: existing, created: false };
         }
-        if (this.#queuedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
+        if (this.#admittedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
         const row = this.#insertJobStmt.get({
           id: ulid(now),
           type: job.type,
@@ -398,11 +410,12 @@ export class JobStore {
     return this.#pruneStmt.run(before).changes;
   }
 
-  /** What every job's end records with it, inside the same transaction: its artifacts and its webhook. */
+  /** What every job's end records with it, inside the same transaction: its artifacts, its webhook, its batch line. */
   #ended(job: JobRow | null, artifacts: readonly ArtifactInput[], now: number): JobRow | null {
     if (!job) return null;
     this.artifacts.saveTx(job.id, artifacts, now);
     this.deliveries.queueTx(job, now);
+    this.batchLedger.recordTx(job, now);
     return job;
   }
 }

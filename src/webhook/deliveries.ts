@@ -16,7 +16,10 @@ export type DeliveryState = "pending" | "delivered" | "failed";
 /** A delivery due to be attempted. */
 export interface DueDelivery {
   id: string;
-  jobId: string;
+  /** The job whose end it tells, or null for a batch's. */
+  jobId: string | null;
+  /** The batch whose end it tells, or null for a job's. */
+  batchId: string | null;
   url: string;
   secret: string | null;
   attempts: number;
@@ -28,6 +31,7 @@ export interface DueDelivery {
  */
 export class WebhookDeliveries {
   readonly #insertStmt;
+  readonly #insertBatchStmt;
   readonly #statusStmt;
   readonly #dueStmt;
   readonly #nextDueStmt;
@@ -38,11 +42,15 @@ export class WebhookDeliveries {
       `INSERT OR IGNORE INTO webhook_deliveries (id, job_id, url, secret, state, next_attempt_at, created_at)
        VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)`,
     );
+    this.#insertBatchStmt = db.query<null, [string, string, string, string | null, number]>(
+      `INSERT OR IGNORE INTO webhook_deliveries (id, batch_id, url, secret, state, next_attempt_at, created_at)
+       VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)`,
+    );
     this.#statusStmt = db.query<DeliveryStatus, [string]>(
       `SELECT state, attempts, last_status AS lastStatus, last_error AS lastError FROM webhook_deliveries WHERE job_id = ?`,
     );
     this.#dueStmt = db.query<DueDelivery, [number, number]>(
-      `SELECT id, job_id AS jobId, url, secret, attempts FROM webhook_deliveries
+      `SELECT id, job_id AS jobId, batch_id AS batchId, url, secret, attempts FROM webhook_deliveries
        WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?`,
     );
     this.#nextDueStmt = db.query<{ t: number | null }, []>(
@@ -58,6 +66,12 @@ export class WebhookDeliveries {
   queueTx(job: { id: string; webhookUrl: string | null; webhookSecret: string | null }, now: number): void {
     if (!job.webhookUrl) return;
     this.#insertStmt.run(`msg_${ulid(now)}`, job.id, job.webhookUrl, job.webhookSecret, now);
+  }
+
+  /** Queues the delivery of an ended batch's webhook; call it inside the transaction that ends the batch. */
+  queueBatchTx(batch: { id: string; webhookUrl: string | null; webhookSecret: string | null }, now: number): void {
+    if (!batch.webhookUrl) return;
+    this.#insertBatchStmt.run(`msg_${ulid(now)}`, batch.id, batch.webhookUrl, batch.webhookSecret, now);
   }
 
   /** The delivery state of the job's webhook; null before the job ended (nothing queued yet). */

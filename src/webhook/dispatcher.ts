@@ -28,6 +28,8 @@ export class WebhookDispatcher {
   readonly #deliveries: WebhookDeliveries;
   #timer: Timer | undefined;
   #running = false;
+  /** The body of a batch's webhook (set where batches are served); null when the batch no longer exists. */
+  batchPayload: (batchId: string) => string | null = () => null;
 
   /** `attemptTimeoutMs` bounds each attempt (default 15 s). */
   constructor(
@@ -96,10 +98,7 @@ export class WebhookDispatcher {
       return;
     }
     try {
-      const job = this.#store.getJob(delivery.jobId);
-      // The job's row is the payload's source; a delivery outlives it only if the job was pruned meanwhile.
-      if (!job) throw new Error("the job no longer exists");
-      const payload = webhookPayload(job);
+      const payload = this.#payload(delivery);
       const now = new Date();
       const headers: Record<string, string> = {
         "content-type": "application/json",
@@ -128,13 +127,31 @@ export class WebhookDispatcher {
     }
     const retryIn = this.#backoffMs[attempts - 1];
     if (status === 410 || retryIn === undefined) {
-      this.#log.warn("webhook delivery failed for good", { delivery: delivery.id, job: delivery.jobId, attempts, error });
+      this.#log.warn("webhook delivery failed for good", {
+        delivery: delivery.id,
+        job: delivery.jobId,
+        batch: delivery.batchId,
+        attempts,
+        error,
+      });
       this.#record(delivery, "failed", attempts, status, error);
       return;
     }
     this.#log.info("webhook delivery failed, will retry", { delivery: delivery.id, attempts, retry_in_ms: retryIn, error });
     const jittered = Math.round(retryIn * (0.8 + Math.random() * 0.4));
     this.#record(delivery, "pending", attempts, status, error, Date.now() + jittered);
+  }
+
+  /** The row is the payload's source; a delivery outlives it only if the job was pruned (or batch deleted) meanwhile. */
+  #payload(delivery: DueDelivery): string {
+    if (delivery.batchId !== null) {
+      const payload = this.batchPayload(delivery.batchId);
+      if (payload === null) throw new Error("the batch no longer exists");
+      return payload;
+    }
+    const job = this.#store.getJob(delivery.jobId!);
+    if (!job) throw new Error("the job no longer exists");
+    return webhookPayload(job);
   }
 
   #record(

@@ -235,8 +235,8 @@ export class JobRunner {
       this.#reachable = false;
       this.#post({ type: "unreachable" });
     }
-    // A client that already received tokens cannot be given a second answer; a job API job can.
-    const retryable = (unreachable || busy || timedOut) && (!relayed || job.source === "jobs");
+    // A client that already received tokens cannot be given a second answer; a job API or batch job can.
+    const retryable = (unreachable || busy || timedOut) && (!relayed || job.source === "jobs" || job.source === "batch");
     if (retryable && job.attempts < job.maxAttempts) {
       const delay = retryDelayMs(job.attempts);
       this.#store.requeueJob(job.id, Date.now() + delay, message, status);

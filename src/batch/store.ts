@@ -1,0 +1,272 @@
+import type { Database } from "bun:sqlite";
+import { monotonicFactory } from "ulid";
+import { errorBody } from "../adapters/error-shapes";
+import type { JobType } from "../adapters";
+import type { BatchLedger } from "./ledger";
+import type { FileStore } from "./files";
+import { newFileId } from "./files";
+
+const ulid = monotonicFactory();
+
+/** A batch's status, as OpenAI names them. */
+export type BatchStatus =
+  "validating" | "failed" | "in_progress" | "finalizing" | "completed" | "expired" | "cancelling" | "cancelled";
+
+/** One row of `batches`, camelCase; times are epoch ms. */
+export interface BatchRow {
+  id: string;
+  endpoint: string;
+  inputFileId: string;
+  completionWindow: string;
+  status: BatchStatus;
+  metadata: string | null;
+  errors: string | null;
+  outputFileId: string;
+  errorFileId: string;
+  total: number;
+  completed: number;
+  failed: number;
+  canceled: number;
+  priority: number;
+  maxAttempts: number;
+  ending: "cancel" | "expire" | null;
+  webhookUrl: string | null;
+  webhookSecret: string | null;
+  createdAt: number;
+  inProgressAt: number | null;
+  expiresAt: number;
+  finalizingAt: number | null;
+  completedAt: number | null;
+  failedAt: number | null;
+  expiredAt: number | null;
+  cancellingAt: number | null;
+  cancelledAt: number | null;
+}
+
+const BATCH_COLUMNS = `id, endpoint, input_file_id AS inputFileId, completion_window AS completionWindow, status, metadata,
+  errors, output_file_id AS outputFileId, error_file_id AS errorFileId, total, completed, failed, canceled, priority,
+  max_attempts AS maxAttempts, ending, webhook_url AS webhookUrl, webhook_secret AS webhookSecret, created_at AS createdAt,
+  in_progress_at AS inProgressAt, expires_at AS expiresAt, finalizing_at AS finalizingAt, completed_at AS completedAt,
+  failed_at AS failedAt, expired_at AS expiredAt, cancelling_at AS cancellingAt, cancelled_at AS cancelledAt`;
+
+/** What a new batch needs. */
+export interface NewBatch {
+  endpoint: string;
+  inputFileId: string;
+  completionWindow: string;
+  metadata: Record<string, string> | null;
+  priority: number;
+  maxAttempts: number;
+  expiresAt: number;
+  webhook?: { url: string; secret?: string };
+}
+
+/** A validated line: a job to queue, or a per-line failure for the error file. */
+export type AdmittedLine =
+  | { kind: "job"; customId: string; type: JobType; model: string; modelKey: string; request: string }
+  | { kind: "error"; customId: string; status: number; message: string };
+
+/** The `batches` and `batch_requests` tables, as the HTTP thread uses them. */
+export class BatchStore {
+  readonly #db: Database;
+  readonly #files: FileStore;
+  readonly #ledger: BatchLedger;
+  readonly #insertStmt;
+  readonly #getStmt;
+  readonly #insertJobStmt;
+  readonly #insertRequestStmt;
+  readonly #startStmt;
+  readonly #failStmt;
+  readonly #cancelValidatingStmt;
+  readonly #endingStmt;
+  readonly #queuedJobsStmt;
+  readonly #openStmt;
+  readonly #nextExpiryStmt;
+  readonly #expiredStmt;
+
+  constructor(db: Database, files: FileStore, ledger: BatchLedger) {
+    this.#db = db;
+    this.#files = files;
+    this.#ledger = ledger;
+    this.#insertStmt = db.query<BatchRow, Record<string, string | number | null>>(
+      `INSERT INTO batches (id, endpoint, input_file_id, completion_window, status, metadata, output_file_id, error_file_id,
+         priority, max_attempts, webhook_url, webhook_secret, created_at, expires_at)
+       VALUES ($id, $endpoint, $inputFileId, $completionWindow, 'validating', $metadata, $outputFileId, $errorFileId,
+         $priority, $maxAttempts, $webhookUrl, $webhookSecret, $now, $expiresAt)
+       RETURNING ${BATCH_COLUMNS}`,
+    );
+    this.#getStmt = db.query<BatchRow, [string]>(`SELECT ${BATCH_COLUMNS} FROM batches WHERE id = ?`);
+    this.#insertJobStmt = db.query<null, [string, string, string, string, string, number, number, number]>(
+      `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
+         created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'batch', 'queued', ?6, 0, ?7, ?8, ?8)`,
+    );
+    this.#insertRequestStmt = db.query<null, [string, string, string]>(
+      `INSERT INTO batch_requests (job_id, batch_id, custom_id) VALUES (?, ?, ?)`,
+    );
+    this.#startStmt = db.query<null, [number, number, number, string]>(
+      `UPDATE batches SET status = 'in_progress', in_progress_at = ?1, total = ?2, failed = ?3 WHERE id = ?4`,
+    );
+    this.#failStmt = db.query<BatchRow, [number, string, string]>(
+      `UPDATE batches SET status = 'failed', failed_at = ?1, errors = ?2 WHERE id = ?3 AND status = 'validating'
+       RETURNING ${BATCH_COLUMNS}`,
+    );
+    this.#cancelValidatingStmt = db.query<BatchRow, [number, string]>(
+      `UPDATE batches SET status = 'cancelled', ending = 'cancel', cancelling_at = ?1, cancelled_at = ?1
+       WHERE id = ?2 AND status = 'validating' RETURNING ${BATCH_COLUMNS}`,
+    );
+    this.#endingStmt = db.query<BatchRow, [string, number, string]>(
+      `UPDATE batches SET ending = ?1,
+         status = CASE WHEN ?1 = 'cancel' THEN 'cancelling' ELSE status END,
+         cancelling_at = CASE WHEN ?1 = 'cancel' THEN ?2 ELSE cancelling_at END
+       WHERE id = ?3 AND status = 'in_progress' AND ending IS NULL RETURNING ${BATCH_COLUMNS}`,
+    );
+    this.#queuedJobsStmt = db.query<{ id: string }, [string]>(
+      `SELECT r.job_id AS id FROM batch_requests r JOIN jobs j ON j.id = r.job_id
+       WHERE r.batch_id = ? AND j.state = 'queued' ORDER BY r.job_id`,
+    );
+    this.#openStmt = db.query<BatchRow, []>(
+      `SELECT ${BATCH_COLUMNS} FROM batches WHERE status IN ('validating', 'in_progress', 'cancelling') ORDER BY id`,
+    );
+    this.#nextExpiryStmt = db.query<{ t: number | null }, []>(
+      `SELECT min(expires_at) AS t FROM batches WHERE status = 'in_progress' AND ending IS NULL`,
+    );
+    this.#expiredStmt = db.query<BatchRow, [number]>(
+      `SELECT ${BATCH_COLUMNS} FROM batches WHERE status = 'in_progress' AND ending IS NULL AND expires_at <= ?`,
+    );
+  }
+
+  /** Records a new batch, status validating. */
+  create(batch: NewBatch, now = Date.now()): BatchRow {
+    return this.#insertStmt.get({
+      id: `batch_${ulid(now)}`,
+      endpoint: batch.endpoint,
+      inputFileId: batch.inputFileId,
+      completionWindow: batch.completionWindow,
+      metadata: batch.metadata ? JSON.stringify(batch.metadata) : null,
+      outputFileId: newFileId(now),
+      errorFileId: newFileId(now),
+      priority: batch.priority,
+      maxAttempts: batch.maxAttempts,
+      webhookUrl: batch.webhook?.url ?? null,
+      webhookSecret: batch.webhook?.secret ?? null,
+      now,
+      expiresAt: batch.expiresAt,
+    })!;
+  }
+
+  get(id: string): BatchRow | null {
+    return this.#getStmt.get(id);
+  }
+
+  /** Batches newest first, `limit` of them after the id `after`. */
+  list(options: { after?: string; limit: number }): BatchRow[] {
+    const where = options.after ? "WHERE id < ?" : "";
+    const params: (string | number)[] = options.after ? [options.after, options.limit] : [options.limit];
+    return this.#db
+      .query<BatchRow, (string | number)[]>(`SELECT ${BATCH_COLUMNS} FROM batches ${where} ORDER BY id DESC LIMIT ?`)
+      .all(...params);
+  }
+
+  /**
+   * Queues a validated batch in one transaction: its output and error files, a job per valid line,
+   * an error line per failed one, status in_progress. All or nothing, so a crash while validating
+   * leaves a batch to validate again, never half queued. False when the batch is no longer validating.
+   */
+  admit(batchId: string, lines: () => Iterable<AdmittedLine>, now = Date.now()): boolean {
+    return this.#db
+      .transaction(() => {
+        const batch = this.#getStmt.get(batchId);
+        if (!batch || batch.status !== "validating") return false;
+        this.#files.createTx(batch.outputFileId, "batch_output", `${batch.id}_output.jsonl`, now);
+        this.#files.createTx(batch.errorFileId, "batch_output", `${batch.id}_error.jsonl`, now);
+        let total = 0;
+        let failed = 0;
+        for (const line of lines()) {
+          total++;
+          if (line.kind === "error") {
+            failed++;
+            const body = errorBody("openai", line.status, line.message);
+            const record = {
+              id: `batch_req_${ulid(now)}`,
+              custom_id: line.customId,
+              response: { status_code: line.status, request_id: null, body },
+              error: null,
+            };
+            this.#files.appendTx(batch.errorFileId, Buffer.from(`${JSON.stringify(record)}\n`));
+            continue;
+          }
+          const jobId = ulid(now);
+          this.#insertJobStmt.run(
+            jobId,
+            line.type,
+            line.model,
+            line.modelKey,
+            line.request,
+            batch.priority,
+            batch.maxAttempts,
+            now,
+          );
+          this.#insertRequestStmt.run(jobId, batch.id, line.customId);
+        }
+        this.#startStmt.run(now, total, failed, batch.id);
+        if (failed === total) this.#ledger.finishTx(batch.id, batch, now);
+        return true;
+      })
+      .immediate();
+  }
+
+  /** Ends a validating batch failed, with OpenAI's `errors` list; queues its webhook. */
+  fail(batchId: string, errors: BatchError[], now = Date.now()): BatchRow | null {
+    return this.#db
+      .transaction(() => {
+        const row = this.#failStmt.get(now, JSON.stringify({ object: "list", data: errors }), batchId);
+        if (row) this.#ledger.queueWebhookTx(row, now);
+        return row;
+      })
+      .immediate();
+  }
+
+  /** Cancels a batch still validating: it ends cancelled at once, nothing queued. */
+  cancelValidating(batchId: string, now = Date.now()): BatchRow | null {
+    return this.#db
+      .transaction(() => {
+        const row = this.#cancelValidatingStmt.get(now, batchId);
+        if (row) this.#ledger.queueWebhookTx(row, now);
+        return row;
+      })
+      .immediate();
+  }
+
+  /** Marks why a running batch's unstarted lines are to be canceled (cancel: status cancelling); null if it is not running. */
+  markEnding(batchId: string, ending: "cancel" | "expire", now = Date.now()): BatchRow | null {
+    return this.#endingStmt.get(ending, now, batchId);
+  }
+
+  /** The batch's lines still queued (not started), by job id. */
+  queuedJobIds(batchId: string): string[] {
+    return this.#queuedJobsStmt.all(batchId).map((row) => row.id);
+  }
+
+  /** Batches not yet ended, oldest first. */
+  open(): BatchRow[] {
+    return this.#openStmt.all();
+  }
+
+  /** When the next running batch expires (epoch ms); null when none runs. */
+  nextExpiry(): number | null {
+    return this.#nextExpiryStmt.get()!.t;
+  }
+
+  /** Running batches whose window has passed. */
+  expired(now = Date.now()): BatchRow[] {
+    return this.#expiredStmt.all(now);
+  }
+}
+
+/** One entry of a failed batch's `errors`, as OpenAI reports a malformed input file. */
+export interface BatchError {
+  code: string;
+  message: string;
+  param: string | null;
+  line: number | null;
+}

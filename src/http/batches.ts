@@ -1,0 +1,83 @@
+import { Elysia } from "elysia";
+import { checkBody } from "../adapters/check-body";
+import { type BatchRequest, type BatchService, COMPLETION_WINDOW } from "../batch/service";
+import { batchObject } from "../batch/view";
+import { BATCH_ENDPOINTS } from "../batch/validate";
+import { BadRequestError, NotFoundError } from "../errors";
+import { parseJsonBody } from "../ollama/types";
+import type { WebhookDispatcher } from "../webhook/dispatcher";
+import { t } from "elysia";
+import { limitParam, listPage } from "./files";
+
+/** Body of POST /v1/batches: OpenAI's fields, plus foreman's `webhook` extension (as POST /jobs has it). */
+export const BatchCreateRequest = t.Object(
+  {
+    input_file_id: t.String({ description: "A file uploaded with purpose batch" }),
+    endpoint: t.String({ description: `One of ${Object.keys(BATCH_ENDPOINTS).join(", ")}` }),
+    completion_window: t.String({ description: `Only "${COMPLETION_WINDOW}"` }),
+    metadata: t.Optional(t.Union([t.Record(t.String(), t.String()), t.Null()])),
+    output_expires_after: t.Optional(t.Unknown()),
+    webhook: t.Optional(
+      t.Object({
+        url: t.String({ description: "Receives batch.completed, batch.failed, batch.cancelled or batch.expired" }),
+        secret: t.Optional(t.String({ pattern: "^whsec_[A-Za-z0-9+/]+={0,2}$" })),
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/**
+ * OpenAI's Batch API: a batch's lines become queued jobs (below interactive priority) that drain by
+ * model; progress and files are read from counters and rows, never by scanning the lines.
+ */
+export function batchRoutes(batches: BatchService, webhooks: Pick<WebhookDispatcher, "rejectUrl">) {
+  const find = (id: string) => {
+    const batch = batches.store.get(id);
+    if (!batch) throw new NotFoundError(`No batch found with id '${id}'.`);
+    return batch;
+  };
+  return new Elysia({ tags: ["batches"] })
+    .post(
+      "/v1/batches",
+      async ({ request }) => {
+        const body = parseJsonBody(await request.text());
+        checkBody(BatchCreateRequest, body);
+        if (body.webhook) {
+          const rejected = webhooks.rejectUrl(body.webhook.url);
+          if (rejected) throw new BadRequestError(rejected);
+        }
+        return batchObject(batches.create(body as BatchRequest));
+      },
+      {
+        parse: "none",
+        detail: {
+          summary: "Create a batch (OpenAI)",
+          description:
+            "Validates the input file in the background (status validating), then queues each line as a job at FOREMAN_BATCH_PRIORITY. " +
+            "`webhook` ({url, secret?}) is foreman's extension: it receives the batch when it ends.",
+        },
+      },
+    )
+    .get(
+      "/v1/batches",
+      ({ query }) => {
+        const limit = limitParam(query.limit, 20, 100);
+        return listPage(batches.store.list({ after: query.after, limit: limit + 1 }).map(batchObject), limit);
+      },
+      {
+        detail: {
+          summary: "List batches (OpenAI)",
+          description: "Newest first, paged with `after` and `limit` (1-100, default 20).",
+        },
+      },
+    )
+    .get("/v1/batches/:id", ({ params }) => batchObject(find(params.id)), { detail: { summary: "A batch (OpenAI)" } })
+    .post("/v1/batches/:id/cancel", ({ params }) => batchObject(batches.cancel(params.id)), {
+      parse: "none",
+      detail: {
+        summary: "Cancel a batch (OpenAI)",
+        description: "Lines not yet started are canceled; a running line finishes. The batch ends cancelled, what finished kept.",
+      },
+    });
+}
