@@ -5,11 +5,13 @@ import { ApiError } from "./errors";
 import { bearerTokenMatches, isPublicRoute } from "./http/auth";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
+import { metricsRoutes } from "./http/metrics";
 import { ollamaRoutes } from "./http/ollama";
 import { openaiRoutes } from "./http/openai";
 import { systemRoutes } from "./http/system";
 import { validationMessage } from "./http/validation-message";
 import type { JobService } from "./job-service";
+import { ForemanMetrics } from "./metrics";
 import type { OllamaClient } from "./ollama/client";
 import type { WebhookDispatcher } from "./webhook/dispatcher";
 
@@ -19,13 +21,16 @@ export interface AppDependencies {
   jobs: JobService;
   ollama: OllamaClient;
   webhooks: Pick<WebhookDispatcher, "rejectUrl">;
+  /** What GET /metrics shows; server.ts passes the one its job ends feed, tests may leave it out. */
+  metrics?: ForemanMetrics;
 }
 
 /** Paths open without the token (GET and HEAD only): the health probe, and the documentation (it holds no data). */
 const PUBLIC_PATHS: ReadonlySet<string> = new Set(["/healthz", ...DOCS_PATHS]);
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
+export function createApp({ config, jobs, ollama, webhooks, metrics }: AppDependencies) {
+  const publicPaths = config.metricsPublic ? new Set([...PUBLIC_PATHS, "/metrics"]) : PUBLIC_PATHS;
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
   //
@@ -41,7 +46,7 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
       // `path` is the string the router is about to route on, so the decision is about the route that runs.
       // Elysia sets it at run time without typing it; were it ever missing, every route would need the token.
       const path = (context as { path?: unknown }).path;
-      if (typeof path === "string" && isPublicRoute(request.method, path, PUBLIC_PATHS)) return;
+      if (typeof path === "string" && isPublicRoute(request.method, path, publicPaths)) return;
       if (!bearerTokenMatches(request.headers.get("authorization"), config.token)) {
         return errorResponse(apiForPath(typeof path === "string" ? path : ""), 401, "unauthorized", {
           "www-authenticate": "Bearer",
@@ -66,6 +71,7 @@ export function createApp({ config, jobs, ollama, webhooks }: AppDependencies) {
       }
     })
     .use(systemRoutes(jobs.inventory))
+    .use(metricsRoutes(metrics ?? new ForemanMetrics(jobs)))
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama))
     .use(openaiRoutes(jobs, ollama));

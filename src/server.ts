@@ -8,7 +8,10 @@ import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { rejectMalformedTarget } from "./http/request-target";
 import { JobService } from "./job-service";
 import { CorsPolicy } from "./http/cors";
+import { jobEndReporter } from "./job-ended";
+import { logRequests } from "./http/request-log";
 import { createLogger } from "./log";
+import { ForemanMetrics } from "./metrics";
 import { OllamaClient } from "./ollama/client";
 import { ModelInventory } from "./ollama/inventory";
 import { openDatabase } from "./queue/db";
@@ -31,7 +34,7 @@ export interface RunningServer {
 
 /** Opens the store, starts the worker, the inventory poller and the webhook loop, and listens. */
 export async function startServer(config: Config): Promise<RunningServer> {
-  const log = createLogger(config.logLevel, "http");
+  const log = createLogger(config.logLevel, "http", config.logFormat);
   if (!isLoopback(config.listen.hostname) && !config.token) {
     log.warn("listening beyond this machine without FOREMAN_TOKEN: anyone who can reach it can use it", {
       listen: `${config.listen.hostname}:${config.listen.port}`,
@@ -53,12 +56,17 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
   // Resolved from this file so that, compiled, it names the worker entry point bundled beside main.
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
-  const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker"));
+  const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker", config.logFormat));
   const jobs = new JobService(store, bridge, inventory, config, log);
-  const webhooks = new WebhookDispatcher(store, config, createLogger(config.logLevel, "webhook"));
+  const webhooks = new WebhookDispatcher(store, config, createLogger(config.logLevel, "webhook", config.logFormat));
+  const metrics = new ForemanMetrics({ store, inventory });
+  const reportJobEnd = jobEndReporter(store, metrics, createLogger(config.logLevel, "jobs", config.logFormat));
 
   bridge.onUnreachable = () => void inventory.refresh();
-  bridge.hub.onJobEnded = () => {
+  bridge.onAttemptFailed = (kind, retry) => metrics.attemptFailed(kind, retry);
+  webhooks.onDelivery = (outcome) => metrics.webhookDelivery(outcome);
+  bridge.hub.onJobEnded = (jobId) => {
+    reportJobEnd(jobId);
     webhooks.wake();
     inventory.refreshRunning();
   };
@@ -69,10 +77,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
   webhooks.start();
   if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
 
-  const app = createApp({ config, jobs, ollama, webhooks });
+  const app = createApp({ config, jobs, ollama, webhooks, metrics });
   const cors = new CorsPolicy(config.origins);
   server.reload({
-    fetch(request, server) {
+    fetch: logRequests(log, (request, server) => {
       const malformed = rejectMalformedTarget(request);
       if (malformed) return malformed;
       const length = Number(request.headers.get("content-length") ?? 0);
@@ -87,7 +95,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       // no idle timeout may cut it (Bun's default is 10 s).
       server.timeout(request, 0);
       return cors.apply(request, app.handle);
-    },
+    }),
   });
   const url = `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
   log.info("foreman listening", { url, ollama: config.ollamaUrl, db: config.dbPath, schedule: config.schedule });

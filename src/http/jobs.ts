@@ -35,6 +35,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           webhook: body.webhook,
         });
         set.status = created ? 202 : 200;
+        // As a generation route's answer carries it: the request log line names the job this way.
+        set.headers["x-foreman-job-id"] = job.id;
         return jobs.view(job);
       },
       {

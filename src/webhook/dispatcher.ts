@@ -1,6 +1,8 @@
 import { Webhook } from "standardwebhooks";
 import type { Config } from "../config";
 import type { Logger } from "../log";
+import type { WebhookOutcome } from "../metrics";
+import { fetchErrorText } from "../ollama/client";
 import { webhookPayload } from "../queue/job-view";
 import type { JobStore } from "../queue/store";
 import { WebhookAllowList } from "./allow-list";
@@ -28,6 +30,8 @@ export class WebhookDispatcher {
   readonly #deliveries: WebhookDeliveries;
   #timer: Timer | undefined;
   #running = false;
+  /** Called after each delivery attempt with how it went (the metrics count them). */
+  onDelivery: (outcome: WebhookOutcome) => void = () => {};
 
   /** `attemptTimeoutMs` bounds each attempt (default 15 s). */
   constructor(
@@ -124,7 +128,7 @@ export class WebhookDispatcher {
       }
       error = `HTTP ${status}`;
     } catch (caught) {
-      error = (caught as Error).message;
+      error = fetchErrorText(caught);
     }
     const retryIn = this.#backoffMs[attempts - 1];
     if (status === 410 || retryIn === undefined) {
@@ -145,6 +149,7 @@ export class WebhookDispatcher {
     error: string | null,
     nextAttemptAt = Date.now(),
   ) {
+    this.onDelivery(state === "pending" ? "retrying" : state);
     try {
       this.#deliveries.record(delivery.id, state, attempts, status, error, nextAttemptAt);
     } catch (caught) {
