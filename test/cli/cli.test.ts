@@ -134,7 +134,9 @@ describe("foreman jobs, job, cancel, ps", () => {
   });
 
   test("job shows one job; cancel cancels; unknown ids are a clear error", async () => {
-    const id = (await foreman(["submit", "--model", "llama3.2", "--message", "a b c d e f g h i j k"])).stdout.trim();
+    // Long enough (60 tokens at 40 ms) that it still runs when `foreman job` looks, even on a busy machine.
+    const words = Array.from({ length: 60 }, (_, i) => `w${i}`).join(" ");
+    const id = (await foreman(["submit", "--model", "llama3.2", "--message", words])).stdout.trim();
     const shown = await foreman(["job", id]);
     expect(shown.stdout).toContain(`id:       ${id}`);
     expect(shown.stdout).toMatch(/state:\s+(queued|loading|working)/);
