@@ -10,11 +10,13 @@ import { batchRoutes } from "./http/batches";
 import { fileRoutes } from "./http/files";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
+import { metricsRoutes } from "./http/metrics";
 import { ollamaRoutes } from "./http/ollama";
 import { openaiRoutes } from "./http/openai";
 import { systemRoutes } from "./http/system";
 import { validationMessage } from "./http/validation-message";
 import type { JobService } from "./job-service";
+import { ForemanMetrics } from "./metrics";
 import type { OllamaClient } from "./ollama/client";
 import type { WebhookDispatcher } from "./webhook/dispatcher";
 
@@ -26,6 +28,8 @@ export interface AppDependencies {
   webhooks: Pick<WebhookDispatcher, "rejectUrl">;
   /** OpenAI's Files and Batch APIs; without it (some tests) those routes are absent. */
   batches?: BatchService;
+  /** What GET /metrics shows; server.ts passes the one its job ends feed, tests may leave it out. */
+  metrics?: ForemanMetrics;
 }
 
 /**
@@ -35,7 +39,8 @@ export interface AppDependencies {
 const PUBLIC_PATHS: ReadonlySet<string> = new Set(["/healthz", ...DOCS_PATHS, ...DASHBOARD_PATHS]);
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, ollama, webhooks, batches }: AppDependencies) {
+export function createApp({ config, jobs, ollama, webhooks, batches, metrics }: AppDependencies) {
+  const publicPaths = config.metricsPublic ? new Set([...PUBLIC_PATHS, "/metrics"]) : PUBLIC_PATHS;
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
   //
@@ -51,7 +56,7 @@ export function createApp({ config, jobs, ollama, webhooks, batches }: AppDepend
       // `path` is the string the router is about to route on, so the decision is about the route that runs.
       // Elysia sets it at run time without typing it; were it ever missing, every route would need the token.
       const path = (context as { path?: unknown }).path;
-      if (typeof path === "string" && isPublicRoute(request.method, path, PUBLIC_PATHS)) return;
+      if (typeof path === "string" && isPublicRoute(request.method, path, publicPaths)) return;
       if (!tokenMatches(request.headers, config.token)) {
         return errorResponse(apiForPath(typeof path === "string" ? path : ""), 401, "unauthorized", {
           "www-authenticate": "Bearer",
@@ -76,6 +81,7 @@ export function createApp({ config, jobs, ollama, webhooks, batches }: AppDepend
       }
     })
     .use(systemRoutes(jobs.inventory))
+    .use(metricsRoutes(metrics ?? new ForemanMetrics(jobs)))
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama))
     .use(openaiRoutes(jobs, ollama))

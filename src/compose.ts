@@ -9,12 +9,15 @@ import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { CorsPolicy } from "./http/cors";
 import { rejectMalformedTarget } from "./http/request-target";
 import { JobService } from "./job-service";
+import { jobEndReporter } from "./job-ended";
+import { ForemanMetrics } from "./metrics";
 import type { Logger } from "./log";
 import { OllamaClient } from "./ollama/client";
 import { ModelInventory } from "./ollama/inventory";
 import type { JobStore } from "./queue/store";
 import { WebhookDispatcher } from "./webhook/dispatcher";
 import type { JobEventHub, JobLink } from "./worker/job-events";
+import type { UpstreamErrorKind } from "./worker/protocol";
 
 /** The job loop as the HTTP side drives it: a Worker (WorkerBridge), or this thread in tests. */
 export interface JobLoop extends JobLink {
@@ -22,6 +25,8 @@ export interface JobLoop extends JobLink {
   readonly hub: JobEventHub;
   /** Set by {@link composeForeman}: the loop could not reach Ollama. */
   onUnreachable: () => void;
+  /** Set by {@link composeForeman}: an attempt failed upstream (its kind, and whether the job is tried again). */
+  onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean) => void;
   /** Which models Ollama has resident, and whether it answers at all. */
   setInventory(residentKeys: string[], reachable: boolean): void;
 }
@@ -32,6 +37,8 @@ export interface Foreman {
   inventory: ModelInventory;
   jobs: JobService;
   webhooks: WebhookDispatcher;
+  /** What GET /metrics shows. */
+  metrics: ForemanMetrics;
   /** OpenAI's Files and Batch APIs over the same database. */
   batches: BatchService;
   /** Answers one request: the transport checks (request target, body size, CORS), then the app. */
@@ -64,14 +71,21 @@ export function composeForeman(
     return batch ? batchWebhookPayload(batch) : null;
   };
 
+  const metrics = new ForemanMetrics({ store, inventory });
+  // Every job end, whichever thread ended it, is reported once from its row: the log line and the metrics.
+  const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"));
+
   loop.onUnreachable = () => void inventory.refresh();
-  loop.hub.onJobEnded = () => {
+  loop.onAttemptFailed = (kind, retry) => metrics.attemptFailed(kind, retry);
+  webhooks.onDelivery = (outcome) => metrics.webhookDelivery(outcome);
+  loop.hub.onJobEnded = (jobId) => {
+    reportJobEnd(jobId);
     webhooks.wake();
     inventory.refreshRunning();
   };
   inventory.onChange = (snapshot) => loop.setInventory(inventory.residentKeys(), !snapshot.degraded);
 
-  const app = createApp({ config, jobs, ollama, webhooks, batches });
+  const app = createApp({ config, jobs, ollama, webhooks, batches, metrics });
   const cors = new CorsPolicy(config.origins);
   const handle = async (request: Request): Promise<Response> => {
     const malformed = rejectMalformedTarget(request);
@@ -90,7 +104,7 @@ export function composeForeman(
     }
     return cors.apply(request, app.handle);
   };
-  return { ollama, inventory, jobs, webhooks, batches, handle };
+  return { ollama, inventory, jobs, webhooks, metrics, batches, handle };
 }
 
 /** Room for a multipart upload's boundaries and headers around a file of FOREMAN_MAX_FILE bytes. */

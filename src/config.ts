@@ -1,6 +1,7 @@
 import { isIP } from "node:net";
 import { parseDuration } from "./duration";
 import { invalidOrigin } from "./http/cors";
+import { type LogFormat, defaultLogFormat } from "./log";
 import { AllowListError, type AllowRule, parseAllowList } from "./webhook/allow-list";
 
 /** A bad FOREMAN_* value: the message names the variable. `foreman serve` prints it and exits with 2. */
@@ -33,6 +34,10 @@ export interface Config {
   embedModel: string | undefined;
   /** FOREMAN_LOG_LEVEL: debug | info | warn | error, default info. */
   logLevel: LogLevel;
+  /** FOREMAN_LOG_FORMAT: json | text; default text on a terminal, json otherwise. Logs go to stdout. */
+  logFormat: LogFormat;
+  /** FOREMAN_METRICS_PUBLIC: true opens GET /metrics without the token (for a scraper on a trusted network); default false. */
+  metricsPublic: boolean;
   /** FOREMAN_MAX_BODY: largest request body accepted, in bytes, default 64 MiB. */
   maxBodyBytes: number;
   /** FOREMAN_SCHEDULE: drain (default; loaded model first) or fifo. */
@@ -184,6 +189,8 @@ export function loadConfig(env: Env = process.env): Config {
     jobTtlMs: duration(env, "FOREMAN_JOB_TTL", "24h"),
     embedModel: text(env, "FOREMAN_EMBED_MODEL"),
     logLevel: oneOf(env, "FOREMAN_LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
+    logFormat: oneOf(env, "FOREMAN_LOG_FORMAT", ["json", "text"] as const, defaultLogFormat()),
+    metricsPublic: oneOf(env, "FOREMAN_METRICS_PUBLIC", ["true", "false"] as const, "false") === "true",
     maxBodyBytes: integer(env, "FOREMAN_MAX_BODY", 64 * 1024 * 1024, 1),
     schedule: oneOf(env, "FOREMAN_SCHEDULE", ["drain", "fifo"] as const, "drain"),
     maxWaitMs: duration(env, "FOREMAN_MAX_WAIT", "2m"),

@@ -8,6 +8,7 @@ import { UPLOAD_OVERHEAD_BYTES, composeForeman } from "./compose";
 import type { JobService } from "./job-service";
 import { createLogger } from "./log";
 import type { OllamaClient } from "./ollama/client";
+import { logRequests } from "./http/request-log";
 import { openDatabase } from "./queue/db";
 import { trackCreatedFiles } from "./queue/db-files";
 import { type DatabaseLock, lockDatabase, lockPathFor } from "./queue/lock";
@@ -27,7 +28,7 @@ export interface RunningServer {
 
 /** Opens the store, starts the worker, the inventory poller and the webhook loop, and listens. */
 export async function startServer(config: Config): Promise<RunningServer> {
-  const log = createLogger(config.logLevel, "http");
+  const log = createLogger(config.logLevel, "http", config.logFormat);
   for (const { name, didYouMean } of unknownSettings()) {
     log.warn(`unknown setting ${name} is ignored`, didYouMean ? { did_you_mean: didYouMean } : {});
   }
@@ -50,9 +51,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const store = new JobStore(db);
   // Resolved from this file so that, compiled, it names the worker entry point bundled beside main.
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
-  const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker"));
+  const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker", config.logFormat));
   const { ollama, inventory, jobs, webhooks, batches, handle } = composeForeman(config, db, store, bridge, (scope) =>
-    scope === "http" ? log : createLogger(config.logLevel, scope),
+    scope === "http" ? log : createLogger(config.logLevel, scope, config.logFormat),
   );
 
   await bridge.ready;
@@ -62,12 +63,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
   if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
 
   server.reload({
-    fetch(request, server) {
+    fetch: logRequests(log, (request, server) => {
       // A client may wait minutes in the queue or behind a model load without a byte on the wire:
       // no idle timeout may cut it (Bun's default is 10 s).
       server.timeout(request, 0);
       return handle(request);
-    },
+    }),
   });
   const url = `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
   log.info("foreman listening", { url, ollama: config.ollamaUrl, db: config.dbPath, schedule: config.schedule });

@@ -36,6 +36,10 @@ describe("loadConfig", () => {
       webhookBackoffMs: [5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 10_800_000, 21_600_000],
     });
     expect(config.token).toBeUndefined();
+    expect(config.metricsPublic).toBe(false);
+    // Text for a person at a terminal, JSON for a program reading a pipe.
+    expect(config.logFormat).toBe(process.stdout.isTTY ? "text" : "json");
+    expect(loadConfig({ FOREMAN_LOG_FORMAT: "text" }).logFormat).toBe("text");
   });
 
   test("each bad value is one error naming its variable", () => {
@@ -49,6 +53,8 @@ describe("loadConfig", () => {
       [{ FOREMAN_MAX_ATTEMPTS: "two" }, "FOREMAN_MAX_ATTEMPTS"],
       [{ FOREMAN_JOB_TTL: "1d" }, "FOREMAN_JOB_TTL"],
       [{ FOREMAN_LOG_LEVEL: "loud" }, "FOREMAN_LOG_LEVEL"],
+      [{ FOREMAN_LOG_FORMAT: "xml" }, "FOREMAN_LOG_FORMAT"],
+      [{ FOREMAN_METRICS_PUBLIC: "yes" }, "FOREMAN_METRICS_PUBLIC"],
       [{ FOREMAN_SCHEDULE: "random" }, "FOREMAN_SCHEDULE"],
       [{ FOREMAN_DURABILITY: "extra" }, "FOREMAN_DURABILITY"],
       [{ FOREMAN_WEBHOOK_SECRET: "plain" }, "FOREMAN_WEBHOOK_SECRET"],

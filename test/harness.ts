@@ -69,6 +69,8 @@ export interface ForemanProcess {
   url: string;
   process: ReturnType<typeof Bun.spawn>;
   stderr: () => string;
+  /** Its log (foreman logs to stdout), as far as it has been written. */
+  stdout: () => string;
 }
 
 /**
@@ -82,29 +84,34 @@ export async function spawnForeman(
   const port =
     env.FOREMAN_LISTEN?.endsWith(":0") || !env.FOREMAN_LISTEN ? await freePort() : Number(env.FOREMAN_LISTEN.split(":").pop());
   let stderr = "";
+  let stdout = "";
   const child = Bun.spawn([...command, "serve"], {
     cwd,
     env: { ...process.env, FOREMAN_LOG_LEVEL: "info", ...env, FOREMAN_LISTEN: `127.0.0.1:${port}` },
-    stdout: "ignore",
+    stdout: "pipe",
     stderr: "pipe",
   });
   const url = `http://127.0.0.1:${port}`;
   void (async () => {
     for await (const chunk of child.stderr as ReadableStream<Uint8Array>) stderr += new TextDecoder().decode(chunk);
   })();
+  void (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stdout as ReadableStream<Uint8Array>) stdout += decoder.decode(chunk, { stream: true });
+  })();
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`foreman exited with ${child.exitCode}: ${stderr}`);
+    if (child.exitCode !== null) throw new Error(`foreman exited with ${child.exitCode}: ${stderr}${stdout}`);
     try {
       const response = await fetch(`${url}/healthz`);
-      if (response.ok) return { url, process: child, stderr: () => stderr };
+      if (response.ok) return { url, process: child, stderr: () => stderr, stdout: () => stdout };
     } catch {
       // Not listening yet.
     }
     await Bun.sleep(25);
   }
   child.kill();
-  throw new Error(`foreman did not start: ${stderr}`);
+  throw new Error(`foreman did not start: ${stderr}${stdout}`);
 }
 
 /** Runs `foreman <args>` (the `foremanCommand()`) to completion: its output and exit code. */

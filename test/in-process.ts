@@ -43,7 +43,7 @@ export function capturingLogger(scope: string, lines: string[]): Logger {
     const shown = fields && JSON.stringify(fields, (_, v) => (v instanceof Error ? v.message : v));
     lines.push(`${level} [${scope}] ${message}${shown ? ` ${shown}` : ""}`);
   };
-  return { debug: write("DEBUG"), info: write("INFO"), warn: write("WARN"), error: write("ERROR") };
+  return { debug: write("DEBUG"), info: write("INFO"), warn: write("WARN"), error: write("ERROR"), enabled: () => true };
 }
 
 /**
@@ -67,13 +67,17 @@ export async function startInProcess(
     workerSettings(config),
     (message) => {
       messages.push(message);
-      applyWorkerMessage(hub, message, { onUnreachable: () => loop.onUnreachable() });
+      applyWorkerMessage(hub, message, {
+        onUnreachable: () => loop.onUnreachable(),
+        onAttemptFailed: (kind, retry) => loop.onAttemptFailed(kind, retry),
+      });
     },
     capturingLogger("worker", logs),
   );
   const loop: JobLoop = {
     hub,
     onUnreachable: () => {},
+    onAttemptFailed: () => {},
     setInventory: (residentKeys, reachable) => runner.setInventory(residentKeys, reachable),
     subscribe: (jobId, listener) => hub.subscribe(jobId, listener),
     subscribeAll: (listener) => hub.subscribeAll(listener),

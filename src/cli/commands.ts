@@ -6,7 +6,32 @@ import { JOB_STATES, isTerminal } from "../queue/job-states";
 import type { JobView } from "../queue/job-view";
 import { CliError, ForemanApi } from "./api-client";
 import { BATCH_USAGE, batchCommand } from "./batch-command";
-import { formatAge, formatBytes, formatRunTime, formatTable } from "./format";
+import { formatDuration } from "../duration";
+import { formatAge, formatBytes, formatEstimatedStart, formatRunTime, formatTable, formatUntil } from "./format";
+
+/**
+ * A job as the CLI reads it. `estimated_start_at` (a queued job's expected start, ISO) comes from servers
+ * that estimate it; the CLI shows it when present and works without it.
+ */
+type ShownJob = JobView & { estimated_start_at?: string | null };
+
+/** "starts in ~2m" for a queued job whose server estimates it, else "". */
+function startEstimate(job: ShownJob): string {
+  return job.state === "queued" && job.estimated_start_at ? formatEstimatedStart(job.estimated_start_at) : "";
+}
+
+/** What `submit --wait` shows of a job: its state; while queued its position, or the retry it waits for and why. */
+export function waitStatus(job: ShownJob): string {
+  if (job.state !== "queued") return `job ${job.id}: ${job.state}`;
+  let status: string;
+  if (!job.error) status = `queued, position ${job.queue_position}`;
+  // attempts counts the attempts made: the next is attempts + 1. With none counted (Ollama was down, or
+  // foreman restarted), it is not a retry of a failed attempt.
+  else if (job.attempts > 0) status = `retry ${job.attempts + 1}/${job.max_attempts} after: ${job.error}`;
+  else status = `queued again after: ${job.error}`;
+  const estimate = startEstimate(job);
+  return `job ${job.id}: ${status}${estimate ? `, ${estimate}` : ""}`;
+}
 
 /** Usage lines of the client subcommands, for `foreman --help`. */
 export const CLIENT_USAGE = `  foreman submit --model M (--prompt TEXT | --message TEXT | --file PATH) [--type chat|generate]
@@ -147,9 +172,9 @@ async function submit(api: ForemanApi, args: string[], io: Io): Promise<number> 
 async function waitForJob(api: ForemanApi, id: string, io: Io): Promise<JobView> {
   let shown = "";
   for (;;) {
-    const job = await api.request<JobView>("GET", `/jobs/${id}`);
+    const job = await api.request<ShownJob>("GET", `/jobs/${id}`);
     const ended = isTerminal(job.state);
-    const status = job.state === "queued" ? `job ${id}: queued, position ${job.queue_position}` : `job ${id}: ${job.state}`;
+    const status = waitStatus(job);
     if (status !== shown) {
       io.stderr(io.isTty ? `\r\x1b[2K${status}${ended ? "\n" : ""}` : `${status}\n`);
       shown = status;
@@ -177,21 +202,30 @@ async function jobs(api: ForemanApi, args: string[], io: Io): Promise<number> {
   if (values.model) query.set("model", values.model);
   const limit = integerFlag("limit", values.limit, 1, 500);
   if (limit !== undefined) query.set("limit", String(limit));
-  const list = await api.request<{ jobs: JobView[] }>("GET", `/jobs${query.size ? `?${query}` : ""}`);
+  const list = await api.request<{ jobs: ShownJob[] }>("GET", `/jobs${query.size ? `?${query}` : ""}`);
   if (values.json) {
     io.stdout(`${JSON.stringify(list.jobs, null, 2)}\n`);
     return 0;
   }
-  const rows = list.jobs.map((j) => [
-    j.id,
-    j.state === "queued" && j.queue_position ? `queued #${j.queue_position}` : j.state,
-    j.model,
-    j.type,
-    formatAge(j.created_at),
-    formatRunTime(j.started_at, j.finished_at),
-    `${j.attempts}/${j.max_attempts}`,
-  ]);
-  io.stdout(`${formatTable(["ID", "STATE", "MODEL", "TYPE", "AGE", "DURATION", "ATTEMPTS"], rows)}\n`);
+  if (list.jobs.length === 0) {
+    const filters = [state && `--state ${state}`, values.model && `--model ${values.model}`].filter(Boolean);
+    io.stdout(filters.length ? `no jobs match ${filters.join(" ")}\n` : "no jobs\n");
+    return 0;
+  }
+  const rows = list.jobs.map((j) => {
+    const estimate = startEstimate(j);
+    return [
+      j.id,
+      j.state === "queued" && j.queue_position ? `queued #${j.queue_position}` : j.state,
+      j.model,
+      j.type,
+      formatAge(j.created_at),
+      formatDuration(j.wait_ms) + (estimate ? ` (${estimate})` : ""),
+      formatRunTime(j.started_at, j.finished_at),
+      `${j.attempts}/${j.max_attempts}`,
+    ];
+  });
+  io.stdout(`${formatTable(["ID", "STATE", "MODEL", "TYPE", "AGE", "WAIT", "DURATION", "ATTEMPTS"], rows)}\n`);
   return 0;
 }
 
@@ -211,7 +245,7 @@ function oneId(args: string[], command: string): { id: string; json: boolean } {
 
 async function job(api: ForemanApi, args: string[], io: Io): Promise<number> {
   const { id, json } = oneId(args, "job");
-  const view = await api.request<JobView>("GET", `/jobs/${encodeURIComponent(id)}`);
+  const view = await api.request<ShownJob>("GET", `/jobs/${encodeURIComponent(id)}`);
   if (json) {
     io.stdout(`${JSON.stringify(view, null, 2)}\n`);
     return 0;
@@ -224,8 +258,18 @@ async function job(api: ForemanApi, args: string[], io: Io): Promise<number> {
     ["priority", String(view.priority)],
     ["attempts", `${view.attempts}/${view.max_attempts}`],
     ["created", `${view.created_at} (${formatAge(view.created_at)})`],
-    ["duration", formatRunTime(view.started_at, view.finished_at)],
+    view.state === "queued" ? ["waiting", `${formatDuration(view.wait_ms)} so far`] : ["waited", formatDuration(view.wait_ms)],
   ];
+  const estimate = startEstimate(view);
+  if (estimate) lines.push(["starts", `${estimate.replace(/^starts /, "")} (${view.estimated_start_at})`]);
+  lines.push(["duration", formatRunTime(view.started_at, view.finished_at)]);
+  if (view.output_tokens !== null) {
+    const rate = view.tokens_per_s === null ? "" : `, ${view.tokens_per_s}/s`;
+    lines.push([
+      "tokens",
+      `${view.prompt_tokens ?? "?"} in, ${view.output_tokens} out${rate}${view.swapped ? " (model loaded)" : ""}`,
+    ]);
+  }
   if (view.error) lines.push(["error", view.error]);
   if (view.webhook) lines.push(["webhook", `${view.webhook.url} (${view.webhook.state}, ${view.webhook.attempts} attempts)`]);
   if (view.state === "done") lines.push(["answer", answerText(view)]);
@@ -259,7 +303,7 @@ async function ps(api: ForemanApi, args: string[], io: Io): Promise<number> {
     (m.digest ?? "").replace(/^sha256:/, "").slice(0, 12),
     m.size === undefined ? "-" : formatBytes(m.size),
     m.size && m.size_vram !== undefined ? `${Math.round((m.size_vram / m.size) * 100)}% GPU` : "-",
-    m.expires_at ? new Date(m.expires_at).toLocaleString() : "-",
+    m.expires_at ? formatUntil(m.expires_at) : "-",
   ]);
   let out = `${formatTable(["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL"], rows)}\n\n`;
   const perModel = Object.entries(queue.by_model).map(([model, n]) => [model, String(n)]);

@@ -8,7 +8,13 @@ import pkg from "../../package.json";
 const ASSETS = "/swagger/assets";
 
 /** Paths of the documentation itself: public, as they hold no data (see README). */
-export const DOCS_PATHS = ["/swagger", "/swagger/json", `${ASSETS}/swagger-ui-bundle.js`, `${ASSETS}/swagger-ui.css`];
+export const DOCS_PATHS = [
+  "/swagger",
+  "/swagger/",
+  "/swagger/json",
+  `${ASSETS}/swagger-ui-bundle.js`,
+  `${ASSETS}/swagger-ui.css`,
+];
 
 /** Swagger UI at /swagger and the OpenAPI document at /swagger/json, with Swagger UI's assets served locally. */
 export function docs() {
@@ -18,7 +24,15 @@ export function docs() {
         path: "/swagger",
         specPath: "/swagger/json",
         provider: "swagger-ui",
-        swagger: { cdn: `${ASSETS}/swagger-ui-bundle.js`, theme: `${ASSETS}/swagger-ui.css`, autoDarkMode: false },
+        swagger: {
+          cdn: `${ASSETS}/swagger-ui-bundle.js`,
+          theme: `${ASSETS}/swagger-ui.css`,
+          autoDarkMode: false,
+          // Absolute, as the assets are: the plugin's default ("swagger/json", relative) resolved to
+          // /swagger/swagger/json from /swagger/, and the page loaded no document. The plugin spreads these
+          // options over its own, url included, though its type omits it.
+          ...({ url: "/swagger/json" } as object),
+        },
         exclude: { paths: DOCS_PATHS },
         documentation: {
           info: {
@@ -37,7 +51,7 @@ export function docs() {
             { name: "anthropic", description: "The Anthropic Messages API Ollama serves (/v1/messages)" },
             { name: "files", description: "OpenAI's Files API, for batch input and output files" },
             { name: "batches", description: "OpenAI's Batch API: a file of requests queued below interactive traffic" },
-            { name: "system", description: "Health" },
+            { name: "system", description: "Health and metrics" },
           ],
           components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
           security: [{ bearer: [] }],

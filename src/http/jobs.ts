@@ -35,6 +35,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           webhook: body.webhook,
         });
         set.status = created ? 202 : 200;
+        // As a generation route's answer carries it: the request log line names the job this way.
+        set.headers["x-foreman-job-id"] = job.id;
         return jobs.view(job);
       },
       {
@@ -161,7 +163,16 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         detail: {
           summary: "Download an artifact",
           description: "The artifact's bytes with its content type.",
-          responses: { 200: { description: "The bytes" }, 404: { description: "No such job or artifact" } },
+          responses: {
+            200: {
+              description: "The bytes (result.json is JSON, stream.ndjson NDJSON, stream.sse Server-Sent Events)",
+              content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } },
+            },
+            404: {
+              description: "No such job or artifact",
+              content: { "application/json": { schema: { type: "object", properties: { error: { type: "string" } } } } },
+            },
+          },
         },
       },
     )

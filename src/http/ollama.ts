@@ -1,7 +1,7 @@
 import { Elysia } from "elysia";
 import type { JobService } from "../job-service";
 import type { OllamaClient } from "../ollama/client";
-import { ChatRequest, GenerateRequest } from "../ollama/types";
+import { OllamaDocs, routeDoc } from "./api-docs";
 import { queuedGeneration } from "./generation";
 import { relayRequest } from "./relay";
 
@@ -24,45 +24,32 @@ const MANAGEMENT_ROUTES = [
 export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
   const relay = (method: string, path: string, request: Request) => relayRequest(ollama, "ollama", method, path, request);
 
-  const doc = (summary: string, description: string) => ({ detail: { summary, description } });
   const queued =
     "Queued and run one at a time; streams NDJSON unless `stream` is false. Header X-Foreman-Priority (integer) orders it; the answer carries X-Foreman-Job-Id.";
   const app = new Elysia({ tags: ["ollama"] })
-    .get(
-      "/",
-      () => new Response("Ollama is running", { headers: TEXT_PLAIN }),
-      doc("Probe", "Answers `Ollama is running`, as Ollama does."),
-    )
+    .get("/", () => new Response("Ollama is running", { headers: TEXT_PLAIN }), OllamaDocs.probe)
     .head("/", () => new Response(null, { headers: TEXT_PLAIN }), { detail: { hide: true } })
-    .post("/api/chat", queuedGeneration(jobs, "chat"), { parse: "none", body: ChatRequest, ...doc("Chat (queued)", queued) })
-    .post("/api/generate", queuedGeneration(jobs, "generate"), {
-      parse: "none",
-      body: GenerateRequest,
-      ...doc("Generate (queued)", queued),
-    })
-    .post("/api/embed", ({ request }) => relay("POST", "/api/embed", request), {
-      parse: "none",
-      ...doc("Embed", "Sent straight to Ollama, concurrently, never queued."),
-    })
+    // No `body` hook: the handler reads the body itself (the adapter checks it), and the document's request
+    // body comes from OllamaDocs.
+    .post("/api/chat", queuedGeneration(jobs, "chat"), { parse: "none", ...OllamaDocs.chat(queued) })
+    .post("/api/generate", queuedGeneration(jobs, "generate"), { parse: "none", ...OllamaDocs.generate(queued) })
+    .post("/api/embed", ({ request }) => relay("POST", "/api/embed", request), { parse: "none", ...OllamaDocs.embed })
     .post("/api/embeddings", ({ request }) => relay("POST", "/api/embeddings", request), {
       parse: "none",
-      ...doc("Embeddings (legacy)", "Sent straight to Ollama, never queued."),
+      ...OllamaDocs.embeddings,
     })
-    .post("/api/show", ({ request }) => relay("POST", "/api/show", request), {
-      parse: "none",
-      ...doc("Show a model", "Relayed to Ollama."),
-    })
-    .get("/api/version", ({ request }) => relay("GET", "/api/version", request), doc("Ollama's version", "Relayed to Ollama."))
+    .post("/api/show", ({ request }) => relay("POST", "/api/show", request), { parse: "none", ...OllamaDocs.show })
+    .get("/api/version", ({ request }) => relay("GET", "/api/version", request), OllamaDocs.version)
     .get(
       "/api/tags",
       () => new Response(JSON.stringify({ models: jobs.inventory.snapshot.models }), { headers: JSON_UTF8 }),
-      doc("Models", "From the inventory cache (polled every FOREMAN_POLL_INTERVAL; the last known list while Ollama is away)."),
+      OllamaDocs.tags,
     )
     .head("/api/tags", () => new Response(null, { headers: JSON_UTF8 }), { detail: { hide: true } })
     .get(
       "/api/ps",
       () => new Response(JSON.stringify({ models: jobs.inventory.snapshot.running }), { headers: JSON_UTF8 }),
-      doc("Loaded models", "From the inventory cache, refreshed after every job so a model change shows at once."),
+      OllamaDocs.ps,
     );
 
   for (const [method, path] of MANAGEMENT_ROUTES) {
@@ -76,10 +63,11 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
         }),
       {
         parse: "none",
-        detail: {
-          summary: `${method} ${path}`,
-          description: "Relayed to Ollama as it streams; the model list is refreshed after.",
-        },
+        ...routeDoc(
+          `${method} ${path}`,
+          "Relayed to Ollama as it streams; the model list is refreshed after.",
+          OllamaDocs.management[path],
+        ),
       },
     );
   }
@@ -88,9 +76,8 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
     (method: "HEAD" | "POST") =>
     ({ request, params }: { request: Request; params: { digest: string } }) =>
       relayRequest(ollama, "ollama", method, `/api/blobs/${encodeURIComponent(params.digest)}`, request, { streamBody: true });
-  app.head("/api/blobs/:digest", blob("HEAD"), { detail: { hide: true } }).post("/api/blobs/:digest", blob("POST"), {
-    parse: "none",
-    ...doc("Upload a blob", "Relayed to Ollama, body streamed as it arrives (the upload path of `ollama create`)."),
-  });
+  app
+    .head("/api/blobs/:digest", blob("HEAD"), { detail: { hide: true } })
+    .post("/api/blobs/:digest", blob("POST"), { parse: "none", ...OllamaDocs.blob });
   return app;
 }

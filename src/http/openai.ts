@@ -4,6 +4,7 @@ import type { JobService } from "../job-service";
 import type { ModelEntry } from "../ollama/inventory";
 import type { OllamaClient } from "../ollama/client";
 import { normalizeModel } from "../ollama/model-key";
+import { OpenAIDocs } from "./api-docs";
 import { queuedGeneration } from "./generation";
 import { relayRequest } from "./relay";
 
@@ -30,45 +31,44 @@ export function openaiRoutes(jobs: JobService, ollama: OllamaClient) {
   const queued =
     "Queued and run one at a time like /api/chat, in this API's own format (streamed as Server-Sent Events when " +
     "`stream` is true). X-Foreman-Priority orders it; the answer carries X-Foreman-Job-Id.";
-  const doc = (summary: string, description = queued) => ({ detail: { summary, description } });
-  return new Elysia({ tags: ["openai"] })
-    .post("/v1/chat/completions", queuedGeneration(jobs, "openai.chat"), {
-      parse: "none",
-      ...doc("Chat completions (OpenAI, queued)"),
-    })
-    .post("/v1/completions", queuedGeneration(jobs, "openai.completion"), {
-      parse: "none",
-      ...doc("Completions (OpenAI legacy, queued)"),
-    })
-    .post("/v1/responses", queuedGeneration(jobs, "openai.responses"), {
-      parse: "none",
-      ...doc("Responses (OpenAI, stateless, queued)"),
-    })
-    .post("/v1/messages", queuedGeneration(jobs, "anthropic.messages"), {
-      parse: "none",
-      tags: ["anthropic"],
-      ...doc("Messages (Anthropic, queued)"),
-    })
-    .post("/v1/embeddings", ({ request }) => relayRequest(ollama, "openai", "POST", "/v1/embeddings", request), {
-      parse: "none",
-      ...doc("Embeddings (OpenAI)", "Sent straight to Ollama, concurrently, never queued."),
-    })
-    .get(
-      "/v1/models",
-      // Ollama sends `data: null` for an empty list (its slice is never allocated); clients cope with [] better.
-      () => ({ object: "list", data: jobs.inventory.snapshot.models.map((entry) => openaiModel(entry)) }),
-      doc("Models (OpenAI)", "From the inventory cache."),
-    )
-    .get(
-      // A wildcard, as a model name may hold a namespace: /v1/models/library/llama3.2:latest.
-      "/v1/models/*",
-      ({ params }) => {
-        const name = params["*"];
-        const wanted = normalizeModel(name);
-        const entry = jobs.inventory.snapshot.models.find((m) => normalizeModel(m.name) === wanted);
-        if (!entry) return errorResponse("openai", 404, `model '${name}' not found`);
-        return new Response(JSON.stringify(openaiModel(entry, name)), { headers: JSON_UTF8 });
-      },
-      doc("A model (OpenAI)", "From the inventory cache; 404 in OpenAI's shape when Ollama does not have it."),
-    );
+  const retrieveModel = (name: string): Response => {
+    const wanted = normalizeModel(name);
+    const entry = jobs.inventory.snapshot.models.find((m) => normalizeModel(m.name) === wanted);
+    if (!entry) return errorResponse("openai", 404, `model '${name}' not found`);
+    return new Response(JSON.stringify(openaiModel(entry, name)), { headers: JSON_UTF8 });
+  };
+  return (
+    new Elysia({ tags: ["openai"] })
+      .post("/v1/chat/completions", queuedGeneration(jobs, "openai.chat"), {
+        parse: "none",
+        ...OpenAIDocs.chat("Chat completions (OpenAI, queued)", queued),
+      })
+      .post("/v1/completions", queuedGeneration(jobs, "openai.completion"), {
+        parse: "none",
+        ...OpenAIDocs.completion("Completions (OpenAI legacy, queued)", queued),
+      })
+      .post("/v1/responses", queuedGeneration(jobs, "openai.responses"), {
+        parse: "none",
+        ...OpenAIDocs.responses("Responses (OpenAI, stateless, queued)", queued),
+      })
+      .post("/v1/messages", queuedGeneration(jobs, "anthropic.messages"), {
+        parse: "none",
+        tags: ["anthropic"],
+        ...OpenAIDocs.messages("Messages (Anthropic, queued)", queued),
+      })
+      .post("/v1/embeddings", ({ request }) => relayRequest(ollama, "openai", "POST", "/v1/embeddings", request), {
+        parse: "none",
+        ...OpenAIDocs.embeddings,
+      })
+      .get(
+        "/v1/models",
+        // Ollama sends `data: null` for an empty list (its slice is never allocated); clients cope with [] better.
+        () => ({ object: "list", data: jobs.inventory.snapshot.models.map((entry) => openaiModel(entry)) }),
+        OpenAIDocs.models,
+      )
+      // The documented route takes a one-segment name, so Swagger UI can fill it in; a name with a namespace
+      // (/v1/models/library/llama3.2:latest) has slashes, and the wildcard, hidden from the document, takes it.
+      .get("/v1/models/:model", ({ params }) => retrieveModel(params.model), OpenAIDocs.model)
+      .get("/v1/models/*", ({ params }) => retrieveModel(params["*"]), { detail: { hide: true } })
+  );
 }

@@ -104,11 +104,41 @@ export class OllamaClient {
       });
     } catch (error) {
       if (signal?.aborted) throw signal.reason ?? error;
-      const message = `ollama unreachable at ${this.baseUrl}: ${(error as Error).message}`;
+      const message = `ollama unreachable at ${this.baseUrl}: ${fetchErrorText(error)}`;
       if (NEVER_CONNECTED.has((error as { code?: string }).code ?? "")) throw new ConnectionRefusedError(message);
       throw new ConnectionError(message);
     }
   }
+}
+
+/** What each connection error code means, in foreman's words. */
+const CONNECTION_ERRORS: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "the connection was closed unexpectedly",
+  ENOTFOUND: "host name not found",
+  EAI_AGAIN: "host name lookup failed",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  ETIMEDOUT: "connection timed out",
+  EADDRNOTAVAIL: "address not available",
+  UND_ERR_SOCKET: "the connection was closed unexpectedly",
+};
+
+/**
+ * A fetch failure as users and logs see it: foreman's words for a known error code, else the message with
+ * Bun's advice to developers removed ("For more information, pass `verbose: true` in the second argument
+ * to fetch()", "Is the computer able to access the url?"), which means nothing to a foreman user.
+ */
+export function fetchErrorText(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && CONNECTION_ERRORS[code]) return CONNECTION_ERRORS[code];
+  const message = error instanceof Error ? error.message : String(error);
+  return (
+    message
+      .replace(/\s*For more information, pass `verbose: true`[^.]*(\(\))?\.?/g, "")
+      .replace(/\s*Is the computer able to access the url\?/g, "")
+      .trim() || "fetch failed"
+  );
 }
 
 async function errorText(response: Response): Promise<string> {

@@ -1,6 +1,8 @@
 import { Webhook } from "standardwebhooks";
 import type { Config } from "../config";
 import type { Logger } from "../log";
+import type { WebhookOutcome } from "../metrics";
+import { fetchErrorText } from "../ollama/client";
 import { webhookPayload } from "../queue/job-view";
 import type { JobStore } from "../queue/store";
 import { WebhookAllowList } from "./allow-list";
@@ -30,6 +32,8 @@ export class WebhookDispatcher {
   #running = false;
   /** The body of a batch's webhook (set where batches are served); null when the batch no longer exists. */
   batchPayload: (batchId: string) => string | null = () => null;
+  /** Called after each delivery attempt with how it went (the metrics count them). */
+  onDelivery: (outcome: WebhookOutcome) => void = () => {};
 
   /** `attemptTimeoutMs` bounds each attempt (default 15 s). */
   constructor(
@@ -123,7 +127,7 @@ export class WebhookDispatcher {
       }
       error = `HTTP ${status}`;
     } catch (caught) {
-      error = (caught as Error).message;
+      error = fetchErrorText(caught);
     }
     const retryIn = this.#backoffMs[attempts - 1];
     if (status === 410 || retryIn === undefined) {
@@ -162,6 +166,7 @@ export class WebhookDispatcher {
     error: string | null,
     nextAttemptAt = Date.now(),
   ) {
+    this.onDelivery(state === "pending" ? "retrying" : state);
     try {
       this.#deliveries.record(delivery.id, state, attempts, status, error, nextAttemptAt);
     } catch (caught) {

@@ -1,12 +1,17 @@
 import type { Logger } from "../log";
 import { type AnyJobListener, JobEventHub, type JobLink, type JobListener } from "./job-events";
-import type { FromWorker, ToWorker, WorkerSettings } from "./protocol";
+import type { FromWorker, ToWorker, UpstreamErrorKind, WorkerSettings } from "./protocol";
 
 /** Applies one worker message to the HTTP side; shared by the Worker bridge and the in-process link. */
 export function applyWorkerMessage(
   hub: JobEventHub,
   message: FromWorker,
-  hooks: { onUnreachable: () => void; onReady?: () => void; onStopped?: () => void },
+  hooks: {
+    onUnreachable: () => void;
+    onReady?: () => void;
+    onStopped?: () => void;
+    onAttemptFailed?: (kind: UpstreamErrorKind, retry: boolean) => void;
+  },
 ): void {
   switch (message.type) {
     case "ready":
@@ -21,6 +26,8 @@ export function applyWorkerMessage(
       return hub.emit(message.jobId, { type: "chunk", bytes: message.bytes });
     case "ended":
       return hub.jobEnded(message.jobId);
+    case "attempt-failed":
+      return hooks.onAttemptFailed?.(message.kind, message.retry);
   }
 }
 
@@ -35,6 +42,8 @@ export class WorkerBridge implements JobLink {
   readonly ready: Promise<void>;
   /** Called when the worker hit a connection error, so the inventory re-polls at once. */
   onUnreachable: () => void = () => {};
+  /** Called when an attempt failed upstream (its kind, and whether the job will be tried again). */
+  onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean) => void = () => {};
 
   /** `workerUrl` is src/worker/index.ts, which `bun build --compile` must be given as a second entry point. */
   constructor(workerUrl: string, settings: WorkerSettings, log: Logger) {
@@ -44,7 +53,12 @@ export class WorkerBridge implements JobLink {
     let resolveStopped!: () => void;
     this.ready = new Promise((resolve) => (resolveReady = resolve));
     this.#stopped = new Promise((resolve) => (resolveStopped = resolve));
-    const hooks = { onUnreachable: () => this.onUnreachable(), onReady: resolveReady, onStopped: resolveStopped };
+    const hooks = {
+      onUnreachable: () => this.onUnreachable(),
+      onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean) => this.onAttemptFailed(kind, retry),
+      onReady: resolveReady,
+      onStopped: resolveStopped,
+    };
     this.#worker.onmessage = (event: MessageEvent<FromWorker>) => applyWorkerMessage(this.hub, event.data, hooks);
     // A worker that fails to load (missing from a build) shows up only here: say so loudly.
     this.#worker.addEventListener("error", (event) => {

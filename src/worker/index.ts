@@ -16,7 +16,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
   switch (message.type) {
     case "init": {
       const { settings } = message;
-      const log = createLogger(settings.logLevel, "worker");
+      const log = createLogger(settings.logLevel, "worker", settings.logFormat);
       const db = openDatabase(settings.dbPath, { durability: settings.durability });
       runner = new JobRunner(new JobStore(db), settings, post, log);
       // The worker does most of the writing, so it keeps the WAL short too.

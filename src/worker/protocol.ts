@@ -14,14 +14,41 @@ export type WorkerSettings = Pick<
   | "jobTimeoutMs"
   | "stallTimeoutMs"
   | "logLevel"
+  | "logFormat"
 >;
 
 /** Picks the worker's settings out of the configuration: only these cross to the worker thread. */
 export function workerSettings(config: Config): WorkerSettings {
-  const { dbPath, durability, ollamaUrl, ollamaToken, schedule, maxWaitMs, jobTtlMs, jobTimeoutMs, stallTimeoutMs, logLevel } =
-    config;
-  return { dbPath, durability, ollamaUrl, ollamaToken, schedule, maxWaitMs, jobTtlMs, jobTimeoutMs, stallTimeoutMs, logLevel };
+  const {
+    dbPath,
+    durability,
+    ollamaUrl,
+    ollamaToken,
+    schedule,
+    maxWaitMs,
+    jobTtlMs,
+    jobTimeoutMs,
+    stallTimeoutMs,
+    logLevel,
+    logFormat,
+  } = config;
+  return {
+    dbPath,
+    durability,
+    ollamaUrl,
+    ollamaToken,
+    schedule,
+    maxWaitMs,
+    jobTtlMs,
+    jobTimeoutMs,
+    stallTimeoutMs,
+    logLevel,
+    logFormat,
+  };
 }
+
+/** Why an attempt at Ollama failed: never connected, connection lost, timed out (job or stall limit), or an error status. */
+export type UpstreamErrorKind = "refused" | "connection" | "timeout" | "http_4xx" | "http_5xx";
 
 /** HTTP thread → worker. Messages wake, inform and cancel; the database says what is true. */
 export type ToWorker =
@@ -44,6 +71,8 @@ export type FromWorker =
   | { type: "chunk"; jobId: string; bytes: Uint8Array }
   /** The job ended: its row holds the outcome. */
   | { type: "ended"; jobId: string }
+  /** An attempt failed upstream (metrics count it by kind); `retry` when the job goes back to the queue for another. */
+  | { type: "attempt-failed"; jobId: string; kind: UpstreamErrorKind; retry: boolean }
   /** A connection error: the HTTP thread should re-poll Ollama now. */
   | { type: "unreachable" }
   /** The loop has stopped and the worker's database is closed. */

@@ -3,11 +3,11 @@ import { adapterFor } from "../adapters";
 import { type Framing, framingFor, lastRecord, recordChunks, splitRecords, tryJson } from "../adapters/framing";
 import { asObject } from "../adapters/sse-json";
 import { formatDuration } from "../duration";
-import { ConnectionError, ConnectionRefusedError, HttpError, OllamaClient } from "../ollama/client";
+import { ConnectionError, ConnectionRefusedError, HttpError, OllamaClient, fetchErrorText } from "../ollama/client";
 import type { ArtifactInput, JobRow, JobStore } from "../queue/store";
 import type { Logger } from "../log";
 import { retryDelayMs } from "./backoff";
-import type { FromWorker, WorkerSettings } from "./protocol";
+import type { FromWorker, UpstreamErrorKind, WorkerSettings } from "./protocol";
 
 /** Why an upstream call was aborted; decides what happens to the job afterwards. */
 type AbortCause = { kind: "canceled" } | { kind: "shutdown" } | { kind: "timeout"; message: string };
@@ -218,12 +218,14 @@ export class JobRunner {
       return;
     }
     const message = error instanceof Error ? error.message : String(error);
+    const kind = upstreamErrorKind(error);
     if (error instanceof ConnectionRefusedError) {
       // Ollama is down, and the request never reached it: an outage, not this job's attempt. Hold the
       // queue (no claims until the inventory sees Ollama again) and give the attempt back.
       this.#reachable = false;
       this.#post({ type: "unreachable" });
       this.#store.requeueJob(job.id, Date.now(), message, 502, true);
+      this.#post({ type: "attempt-failed", jobId: job.id, kind: "refused", retry: true });
       this.#post({ type: "state", jobId: job.id, state: "queued" });
       return;
     }
@@ -241,14 +243,25 @@ export class JobRunner {
       const delay = retryDelayMs(job.attempts);
       this.#store.requeueJob(job.id, Date.now() + delay, message, status);
       this.#log.warn("job attempt failed, retrying", { job: job.id, attempt: job.attempts, delay_ms: delay, error: message });
+      if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: true });
       this.#post({ type: "state", jobId: job.id, state: "queued" });
       return;
     }
+    if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: false });
     if (this.#store.failJob(job.id, message, status, relayed ? [relayed] : [])) {
       this.#log.warn("job failed", { job: job.id, status, error: message });
       this.#post({ type: "ended", jobId: job.id });
     }
   }
+}
+
+/** The kind of an upstream failure, for metrics; undefined for a failure of foreman's own (not Ollama's). */
+function upstreamErrorKind(error: unknown): UpstreamErrorKind | undefined {
+  if (error instanceof ConnectionRefusedError) return "refused";
+  if (error instanceof ConnectionError) return "connection";
+  if (error instanceof AbortedByRunner) return "timeout";
+  if (error instanceof HttpError) return error.status < 500 ? "http_4xx" : "http_5xx";
+  return undefined;
 }
 
 /** The records relayed, exactly: stream.ndjson, or stream.sse for Server-Sent Events. */
@@ -264,6 +277,6 @@ async function* readChunks(body: ReadableStream<Uint8Array>, framing: Framing, s
     yield* recordChunks(body, framing);
   } catch (error) {
     if (signal.aborted) throw signal.reason;
-    throw new ConnectionError(`connection to ollama lost mid-response: ${(error as Error).message}`);
+    throw new ConnectionError(`connection to ollama lost mid-response: ${fetchErrorText(error)}`);
   }
 }

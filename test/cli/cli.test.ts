@@ -45,6 +45,15 @@ describe("foreman submit", () => {
     expect(stack.fake.seen.at(-1)!.body).toMatchObject({ prompt: "piped text", system: "be brief" });
   });
 
+  test("--wait says which retry a job waits for, and why", async () => {
+    stack.fake.failures.push({ kind: "status", status: 503, error: "server busy" });
+    const result = await foreman(["submit", "--model", "llama3.2", "--message", "try again", "--wait"]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe("You said: try again\n");
+    expect(result.stderr).toMatch(/: retry 2\/3 after: server busy\n/);
+    expect(result.stderr).toEndWith(": done\n");
+  });
+
   test("--file reads the message from a file", async () => {
     const path = join(stack.dir, "note.txt");
     await Bun.write(path, "file contents");
@@ -99,19 +108,35 @@ describe("foreman jobs, job, cancel, ps", () => {
     const result = await foreman(["jobs", "--limit", "3"]);
     expect(result.code).toBe(0);
     const lines = result.stdout.trimEnd().split("\n");
-    expect(lines[0]).toMatch(/^ID\s+STATE\s+MODEL\s+TYPE\s+AGE\s+DURATION\s+ATTEMPTS$/);
+    expect(lines[0]).toMatch(/^ID\s+STATE\s+MODEL\s+TYPE\s+AGE\s+WAIT\s+DURATION\s+ATTEMPTS$/);
     expect(lines.length).toBe(4);
     // Every row's columns start where the header's do.
     const starts = (line: string) => [...line.matchAll(/(?<=\s{3}|^)\S/g)].map((m) => m.index);
     for (const line of lines.slice(1)) expect(starts(line)).toEqual(starts(lines[0]!));
-    expect(lines[1]).toMatch(/done\s+\S+\s+(chat|generate)\s+\S+ ago\s+\S+\s+1\/3$/);
+    expect(lines[1]).toMatch(/done\s+\S+\s+(chat|generate)\s+\S+ ago\s+\d+(\.\d+)?m?s\s+\S+\s+1\/3$/);
     const json = JSON.parse((await foreman(["jobs", "--state", "done", "--model", "qwen3", "--json"])).stdout);
     expect(json.length).toBeGreaterThan(0);
     expect(json.every((j: { model: string; state: string }) => j.model === "qwen3" && j.state === "done")).toBe(true);
   });
 
+  test("jobs with no match says so, naming the filters", async () => {
+    expect(await foreman(["jobs", "--model", "ghost"])).toEqual({ stdout: "no jobs match --model ghost\n", stderr: "", code: 0 });
+    const both = await foreman(["jobs", "--state", "failed", "--model", "ghost"]);
+    expect(both.stdout).toBe("no jobs match --state failed --model ghost\n");
+    expect((await foreman(["jobs", "--model", "ghost", "--json"])).stdout).toBe("[]\n");
+  });
+
+  test("job shows how long a job waited, and its tokens", async () => {
+    const id = (await foreman(["submit", "--model", "qwen3", "--prompt", "count me", "--wait", "--json"])).stdout;
+    const shown = await foreman(["job", JSON.parse(id).id]);
+    expect(shown.stdout).toMatch(/\nwaited:\s+\d+(\.\d+)?m?s\n/);
+    expect(shown.stdout).toMatch(/\ntokens:\s+\d+ in, \d+ out, [\d.]+\/s/);
+  });
+
   test("job shows one job; cancel cancels; unknown ids are a clear error", async () => {
-    const id = (await foreman(["submit", "--model", "llama3.2", "--message", "a b c d e f g h i j k"])).stdout.trim();
+    // Long enough (60 tokens at 40 ms) that it still runs when `foreman job` looks, even on a busy machine.
+    const words = Array.from({ length: 60 }, (_, i) => `w${i}`).join(" ");
+    const id = (await foreman(["submit", "--model", "llama3.2", "--message", words])).stdout.trim();
     const shown = await foreman(["job", id]);
     expect(shown.stdout).toContain(`id:       ${id}`);
     expect(shown.stdout).toMatch(/state:\s+(queued|loading|working)/);
@@ -129,7 +154,10 @@ describe("foreman jobs, job, cancel, ps", () => {
     await stack.foreman.jobs.inventory.refresh();
     const result = await foreman(["ps"]);
     expect(result.code).toBe(0);
-    expect(result.stdout).toMatch(/^NAME\s+ID\s+SIZE\s+PROCESSOR\s+UNTIL\n\S+:latest\s+[0-9a-f]{12}\s+2\.0 GB\s+100% GPU\s+/);
+    // The fake keeps a model 5 minutes, as Ollama does by default: a moment later, 4 minutes are left.
+    expect(result.stdout).toMatch(
+      /^NAME\s+ID\s+SIZE\s+PROCESSOR\s+UNTIL\n\S+:latest\s+[0-9a-f]{12}\s+2\.0 GB\s+100% GPU\s+in 4 minutes\n/,
+    );
     expect(result.stdout).toMatch(/QUEUE\s+\d+ queued/);
     expect(result.stdout).toMatch(/RUNNING\s+/);
   });
@@ -149,5 +177,85 @@ describe("foreman jobs, job, cancel, ps", () => {
     } finally {
       await guarded.stop();
     }
+  });
+});
+
+describe("a server that estimates start times, and a model kept loaded for good", () => {
+  // A stand-in server answering the few routes the CLI reads, with what the CLI must render.
+  const queuedJob = {
+    id: "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    type: "chat",
+    model: "llama3.2",
+    source: "jobs",
+    state: "queued",
+    priority: 0,
+    attempts: 0,
+    max_attempts: 3,
+    started_at: null,
+    finished_at: null,
+    error: null,
+    queue_position: 3,
+    result: null,
+    webhook: null,
+    wait_ms: 12_000,
+    run_ms: null,
+    swapped: null,
+    prompt_tokens: null,
+    output_tokens: null,
+    tokens_per_s: null,
+    load_ms: null,
+  };
+  let server: ReturnType<typeof Bun.serve>;
+  beforeAll(() => {
+    server = Bun.serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      fetch(request) {
+        const path = new URL(request.url).pathname;
+        // Queued 12 s ago, estimated to start two minutes and a few seconds from whenever it is asked.
+        const job = {
+          ...queuedJob,
+          created_at: new Date(Date.now() - 12_000).toISOString(),
+          estimated_start_at: new Date(Date.now() + 125_000).toISOString(),
+        };
+        if (path === "/jobs") return Response.json({ jobs: [job], next_cursor: null });
+        if (path === `/jobs/${job.id}`) return Response.json(job);
+        if (path === "/api/ps") {
+          return Response.json({
+            models: [
+              {
+                name: "llama3.2:latest",
+                digest: "sha256:a80c4f17acd55265",
+                size: 2e9,
+                size_vram: 2e9,
+                expires_at: "2099-01-01T00:00:00Z",
+              },
+            ],
+          });
+        }
+        if (path === "/queue")
+          return Response.json({ depth: 1, by_model: { "llama3.2": 1 }, running: null, resident: [], degraded: false });
+        return Response.json({ error: "not found" }, { status: 404 });
+      },
+    });
+  });
+  afterAll(() => server.stop(true));
+  const against = (args: string[]) => foreman(args, { env: { FOREMAN_URL: `http://127.0.0.1:${server.port}` } });
+
+  test("jobs and job show the estimated start of a queued job", async () => {
+    const list = await against(["jobs"]);
+    expect(list.stdout.split("\n")[1]).toMatch(
+      /queued #3\s+llama3\.2\s+chat\s+1\d(\.\d)?s ago\s+12s \(starts in ~2m\)\s+-\s+0\/3$/,
+    );
+    const one = await against(["job", queuedJob.id]);
+    expect(one.stdout).toContain("\nwaiting:  12s so far\n");
+    expect(one.stdout).toMatch(/\nstarts:\s+in ~2m \(\d{4}-\d\d-\d\dT[\d:.]+Z\)\n/);
+  });
+
+  test("ps shows a model kept loaded for good (keep_alive -1) as forever", async () => {
+    const result = await against(["ps"]);
+    expect(result.stdout).toMatch(
+      /^NAME\s+ID\s+SIZE\s+PROCESSOR\s+UNTIL\nllama3\.2:latest\s+a80c4f17acd5\s+2\.0 GB\s+100% GPU\s+forever\n/,
+    );
   });
 });

@@ -1,5 +1,7 @@
 // The OpenAPI document types each field as it is validated, and its examples are valid and safe to run
 // from Swagger UI's "Try it out" as they are.
+import { type TSchema, Type } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { type InProcessStack, startInProcess } from "../in-process";
 
@@ -12,7 +14,9 @@ type Schema = {
 };
 
 let stack: InProcessStack;
-let doc: { paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Schema }> } }>> };
+let doc: {
+  paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Schema; example?: unknown }> } }>>;
+};
 
 beforeAll(async () => {
   stack = await startInProcess();
@@ -44,5 +48,180 @@ test("the example body is accepted as it is, calls no webhook, and a second try 
     const second = await stack.fetch(`/jobs`, { method: "POST", body: JSON.stringify(example) });
     expect([first.status, second.status]).toEqual([202, 202]);
     expect(((await first.json()) as { id: string }).id).not.toBe(((await second.json()) as { id: string }).id);
+  }
+});
+
+/** A JSON Schema from the served document as a TypeBox schema, so Value.Check can judge examples against it. */
+function toTypeBox(schema: Record<string, unknown>): TSchema {
+  const known = new Set([
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "patternProperties",
+    "items",
+    "anyOf",
+    "const",
+    "enum",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "pattern",
+    "format",
+    "description",
+    "examples",
+    "example",
+    "default",
+    "title",
+  ]);
+  const unknown = Object.keys(schema).filter((key) => !known.has(key));
+  // A keyword this converter would ignore would let a wrong example pass: refuse it instead.
+  if (unknown.length) throw new Error(`unsupported schema keywords ${unknown.join(", ")} in ${JSON.stringify(schema)}`);
+  const limits = Object.fromEntries(
+    ["minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern"]
+      .filter((k) => k in schema)
+      .map((k) => [k, schema[k]]),
+  );
+  if (schema.anyOf) return Type.Union((schema.anyOf as Record<string, unknown>[]).map(toTypeBox));
+  if ("const" in schema) return Type.Literal(schema.const as string);
+  if (schema.enum) return Type.Union((schema.enum as string[]).map((value) => Type.Literal(value)));
+  switch (schema.type) {
+    case "object": {
+      if (schema.patternProperties) {
+        const [value] = Object.values(schema.patternProperties as Record<string, Record<string, unknown>>);
+        return Type.Record(Type.String(), toTypeBox(value!));
+      }
+      const required = new Set((schema.required as string[] | undefined) ?? []);
+      const properties = Object.fromEntries(
+        Object.entries((schema.properties as Record<string, Record<string, unknown>> | undefined) ?? {}).map(([key, value]) => [
+          key,
+          required.has(key) ? toTypeBox(value) : Type.Optional(toTypeBox(value)),
+        ]),
+      );
+      const extra = schema.additionalProperties;
+      return Type.Object(properties, {
+        additionalProperties:
+          extra === undefined ? true : typeof extra === "boolean" ? extra : toTypeBox(extra as Record<string, unknown>),
+      });
+    }
+    case "array":
+      return Type.Array(toTypeBox((schema.items as Record<string, unknown> | undefined) ?? {}), limits);
+    case "string":
+      return Type.String(limits);
+    case "integer":
+      return Type.Integer(limits);
+    case "number":
+      return Type.Number(limits);
+    case "boolean":
+      return Type.Boolean();
+    case "null":
+      return Type.Null();
+    case undefined:
+      return Type.Unknown();
+  }
+  throw new Error(`unsupported type ${JSON.stringify(schema.type)}`);
+}
+
+type Media = { schema?: Record<string, unknown>; example?: unknown };
+type Operation = {
+  requestBody?: { content?: Record<string, Media> };
+  responses?: Record<string, { description?: string; content?: Record<string, Media> }>;
+};
+
+const operations = () =>
+  Object.entries(doc.paths as unknown as Record<string, Record<string, Operation>>).flatMap(([path, ops]) =>
+    Object.entries(ops).map(([method, op]) => ({ route: `${method.toUpperCase()} ${path}`, method, op })),
+  );
+
+test("every operation documents its answers, and every POST its request body, each with a schema", () => {
+  const problems: string[] = [];
+  for (const { route, method, op } of operations()) {
+    const responses = Object.entries(op.responses ?? {});
+    if (!responses.some(([status]) => status.startsWith("2"))) problems.push(`${route}: no success response`);
+    if (!responses.some(([, response]) => response.content)) problems.push(`${route}: no response with a body schema`);
+    for (const [status, response] of responses) {
+      for (const [type, media] of Object.entries(response.content ?? {})) {
+        if (!media.schema) problems.push(`${route} ${status} ${type}: no schema`);
+      }
+    }
+    if (method === "post") {
+      const content = Object.entries(op.requestBody?.content ?? {});
+      if (content.length === 0) problems.push(`${route}: no request body`);
+      for (const [type, media] of content) {
+        if (!media.schema) problems.push(`${route} request ${type}: no schema`);
+        // Swagger UI's "Try it out" fills the editor from the example; a JSON body without one starts empty.
+        if (type === "application/json" && media.example === undefined && !(media.schema?.examples as unknown[])?.length) {
+          problems.push(`${route}: no request example`);
+        }
+      }
+    }
+  }
+  expect(problems).toEqual([]);
+  // Ollama's generation routes included: they read their own body, and were documented without one.
+  const chat = operations().find((o) => o.route === "POST /api/chat")!.op;
+  expect(chat.requestBody!.content!["application/json"]!.schema!.properties).toHaveProperty("messages");
+});
+
+test("every example in the document is valid against its schema", () => {
+  let checked = 0;
+  const problems: string[] = [];
+  const visit = (schema: Record<string, unknown>, where: string) => {
+    for (const example of (schema.examples as unknown[] | undefined) ?? []) {
+      checked++;
+      if (!Value.Check(toTypeBox(schema), example)) problems.push(`${where}: ${JSON.stringify(example)}`);
+    }
+    for (const [key, value] of Object.entries(schema)) {
+      if (key === "examples" || !value || typeof value !== "object") continue;
+      const children = Array.isArray(value)
+        ? value
+        : key === "properties" || key === "patternProperties"
+          ? Object.values(value)
+          : [value];
+      for (const child of children)
+        if (child && typeof child === "object" && !Array.isArray(child))
+          visit(child as Record<string, unknown>, `${where}.${key}`);
+    }
+  };
+  for (const { route, op } of operations()) {
+    for (const [type, media] of Object.entries(op.requestBody?.content ?? {})) {
+      if (!media.schema) continue;
+      visit(media.schema, `${route} request`);
+      if (media.example !== undefined) {
+        checked++;
+        if (!Value.Check(toTypeBox(media.schema), media.example))
+          problems.push(`${route} ${type} example: ${JSON.stringify(media.example)}`);
+      }
+    }
+    for (const [status, response] of Object.entries(op.responses ?? {})) {
+      for (const media of Object.values(response.content ?? {})) if (media.schema) visit(media.schema, `${route} ${status}`);
+    }
+  }
+  expect(problems).toEqual([]);
+  expect(checked).toBeGreaterThan(20);
+});
+
+test("the converter that judges the examples is strict: a wrong example fails", () => {
+  const schema = doc.paths["/api/chat"]!.post!.requestBody!.content["application/json"]!.schema;
+  expect(Value.Check(toTypeBox(schema), { model: "llama3.2", messages: [{ role: "user", content: "hi" }] })).toBe(true);
+  expect(Value.Check(toTypeBox(schema), { model: 3, messages: [] })).toBe(false);
+  expect(Value.Check(toTypeBox(schema), { model: "llama3.2", messages: [{ content: "no role" }] })).toBe(false);
+});
+
+test("the generation examples run as they are: each is queued and answered", async () => {
+  for (const route of [
+    "/api/chat",
+    "/api/generate",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/messages",
+  ]) {
+    const example = (doc.paths[route]!.post!.requestBody!.content["application/json"] as Media).example;
+    const response = await stack.fetch(route, { method: "POST", body: JSON.stringify(example) });
+    expect({ route, status: response.status }).toEqual({ route, status: 200 });
+    await response.body?.cancel();
   }
 });

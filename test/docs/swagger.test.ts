@@ -75,3 +75,25 @@ test("/swagger renders offline and lists every job route with its schema", async
   if (process.env.SWAGGER_SCREENSHOT) await Bun.write(process.env.SWAGGER_SCREENSHOT, Bun.file(shot));
   expect(blocked).toEqual([]);
 }, 60_000);
+
+test("/swagger/ (trailing slash) loads the document too, and Try it out on /api/chat opens a body editor with the example", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 2400 } });
+  // No token: the page and its document are public.
+  const response = await page.goto(`${stack.foreman.url}/swagger/`);
+  expect(response?.status()).toBe(200);
+  await page.waitForSelector(".opblock-summary-path", { timeout: 30_000 });
+  expect(await page.locator(".errors-wrapper").count()).toBe(0);
+
+  const chat = page.locator(".opblock-post", { has: page.locator('[data-path="/api/chat"]') }).first();
+  await chat.locator(".opblock-summary").click();
+  await chat.locator("button.try-out__btn").click();
+  const editor = chat.locator("textarea.body-param__text");
+  await editor.waitFor();
+  const body = JSON.parse(await editor.inputValue());
+  expect(body).toEqual({
+    model: "llama3.2",
+    messages: [{ role: "user", content: "Why is the sky blue? One sentence." }],
+    stream: false,
+  });
+  await page.close();
+}, 60_000);

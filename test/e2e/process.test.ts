@@ -113,7 +113,7 @@ describe("foreman as a process", () => {
     release();
     expect((await answer).message.content).toBe("You said: finish this please");
     expect(await foreman.process.exited).toBe(0);
-    expect(foreman.stderr()).toContain("stopped");
+    expect(foreman.stdout()).toContain('"msg":"stopped"');
   });
 
   test("SIGTERM past the grace period stops the running job without spending its attempt; its waiting client's job ends", async () => {

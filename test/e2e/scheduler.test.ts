@@ -168,17 +168,18 @@ describe("FOREMAN_EMBED_MODEL", () => {
 describe("listening beyond loopback", () => {
   test("without FOREMAN_TOKEN logs a warning at start; with one it does not", async () => {
     const written: string[] = [];
-    const original = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((chunk: string) => (written.push(String(chunk)), true)) as typeof process.stderr.write;
+    // The log goes to stdout.
+    const original = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((chunk: string) => (written.push(String(chunk)), true)) as typeof process.stdout.write;
     try {
       stack = await startStack({ env: { FOREMAN_LISTEN: "0.0.0.0:0", FOREMAN_LOG_LEVEL: "warn" } });
       await stack.stop();
       stack = await startStack({ env: { FOREMAN_LISTEN: "0.0.0.0:0", FOREMAN_LOG_LEVEL: "warn", FOREMAN_TOKEN: "t" } });
     } finally {
-      process.stderr.write = original;
+      process.stdout.write = original;
     }
     const warnings = written.filter((line) => line.includes("without FOREMAN_TOKEN"));
     expect(warnings.length).toBe(1);
-    expect(warnings[0]).toContain("WARN");
+    expect(warnings[0]).toMatch(/warn/i);
   });
 });

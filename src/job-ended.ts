@@ -1,0 +1,36 @@
+import type { Logger } from "./log";
+import type { ForemanMetrics } from "./metrics";
+import { jobTimes, tokensPerSecond } from "./queue/job-view";
+import type { JobStore } from "./queue/store";
+
+/**
+ * What happens once per job end, whichever thread ended it (the worker's outcome or a cancel here): the
+ * row is read once, counted in the metrics and logged as one `job ended` line at info. The line carries
+ * figures only, never the prompt, the answer or a webhook secret.
+ */
+export function jobEndReporter(store: Pick<JobStore, "getJob">, metrics: ForemanMetrics, log: Logger): (jobId: string) => void {
+  return (jobId) => {
+    const job = store.getJob(jobId);
+    if (!job) return;
+    const now = Date.now();
+    metrics.jobEnded(job, now);
+    if (!log.enabled("info")) return;
+    const { waitMs, runMs } = jobTimes(job, now);
+    log.info("job ended", {
+      job: job.id,
+      type: job.type,
+      model: job.model,
+      source: job.source,
+      outcome: job.state,
+      attempts: job.attempts,
+      wait_ms: waitMs,
+      run_ms: runMs,
+      swapped: job.swapped === null ? null : job.swapped === 1,
+      prompt_tokens: job.promptTokens,
+      output_tokens: job.outputTokens,
+      tokens_per_s: tokensPerSecond(job, runMs),
+      status: job.errorStatus ?? undefined,
+      error: job.error ?? undefined,
+    });
+  };
+}

@@ -1,0 +1,206 @@
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import pkg from "../package.json";
+import { jobTimes, tokensPerSecond } from "./queue/job-view";
+import type { JobRow, JobStore } from "./queue/store";
+import type { UpstreamErrorKind } from "./worker/protocol";
+
+/** How a webhook delivery attempt went: delivered, failed for good, or failed and retried later. */
+export type WebhookOutcome = "delivered" | "retrying" | "failed";
+
+/** What the scrape-time gauges read: the same store queries GET /queue answers from, and the inventory. */
+export interface MetricsSources {
+  store: Pick<JobStore, "queuedCount" | "queuedCountByModel" | "runningJob">;
+  inventory: { readonly snapshot: { readonly degraded: boolean } };
+}
+
+/** Seconds a job waits for its turn: from a blink to an hour behind a long queue. */
+const WAIT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
+/** Seconds one attempt runs, model load included. */
+const RUN_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
+/** Output tokens per second: CPU-only small rates up to a fast GPU. */
+const RATE_BUCKETS = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500];
+
+/**
+ * foreman's Prometheus metrics, in a registry of its own (not prom-client's global one). Queue gauges are
+ * read at scrape time from the store, so they agree with GET /queue; job counters and histograms are fed
+ * once per job end from its row ({@link jobEnded}).
+ */
+export class ForemanMetrics {
+  readonly registry = new Registry();
+  readonly #jobsEnded;
+  readonly #waitSeconds;
+  readonly #runSeconds;
+  readonly #swaps;
+  readonly #outputTokens;
+  readonly #promptTokens;
+  readonly #tokensPerSecond;
+  readonly #upstreamErrors;
+  readonly #retries;
+  readonly #webhookDeliveries;
+
+  constructor({ store, inventory }: MetricsSources) {
+    const registers = [this.registry];
+    new Gauge({
+      name: "foreman_queue_depth",
+      help: "Jobs queued (waiting to run), as GET /queue's depth",
+      registers,
+      collect() {
+        this.set(store.queuedCount());
+      },
+    });
+    new Gauge({
+      name: "foreman_queue_jobs",
+      help: "Jobs not ended, by model and state (queued as GET /queue's by_model; loading or working: the running job)",
+      labelNames: ["model", "state"] as const,
+      registers,
+      collect() {
+        // Reset first: a model whose jobs all ran must drop out rather than keep its last count.
+        this.reset();
+        for (const { model, n } of store.queuedCountByModel()) this.set({ model, state: "queued" }, n);
+        const running = store.runningJob();
+        if (running) this.set({ model: running.model, state: running.state }, 1);
+      },
+    });
+    new Gauge({
+      name: "foreman_ollama_up",
+      help: "1 while Ollama answers foreman's polls, 0 while it is unreachable (degraded)",
+      registers,
+      collect() {
+        this.set(inventory.snapshot.degraded ? 0 : 1);
+      },
+    });
+    new Gauge({
+      name: "foreman_build_info",
+      help: "foreman's version; always 1",
+      labelNames: ["version"] as const,
+      registers,
+    }).set({ version: pkg.version }, 1);
+    this.#jobsEnded = new Counter({
+      name: "foreman_jobs_ended_total",
+      help: "Jobs that ended, by type, model, outcome (done, failed, canceled) and source (ollama, openai, anthropic, jobs)",
+      labelNames: ["type", "model", "outcome", "source"] as const,
+      registers,
+    });
+    this.#waitSeconds = new Histogram({
+      name: "foreman_job_wait_seconds",
+      help: "How long ended jobs waited to start (their last start), by model",
+      labelNames: ["model"] as const,
+      buckets: WAIT_BUCKETS,
+      registers,
+    });
+    this.#runSeconds = new Histogram({
+      name: "foreman_job_run_seconds",
+      help: "How long ended jobs' last attempt ran, model load included, by model",
+      labelNames: ["model"] as const,
+      buckets: RUN_BUCKETS,
+      registers,
+    });
+    this.#swaps = new Counter({
+      name: "foreman_model_swaps_total",
+      help: "Ended jobs whose model was not loaded when they started (a model swap), by the model loaded",
+      labelNames: ["model"] as const,
+      registers,
+    });
+    this.#outputTokens = new Counter({
+      name: "foreman_tokens_generated_total",
+      help: "Output tokens of ended jobs, as their API's usage reported them (Ollama's eval_count), by model",
+      labelNames: ["model"] as const,
+      registers,
+    });
+    this.#promptTokens = new Counter({
+      name: "foreman_prompt_tokens_total",
+      help: "Prompt tokens of ended jobs, as their API's usage reported them (Ollama's prompt_eval_count), by model",
+      labelNames: ["model"] as const,
+      registers,
+    });
+    this.#tokensPerSecond = new Histogram({
+      name: "foreman_tokens_per_second",
+      help: "Generation speed of ended jobs: eval_count over eval_duration where Ollama reports them, else over run time",
+      labelNames: ["model"] as const,
+      buckets: RATE_BUCKETS,
+      registers,
+    });
+    this.#upstreamErrors = new Counter({
+      name: "foreman_upstream_errors_total",
+      help: "Failed attempts at Ollama by kind: refused, connection (lost), timeout, http_4xx, http_5xx",
+      labelNames: ["kind"] as const,
+      registers,
+    });
+    this.#retries = new Counter({
+      name: "foreman_job_retries_total",
+      help: "Job attempts that failed and went back to the queue to be tried again",
+      registers,
+    });
+    this.#webhookDeliveries = new Counter({
+      name: "foreman_webhook_deliveries_total",
+      help: "Webhook delivery attempts by outcome: delivered, retrying (failed, tried again later), failed (for good)",
+      labelNames: ["outcome"] as const,
+      registers,
+    });
+    // Pre-set label sets whose absence would read as "no data" rather than zero.
+    for (const kind of ["refused", "connection", "timeout", "http_4xx", "http_5xx"] as const)
+      this.#upstreamErrors.inc({ kind }, 0);
+    for (const outcome of ["delivered", "retrying", "failed"] as const) this.#webhookDeliveries.inc({ outcome }, 0);
+    processMetrics(registers);
+  }
+
+  /** Counts one ended job from its row: outcome, wait and run time, swap, tokens and speed. */
+  jobEnded(job: JobRow, now = Date.now()): void {
+    const model = job.model;
+    this.#jobsEnded.inc({ type: job.type, model, outcome: job.state, source: job.source });
+    const { waitMs, runMs } = jobTimes(job, now);
+    this.#waitSeconds.observe({ model }, waitMs / 1000);
+    if (runMs !== null) this.#runSeconds.observe({ model }, runMs / 1000);
+    if (job.swapped === 1) this.#swaps.inc({ model });
+    if (job.outputTokens !== null) this.#outputTokens.inc({ model }, job.outputTokens);
+    if (job.promptTokens !== null) this.#promptTokens.inc({ model }, job.promptTokens);
+    const rate = job.state === "done" ? tokensPerSecond(job, runMs) : null;
+    if (rate !== null) this.#tokensPerSecond.observe({ model }, rate);
+  }
+
+  /** Counts a failed attempt at Ollama, and a retry when the job goes back to the queue. */
+  attemptFailed(kind: UpstreamErrorKind, retry: boolean): void {
+    this.#upstreamErrors.inc({ kind });
+    if (retry) this.#retries.inc();
+  }
+
+  /** Counts one webhook delivery attempt. */
+  webhookDelivery(outcome: WebhookOutcome): void {
+    this.#webhookDeliveries.inc({ outcome });
+  }
+
+  /** The Prometheus text exposition of every metric. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
+
+/**
+ * The standard process_* metrics, read from Bun's process API. prom-client's collectDefaultMetrics is not
+ * used: under Bun several of its Node-specific gauges (event loop lag, heap spaces) report made-up values.
+ */
+function processMetrics(registers: Registry[]): void {
+  new Gauge({
+    name: "process_start_time_seconds",
+    help: "Start time of the process since the Unix epoch in seconds",
+    registers,
+  }).set(Math.round((Date.now() - process.uptime() * 1000) / 1000));
+  new Counter({
+    name: "process_cpu_seconds_total",
+    help: "Total user and system CPU time spent in seconds",
+    registers,
+    collect() {
+      const { user, system } = process.cpuUsage();
+      this.reset();
+      this.inc((user + system) / 1e6);
+    },
+  });
+  new Gauge({
+    name: "process_resident_memory_bytes",
+    help: "Resident memory size in bytes",
+    registers,
+    collect() {
+      this.set(process.memoryUsage.rss());
+    },
+  });
+}
