@@ -80,6 +80,8 @@ describe("one foreman per database", () => {
 
       const response = await answer;
       expect(response.status).toBe(200);
+      // The answer is relayed as it arrives and the row is written right after it: wait for the write.
+      await until(() => jobRows(env.FOREMAN_DB!)[0]?.state === "done", 10_000, "the job's row to say done");
       expect(jobRows(env.FOREMAN_DB!)).toEqual([{ id: before[0]!.id, state: "done", attempts: 1 }]);
       expect(fake.seen.length - seenBefore).toBe(1);
       expect(fake.maxInFlight).toBe(1);
