@@ -83,7 +83,7 @@ export function composeForeman(
     webhooks.wake();
     inventory.refreshRunning();
   };
-  inventory.onChange = (snapshot) => loop.setInventory(inventory.residentKeys(), !snapshot.degraded);
+  inventory.onChange((snapshot) => loop.setInventory(inventory.residentKeys(), !snapshot.degraded));
 
   const app = createApp({ config, jobs, ollama, webhooks, batches, metrics });
   const cors = new CorsPolicy(config.origins);

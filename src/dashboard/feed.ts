@@ -47,12 +47,7 @@ export class DashboardFeed {
     this.#builder = new SnapshotBuilder(jobs.store, jobs.inventory, limits);
     jobs.link.subscribeAll((jobId, event) => this.#onJobEvent(jobId, event));
     jobs.onQueued = () => this.#changed();
-    // The inventory has one listener slot, which server.ts fills first; the feed listens after it.
-    const previous = jobs.inventory.onChange;
-    jobs.inventory.onChange = (snapshot) => {
-      previous(snapshot);
-      this.#changed();
-    };
+    jobs.inventory.onChange(() => this.#changed());
   }
 
   /** The SSE response of one watcher. */

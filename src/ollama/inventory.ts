@@ -38,13 +38,22 @@ export class ModelInventory {
   readonly #client: OllamaClient;
   readonly #intervalMs: number;
   readonly #log: Logger;
-  /** Called after every poll with the new snapshot. */
-  onChange: (snapshot: InventorySnapshot) => void = () => {};
+  readonly #listeners = new Set<(snapshot: InventorySnapshot) => void>();
 
   constructor(client: OllamaClient, intervalMs: number, log: Logger) {
     this.#client = client;
     this.#intervalMs = intervalMs;
     this.#log = log;
+  }
+
+  /** Calls `listener` after every poll with the new snapshot; returns the unsubscribe function. */
+  onChange(listener: (snapshot: InventorySnapshot) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #notify(): void {
+    for (const listener of this.#listeners) listener(this.#snapshot);
   }
 
   get snapshot(): InventorySnapshot {
@@ -91,7 +100,7 @@ export class ModelInventory {
         try {
           const ps = await this.#client.getJson<{ models?: ModelEntry[] }>("/api/ps", AbortSignal.timeout(5_000));
           this.#snapshot = { ...this.#snapshot, running: ps.models ?? [] };
-          this.onChange(this.#snapshot);
+          this.#notify();
         } catch {
           // The regular poll notices an outage and says so; this read only freshens the list.
         }
@@ -113,7 +122,7 @@ export class ModelInventory {
       this.#snapshot = { ...this.#snapshot, degraded: true };
     }
     this.#scheduleNext();
-    this.onChange(this.#snapshot);
+    this.#notify();
     return this.#snapshot;
   }
 
