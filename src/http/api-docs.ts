@@ -18,6 +18,8 @@ export interface RouteDocSpec {
   body?: TSchema;
   example?: unknown;
   bodyType?: string;
+  /** Query parameters read by hand (no `query` hook), all optional. Not for a route with path parameters: Elysia writes those over these. */
+  query?: Record<string, TSchema>;
   responses: Record<number, Answer>;
 }
 
@@ -42,10 +44,18 @@ export function routeDoc(summary: string, description: string, spec: RouteDocSpe
     required: true,
     content: { [spec.bodyType ?? "application/json"]: { schema: spec.body, example: spec.example } },
   };
+  const parameters = Object.entries(spec.query ?? {}).map(([name, schema]) => ({
+    name,
+    in: "query",
+    required: false,
+    description: schema.description,
+    schema,
+  }));
   return {
     detail: {
       summary,
       description,
+      ...(parameters.length > 0 && { parameters: parameters as unknown as DocumentDecoration["parameters"] }),
       ...(requestBody && { requestBody: requestBody as unknown as DocumentDecoration["requestBody"] }),
       responses: responses as DocumentDecoration["responses"],
     },
@@ -74,7 +84,8 @@ const ERROR_MEANING: Record<number, string> = {
   504: "The job timed out (FOREMAN_JOB_TIMEOUT)",
 };
 
-const OpenAIError = t.Object({
+/** OpenAI's error body (src/adapters/error-shapes.ts). */
+export const OpenAIError = t.Object({
   error: t.Object({
     message: t.String(),
     type: t.String(),

@@ -7,6 +7,8 @@ import { BadRequestError, NotFoundError } from "../errors";
 import { parseJsonBody } from "../ollama/types";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
 import { t } from "elysia";
+import { routeDoc } from "./api-docs";
+import { BatchDocs } from "./batch-docs";
 import { limitParam, listPage } from "./files";
 
 /** Body of POST /v1/batches: OpenAI's fields, plus foreman's `webhook` extension (as POST /jobs has it). */
@@ -51,12 +53,12 @@ export function batchRoutes(batches: BatchService, webhooks: Pick<WebhookDispatc
       },
       {
         parse: "none",
-        detail: {
-          summary: "Create a batch (OpenAI)",
-          description:
-            "Validates the input file in the background (status validating), then queues each line as a job at FOREMAN_BATCH_PRIORITY. " +
+        ...routeDoc(
+          "Create a batch (OpenAI)",
+          "Validates the input file in the background (status validating), then queues each line as a job at FOREMAN_BATCH_PRIORITY. " +
             "`webhook` ({url, secret?}) is foreman's extension: it receives the batch when it ends.",
-        },
+          { body: BatchCreateRequest, ...BatchDocs.create },
+        ),
       },
     )
     .get(
@@ -65,19 +67,20 @@ export function batchRoutes(batches: BatchService, webhooks: Pick<WebhookDispatc
         const limit = limitParam(query.limit, 20, 100);
         return listPage(batches.store.list({ after: query.after, limit: limit + 1 }).map(batchObject), limit);
       },
-      {
-        detail: {
-          summary: "List batches (OpenAI)",
-          description: "Newest first, paged with `after` and `limit` (1-100, default 20).",
-        },
-      },
+      routeDoc("List batches (OpenAI)", "Newest first, paged with `after` and `limit` (1-100, default 20).", BatchDocs.list),
     )
-    .get("/v1/batches/:id", ({ params }) => batchObject(find(params.id)), { detail: { summary: "A batch (OpenAI)" } })
+    .get(
+      "/v1/batches/:id",
+      ({ params }) => batchObject(find(params.id)),
+      routeDoc("A batch (OpenAI)", "Its status, request counts and files.", BatchDocs.get),
+    )
     .post("/v1/batches/:id/cancel", ({ params }) => batchObject(batches.cancel(params.id)), {
       parse: "none",
-      detail: {
-        summary: "Cancel a batch (OpenAI)",
-        description: "Lines not yet started are canceled; a running line finishes. The batch ends cancelled, what finished kept.",
-      },
+      // No request body: OpenAI's cancel is a bare POST.
+      ...routeDoc(
+        "Cancel a batch (OpenAI)",
+        "Lines not yet started are canceled; a running line finishes. The batch ends cancelled, what finished kept.",
+        BatchDocs.cancel,
+      ),
     });
 }

@@ -1,6 +1,8 @@
 import { Elysia } from "elysia";
 import { CHUNK_BYTES, type FileStore, fileObject } from "../batch/files";
 import { ApiError, BadRequestError, NotFoundError } from "../errors";
+import { routeDoc } from "./api-docs";
+import { FileDocs } from "./batch-docs";
 import { multipartBoundary, multipartParts } from "./multipart";
 
 /** The purposes an upload may have: foreman keeps files for its Batch API only. */
@@ -41,10 +43,11 @@ export function fileRoutes(files: FileStore, maxFileBytes: number) {
   return new Elysia({ tags: ["files"] })
     .post("/v1/files", ({ request }) => upload(files, request, maxFileBytes), {
       parse: "none",
-      detail: {
-        summary: "Upload a file (OpenAI)",
-        description: `multipart/form-data with \`file\` and \`purpose\` ("batch"). At most FOREMAN_MAX_FILE bytes (${maxFileBytes}); larger is a 413.`,
-      },
+      ...routeDoc(
+        "Upload a file (OpenAI)",
+        `multipart/form-data with \`file\` and \`purpose\` ("batch"). At most FOREMAN_MAX_FILE bytes (${maxFileBytes}); larger is a 413.`,
+        FileDocs.upload,
+      ),
     })
     .get(
       "/v1/files",
@@ -57,26 +60,24 @@ export function fileRoutes(files: FileStore, maxFileBytes: number) {
         const rows = files.list({ purpose: query.purpose, after: query.after, limit: limit + 1, order });
         return listPage(rows.map(fileObject), limit);
       },
-      {
-        detail: {
-          summary: "List files (OpenAI)",
-          description: "Newest first; `purpose`, `after`, `limit`, `order` filter and page.",
-        },
-      },
+      routeDoc("List files (OpenAI)", "Newest first; `purpose`, `after`, `limit`, `order` filter and page.", FileDocs.list),
     )
-    .get("/v1/files/:id", ({ params }) => fileObject(find(params.id)), { detail: { summary: "A file (OpenAI)" } })
+    .get(
+      "/v1/files/:id",
+      ({ params }) => fileObject(find(params.id)),
+      routeDoc("A file (OpenAI)", "Its size, name and purpose.", FileDocs.get),
+    )
     .get(
       "/v1/files/:id/content",
       ({ params }) => {
         const file = find(params.id);
         return new Response(files.stream(file.id), { headers: { "content-type": "application/octet-stream" } });
       },
-      {
-        detail: {
-          summary: "A file's content (OpenAI)",
-          description: "Streamed. A batch's output and error files can be read while the batch runs: they grow line by line.",
-        },
-      },
+      routeDoc(
+        "A file's content (OpenAI)",
+        "Streamed. A batch's output and error files can be read while the batch runs: they grow line by line.",
+        FileDocs.content,
+      ),
     )
     .delete(
       "/v1/files/:id",
@@ -84,7 +85,7 @@ export function fileRoutes(files: FileStore, maxFileBytes: number) {
         if (!files.delete(find(params.id).id)) throw new NotFoundError(`No such File object: ${params.id}`);
         return { id: params.id, object: "file", deleted: true };
       },
-      { detail: { summary: "Delete a file (OpenAI)" } },
+      routeDoc("Delete a file (OpenAI)", "The file and its bytes.", FileDocs.delete),
     );
 }
 
