@@ -109,7 +109,7 @@ describe("foreman as a process", () => {
     await arrived;
     foreman.process.kill("SIGTERM");
     // The job is let go only once foreman is shutting down, so it finishes during the shutdown.
-    await until(() => foreman.stderr().includes("shutting down"), 10_000, "foreman to start shutting down");
+    await until(() => foreman.stdout().includes("shutting down"), 10_000, "foreman to start shutting down");
     release();
     expect((await answer).message.content).toBe("You said: finish this please");
     expect(await foreman.process.exited).toBe(0);
