@@ -28,6 +28,8 @@ export interface FakeOllamaOptions {
   loadDelayMs?: number;
   /** Milliseconds between two streamed tokens. */
   tokenDelayMs?: number;
+  /** Per-model overrides of loadDelayMs and tokenDelayMs, by normalized name (uneven model sizes). */
+  modelDelays?: Record<string, { loadMs?: number; tokenMs?: number }>;
   /** Milliseconds one embed call takes. */
   embedDelayMs?: number;
   /** Milliseconds between two progress lines of /api/pull, /api/push and /api/create, default 0. */
@@ -46,6 +48,9 @@ export interface SeenRequest {
   headers: Record<string, string>;
   startedAt: number;
   endedAt?: number;
+  /** performance.now() (ms, fractional) when it arrived and when it was served in full: the serving log's clock. */
+  arrivedMs: number;
+  servedMs?: number;
   aborted?: boolean;
   swapped: boolean;
 }
@@ -64,6 +69,7 @@ export class FakeOllama {
   embedModels: string[];
   loadDelayMs: number;
   tokenDelayMs: number;
+  modelDelays: Record<string, { loadMs?: number; tokenMs?: number }>;
   embedDelayMs: number;
   pullDelayMs: number;
   /** Sizes in bytes of the blobs received by POST /api/blobs/:digest, by digest. */
@@ -91,6 +97,7 @@ export class FakeOllama {
     this.embedModels = (options.embedModels ?? ["all-minilm:latest"]).map(normalize);
     this.loadDelayMs = options.loadDelayMs ?? 0;
     this.tokenDelayMs = options.tokenDelayMs ?? 0;
+    this.modelDelays = options.modelDelays ?? {};
     this.embedDelayMs = options.embedDelayMs ?? 0;
     this.pullDelayMs = options.pullDelayMs ?? 0;
     this.#port = options.port ?? 0;
@@ -266,6 +273,7 @@ export class FakeOllama {
       body: client.body,
       headers: Object.fromEntries(request.headers),
       startedAt: Date.now(),
+      arrivedMs: performance.now(),
       swapped: false,
     };
     this.seen.push(seen);
@@ -278,6 +286,7 @@ export class FakeOllama {
       if (released) return;
       released = true;
       this.inFlight--;
+      seen.servedMs = performance.now();
       seen.endedAt = Date.now();
       seen.aborted = aborted;
     };
@@ -292,7 +301,8 @@ export class FakeOllama {
     if (this.loaded !== key) {
       seen.swapped = true;
       this.swaps++;
-      if (this.loadDelayMs) await Bun.sleep(this.loadDelayMs);
+      const loadDelayMs = this.modelDelays[normalize(model)]?.loadMs ?? this.loadDelayMs;
+      if (loadDelayMs) await Bun.sleep(loadDelayMs);
       // A load whose request went away is abandoned, as a canceled schedule is in Ollama.
       if (request.signal.aborted) return new Response(null, { status: 499 });
       this.loaded = key;
@@ -328,7 +338,8 @@ export class FakeOllama {
     });
 
     if (body.stream === false) {
-      for (let i = 0; i < chunkCount && this.tokenDelayMs; i++) await Bun.sleep(this.tokenDelayMs);
+      const tokenDelayMs = this.modelDelays[normalize(model)]?.tokenMs ?? this.tokenDelayMs;
+      for (let i = 0; i < chunkCount && tokenDelayMs; i++) await Bun.sleep(tokenDelayMs);
       release();
       // Without streaming, a failure during generation is an ordinary error status (reference §7.3).
       if (failure?.kind === "mid-stream") return json({ error: failure.error }, 500);
@@ -346,7 +357,7 @@ export class FakeOllama {
     }
 
     const encoder = new TextEncoder();
-    const tokenDelayMs = this.tokenDelayMs;
+    const tokenDelayMs = this.modelDelays[normalize(model)]?.tokenMs ?? this.tokenDelayMs;
     let index = 0;
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {

@@ -106,3 +106,30 @@ test("a finished job records what it cost, as each API reports it: tokens, Ollam
   expect(view.wait_ms).toBeGreaterThanOrEqual(0);
   expect(view.run_ms).toBeGreaterThanOrEqual(0);
 });
+
+test("back-to-back jobs: the next request leaves once the last answer has ended, before that job is recorded, never two at once", async () => {
+  // A slow first job holds the GPU while the rest queue up behind it, over two models.
+  stack = await startInProcess({ fake: { tokenDelayMs: 1 } });
+  const { job: first } = await stack.jobs.submit(
+    "generate",
+    { model: "llama3.2", prompt: "one two three four five six" },
+    { source: "jobs" },
+  );
+  await stack.fake.nextArrival();
+  const ids = [first.id];
+  for (let i = 0; i < 20; i++) {
+    const model = i % 3 === 0 ? "qwen3" : "llama3.2";
+    ids.push((await stack.jobs.submit("generate", { model, prompt: `job ${i}` }, { source: "jobs" })).job.id);
+  }
+  for (const id of ids)
+    for await (const event of stack.jobs.watch(id)) if (event.type === "ended") expect(event.job.state).toBe("done");
+
+  const log = [...stack.fake.seen].sort((a, b) => a.arrivedMs - b.arrivedMs);
+  expect(log).toHaveLength(ids.length);
+  expect(stack.fake.maxInFlight).toBe(1);
+  // The serving log's intervals are disjoint: each request arrives only after the one before was served in full.
+  for (let i = 1; i < log.length; i++) expect(log[i]!.arrivedMs).toBeGreaterThanOrEqual(log[i - 1]!.servedMs!);
+  // And it arrives before the job before it is recorded done: its bookkeeping happens while the GPU works.
+  const rows = ids.map((id) => stack!.store.getJob(id)!).sort((a, b) => a.startedAt! - b.startedAt! || (a.id < b.id ? -1 : 1));
+  for (let i = 1; i < rows.length; i++) expect(rows[i]!.startedAt!).toBeLessThanOrEqual(rows[i - 1]!.finishedAt!);
+});
