@@ -9,7 +9,8 @@ export class ConfigError extends Error {
 }
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
-export type SchedulePolicy = "drain" | "fifo";
+/** drain: loaded model first, then the cost-aware group choice; drain-oldest: then the oldest job; fifo. */
+export type SchedulePolicy = "drain" | "drain-oldest" | "fifo";
 
 /** Every FOREMAN_* setting, read once at start-up. Durations are milliseconds. */
 export interface Config {
@@ -35,7 +36,7 @@ export interface Config {
   logLevel: LogLevel;
   /** FOREMAN_MAX_BODY: largest request body accepted, in bytes, default 64 MiB. */
   maxBodyBytes: number;
-  /** FOREMAN_SCHEDULE: drain (default; loaded model first) or fifo. */
+  /** FOREMAN_SCHEDULE: drain (default; loaded model first, then the cheapest-per-job group), drain-oldest or fifo. */
   schedule: SchedulePolicy;
   /** FOREMAN_MAX_WAIT: a job queued longer than this jumps the drain order, default 2m. */
   maxWaitMs: number;
@@ -169,7 +170,7 @@ export function loadConfig(env: Env = process.env): Config {
     embedModel: text(env, "FOREMAN_EMBED_MODEL"),
     logLevel: oneOf(env, "FOREMAN_LOG_LEVEL", ["debug", "info", "warn", "error"] as const, "info"),
     maxBodyBytes: integer(env, "FOREMAN_MAX_BODY", 64 * 1024 * 1024, 1),
-    schedule: oneOf(env, "FOREMAN_SCHEDULE", ["drain", "fifo"] as const, "drain"),
+    schedule: oneOf(env, "FOREMAN_SCHEDULE", ["drain", "drain-oldest", "fifo"] as const, "drain"),
     maxWaitMs: duration(env, "FOREMAN_MAX_WAIT", "2m"),
     maxQueue: integer(env, "FOREMAN_MAX_QUEUE", 512, 1),
     jobTimeoutMs: duration(env, "FOREMAN_JOB_TIMEOUT", "30m", { max: MAX_TIMER_MS }),
