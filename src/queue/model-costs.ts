@@ -140,11 +140,11 @@ export interface WaitingGroup {
  * Every job compared shares one priority (higher priorities are served strictly first), so each job
  * weighs 1: the rule favours many cheap jobs behind a short load over a few behind a long one.
  */
-export function rankGroups(
-  groups: readonly WaitingGroup[],
+export function rankGroups<G extends WaitingGroup>(
+  groups: readonly G[],
   cost: (modelKey: string) => ExpectedCost,
   residentKeys: readonly string[],
-): WaitingGroup[] {
+): G[] {
   const score = (g: WaitingGroup) => {
     const { loadMs, runMs } = cost(g.modelKey);
     const work = (residentKeys.includes(g.modelKey) ? 0 : loadMs) + g.queued * runMs;

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { Database } from "bun:sqlite";
 import { openDatabase } from "../../src/queue/db";
 import { expectedCosts, rankGroups } from "../../src/queue/model-costs";
+import { estimatedStart, planQueue } from "../../src/queue/start-estimate";
 import { type ClaimPolicy, JobStore, type NewJob } from "../../src/queue/store";
 import { tempDir } from "../harness";
 
@@ -170,5 +171,32 @@ describe("cost-aware group choice", () => {
       [],
     );
     expect(tie.map((g) => g.modelKey)).toEqual(["x", "y"]);
+  });
+});
+
+describe("start estimates", () => {
+  test("play the scheduler forward group by group: running remainder, higher priority, loaded model, then the rest", () => {
+    run("a", T0 - 60_000, 1100, { loadMs: 1000 }); // a: load 1000, run 100
+    run("b", T0 - 50_000, 3200, { loadMs: 3000 }); // b: load 3000, run 200
+    const now = T0;
+    const running = add("a", now - 100);
+    store.claimNextJob(policy("drain", ["a:latest"]), now - 50); // warm, 50 ms in: 50 ms left
+    const a = [add("a", now + 1), add("a", now + 2), add("a", now + 3)];
+    const b = [add("b", now + 4), add("b", now + 5)];
+    const urgent = add("b", now + 6, { priority: 1 });
+    const plan = planQueue({
+      groups: store.queueGroups(),
+      costs: store.costs.all(),
+      running: store.getJob(running.id),
+      residentKeys: ["a:latest"],
+      schedule: "drain",
+      now,
+    });
+    const at = (id: string) => estimatedStart(store.getJob(id)!, plan)! - now;
+    // urgent: b loads after a's remainder; then b's own queue follows warm; then a reloads.
+    expect(at(urgent.id)).toBe(50 + 3000);
+    expect([at(b[0]!.id), at(b[1]!.id)]).toEqual([3250, 3450]);
+    expect(a.map((job) => at(job.id))).toEqual([4650, 4750, 4850]);
+    expect(estimatedStart(store.getJob(running.id)!, plan)).toBeNull();
   });
 });
