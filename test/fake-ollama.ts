@@ -148,6 +148,14 @@ export class FakeOllama {
       });
     }
     if (path === "/api/version" && (method === "GET" || method === "HEAD")) return json({ version: "0.12.6" });
+    // Not Ollama's: the serving log, for a benchmark that runs the fake as a process of its own.
+    if (path === "/_fake/log" && method === "GET") {
+      return json({
+        swaps: this.swaps,
+        maxInFlight: this.maxInFlight,
+        seen: this.seen.map(({ body, headers, ...rest }) => rest),
+      });
+    }
     if (path === "/api/tags" && (method === "GET" || method === "HEAD")) {
       return json({ models: [...this.models, ...this.embedModels].map(tagEntry) });
     }

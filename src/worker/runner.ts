@@ -160,8 +160,6 @@ export class JobRunner {
   #dispatch(job: JobRow): Dispatch {
     const controller = new AbortController();
     this.#running.set(job.id, controller);
-    this.#post({ type: "state", jobId: job.id, state: "loading" });
-    this.#log.debug("job claimed", { job: job.id, model: job.modelKey, attempt: job.attempts });
     const abortWith = (cause: AbortCause) => controller.abort(new AbortedByRunner(cause));
     const { jobTimeoutMs, stallTimeoutMs } = this.#settings;
     const dispatch: Dispatch = { job, controller, response: undefined!, lastOutputAt: Date.now(), timers: [] };
@@ -196,6 +194,9 @@ export class JobRunner {
     } catch (error) {
       dispatch.response = Promise.reject(error);
     }
+    // Told after the request has left: the GPU need not wait for the message.
+    this.#post({ type: "state", jobId: job.id, state: "loading" });
+    this.#log.debug("job claimed", { job: job.id, model: job.modelKey, attempt: job.attempts });
     // Awaited by #runJob as soon as the previous job's bookkeeping is done; this only keeps a rejection
     // that lands before then from counting as unhandled.
     dispatch.response.catch(() => {});
