@@ -87,6 +87,8 @@ export class FakeOllama {
   failures: InjectedFailure[] = [];
   /** Every request as "METHOD /path", polls included. */
   requests: string[] = [];
+  /** When each request reached the handler, before its body was read: a generation's arrivedMs. */
+  #receivedAt = new WeakMap<Request, number>();
   /** Resolves waiters each time a generation request arrives. */
   #arrivals: Array<(seen: SeenRequest) => void> = [];
   #server: Server<undefined> | undefined;
@@ -139,6 +141,7 @@ export class FakeOllama {
   }
 
   async #route(request: Request): Promise<Response> {
+    this.#receivedAt.set(request, performance.now());
     const path = new URL(request.url).pathname;
     const method = request.method;
     this.requests.push(`${method} ${path}`);
@@ -281,7 +284,7 @@ export class FakeOllama {
       body: client.body,
       headers: Object.fromEntries(request.headers),
       startedAt: Date.now(),
-      arrivedMs: performance.now(),
+      arrivedMs: this.#receivedAt.get(request) ?? performance.now(),
       swapped: false,
     };
     this.seen.push(seen);
