@@ -18,10 +18,14 @@ class AbortedByRunner extends Error {
   }
 }
 
-/** A job whose upstream request has left; {@link JobRunner.#runJob} reads its answer. */
-interface Dispatch {
+/** A job claimed for the GPU: its row is loading, and cancel or shutdown abort it through the controller. */
+interface Claimed {
   job: JobRow;
   controller: AbortController;
+}
+
+/** A job whose upstream request has left; {@link JobRunner.#runJob} reads its answer. */
+interface Dispatch extends Claimed {
   /** Ollama's response (headers); rejects on a connection error or an error status. */
   response: Promise<Response>;
   /** When Ollama last sent something (epoch ms), for the stall check. */
@@ -81,7 +85,7 @@ export class JobRunner {
         this.#pruneIfDue();
         const job = this.#reachable ? this.#claim() : null;
         if (job) {
-          next = this.#dispatch(job);
+          next = this.#dispatch({ job, controller: new AbortController() });
           continue;
         }
         await this.#sleep(this.#reachable ? this.#untilNextRunAfter() : PRUNE_EVERY_MS);
@@ -157,8 +161,7 @@ export class JobRunner {
    * Puts a claimed job on the GPU: its timers start and its upstream request leaves now; the caller
    * reads the answer with {@link #runJob}. A request that cannot even be built rejects `response`.
    */
-  #dispatch(job: JobRow): Dispatch {
-    const controller = new AbortController();
+  #dispatch({ job, controller }: Claimed): Dispatch {
     this.#running.set(job.id, controller);
     const abortWith = (cause: AbortCause) => controller.abort(new AbortedByRunner(cause));
     const { jobTimeoutMs, stallTimeoutMs } = this.#settings;
@@ -204,15 +207,17 @@ export class JobRunner {
   }
 
   /**
-   * Streams a dispatched job's answer, relaying each record, and records its outcome. Once the answer's
-   * body has ended (Ollama is idle again) it claims and dispatches the next job *before* this one's
-   * bookkeeping (result assembly, artifacts, webhook row), so the GPU does not wait on SQLite; that
-   * next job is returned for the loop to run. Never throws once a next job is in flight.
+   * Streams a dispatched job's answer, relaying each record, and records its outcome. The next job is
+   * claimed as soon as Ollama's final record arrives and sent once the body has ended (Ollama is idle
+   * again), both *before* this job's bookkeeping (result assembly, artifacts, webhook row), so the GPU
+   * waits on neither SQLite nor a claim; that next job is returned for the loop to run.
+   * Never throws once a next job is claimed.
    */
   async #runJob(dispatch: Dispatch): Promise<Dispatch | undefined> {
     const { job, controller } = dispatch;
     const chunks: Uint8Array[] = [];
     let framing: Framing = "whole";
+    let claimed: Claimed | undefined;
     let next: Dispatch | undefined;
     try {
       const adapter = adapterFor(job.type);
@@ -228,14 +233,18 @@ export class JobRunner {
         if (first) this.#post({ type: "state", jobId: job.id, state: "working", contentType });
         this.#post({ type: "chunk", jobId: job.id, bytes });
         if (first) this.#store.markWorking(job.id);
-        const error = adapter.recordError(lastRecord(bytes, framing), framing);
+        const last = lastRecord(bytes, framing);
+        const error = adapter.recordError(last, framing);
         if (error !== undefined) throw new HttpError(500, error);
+        // Generation is over; only the body's end is still on its way. Claim now, send at that end.
+        if (!claimed && adapter.isFinal(last, framing)) claimed = this.#claimAhead();
       }
       if (controller.signal.aborted) throw controller.signal.reason;
       // The body has ended, so Ollama serves nothing now: the next job goes out before this one's
       // bookkeeping. A crash in between leaves both rows running; recovery re-queues both, as it would
       // either alone (this one's client was relayed its answer but the job API has not yet said done).
-      next = this.#claimAhead();
+      next = this.#dispatchClaimed(claimed ?? this.#claimAhead());
+      claimed = undefined; // handed over: sent, or given back at shutdown
       const answer = Buffer.concat(chunks);
       const resultText = adapter.assemble(splitRecords(answer.toString("utf8"), framing), framing);
       const artifacts: ArtifactInput[] = [{ name: "result.json", contentType: "application/json", data: resultText }];
@@ -248,10 +257,12 @@ export class JobRunner {
       try {
         this.#settle(job, cause instanceof IncompleteAnswerError ? new ConnectionError(cause.message) : cause, relayed);
       } catch (settleError) {
-        if (!next) throw settleError;
-        // The next job is already on the GPU and must be read; this row stays running until recovery.
+        if (!claimed && !next) throw settleError;
+        // A next job is already claimed (or on the GPU) and must run; this row stays running until recovery.
         this.#log.error("job loop error", { error: settleError });
       }
+      // Claimed at the final record, but the body then failed: this attempt is settled, so it goes now.
+      if (claimed) next = this.#dispatchClaimed(claimed);
     } finally {
       for (const clear of dispatch.timers) clear();
       this.#running.delete(job.id);
@@ -260,17 +271,33 @@ export class JobRunner {
     return next;
   }
 
-  /** The next job, claimed and dispatched, unless the loop is stopping or Ollama is down. */
-  #claimAhead(): Dispatch | undefined {
+  /**
+   * The next job, claimed and registered for cancel (not yet sent), unless the loop is stopping or
+   * Ollama is down.
+   */
+  #claimAhead(): Claimed | undefined {
     if (this.#stopping || !this.#reachable) return undefined;
     try {
       const job = this.#claim();
-      return job ? this.#dispatch(job) : undefined;
+      if (!job) return undefined;
+      const controller = new AbortController();
+      this.#running.set(job.id, controller);
+      return { job, controller };
     } catch (error) {
       // The loop's own claim will try again (and pause on a database error) once this job is recorded.
       this.#log.error("job loop error", { error });
       return undefined;
     }
+  }
+
+  /** Sends a job claimed ahead, or gives it back to the queue when shutdown began in between. */
+  #dispatchClaimed(claimed: Claimed | undefined): Dispatch | undefined {
+    if (!claimed) return undefined;
+    if (!this.#stopping) return this.#dispatch(claimed);
+    this.#running.delete(claimed.job.id);
+    this.#store.requeueJob(claimed.job.id, Date.now(), "re-queued at shutdown", null, true);
+    this.#post({ type: "state", jobId: claimed.job.id, state: "queued" });
+    return undefined;
   }
 
   /** Decides a failed attempt's fate: canceled, re-queued (with backoff) or failed. */
