@@ -214,8 +214,8 @@ async function benchInterleaved(): Promise<string> {
     ),
     "",
     "GPU utilisation is the fake's serving time (loads included) over the span it served in; a gap is the time from one",
-    "answer's last byte leaving the fake to the next request arriving there (the next job is claimed and sent before the",
-    "finished one's result, artifacts and webhook row are written).",
+    "answer's last record leaving the fake to the next request reaching its handler, the transport both ways included (the",
+    "next job is claimed when the final record arrives, sent when the body ends, and the finished job recorded after that).",
     "The 1 s row sets the guard below what this burst needs to drain: nearly every job becomes overdue, and overdue jobs run",
     "oldest first (the rule), so drain falls back towards FIFO. FOREMAN_MAX_WAIT belongs above the queue's usual drain time.",
   ].join("\n");
