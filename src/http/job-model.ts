@@ -113,7 +113,7 @@ export namespace JobModel {
           "When its next queued job is expected to start (after its load, if it needs one), playing the scheduler " +
           "forward group by group: the running job's remainder, then per priority the loaded model, then the other " +
           "models in the schedule's order, each costing its load plus queued × run time. Models not yet measured are " +
-          "assumed typical. Ignores jobs still to arrive and starvation-guard promotions; null when none is queued",
+          "assumed typical (before any was: no load, 1 s a job). Ignores jobs still to arrive and starvation-guard promotions; null when none is queued",
       }),
     }),
     {
