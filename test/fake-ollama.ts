@@ -28,6 +28,8 @@ export interface FakeOllamaOptions {
   loadDelayMs?: number;
   /** Milliseconds between two streamed tokens. */
   tokenDelayMs?: number;
+  /** Milliseconds between a stream's final record and the end of its body (a slow connection's tail). */
+  finalDelayMs?: number;
   /** Per-model overrides of loadDelayMs and tokenDelayMs, by normalized name (uneven model sizes). */
   modelDelays?: Record<string, { loadMs?: number; tokenMs?: number }>;
   /** Milliseconds one embed call takes. */
@@ -70,6 +72,7 @@ export class FakeOllama {
   loadDelayMs: number;
   tokenDelayMs: number;
   modelDelays: Record<string, { loadMs?: number; tokenMs?: number }>;
+  finalDelayMs: number;
   embedDelayMs: number;
   pullDelayMs: number;
   /** Sizes in bytes of the blobs received by POST /api/blobs/:digest, by digest. */
@@ -100,6 +103,7 @@ export class FakeOllama {
     this.loadDelayMs = options.loadDelayMs ?? 0;
     this.tokenDelayMs = options.tokenDelayMs ?? 0;
     this.modelDelays = options.modelDelays ?? {};
+    this.finalDelayMs = options.finalDelayMs ?? 0;
     this.embedDelayMs = options.embedDelayMs ?? 0;
     this.pullDelayMs = options.pullDelayMs ?? 0;
     this.#port = options.port ?? 0;
@@ -369,6 +373,7 @@ export class FakeOllama {
 
     const encoder = new TextEncoder();
     const tokenDelayMs = this.modelDelays[normalize(model)]?.tokenMs ?? this.tokenDelayMs;
+    const finalDelayMs = this.finalDelayMs;
     let index = 0;
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
@@ -395,6 +400,7 @@ export class FakeOllama {
         }
         controller.enqueue(encoder.encode(`${JSON.stringify(final())}\n`));
         release();
+        if (finalDelayMs) await Bun.sleep(finalDelayMs);
         controller.close();
       },
       cancel: () => release(true),

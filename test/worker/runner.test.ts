@@ -1,6 +1,7 @@
 // The job loop on the main thread, its messages captured: what it relays, in which order, and what the
 // row says afterwards, for each framing (NDJSON, Server-Sent Events, one body).
 import { afterEach, expect, test } from "bun:test";
+import { until } from "../harness";
 import { type InProcessStack, startInProcess } from "../in-process";
 
 let stack: InProcessStack | undefined;
@@ -132,4 +133,22 @@ test("back-to-back jobs: the next request leaves once the last answer has ended,
   // And it arrives before the job before it is recorded done: its bookkeeping happens while the GPU works.
   const rows = ids.map((id) => stack!.store.getJob(id)!).sort((a, b) => a.startedAt! - b.startedAt! || (a.id < b.id ? -1 : 1));
   for (let i = 1; i < rows.length; i++) expect(rows[i]!.startedAt!).toBeLessThanOrEqual(rows[i - 1]!.finishedAt!);
+});
+
+test("a job claimed at the last answer's final record and canceled before that body ends is never sent to Ollama", async () => {
+  // The body's end trails its final record by 300 ms: the next job is claimed in between.
+  stack = await startInProcess({ fake: { finalDelayMs: 300 } });
+  const prompt = (p: string) => ({ model: "llama3.2", prompt: p });
+  const first = (await stack.jobs.submit("generate", prompt("first"), { source: "jobs" })).job;
+  await stack.fake.nextArrival();
+  const canceled = (await stack.jobs.submit("generate", prompt("canceled"), { source: "jobs" })).job;
+  const last = (await stack.jobs.submit("generate", prompt("last"), { source: "jobs" })).job;
+  await until(() => stack!.store.getJob(canceled.id)!.state === "loading", 5000, "the claim at the final record");
+  expect(stack.fake.seen).toHaveLength(1);
+  expect(stack.jobs.cancel(canceled.id)?.state).toBe("canceled");
+  for await (const event of stack.jobs.watch(last.id)) if (event.type === "ended") expect(event.job.state).toBe("done");
+  expect(stack.fake.seen.map((seen) => seen.body.prompt)).toEqual(["first", "last"]);
+  expect(stack.store.getJob(first.id)!.state).toBe("done");
+  expect(stack.store.getJob(canceled.id)!.state).toBe("canceled");
+  expect(stack.fake.maxInFlight).toBe(1);
 });
