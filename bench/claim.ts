@@ -37,11 +37,18 @@ export async function benchClaim(): Promise<string> {
     });
     fill();
     const results: (string | number)[][] = [];
-    for (const schedule of ["fifo", "drain"] as const) {
+    // "model change": nothing of the loaded model is queued, so drain chooses the next group (by cost or by age).
+    const runs: Array<[string, "fifo" | "drain" | "drain-oldest", string]> = [
+      ["fifo", "fifo", "qwen3:latest"],
+      ["drain", "drain", "qwen3:latest"],
+      ["drain, model change", "drain", "phi4:latest"],
+      ["drain-oldest, model change", "drain-oldest", "phi4:latest"],
+    ];
+    for (const [schedule, policy, loaded] of runs) {
       const samples: number[] = [];
       for (let i = 0; i < CLAIMS; i++) {
         const t0 = performance.now();
-        const job = store.claimNextJob({ schedule, residentKeys: ["qwen3:latest"], maxWaitMs: 120_000 });
+        const job = store.claimNextJob({ schedule: policy, residentKeys: [loaded], maxWaitMs: 120_000 });
         samples.push(performance.now() - t0);
         if (!job) throw new Error("queue ran dry");
         // Put it back so every claim sees the full queue.

@@ -10,7 +10,8 @@ export class ConfigError extends Error {
 }
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
-export type SchedulePolicy = "drain" | "fifo";
+/** drain: loaded model first, then the cost-aware group choice; drain-oldest: then the oldest job; fifo. */
+export type SchedulePolicy = "drain" | "drain-oldest" | "fifo";
 
 /** Every FOREMAN_* setting, read once at start-up. Durations are milliseconds. */
 export interface Config {
@@ -40,7 +41,7 @@ export interface Config {
   metricsPublic: boolean;
   /** FOREMAN_MAX_BODY: largest request body accepted, in bytes, default 64 MiB. */
   maxBodyBytes: number;
-  /** FOREMAN_SCHEDULE: drain (default; loaded model first) or fifo. */
+  /** FOREMAN_SCHEDULE: drain (default; loaded model first, then the cheapest-per-job group), drain-oldest or fifo. */
   schedule: SchedulePolicy;
   /** FOREMAN_MAX_WAIT: a job queued longer than this jumps the drain order, default 2m. */
   maxWaitMs: number;
@@ -192,7 +193,7 @@ export function loadConfig(env: Env = process.env): Config {
     logFormat: oneOf(env, "FOREMAN_LOG_FORMAT", ["json", "text"] as const, defaultLogFormat()),
     metricsPublic: oneOf(env, "FOREMAN_METRICS_PUBLIC", ["true", "false"] as const, "false") === "true",
     maxBodyBytes: integer(env, "FOREMAN_MAX_BODY", 64 * 1024 * 1024, 1),
-    schedule: oneOf(env, "FOREMAN_SCHEDULE", ["drain", "fifo"] as const, "drain"),
+    schedule: oneOf(env, "FOREMAN_SCHEDULE", ["drain", "drain-oldest", "fifo"] as const, "drain"),
     maxWaitMs: duration(env, "FOREMAN_MAX_WAIT", "2m"),
     maxQueue: integer(env, "FOREMAN_MAX_QUEUE", 512, 1),
     jobTimeoutMs: duration(env, "FOREMAN_JOB_TIMEOUT", "30m", { max: MAX_TIMER_MS }),

@@ -8,6 +8,7 @@ import type { Logger } from "./log";
 import type { ModelInventory } from "./ollama/inventory";
 import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
+import { type QueuePlan, estimatedStart, planQueue } from "./queue/start-estimate";
 import { CLIENT_CANCELED, type JobRow, type JobStore } from "./queue/store";
 import type { JobLink } from "./worker/job-events";
 
@@ -41,7 +42,7 @@ export class JobService {
     readonly store: JobStore,
     readonly link: JobLink,
     readonly inventory: ModelInventory,
-    readonly config: Pick<Config, "maxAttempts" | "maxQueue">,
+    readonly config: Pick<Config, "maxAttempts" | "maxQueue" | "schedule">,
     readonly log: Logger,
   ) {}
 
@@ -112,9 +113,25 @@ export class JobService {
     }
   }
 
-  /** The API shape of a job, with its queue position (looked up unless given) and webhook delivery state. */
-  view(job: JobRow, queuePosition: number | null = this.store.queuePosition(job)): JobView {
-    return toJobView(job, { queuePosition, webhook: this.webhookView(job) });
+  /**
+   * The API shape of a job, with its queue position (looked up unless given), webhook delivery state and,
+   * while queued, its estimated start (from `plan`, made here unless given: a list makes one for its page).
+   */
+  view(job: JobRow, queuePosition: number | null = this.store.queuePosition(job), plan?: QueuePlan): JobView {
+    const estimatedStartAt = job.state === "queued" ? estimatedStart(job, plan ?? this.queuePlan()) : null;
+    return toJobView(job, { queuePosition, webhook: this.webhookView(job), estimatedStartAt });
+  }
+
+  /** The scheduler's expected order over model groups now: O(model keys), whatever the queue's depth. */
+  queuePlan(now = Date.now()): QueuePlan {
+    return planQueue({
+      groups: this.store.queueGroups(),
+      costs: this.store.costs.all(),
+      running: this.store.runningJob(),
+      residentKeys: this.inventory.residentKeys(),
+      schedule: this.config.schedule,
+      now,
+    });
   }
 
   webhookView(job: JobRow): WebhookView | null {

@@ -5,5 +5,7 @@ import { FakeOllama } from "./fake-ollama";
 const fake = new FakeOllama({
   loadDelayMs: Number(process.env.FAKE_LOAD_MS ?? 0),
   tokenDelayMs: Number(process.env.FAKE_TOKEN_MS ?? 0),
+  // {"llama3.2:latest": {"loadMs": 30, "tokenMs": 1}, …}: uneven model sizes.
+  modelDelays: JSON.parse(process.env.FAKE_MODEL_DELAYS ?? "{}"),
 }).start();
 console.log(fake.port);

@@ -28,6 +28,10 @@ export interface FakeOllamaOptions {
   loadDelayMs?: number;
   /** Milliseconds between two streamed tokens. */
   tokenDelayMs?: number;
+  /** Milliseconds between a stream's final record and the end of its body (a slow connection's tail). */
+  finalDelayMs?: number;
+  /** Per-model overrides of loadDelayMs and tokenDelayMs, by normalized name (uneven model sizes). */
+  modelDelays?: Record<string, { loadMs?: number; tokenMs?: number }>;
   /** Milliseconds one embed call takes. */
   embedDelayMs?: number;
   /** Milliseconds between two progress lines of /api/pull, /api/push and /api/create, default 0. */
@@ -46,6 +50,9 @@ export interface SeenRequest {
   headers: Record<string, string>;
   startedAt: number;
   endedAt?: number;
+  /** performance.now() (ms, fractional) when it arrived and when it was served in full: the serving log's clock. */
+  arrivedMs: number;
+  servedMs?: number;
   aborted?: boolean;
   swapped: boolean;
 }
@@ -64,6 +71,8 @@ export class FakeOllama {
   embedModels: string[];
   loadDelayMs: number;
   tokenDelayMs: number;
+  modelDelays: Record<string, { loadMs?: number; tokenMs?: number }>;
+  finalDelayMs: number;
   embedDelayMs: number;
   pullDelayMs: number;
   /** Sizes in bytes of the blobs received by POST /api/blobs/:digest, by digest. */
@@ -83,6 +92,8 @@ export class FakeOllama {
   requests: string[] = [];
   /** While set, generations pause before chunk number `afterChunks` until `open` resolves (see {@link hold}). */
   #hold: { afterChunks: number; open: Promise<void> } | undefined;
+  /** When each request reached the handler, before its body was read: a generation's arrivedMs. */
+  #receivedAt = new WeakMap<Request, number>();
   /** Resolves waiters each time a generation request arrives. */
   #arrivals: Array<(seen: SeenRequest) => void> = [];
   #server: Server<undefined> | undefined;
@@ -93,6 +104,8 @@ export class FakeOllama {
     this.embedModels = (options.embedModels ?? ["all-minilm:latest"]).map(normalize);
     this.loadDelayMs = options.loadDelayMs ?? 0;
     this.tokenDelayMs = options.tokenDelayMs ?? 0;
+    this.modelDelays = options.modelDelays ?? {};
+    this.finalDelayMs = options.finalDelayMs ?? 0;
     this.embedDelayMs = options.embedDelayMs ?? 0;
     this.pullDelayMs = options.pullDelayMs ?? 0;
     this.#port = options.port ?? 0;
@@ -149,6 +162,7 @@ export class FakeOllama {
   }
 
   async #route(request: Request): Promise<Response> {
+    this.#receivedAt.set(request, performance.now());
     const path = new URL(request.url).pathname;
     const method = request.method;
     this.requests.push(`${method} ${path}`);
@@ -158,6 +172,14 @@ export class FakeOllama {
       });
     }
     if (path === "/api/version" && (method === "GET" || method === "HEAD")) return json({ version: "0.12.6" });
+    // Not Ollama's: the serving log, for a benchmark that runs the fake as a process of its own.
+    if (path === "/_fake/log" && method === "GET") {
+      return json({
+        swaps: this.swaps,
+        maxInFlight: this.maxInFlight,
+        seen: this.seen.map(({ body, headers, ...rest }) => rest),
+      });
+    }
     if (path === "/api/tags" && (method === "GET" || method === "HEAD")) {
       return json({ models: [...this.models, ...this.embedModels].map(tagEntry) });
     }
@@ -283,6 +305,7 @@ export class FakeOllama {
       body: client.body,
       headers: Object.fromEntries(request.headers),
       startedAt: Date.now(),
+      arrivedMs: this.#receivedAt.get(request) ?? performance.now(),
       swapped: false,
     };
     this.seen.push(seen);
@@ -295,6 +318,7 @@ export class FakeOllama {
       if (released) return;
       released = true;
       this.inFlight--;
+      seen.servedMs = performance.now();
       seen.endedAt = Date.now();
       seen.aborted = aborted;
     };
@@ -309,7 +333,8 @@ export class FakeOllama {
     if (this.loaded !== key) {
       seen.swapped = true;
       this.swaps++;
-      if (this.loadDelayMs) await Bun.sleep(this.loadDelayMs);
+      const loadDelayMs = this.modelDelays[normalize(model)]?.loadMs ?? this.loadDelayMs;
+      if (loadDelayMs) await Bun.sleep(loadDelayMs);
       // A load whose request went away is abandoned, as a canceled schedule is in Ollama.
       if (request.signal.aborted) return new Response(null, { status: 499 });
       this.loaded = key;
@@ -347,7 +372,8 @@ export class FakeOllama {
 
     if (body.stream === false) {
       await hold?.open;
-      for (let i = 0; i < chunkCount && this.tokenDelayMs; i++) await Bun.sleep(this.tokenDelayMs);
+      const tokenDelayMs = this.modelDelays[normalize(model)]?.tokenMs ?? this.tokenDelayMs;
+      for (let i = 0; i < chunkCount && tokenDelayMs; i++) await Bun.sleep(tokenDelayMs);
       release();
       // Without streaming, a failure during generation is an ordinary error status (reference §7.3).
       if (failure?.kind === "mid-stream") return json({ error: failure.error }, 500);
@@ -365,7 +391,8 @@ export class FakeOllama {
     }
 
     const encoder = new TextEncoder();
-    const tokenDelayMs = this.tokenDelayMs;
+    const tokenDelayMs = this.modelDelays[normalize(model)]?.tokenMs ?? this.tokenDelayMs;
+    const finalDelayMs = this.finalDelayMs;
     let index = 0;
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
@@ -393,6 +420,7 @@ export class FakeOllama {
         }
         controller.enqueue(encoder.encode(`${JSON.stringify(final())}\n`));
         release();
+        if (finalDelayMs) await Bun.sleep(finalDelayMs);
         controller.close();
       },
       cancel: () => release(true),

@@ -95,6 +95,34 @@ export namespace JobModel {
     ),
   });
 
+  const NullableMs = (description: string) => t.Union([t.Number(), t.Null()], { description });
+
+  export const modelKeySummary = t.Record(
+    t.String(),
+    t.Object({
+      queued: t.Integer({ description: "Jobs of this model key queued, every priority" }),
+      expected_load_ms: NullableMs(
+        "Learned time to load it when it is not resident (rolling average over recent swaps); null until one was measured",
+      ),
+      expected_run_ms: NullableMs(
+        "Learned run time of one job with it loaded (rolling average over recent jobs); null until one was measured",
+      ),
+      learned_from: t.Integer({ description: "Finished jobs its averages were learned from (persisted across restarts)" }),
+      estimated_start_at: t.Union([t.String({ format: "date-time" }), t.Null()], {
+        description:
+          "When its next queued job is expected to start (after its load, if it needs one), playing the scheduler " +
+          "forward group by group: the running job's remainder, then per priority the loaded model, then the other " +
+          "models in the schedule's order, each costing its load plus queued × run time. Models not yet measured are " +
+          "assumed typical (before any was: no load, 1 s a job). Ignores jobs still to arrive and starvation-guard promotions; null when none is queued",
+      }),
+    }),
+    {
+      description:
+        "Per model key (model:tag plus the options that force a reload): learned costs, and for those with queued jobs an estimated start",
+    },
+  );
+  export type modelKeySummary = typeof modelKeySummary.static;
+
   export const queue = t.Object({
     depth: t.Integer({ description: "Jobs queued in total" }),
     by_model: t.Record(t.String(), t.Integer(), { description: "Queued jobs per model" }),
@@ -107,6 +135,7 @@ export namespace JobModel {
       }),
       t.Null(),
     ]),
+    by_model_key: modelKeySummary,
     resident: t.Array(t.String(), { description: "Models Ollama has loaded (/api/ps)" }),
     degraded: t.Boolean({ description: "True while Ollama is unreachable" }),
   });

@@ -5,6 +5,7 @@ import { framingFor, splitRecords } from "../adapters/framing";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
 import { JobView } from "../queue/job-view";
 import { JobModel } from "./job-model";
+import { modelKeySummary } from "./queue-summary";
 
 const SSE_HEARTBEAT_MS = 15_000;
 
@@ -66,8 +67,10 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         });
         const page = rows.slice(0, limit);
         const positions = store.queuePositions(page.filter((job) => job.state === "queued").map((job) => job.id));
+        // One plan for the page: the estimates of all its queued jobs cost O(model keys) together.
+        const plan = positions.size ? jobs.queuePlan() : undefined;
         return {
-          jobs: page.map((job) => jobs.view(job, positions.get(job.id) ?? null)),
+          jobs: page.map((job) => jobs.view(job, positions.get(job.id) ?? null, plan)),
           next_cursor: rows.length > limit ? page[page.length - 1]!.id : null,
         };
       },
@@ -189,6 +192,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
             state: running.state,
             started_at: running.startedAt === null ? null : new Date(running.startedAt).toISOString(),
           },
+          by_model_key: modelKeySummary(jobs.queuePlan(), store.costs.all()),
           resident: jobs.inventory.snapshot.running.map((m) => m.name),
           degraded: jobs.inventory.snapshot.degraded,
         };
@@ -198,7 +202,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         detail: {
           tags: ["queue"],
           summary: "Queue summary",
-          description: "Depth in total and per model, the running job, resident models, degraded flag.",
+          description:
+            "Depth in total and per model, each model key's learned costs and estimated start, the running job, resident models, degraded flag.",
         },
       },
     );

@@ -5,9 +5,10 @@ import init from "./migrations/001_init.sql" with { type: "text" };
 import openTypes from "./migrations/002_open_types.sql" with { type: "text" };
 import jobStats from "./migrations/003_job_stats.sql" with { type: "text" };
 import batches from "./migrations/004_batches.sql" with { type: "text" };
+import modelCosts from "./migrations/005_model_costs.sql" with { type: "text" };
 
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
-const MIGRATIONS: readonly string[] = [init, openTypes, jobStats, batches];
+const MIGRATIONS: readonly string[] = [init, openTypes, jobStats, batches, modelCosts];
 
 /** The database was written by a newer foreman; this one must not touch it. */
 export class NewerSchemaError extends Error {

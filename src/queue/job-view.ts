@@ -32,6 +32,13 @@ export const JobView = t.Object(
     finished_at: Timestamp,
     error: t.Union([t.String(), t.Null()]),
     queue_position: t.Union([t.Integer({ minimum: 1 }), t.Null()], { description: "While queued: 1 runs next" }),
+    estimated_start_at: t.Union([t.String({ format: "date-time" }), t.Null()], {
+      description:
+        "While queued: when it is expected to start, from the running job's remainder and each model's learned load and " +
+        "per-job run time, group by group in the scheduler's order (see GET /queue). Approximate: within its model's " +
+        "group its rank is interpolated from its age; later arrivals of higher priority and starvation-guard promotions " +
+        "are not foreseen. Null once started",
+    }),
     result: t.Union([t.Record(t.String(), t.Unknown()), t.Null()], {
       description: "When done: Ollama's non-streaming answer, full text assembled",
     }),
@@ -57,7 +64,7 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 /** Turns a row into its API shape; `now` measures the wait and run of a job still queued or running. */
 export function toJobView(
   job: JobRow,
-  extras: { queuePosition: number | null; webhook: WebhookView | null },
+  extras: { queuePosition: number | null; webhook: WebhookView | null; estimatedStartAt?: number | null },
   now = Date.now(),
 ): JobView {
   const { waitMs, runMs } = jobTimes(job, now);
@@ -75,6 +82,7 @@ export function toJobView(
     finished_at: iso(job.finishedAt),
     error: job.error,
     queue_position: extras.queuePosition,
+    estimated_start_at: job.state === "queued" ? iso(extras.estimatedStartAt ?? null) : null,
     result: job.result === null ? null : (JSON.parse(job.result) as Record<string, unknown>),
     webhook: extras.webhook,
     wait_ms: waitMs,

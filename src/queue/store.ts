@@ -7,6 +7,7 @@ import { BatchLedger } from "../batch/ledger";
 import { WebhookDeliveries } from "../webhook/deliveries";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
 import { DashboardQueries } from "./dashboard-queries";
+import { ModelCosts, type WaitingGroup, expectedCosts, rankGroups } from "./model-costs";
 import type { JobSource, JobState } from "./job-states";
 
 export type { JobType } from "../adapters";
@@ -65,8 +66,11 @@ export interface NewJob {
 
 /** How the next job is chosen; see {@link JobStore.claimNextJob}. */
 export interface ClaimPolicy {
-  /** "drain" prefers the loaded model; "fifo" ignores it. */
-  schedule: "drain" | "fifo";
+  /**
+   * "drain" prefers the loaded model, then picks the model key by weighted waiting work over expected
+   * cost (see rankGroups); "drain-oldest" prefers the loaded model, then the oldest job; "fifo" ignores it.
+   */
+  schedule: "drain" | "drain-oldest" | "fifo";
   /** Model keys Ollama has loaded, most recently used first. */
   residentKeys: readonly string[];
   /** A job queued longer than this (ms) goes before the loaded model's jobs. */
@@ -80,6 +84,16 @@ export interface JobFilter {
   type?: JobType;
   limit: number;
   cursor?: string;
+}
+
+/** Queued jobs of one model key at one priority, with their oldest and newest (by id) for the estimates. */
+export interface QueueGroup {
+  modelKey: string;
+  priority: number;
+  queued: number;
+  oldestId: string;
+  oldestCreatedAt: number;
+  newestCreatedAt: number;
 }
 
 /** A claim candidate: its id and the model it needs loaded. */
@@ -110,6 +124,8 @@ export class JobStore {
   readonly dashboard: DashboardQueries;
   /** The batch lines' output and progress, recorded in the transaction that ends their jobs. */
   readonly batchLedger: BatchLedger;
+  /** What each model key costs to run, learned in the transaction that ends a job done. */
+  readonly costs: ModelCosts;
 
   readonly #insertJobStmt;
   readonly #jobByIdStmt;
@@ -124,6 +140,9 @@ export class JobStore {
   readonly #oldestOverdueStmt;
   readonly #oldestForModelStmt;
   readonly #oldestStmt;
+  readonly #groupsAtPriorityStmt;
+  readonly #groupsStmt;
+  readonly #groupEdgeStmt;
   readonly #markClaimedStmt;
   readonly #markWorkingStmt;
   readonly #markDoneStmt;
@@ -140,6 +159,7 @@ export class JobStore {
     this.deliveries = new WebhookDeliveries(db);
     this.dashboard = new DashboardQueries(db);
     this.batchLedger = new BatchLedger(db, this.deliveries);
+    this.costs = new ModelCosts(db);
     this.#insertJobStmt = db.query<JobRow, Record<string, string | number | null>>(
       `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
          created_at, idempotency_key, webhook_url, webhook_secret)
@@ -182,6 +202,18 @@ export class JobStore {
     );
     this.#oldestStmt = db.query<Pick, [number, number]>(
       `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND run_after <= ?2 ORDER BY id LIMIT 1`,
+    );
+    // queue_groups is kept by triggers (migration 005): a row per (model key, priority), not per job.
+    this.#groupsAtPriorityStmt = db.query<{ modelKey: string; queued: number }, [number]>(
+      `SELECT model_key AS modelKey, queued FROM queue_groups WHERE priority = ? AND queued > 0`,
+    );
+    this.#groupsStmt = db.query<{ modelKey: string; priority: number; queued: number }, []>(
+      `SELECT model_key AS modelKey, priority, queued FROM queue_groups WHERE queued > 0 ORDER BY priority DESC, model_key`,
+    );
+    this.#groupEdgeStmt = db.query<{ firstId: string; first: number; last: number }, [number, string]>(
+      `SELECT (SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 ORDER BY id LIMIT 1) AS firstId,
+         (SELECT created_at FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 ORDER BY id LIMIT 1) AS first,
+         (SELECT created_at FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 ORDER BY id DESC LIMIT 1) AS last`,
     );
     this.#markClaimedStmt = db.query<JobRow, [number, string, number]>(
       `UPDATE jobs SET state = 'loading', started_at = ?1, attempts = attempts + 1, error = NULL, error_status = NULL,
@@ -296,9 +328,22 @@ export class JobStore {
   }
 
   /**
+   * Queued jobs per (model key, priority), highest priority first, with each group's oldest and newest:
+   * O(groups) index seeks, whatever the queue's depth.
+   */
+  queueGroups(): QueueGroup[] {
+    return this.#groupsStmt.all().flatMap((g) => {
+      const edge = this.#groupEdgeStmt.get(g.priority, g.modelKey);
+      if (!edge?.firstId) return [];
+      return [{ ...g, oldestId: edge.firstId, oldestCreatedAt: edge.first, newestCreatedAt: edge.last }];
+    });
+  }
+
+  /**
    * Picks and marks the next job (state loading, attempts + 1), or returns null.
    * Among jobs whose run_after has passed: highest priority; within it, jobs older than maxWait,
-   * oldest first (the starvation guard); then the loaded models' jobs, oldest first; then the oldest.
+   * oldest first (the starvation guard); then the loaded models' jobs, oldest first; then, under drain,
+   * the oldest job of the model key {@link rankGroups} puts first, else (drain-oldest, fifo) the oldest.
    * IMMEDIATE because the HTTP thread may cancel the chosen job between the pick and the update.
    */
   claimNextJob(policy: ClaimPolicy, now = Date.now()): JobRow | null {
@@ -316,15 +361,38 @@ export class JobStore {
   }
 
   #pickAtPriority(priority: number, policy: ClaimPolicy, now: number): Pick | undefined {
-    if (policy.schedule === "drain") {
+    if (policy.schedule !== "fifo") {
       const overdue = this.#oldestOverdueStmt.get(priority, now - policy.maxWaitMs, now);
       if (overdue) return overdue;
       for (const key of policy.residentKeys) {
         const warm = this.#oldestForModelStmt.get(priority, key, now);
         if (warm) return warm;
       }
+      if (policy.schedule === "drain") {
+        const chosen = this.#cheapestGroup(priority, policy, now);
+        if (chosen) return chosen;
+      }
     }
     return this.#oldestStmt.get(priority, now) ?? undefined;
+  }
+
+  /**
+   * The loaded model has nothing left at this priority: the oldest runnable job of the model key with
+   * the most waiting work per expected cost (rankGroups). Runs only at a model change, and reads one
+   * row per model key (queue_groups, model_costs) plus one index seek per key.
+   */
+  #cheapestGroup(priority: number, policy: ClaimPolicy, now: number): Pick | undefined {
+    const candidates = new Map<string, Pick>();
+    const groups: WaitingGroup[] = [];
+    for (const { modelKey, queued } of this.#groupsAtPriorityStmt.all(priority)) {
+      const oldest = this.#oldestForModelStmt.get(priority, modelKey, now);
+      if (!oldest) continue; // every job of it is backing off
+      candidates.set(modelKey, oldest);
+      groups.push({ modelKey, queued, oldestId: oldest.id });
+    }
+    if (groups.length <= 1) return groups[0] && candidates.get(groups[0].modelKey);
+    const best = rankGroups(groups, expectedCosts(this.costs.all()), policy.residentKeys)[0]!;
+    return candidates.get(best.modelKey);
   }
 
   /** loading → working: the first chunk arrived. */
@@ -342,9 +410,15 @@ export class JobStore {
   ): JobRow | null {
     const { promptTokens, outputTokens, loadMs, evalMs } = usage;
     return this.#db
-      .transaction(() =>
-        this.#ended(this.#markDoneStmt.get(now, result, id, promptTokens, outputTokens, loadMs, evalMs), artifacts, now),
-      )
+      .transaction(() => {
+        const job = this.#ended(
+          this.#markDoneStmt.get(now, result, id, promptTokens, outputTokens, loadMs, evalMs),
+          artifacts,
+          now,
+        );
+        if (job) this.costs.learnTx(job);
+        return job;
+      })
       .immediate();
   }
 

@@ -18,6 +18,22 @@ class AbortedByRunner extends Error {
   }
 }
 
+/** A job claimed for the GPU: its row is loading, and cancel or shutdown abort it through the controller. */
+interface Claimed {
+  job: JobRow;
+  controller: AbortController;
+}
+
+/** A job whose upstream request has left; {@link JobRunner.#runJob} reads its answer. */
+interface Dispatch extends Claimed {
+  /** Ollama's response (headers); rejects on a connection error or an error status. */
+  response: Promise<Response>;
+  /** When Ollama last sent something (epoch ms), for the stall check. */
+  lastOutputAt: number;
+  /** Clears the job's timeout and stall timers. */
+  timers: Array<() => void>;
+}
+
 /** How often finished jobs past their TTL are pruned while the loop idles. */
 const PRUNE_EVERY_MS = 60_000;
 
@@ -36,7 +52,8 @@ export class JobRunner {
   #lastRunKey: string | undefined;
   #reachable = true;
   #stopping = false;
-  #running: { job: JobRow; controller: AbortController } | undefined;
+  /** Upstream calls in flight by job id: one, or for a moment two (the next dispatched, the last being recorded). */
+  readonly #running = new Map<string, AbortController>();
   #wake: (() => void) | undefined;
   #lastPrune = 0;
 
@@ -55,12 +72,20 @@ export class JobRunner {
       this.#log.warn("recovered interrupted jobs", { requeued: requeued.length, failed: failed.length });
     }
     for (const job of failed) this.#post({ type: "ended", jobId: job.id });
-    while (!this.#stopping) {
+    // A job dispatched ahead is run even when stopping: shutdown aborts and re-queues it after the grace.
+    let next: Dispatch | undefined;
+    while (next || !this.#stopping) {
       try {
+        if (next) {
+          const dispatched = next;
+          next = undefined;
+          next = await this.#runJob(dispatched);
+          continue;
+        }
         this.#pruneIfDue();
         const job = this.#reachable ? this.#claim() : null;
         if (job) {
-          await this.#runJob(job);
+          next = this.#dispatch({ job, controller: new AbortController() });
           continue;
         }
         await this.#sleep(this.#reachable ? this.#untilNextRunAfter() : PRUNE_EVERY_MS);
@@ -86,16 +111,15 @@ export class JobRunner {
 
   /** The job was canceled in the database: abort its upstream call if it is the one running. */
   cancel(jobId: string): void {
-    if (this.#running?.job.id === jobId) this.#running.controller.abort(new AbortedByRunner({ kind: "canceled" }));
+    this.#running.get(jobId)?.abort(new AbortedByRunner({ kind: "canceled" }));
   }
 
   /** Stops claiming; the running job may finish within graceMs, after which it is aborted and re-queued. */
   shutdown(graceMs: number): void {
     this.#stopping = true;
     this.wake();
-    const running = this.#running;
-    if (running) {
-      setTimeout(() => running.controller.abort(new AbortedByRunner({ kind: "shutdown" })), graceMs).unref?.();
+    for (const controller of this.#running.values()) {
+      setTimeout(() => controller.abort(new AbortedByRunner({ kind: "shutdown" })), graceMs).unref?.();
     }
   }
 
@@ -133,62 +157,94 @@ export class JobRunner {
     if (pruned) this.#log.info("pruned finished jobs", { count: pruned });
   }
 
-  async #runJob(job: JobRow): Promise<void> {
-    const controller = new AbortController();
-    this.#running = { job, controller };
-    this.#post({ type: "state", jobId: job.id, state: "loading" });
-    this.#log.debug("job claimed", { job: job.id, model: job.modelKey, attempt: job.attempts });
-
+  /**
+   * Puts a claimed job on the GPU: its timers start and its upstream request leaves now; the caller
+   * reads the answer with {@link #runJob}. A request that cannot even be built rejects `response`.
+   */
+  #dispatch({ job, controller }: Claimed): Dispatch {
+    this.#running.set(job.id, controller);
     const abortWith = (cause: AbortCause) => controller.abort(new AbortedByRunner(cause));
     const { jobTimeoutMs, stallTimeoutMs } = this.#settings;
+    const dispatch: Dispatch = { job, controller, response: undefined!, lastOutputAt: Date.now(), timers: [] };
     // 0 turns either limit off.
-    const jobTimer =
-      jobTimeoutMs > 0
-        ? setTimeout(
-            () => abortWith({ kind: "timeout", message: `job timed out after ${formatDuration(jobTimeoutMs)}` }),
-            jobTimeoutMs,
-          )
-        : undefined;
-    let stallCheck: Timer | undefined;
-    let lastOutputAt = Date.now();
-
-    const chunks: Uint8Array[] = [];
-    let framing: Framing = "whole";
+    if (jobTimeoutMs > 0) {
+      const timer = setTimeout(
+        () => abortWith({ kind: "timeout", message: `job timed out after ${formatDuration(jobTimeoutMs)}` }),
+        jobTimeoutMs,
+      );
+      dispatch.timers.push(() => clearTimeout(timer));
+    }
     try {
       const adapter = adapterFor(job.type);
       let body = JSON.parse(job.request) as Record<string, unknown>;
       // A client waiting on its answer gets what it asked Ollama for, byte for byte. A job API job always
       // streams: its watchers see the pieces, and the final answer is assembled as its API would.
       if (job.source === "jobs") body = adapter.streamingBody(body);
-      const streamed = adapter.describe(body).stream;
       // Silence is only a stall when Ollama streams; a non-streaming answer is silent until it is whole,
       // so only the job timeout bounds it. The check reads a timestamp rather than re-arming a timer per chunk.
-      if (streamed && stallTimeoutMs > 0) {
-        stallCheck = setInterval(
+      if (adapter.describe(body).stream && stallTimeoutMs > 0) {
+        const check = setInterval(
           () => {
-            if (Date.now() - lastOutputAt > stallTimeoutMs) {
+            if (Date.now() - dispatch.lastOutputAt > stallTimeoutMs) {
               abortWith({ kind: "timeout", message: `no output from ollama for ${formatDuration(stallTimeoutMs)}` });
             }
           },
           Math.max(10, Math.min(1000, stallTimeoutMs / 10)),
         );
+        dispatch.timers.push(() => clearInterval(check));
       }
-      const response = await this.#ollama.request("POST", adapter.upstreamPath, JSON.stringify(body), controller.signal);
+      dispatch.response = this.#ollama.request("POST", adapter.upstreamPath, JSON.stringify(body), controller.signal);
+    } catch (error) {
+      dispatch.response = Promise.reject(error);
+    }
+    // Told after the request has left: the GPU need not wait for the message.
+    this.#post({ type: "state", jobId: job.id, state: "loading" });
+    this.#log.debug("job claimed", { job: job.id, model: job.modelKey, attempt: job.attempts });
+    // Awaited by #runJob as soon as the previous job's bookkeeping is done; this only keeps a rejection
+    // that lands before then from counting as unhandled.
+    dispatch.response.catch(() => {});
+    return dispatch;
+  }
+
+  /**
+   * Streams a dispatched job's answer, relaying each record, and records its outcome. The next job is
+   * claimed as soon as Ollama's final record arrives and sent once the body has ended (Ollama is idle
+   * again), both *before* this job's bookkeeping (result assembly, artifacts, webhook row), so the GPU
+   * waits on neither SQLite nor a claim; that next job is returned for the loop to run.
+   * Never throws once a next job is claimed.
+   */
+  async #runJob(dispatch: Dispatch): Promise<Dispatch | undefined> {
+    const { job, controller } = dispatch;
+    const chunks: Uint8Array[] = [];
+    let framing: Framing = "whole";
+    let claimed: Claimed | undefined;
+    let next: Dispatch | undefined;
+    try {
+      const adapter = adapterFor(job.type);
+      const response = await dispatch.response;
       this.#lastRunKey = job.modelKey;
       const contentType = response.headers.get("content-type") ?? "application/json";
       framing = framingFor(contentType);
       for await (const bytes of readChunks(response.body!, framing, controller.signal)) {
-        lastOutputAt = Date.now();
+        dispatch.lastOutputAt = Date.now();
         const first = chunks.length === 0;
         chunks.push(bytes);
         // Relay first, record after: the database write need not delay the client's first token.
         if (first) this.#post({ type: "state", jobId: job.id, state: "working", contentType });
         this.#post({ type: "chunk", jobId: job.id, bytes });
         if (first) this.#store.markWorking(job.id);
-        const error = adapter.recordError(lastRecord(bytes, framing), framing);
+        const last = lastRecord(bytes, framing);
+        const error = adapter.recordError(last, framing);
         if (error !== undefined) throw new HttpError(500, error);
+        // Generation is over; only the body's end is still on its way. Claim now, send at that end.
+        if (!claimed && adapter.isFinal(last, framing)) claimed = this.#claimAhead();
       }
       if (controller.signal.aborted) throw controller.signal.reason;
+      // The body has ended, so Ollama serves nothing now: the next job goes out before this one's
+      // bookkeeping. A crash in between leaves both rows running; recovery re-queues both, as it would
+      // either alone (this one's client was relayed its answer but the job API has not yet said done).
+      next = this.#dispatchClaimed(claimed ?? this.#claimAhead());
+      claimed = undefined; // handed over: sent, or given back at shutdown
       const answer = Buffer.concat(chunks);
       const resultText = adapter.assemble(splitRecords(answer.toString("utf8"), framing), framing);
       const artifacts: ArtifactInput[] = [{ name: "result.json", contentType: "application/json", data: resultText }];
@@ -198,12 +254,50 @@ export class JobRunner {
     } catch (error) {
       const cause = controller.signal.aborted ? controller.signal.reason : error;
       const relayed = chunks.length ? streamArtifact(Buffer.concat(chunks), framing) : undefined;
-      this.#settle(job, cause instanceof IncompleteAnswerError ? new ConnectionError(cause.message) : cause, relayed);
+      try {
+        this.#settle(job, cause instanceof IncompleteAnswerError ? new ConnectionError(cause.message) : cause, relayed);
+      } catch (settleError) {
+        if (!claimed && !next) throw settleError;
+        // A next job is already claimed (or on the GPU) and must run; this row stays running until recovery.
+        this.#log.error("job loop error", { error: settleError });
+      }
+      // Claimed at the final record, but the body then failed: this attempt is settled, so it goes now.
+      if (claimed) next = this.#dispatchClaimed(claimed);
     } finally {
-      clearTimeout(jobTimer);
-      clearInterval(stallCheck);
-      this.#running = undefined;
+      for (const clear of dispatch.timers) clear();
+      this.#running.delete(job.id);
     }
+    if (next) this.#pruneIfDue();
+    return next;
+  }
+
+  /**
+   * The next job, claimed and registered for cancel (not yet sent), unless the loop is stopping or
+   * Ollama is down.
+   */
+  #claimAhead(): Claimed | undefined {
+    if (this.#stopping || !this.#reachable) return undefined;
+    try {
+      const job = this.#claim();
+      if (!job) return undefined;
+      const controller = new AbortController();
+      this.#running.set(job.id, controller);
+      return { job, controller };
+    } catch (error) {
+      // The loop's own claim will try again (and pause on a database error) once this job is recorded.
+      this.#log.error("job loop error", { error });
+      return undefined;
+    }
+  }
+
+  /** Sends a job claimed ahead, or gives it back to the queue when shutdown began in between. */
+  #dispatchClaimed(claimed: Claimed | undefined): Dispatch | undefined {
+    if (!claimed) return undefined;
+    if (!this.#stopping) return this.#dispatch(claimed);
+    this.#running.delete(claimed.job.id);
+    this.#store.requeueJob(claimed.job.id, Date.now(), "re-queued at shutdown", null, true);
+    this.#post({ type: "state", jobId: claimed.job.id, state: "queued" });
+    return undefined;
   }
 
   /** Decides a failed attempt's fate: canceled, re-queued (with backoff) or failed. */

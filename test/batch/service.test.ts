@@ -52,7 +52,13 @@ const link: JobLink = {
 };
 
 function startService(windowMs = 60_000): BatchService {
-  const jobs = new JobService(store, link, inventory as unknown as ModelInventory, { maxAttempts: 3, maxQueue: 10 }, log);
+  const jobs = new JobService(
+    store,
+    link,
+    inventory as unknown as ModelInventory,
+    { maxAttempts: 3, maxQueue: 10, schedule: "drain" },
+    log,
+  );
   service = new BatchService(
     batches,
     files,

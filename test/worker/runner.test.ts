@@ -1,6 +1,7 @@
 // The job loop on the main thread, its messages captured: what it relays, in which order, and what the
 // row says afterwards, for each framing (NDJSON, Server-Sent Events, one body).
 import { afterEach, expect, test } from "bun:test";
+import { until } from "../harness";
 import { type InProcessStack, startInProcess } from "../in-process";
 
 let stack: InProcessStack | undefined;
@@ -105,4 +106,49 @@ test("a finished job records what it cost, as each API reports it: tokens, Ollam
   expect(view.tokens_per_s).toBeGreaterThan(0);
   expect(view.wait_ms).toBeGreaterThanOrEqual(0);
   expect(view.run_ms).toBeGreaterThanOrEqual(0);
+});
+
+test("back-to-back jobs: the next request leaves once the last answer has ended, before that job is recorded, never two at once", async () => {
+  // A slow first job holds the GPU while the rest queue up behind it, over two models.
+  stack = await startInProcess({ fake: { tokenDelayMs: 1 } });
+  const { job: first } = await stack.jobs.submit(
+    "generate",
+    { model: "llama3.2", prompt: "one two three four five six" },
+    { source: "jobs" },
+  );
+  await stack.fake.nextArrival();
+  const ids = [first.id];
+  for (let i = 0; i < 20; i++) {
+    const model = i % 3 === 0 ? "qwen3" : "llama3.2";
+    ids.push((await stack.jobs.submit("generate", { model, prompt: `job ${i}` }, { source: "jobs" })).job.id);
+  }
+  for (const id of ids)
+    for await (const event of stack.jobs.watch(id)) if (event.type === "ended") expect(event.job.state).toBe("done");
+
+  const log = [...stack.fake.seen].sort((a, b) => a.arrivedMs - b.arrivedMs);
+  expect(log).toHaveLength(ids.length);
+  expect(stack.fake.maxInFlight).toBe(1);
+  // The serving log's intervals are disjoint: each request arrives only after the one before was served in full.
+  for (let i = 1; i < log.length; i++) expect(log[i]!.arrivedMs).toBeGreaterThanOrEqual(log[i - 1]!.servedMs!);
+  // And it arrives before the job before it is recorded done: its bookkeeping happens while the GPU works.
+  const rows = ids.map((id) => stack!.store.getJob(id)!).sort((a, b) => a.startedAt! - b.startedAt! || (a.id < b.id ? -1 : 1));
+  for (let i = 1; i < rows.length; i++) expect(rows[i]!.startedAt!).toBeLessThanOrEqual(rows[i - 1]!.finishedAt!);
+});
+
+test("a job claimed at the last answer's final record and canceled before that body ends is never sent to Ollama", async () => {
+  // The body's end trails its final record by 300 ms: the next job is claimed in between.
+  stack = await startInProcess({ fake: { finalDelayMs: 300 } });
+  const prompt = (p: string) => ({ model: "llama3.2", prompt: p });
+  const first = (await stack.jobs.submit("generate", prompt("first"), { source: "jobs" })).job;
+  await stack.fake.nextArrival();
+  const canceled = (await stack.jobs.submit("generate", prompt("canceled"), { source: "jobs" })).job;
+  const last = (await stack.jobs.submit("generate", prompt("last"), { source: "jobs" })).job;
+  await until(() => stack!.store.getJob(canceled.id)!.state === "loading", 5000, "the claim at the final record");
+  expect(stack.fake.seen).toHaveLength(1);
+  expect(stack.jobs.cancel(canceled.id)?.state).toBe("canceled");
+  for await (const event of stack.jobs.watch(last.id)) if (event.type === "ended") expect(event.job.state).toBe("done");
+  expect(stack.fake.seen.map((seen) => seen.body.prompt)).toEqual(["first", "last"]);
+  expect(stack.store.getJob(first.id)!.state).toBe("done");
+  expect(stack.store.getJob(canceled.id)!.state).toBe("canceled");
+  expect(stack.fake.maxInFlight).toBe(1);
 });
