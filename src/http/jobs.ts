@@ -3,7 +3,7 @@ import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
 import { framingFor, splitRecords } from "../adapters/framing";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
-import { JobView } from "../queue/job-view";
+import { type JobListInclude, JobView, toJobSummary } from "../queue/job-view";
 import { JobModel } from "./job-model";
 
 const SSE_HEARTBEAT_MS = 15_000;
@@ -55,17 +55,18 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
       "/jobs",
       ({ query }) => {
         const limit = query.limit ?? 50;
+        const include = new Set(query.include?.split(",").filter(Boolean) as JobListInclude[] | undefined);
         const rows = store.listJobs({
           state: query.state,
           model: query.model,
           type: query.type,
           cursor: query.cursor,
           limit: limit + 1,
+          withBodies: { request: include.has("request"), result: include.has("result") },
         });
         const page = rows.slice(0, limit);
-        const positions = store.queuePositions(page.filter((job) => job.state === "queued").map((job) => job.id));
         return {
-          jobs: page.map((job) => jobs.view(job, positions.get(job.id) ?? null)),
+          jobs: page.map((job) => toJobSummary(jobs.view(job), job, include)),
           next_cursor: rows.length > limit ? page[page.length - 1]!.id : null,
         };
       },
@@ -75,7 +76,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         detail: {
           summary: "List jobs",
           description:
-            "Newest first, filtered by state, model and type; `limit` per page (default 50, at most 500); follow `next_cursor`.",
+            "Newest first, filtered by state, model and type; `limit` per page (default 50, at most 500); follow `next_cursor`. " +
+            "Each job is a summary: no request nor result unless `include` asks for them (`include=request,result`).",
         },
       },
     )

@@ -3,9 +3,10 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import init from "./migrations/001_init.sql" with { type: "text" };
 import openTypes from "./migrations/002_open_types.sql" with { type: "text" };
+import queuedCounts from "./migrations/006_queued_counts.sql" with { type: "text" };
 
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
-const MIGRATIONS: readonly string[] = [init, openTypes];
+const MIGRATIONS: readonly string[] = [init, openTypes, queuedCounts];
 
 /** The database was written by a newer foreman; this one must not touch it. */
 export class NewerSchemaError extends Error {

@@ -67,6 +67,8 @@ export interface JobFilter {
   type?: JobType;
   limit: number;
   cursor?: string;
+  /** Read the request and result columns too; without, they come back as "{}" and null (a page stays small). */
+  withBodies?: { request: boolean; result: boolean };
 }
 
 /** Why a job is canceled when its client goes away (nginx's 499, "client closed request"). */
@@ -93,7 +95,9 @@ export class JobStore {
   readonly #jobByIdempotencyKeyStmt;
   readonly #queuedCountStmt;
   readonly #queuedCountByModelStmt;
-  readonly #queuePositionStmt;
+  readonly #queuedAbovePriorityStmt;
+  readonly #queuedAheadStmt;
+  readonly #queuedBehindStmt;
   readonly #runningJobStmt;
   readonly #topPriorityStmt;
   readonly #nextPriorityBelowStmt;
@@ -123,12 +127,20 @@ export class JobStore {
     );
     this.#jobByIdStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`);
     this.#jobByIdempotencyKeyStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?`);
-    this.#queuedCountStmt = db.query<{ n: number }, []>(`SELECT count(*) AS n FROM jobs WHERE state = 'queued'`);
+    // The counts come from queued_counts (kept by triggers, migration 006): a few rows, whatever the queue's length.
+    this.#queuedCountStmt = db.query<{ n: number }, []>(`SELECT coalesce(sum(n), 0) AS n FROM queued_counts`);
     this.#queuedCountByModelStmt = db.query<{ model: string; n: number }, []>(
-      `SELECT model, count(*) AS n FROM jobs WHERE state = 'queued' GROUP BY model ORDER BY model`,
+      `SELECT model, sum(n) AS n FROM queued_counts GROUP BY model ORDER BY model`,
     );
-    this.#queuePositionStmt = db.query<{ n: number }, [number, number, string]>(
-      `SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND (priority > ?1 OR (priority = ?2 AND id < ?3))`,
+    this.#queuedAbovePriorityStmt = db.query<{ above: number; at: number }, [number]>(
+      `SELECT coalesce(sum(CASE WHEN priority > ?1 THEN n END), 0) AS above,
+         coalesce(sum(CASE WHEN priority = ?1 THEN n END), 0) AS at FROM queued_counts`,
+    );
+    this.#queuedAheadStmt = db.query<{ n: number }, [number, string, number]>(
+      `SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND priority = ?1 AND id < ?2 LIMIT ?3)`,
+    );
+    this.#queuedBehindStmt = db.query<{ n: number }, [number, string, number]>(
+      `SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND priority = ?1 AND id > ?2 LIMIT ?3)`,
     );
     this.#runningJobStmt = db.query<JobRow, []>(
       `SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('loading', 'working') ORDER BY started_at LIMIT 1`,
@@ -224,28 +236,29 @@ export class JobStore {
     if (filter.type) (where.push("type = ?"), params.push(filter.type));
     if (filter.cursor) (where.push("id < ?"), params.push(filter.cursor));
     params.push(filter.limit);
-    // Eight filter combinations at most; bun:sqlite caches each prepared query by its text.
-    const sql = `SELECT ${JOB_COLUMNS} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
+    // 32 filter and column combinations at most; bun:sqlite caches each prepared query by its text.
+    let columns = JOB_COLUMNS;
+    if (filter.withBodies && !filter.withBodies.request) columns = columns.replace(", request,", ", '{}' AS request,");
+    if (filter.withBodies && !filter.withBodies.result) columns = columns.replace(", result,", ", NULL AS result,");
+    const sql = `SELECT ${columns} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
     return this.#db.query<JobRow, (string | number)[]>(sql).all(...params);
   }
 
-  /** 1 for the job that runs next by priority and age; null when the job is not queued. */
+  /**
+   * 1 for the job that runs next by priority and age; null when the job is not queued. Exact, at a cost
+   * of O(min(jobs ahead, jobs behind) at its priority): higher priorities come from queued_counts, and
+   * the jobs of its own priority are counted from whichever end is nearer (the bound doubles until one
+   * side ends), so the newest job, the one a client usually looks at, costs a few index steps.
+   */
   queuePosition(job: JobRow): number | null {
     if (job.state !== "queued") return null;
-    return this.#queuePositionStmt.get(job.priority, job.priority, job.id)!.n + 1;
-  }
-
-  /** Queue positions of several queued jobs in one pass (a list page), by id. */
-  queuePositions(ids: string[]): Map<string, number> {
-    if (ids.length === 0) return new Map();
-    const rows = this.#db
-      .query<{ id: string; position: number }, string[]>(
-        `SELECT id, position FROM (
-           SELECT id, row_number() OVER (ORDER BY priority DESC, id) AS position FROM jobs WHERE state = 'queued'
-         ) WHERE id IN (${ids.map(() => "?").join(", ")})`,
-      )
-      .all(...ids);
-    return new Map(rows.map((row) => [row.id, row.position]));
+    const { above, at } = this.#queuedAbovePriorityStmt.get(job.priority)!;
+    for (let bound = 256; ; bound *= 4) {
+      const ahead = this.#queuedAheadStmt.get(job.priority, job.id, bound)!.n;
+      if (ahead < bound) return above + ahead + 1;
+      const behind = this.#queuedBehindStmt.get(job.priority, job.id, bound)!.n;
+      if (behind < bound) return above + Math.max(0, at - 1 - behind) + 1;
+    }
   }
 
   queuedCount(): number {

@@ -14,13 +14,26 @@ export type WorkerSettings = Pick<
   | "jobTimeoutMs"
   | "stallTimeoutMs"
   | "logLevel"
+  | "maxResultBytes"
 >;
 
 /** Picks the worker's settings out of the configuration: only these cross to the worker thread. */
 export function workerSettings(config: Config): WorkerSettings {
   const { dbPath, durability, ollamaUrl, ollamaToken, schedule, maxWaitMs, jobTtlMs, jobTimeoutMs, stallTimeoutMs, logLevel } =
     config;
-  return { dbPath, durability, ollamaUrl, ollamaToken, schedule, maxWaitMs, jobTtlMs, jobTimeoutMs, stallTimeoutMs, logLevel };
+  return {
+    dbPath,
+    durability,
+    ollamaUrl,
+    ollamaToken,
+    schedule,
+    maxWaitMs,
+    jobTtlMs,
+    jobTimeoutMs,
+    stallTimeoutMs,
+    logLevel,
+    maxResultBytes: config.maxResultBytes,
+  };
 }
 
 /** HTTP thread → worker. Messages wake, inform and cancel; the database says what is true. */

@@ -43,7 +43,7 @@ describe("the database", () => {
     expect(db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()!.journal_mode).toBe("wal");
     expect(db.query<{ foreign_keys: number }, []>("PRAGMA foreign_keys").get()!.foreign_keys).toBe(1);
     expect(db.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(1);
-    expect(db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version).toBe(2);
+    expect(db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version).toBe(3);
     add("a", T0);
     const again = openDatabase(join(dir.path, "nested", "folder", "q.db"), { durability: "full" });
     expect(again.query<{ synchronous: number }, []>("PRAGMA synchronous").get()!.synchronous).toBe(2);
