@@ -5,6 +5,7 @@ import { dirname, resolve } from "node:path";
 import { createApp } from "./app";
 import { type Config, isLoopback } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
+import { readChunkedBody, rejectDeclaredLength } from "./http/body-limit";
 import { rejectMalformedTarget } from "./http/request-target";
 import { JobService } from "./job-service";
 import { CorsPolicy } from "./http/cors";
@@ -75,17 +76,17 @@ export async function startServer(config: Config): Promise<RunningServer> {
     fetch(request, server) {
       const malformed = rejectMalformedTarget(request);
       if (malformed) return malformed;
-      const length = Number(request.headers.get("content-length") ?? 0);
-      if (length > config.maxBodyBytes) {
-        return errorResponse(
-          apiForPath(new URL(request.url).pathname),
-          413,
-          `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`,
-        );
-      }
       // A client may wait minutes in the queue or behind a model load without a byte on the wire:
       // no idle timeout may cut it (Bun's default is 10 s).
       server.timeout(request, 0);
+      const tooLarge = rejectDeclaredLength(request, config.maxBodyBytes);
+      if (tooLarge) return tooLarge;
+      // Model blobs are gigabytes, streamed on to Ollama as they arrive: they are not read here.
+      if (request.body && !request.headers.has("content-length") && !request.url.includes("/api/blobs/")) {
+        return readChunkedBody(request, config.maxBodyBytes).then((read) =>
+          read instanceof Response ? read : cors.apply(read, app.handle),
+        );
+      }
       return cors.apply(request, app.handle);
     },
   });
@@ -127,9 +128,9 @@ function listen(config: Config): Server<undefined> {
     return Bun.serve({
       hostname: config.listen.hostname,
       port: config.listen.port,
-      // Bun answers an empty 413 past this; it is a backstop for bodies sent without a content-length.
-      // Every other oversized body gets the JSON 413 of the app's fetch.
-      maxRequestBodySize: config.maxBodyBytes * 2,
+      // Bun would answer an empty 413 past this, before the app could say why in the API's shape: the
+      // limit is the app's (FOREMAN_MAX_BODY, src/http/body-limit.ts), and model blobs have none.
+      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
       idleTimeout: 30,
       fetch: (request) =>
         errorResponse(apiForPath(new URL(request.url).pathname), 503, "foreman is starting", { "retry-after": "1" }),
