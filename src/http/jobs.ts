@@ -7,6 +7,7 @@ import { type JobListInclude, JobView, toJobSummary } from "../queue/job-view";
 import { JobModel } from "./job-model";
 
 const SSE_HEARTBEAT_MS = 15_000;
+const SSE_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-cache" };
 
 /**
  * The job API: submit batch work without holding a connection, watch it, cancel it, fetch what it
@@ -110,8 +111,10 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/jobs/:id/events",
-      ({ params }) => {
+      ({ params, request }) => {
         findJob(params.id);
+        // HEAD (answered for every GET route) sends no body: a watch opened for it would never be read nor closed.
+        if (request.method === "HEAD") return new Response(null, { headers: SSE_HEADERS });
         return jobEvents(jobs, params.id);
       },
       {
@@ -244,5 +247,5 @@ function jobEvents(jobs: JobService, jobId: string): Response {
     },
     cancel: stop,
   });
-  return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
+  return new Response(body, { headers: SSE_HEADERS });
 }
