@@ -87,7 +87,12 @@ export class JobService {
 
   /** Watches one job: its state, streamed records and end (see {@link watchJob}). */
   watch(id: string) {
-    return watchJob(this.link, (jobId) => this.store.getJob(jobId), id);
+    return watchJob(
+      this.link,
+      (jobId) => this.store.getJob(jobId),
+      id,
+      (jobId) => this.store.getJobHead(jobId),
+    );
   }
 
   /** Answers a client that waits on its job, in the job's API format (see {@link respondToClient}). */
@@ -102,7 +107,7 @@ export class JobService {
    */
   releaseWaitingClients(queuedOnly: boolean): void {
     for (const id of [...this.clients]) {
-      if (queuedOnly && this.store.getJob(id)?.state !== "queued") continue;
+      if (queuedOnly && this.store.getJobHead(id)?.state !== "queued") continue;
       this.cancel(id, SHUTTING_DOWN);
     }
   }

@@ -80,6 +80,12 @@ const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, st
   webhook_url AS webhookUrl, webhook_secret AS webhookSecret`;
 
 /**
+ * The columns a state change returns: the request and the result (megabytes, possibly) come back as ""
+ * and null, because no caller of a state change reads them; getJob does.
+ */
+const HEAD_COLUMNS = JOB_COLUMNS.replace(", request,", ", '' AS request,").replace(", result,", ", NULL AS result,");
+
+/**
  * The durable queue: every statement prepared once, every state change one transaction.
  * Both threads build one over their own connection.
  */
@@ -92,6 +98,7 @@ export class JobStore {
 
   readonly #insertJobStmt;
   readonly #jobByIdStmt;
+  readonly #jobHeadByIdStmt;
   readonly #jobByIdempotencyKeyStmt;
   readonly #queuedCountStmt;
   readonly #queuedCountByModelStmt;
@@ -123,10 +130,11 @@ export class JobStore {
          created_at, idempotency_key, webhook_url, webhook_secret)
        VALUES ($id, $type, $model, $modelKey, $request, $source, 'queued', $priority, 0, $maxAttempts, $now,
          $now, $idempotencyKey, $webhookUrl, $webhookSecret)
-       RETURNING ${JOB_COLUMNS}`,
+       RETURNING ${HEAD_COLUMNS}`,
     );
     this.#jobByIdStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`);
-    this.#jobByIdempotencyKeyStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?`);
+    this.#jobHeadByIdStmt = db.query<JobRow, [string]>(`SELECT ${HEAD_COLUMNS} FROM jobs WHERE id = ?`);
+    this.#jobByIdempotencyKeyStmt = db.query<JobRow, [string]>(`SELECT ${HEAD_COLUMNS} FROM jobs WHERE idempotency_key = ?`);
     // The counts come from queued_counts (kept by triggers, migration 006): a few rows, whatever the queue's length.
     this.#queuedCountStmt = db.query<{ n: number }, []>(`SELECT coalesce(sum(n), 0) AS n FROM queued_counts`);
     this.#queuedCountByModelStmt = db.query<{ model: string; n: number }, []>(
@@ -143,7 +151,7 @@ export class JobStore {
       `SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND priority = ?1 AND id > ?2 LIMIT ?3)`,
     );
     this.#runningJobStmt = db.query<JobRow, []>(
-      `SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('loading', 'working') ORDER BY started_at LIMIT 1`,
+      `SELECT ${HEAD_COLUMNS} FROM jobs WHERE state IN ('loading', 'working') ORDER BY started_at LIMIT 1`,
     );
     // The claim is a handful of index seeks rather than one ORDER BY over expressions, which SQLite
     // could only answer by sorting every queued row: these stay sub-millisecond at 100k queued rows.
@@ -167,25 +175,25 @@ export class JobStore {
        WHERE id = ?2 AND state = 'queued' RETURNING ${JOB_COLUMNS}`,
     );
     this.#markWorkingStmt = db.query<JobRow, [string]>(
-      `UPDATE jobs SET state = 'working' WHERE id = ? AND state = 'loading' RETURNING ${JOB_COLUMNS}`,
+      `UPDATE jobs SET state = 'working' WHERE id = ? AND state = 'loading' RETURNING ${HEAD_COLUMNS}`,
     );
     this.#markDoneStmt = db.query<JobRow, [number, string, string]>(
       `UPDATE jobs SET state = 'done', finished_at = ?1, result = ?2, error = NULL, error_status = NULL
-       WHERE id = ?3 AND state IN ('loading', 'working') RETURNING ${JOB_COLUMNS}`,
+       WHERE id = ?3 AND state IN ('loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
     this.#markFailedStmt = db.query<JobRow, [number, string, number | null, string]>(
       `UPDATE jobs SET state = 'failed', finished_at = ?1, error = ?2, error_status = ?3
-       WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${JOB_COLUMNS}`,
+       WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
     this.#requeueStmt = db.query<JobRow, [number, string | null, number | null, number, string]>(
       `UPDATE jobs SET state = 'queued', run_after = ?1, error = ?2, error_status = ?3, attempts = max(0, attempts - ?4)
-       WHERE id = ?5 AND state IN ('loading', 'working') RETURNING ${JOB_COLUMNS}`,
+       WHERE id = ?5 AND state IN ('loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
     this.#markCanceledStmt = db.query<JobRow, [number, string, number, string]>(
       `UPDATE jobs SET state = 'canceled', finished_at = ?1, error = ?2, error_status = ?3
-       WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${JOB_COLUMNS}`,
+       WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
-    this.#interruptedJobsStmt = db.query<JobRow, []>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('loading', 'working')`);
+    this.#interruptedJobsStmt = db.query<JobRow, []>(`SELECT ${HEAD_COLUMNS} FROM jobs WHERE state IN ('loading', 'working')`);
     this.#nextRunAfterStmt = db.query<{ t: number | null }, []>(`SELECT min(run_after) AS t FROM jobs WHERE state = 'queued'`);
     this.#pruneStmt = db.query<null, [number]>(
       `DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') AND finished_at < ?`,
@@ -225,6 +233,11 @@ export class JobStore {
 
   getJob(id: string): JobRow | null {
     return this.#jobByIdStmt.get(id);
+  }
+
+  /** The job without its request and result ("" and null): its state and facts, cheap however big the bodies. */
+  getJobHead(id: string): JobRow | null {
+    return this.#jobHeadByIdStmt.get(id);
   }
 
   /** Jobs newest first, `limit` of them after `cursor`. */
