@@ -11,6 +11,8 @@ const CASES = Number(process.env.FUZZ_CASES ?? 100_000);
 const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
 const ROOT = join(import.meta.dir, "..");
 const MAX_BODY = String(16 * 1024 * 1024);
+/** FUZZ_TARGETS: "process", "binary" or both (default). */
+const TARGETS = (process.env.FUZZ_TARGETS ?? "process,binary").split(",");
 let failed = false;
 
 async function settle(url: string) {
@@ -52,7 +54,7 @@ async function run(name: string, url: string, dbPath: string, seed: number, fake
 }
 
 console.log(`# foreman fuzz: ${CASES} cases per target, seed ${SEED} (FUZZ_SEED to replay)\n`);
-{
+if (TARGETS.includes("process")) {
   const stack = await startStack({ env: { FOREMAN_MAX_BODY: MAX_BODY, FOREMAN_LOG_LEVEL: "error" } });
   try {
     await run("in process", stack.foreman.url, stack.dbPath, SEED, stack.fake);
@@ -60,7 +62,7 @@ console.log(`# foreman fuzz: ${CASES} cases per target, seed ${SEED} (FUZZ_SEED 
     await stack.stop();
   }
 }
-{
+if (TARGETS.includes("binary")) {
   const binary = join(ROOT, "dist", "foreman");
   if (!existsSync(binary)) Bun.spawnSync(["bun", "run", "build"], { cwd: ROOT, stdout: "inherit", stderr: "inherit" });
   const fake = new FakeOllama().start();

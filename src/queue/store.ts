@@ -385,7 +385,10 @@ export class JobStore {
 
   /** Deletes jobs that ended before `before` (their artifacts and deliveries go with them). */
   pruneFinishedJobs(before: number): number {
-    return this.#pruneStmt.run(before).changes;
+    const pruned = this.#pruneStmt.run(before).changes;
+    // The freed pages go back to the file system (auto_vacuum is INCREMENTAL, see db.ts).
+    if (pruned > 0) this.#db.run("PRAGMA incremental_vacuum");
+    return pruned;
   }
 
   /** What every job's end records with it, inside the same transaction: its artifacts and its webhook. */

@@ -360,8 +360,10 @@ export async function fuzz(
     if (cases % 1000 === 0) onProgress?.(cases);
     ledger.record(c, outcome);
     const wrong = violation(c, outcome);
-    if (wrong && violations.length < 50)
-      violations.push(`${c.method} ${c.path}${c.query} (${c.body?.length ?? 0} bytes): ${wrong}`);
+    if (wrong && violations.length < 50) {
+      const body = c.body ? new TextDecoder().decode(c.body.subarray(0, 300)) : "";
+      violations.push(`${c.method} ${c.path}${c.query} ${JSON.stringify(c.headers)} body ${JSON.stringify(body)}: ${wrong}`);
+    }
   };
   if (big) for (const c of bigCases(routes)) await check(c);
   await fc.assert(
