@@ -22,7 +22,7 @@ afterAll(() => {
 });
 
 type Op =
-  | { op: "enqueue"; model: string; priority: number }
+  | { op: "enqueue"; model: string; priority: number; later: number }
   | { op: "claim" }
   | { op: "finish" | "fail" | "requeue"; pick: number }
   | { op: "cancel"; pick: number }
@@ -35,6 +35,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       op: fc.constant("enqueue" as const),
       model: fc.constantFrom("a", "b", "c"),
       priority: fc.integer({ min: -2, max: 2 }),
+      // Up to 100 ms later than the last: ids spread over several 32 ms slots (queued_slots).
+      later: fc.integer({ min: 0, max: 100 }),
     }),
   },
   { weight: 2, arbitrary: fc.record({ op: fc.constant("claim" as const) }) },
@@ -45,6 +47,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ op: fc.constant("cancel" as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant("prune" as const) }) },
 );
+
+let clock = Date.now();
 
 function apply(op: Op): void {
   const all = db.query<{ id: string; state: string }, []>("SELECT id, state FROM jobs ORDER BY id").all();
@@ -62,10 +66,11 @@ function apply(op: Op): void {
           maxAttempts: 3,
         },
         1e9,
+        (clock += op.later),
       );
       return;
     case "claim":
-      store.claimNextJob({ schedule: "drain", residentKeys: ["b"], maxWaitMs: 60_000 });
+      store.claimNextJob({ schedule: "drain", residentKeys: ["b"], maxWaitMs: 60_000 }, clock);
       return;
     case "finish":
     case "fail":
@@ -74,7 +79,7 @@ function apply(op: Op): void {
       if (!job) return;
       if (op.op === "finish") store.finishJob(job.id, "{}", []);
       else if (op.op === "fail") store.failJob(job.id, "boom", 500);
-      else store.requeueJob(job.id, Date.now(), "again", 503);
+      else store.requeueJob(job.id, clock, "again", 503);
       return;
     }
     case "cancel": {
@@ -83,7 +88,7 @@ function apply(op: Op): void {
       return;
     }
     case "prune":
-      store.pruneFinishedJobs(Date.now() + 1);
+      store.pruneFinishedJobs(Number.MAX_SAFE_INTEGER);
       return;
   }
 }
