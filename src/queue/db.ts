@@ -4,6 +4,7 @@ import { dirname } from "node:path";
 import init from "./migrations/001_init.sql" with { type: "text" };
 import openTypes from "./migrations/002_open_types.sql" with { type: "text" };
 import queuedCounts from "./migrations/006_queued_counts.sql" with { type: "text" };
+import { spinForWriteLock } from "./write-lock";
 
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
 const MIGRATIONS: readonly string[] = [init, openTypes, queuedCounts];
@@ -49,6 +50,7 @@ export function openDatabase(path: string, options: OpenDatabaseOptions = {}): D
   // A checkpoint that empties the WAL truncates it back to this size: a burst does not leave it large.
   db.run(`PRAGMA journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
   useIncrementalVacuum(db);
+  spinForWriteLock(db);
   migrate(db);
   db.run("PRAGMA foreign_keys = ON");
   return db;

@@ -204,30 +204,49 @@ export class JobStore {
    * With an idempotency key that is already known, returns that job and `created: false` instead.
    */
   enqueue(job: NewJob, maxQueue: number, now = Date.now()): { job: JobRow; created: boolean } {
+    return this.#db.transaction(() => this.#enqueueTx(job, maxQueue, now)).immediate();
+  }
+
+  /**
+   * Several {@link enqueue}s in one transaction (a group commit: one lock, one commit for all the
+   * requests that arrived together). Each gets its own outcome: its job, or the error it alone met.
+   */
+  enqueueMany(jobs: readonly NewJob[], maxQueue: number, now = Date.now()): Array<{ job: JobRow; created: boolean } | Error> {
     return this.#db
-      .transaction(() => {
-        if (job.idempotencyKey !== undefined) {
-          const existing = this.#jobByIdempotencyKeyStmt.get(job.idempotencyKey);
-          if (existing) return { job: existing, created: false };
-        }
-        if (this.#queuedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
-        const row = this.#insertJobStmt.get({
-          id: ulid(now),
-          type: job.type,
-          model: job.model,
-          modelKey: job.modelKey,
-          request: job.request,
-          source: job.source,
-          priority: job.priority ?? 0,
-          maxAttempts: job.maxAttempts,
-          now,
-          idempotencyKey: job.idempotencyKey ?? null,
-          webhookUrl: job.webhook?.url ?? null,
-          webhookSecret: job.webhook?.secret ?? null,
-        })!;
-        return { job: row, created: true };
-      })
+      .transaction(() =>
+        jobs.map((job) => {
+          try {
+            return this.#enqueueTx(job, maxQueue, now);
+          } catch (error) {
+            if (error instanceof QueueFullError) return error;
+            throw error;
+          }
+        }),
+      )
       .immediate();
+  }
+
+  #enqueueTx(job: NewJob, maxQueue: number, now: number): { job: JobRow; created: boolean } {
+    if (job.idempotencyKey !== undefined) {
+      const existing = this.#jobByIdempotencyKeyStmt.get(job.idempotencyKey);
+      if (existing) return { job: existing, created: false };
+    }
+    if (this.#queuedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
+    const row = this.#insertJobStmt.get({
+      id: ulid(now),
+      type: job.type,
+      model: job.model,
+      modelKey: job.modelKey,
+      request: job.request,
+      source: job.source,
+      priority: job.priority ?? 0,
+      maxAttempts: job.maxAttempts,
+      now,
+      idempotencyKey: job.idempotencyKey ?? null,
+      webhookUrl: job.webhook?.url ?? null,
+      webhookSecret: job.webhook?.secret ?? null,
+    })!;
+    return { job: row, created: true };
   }
 
   getJob(id: string): JobRow | null {
