@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { FakeOllama } from "../test/fake-ollama";
 import { foremanEnv, freePort, tempDir } from "../test/harness";
-import { median, quantile, table } from "./stats";
+import { median, quantile, table, targets } from "./stats";
 
 const ROOT = join(import.meta.dir, "..");
 const POSTS = 5_000;
@@ -120,6 +120,7 @@ export async function benchEnqueue(): Promise<string> {
     await Bun.sleep(1000);
     const idleRss = rssMb(child.pid);
     const rows: (string | number)[][] = [];
+    const rates: number[] = [];
     for (const depth of ["empty", "deep"] as const) {
       const deepIds = depth === "deep" ? prefill(env.FOREMAN_DB!, DEEP) : [];
       const queued = ((await (await fetch(`${url}/queue`)).json()) as { depth: number }).depth;
@@ -140,6 +141,38 @@ export async function benchEnqueue(): Promise<string> {
               Array.from({ length: 20 }, (_, i) => `/jobs/${deepIds[DEEP / 2 + i * 100]}`),
             )
           : undefined;
+      rates.push(posts.rate);
+      const rss = rssMb(child.pid);
+      if (depth === "deep") {
+        const worstView = Math.max(view.p50, middle!.p50);
+        targets.push(
+          {
+            target: "POST /jobs at concurrency 50, empty queue",
+            figure: `${Math.round(rates[0]!)}/s`,
+            goal: "≥ 5,000/s",
+            met: rates[0]! >= 5000,
+          },
+          {
+            target: "POST /jobs, 100,000 queued vs empty",
+            figure: `${Math.round((posts.rate / rates[0]!) * 100)}%`,
+            goal: "within 20%",
+            met: posts.rate >= rates[0]! * 0.8,
+          },
+          {
+            target: "GET /queue p50 at 100,000 queued",
+            figure: `${queue.p50.toFixed(2)} ms`,
+            goal: "≤ 2 ms",
+            met: queue.p50 <= 2,
+          },
+          {
+            target: "job view p50 at 100,000 queued (worst of back, middle)",
+            figure: `${worstView.toFixed(2)} ms`,
+            goal: "≤ 2 ms",
+            met: worstView <= 2,
+          },
+          { target: "RSS with 100,000 queued", figure: `${rss.toFixed(0)} MB`, goal: "≤ 150 MB", met: rss <= 150 },
+        );
+      }
       rows.push([
         depth === "empty" ? "empty queue" : `${queued.toLocaleString("en-US")} queued`,
         Math.round(posts.rate).toLocaleString("en-US"),
@@ -149,9 +182,14 @@ export async function benchEnqueue(): Promise<string> {
         view.p50.toFixed(2),
         view.p99.toFixed(2),
         middle ? middle.p50.toFixed(2) : "",
-        rssMb(child.pid).toFixed(0),
+        rss.toFixed(0),
       ]);
     }
+    const start = median(starts);
+    targets.push(
+      { target: "RSS idle", figure: `${idleRss.toFixed(0)} MB`, goal: "≤ 60 MB", met: idleRss <= 60 },
+      { target: "start to healthy", figure: `${start.toFixed(0)} ms`, goal: "≤ 150 ms", met: start <= 150 },
+    );
     return [
       `### Job API at depth: ${POSTS.toLocaleString("en-US")} POST /jobs at concurrency ${CONCURRENCY} (the worker runs them meanwhile), GET /queue and a job view (sequential, 300 each)`,
       "",
