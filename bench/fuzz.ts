@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { FakeOllama } from "../test/fake-ollama";
 import { foremanEnv, spawnForeman, startStack, tempDir } from "../test/harness";
 import { auditDatabase, fuzz } from "../test/fuzz/engine";
+import { machineInfo, updateReport } from "./report";
 
 const CASES = Number(process.env.FUZZ_CASES ?? 100_000);
 const SEED = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
@@ -14,6 +15,9 @@ const MAX_BODY = String(16 * 1024 * 1024);
 /** FUZZ_TARGETS: "process", "binary" or both (default). */
 const TARGETS = (process.env.FUZZ_TARGETS ?? "process,binary").split(",");
 let failed = false;
+const report: string[] = [];
+/** Prints a line and keeps it for docs/benchmarks.md. */
+const say = (line: string) => (console.log(line), report.push(line));
 
 async function settle(url: string) {
   for (let i = 0; i < 2400; i++) {
@@ -45,15 +49,21 @@ async function run(name: string, url: string, dbPath: string, seed: number, fake
     audit.integrity === "ok" &&
     audit.countsMatch;
   failed ||= !ok;
-  console.log(`## ${name}: ${ok ? "ok" : "FAILED"} (seed ${seed}, ${result.cases} cases in ${seconds.toFixed(0)} s)`);
-  console.log(`statuses: ${JSON.stringify(result.statuses)}; jobs accepted: ${result.ledger.ids.size}`);
-  console.log(
+  say(`### ${name}: ${ok ? "ok" : "FAILED"} (seed ${seed}, ${result.cases} cases in ${seconds.toFixed(0)} s)`);
+  say("");
+  say(`statuses: \`${JSON.stringify(result.statuses)}\`; jobs accepted: ${result.ledger.ids.size}`);
+  say("");
+  say(
     `audit: ${audit.unannounced.length} jobs nobody was told of, ${audit.missing.length} announced but missing, integrity ${audit.integrity}, counts ${audit.countsMatch ? "match" : "DIFFER"}`,
   );
-  for (const v of result.violations) console.log(`  violation: ${v}`);
+  say("");
+  for (const v of result.violations) say(`- violation: ${v}`);
 }
 
-console.log(`# foreman fuzz: ${CASES} cases per target, seed ${SEED} (FUZZ_SEED to replay)\n`);
+say(`## bun run fuzz: ${CASES} cases per target, seed ${SEED} (FUZZ_SEED to replay)`);
+say("");
+say(machineInfo());
+say("");
 if (TARGETS.includes("process")) {
   const stack = await startStack({ env: { FOREMAN_MAX_BODY: MAX_BODY, FOREMAN_LOG_LEVEL: "error" } });
   try {
@@ -73,7 +83,7 @@ if (TARGETS.includes("binary")) {
   try {
     await run("compiled binary", foreman.url, join(dir.path, "foreman.db"), SEED + 1, fake);
     const alive = foreman.process.exitCode === null && (await fetch(`${foreman.url}/healthz`)).ok;
-    if (!alive) ((failed = true), console.log("the binary is no longer up"));
+    if (!alive) ((failed = true), say("the binary is no longer up"));
   } finally {
     foreman.process.kill("SIGTERM");
     await foreman.process.exited;
@@ -81,4 +91,5 @@ if (TARGETS.includes("binary")) {
     dir.cleanup();
   }
 }
+updateReport("fuzz", report.join("\n"));
 process.exit(failed ? 1 : 0);

@@ -2,13 +2,12 @@
 // (the target called directly; an empty queue), then issue #11's targets side by side. Writes the whole
 // report, with the machine it ran on, to docs/benchmarks.md. `bun run bench <section>` runs one section
 // and writes nothing.
-import { cpus, freemem, totalmem } from "node:os";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { benchClaim } from "./claim";
 import { benchEnqueue } from "./enqueue";
 import { benchOverhead } from "./overhead";
 import { benchSchedule } from "./schedule";
+import { machineInfo, updateReport } from "./report";
 import { table, targets } from "./stats";
 
 const ROOT = join(import.meta.dir, "..");
@@ -25,23 +24,8 @@ const build = Bun.spawnSync(["bun", "run", "build"], { cwd: ROOT, stdout: "pipe"
 if (build.exitCode !== 0) throw new Error(`bun run build failed:\n${build.stderr.toString()}`);
 process.env.FOREMAN_BIN = join(ROOT, "dist", "foreman");
 
-function machine(): string {
-  const release = existsSync("/etc/os-release")
-    ? /PRETTY_NAME="([^"]+)"/.exec(readFileSync("/etc/os-release", "utf8"))?.[1]
-    : undefined;
-  const os = `${process.platform} ${release ?? ""}`.trim();
-  const gb = (bytes: number) => `${(bytes / 1024 ** 3).toFixed(1)} GB`;
-  const load = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
-  return [
-    `- OS: ${os}`,
-    `- CPU: ${cpus()[0]?.model ?? "unknown"}, ${navigator.hardwareConcurrency} cores`,
-    `- memory: ${gb(totalmem())} (${gb(freemem())} free at start)`,
-    `- Bun ${Bun.version}; load average at start ${load}`,
-  ].join("\n");
-}
-
 const started = performance.now();
-const out: string[] = [`# foreman benchmarks`, "", `Run ${new Date().toISOString()} by \`bun run bench\` on:`, "", machine(), ""];
+const out: string[] = ["## bun run bench", "", `Run ${new Date().toISOString()} on:`, "", machineInfo(), ""];
 console.log(out.join("\n"));
 for (const [name, run] of sections) {
   if (only && only !== name) continue;
@@ -62,8 +46,6 @@ const summary = [
 console.log(summary.join("\n"));
 if (!only) {
   out.push(...summary, "");
-  writeFileSync(join(ROOT, "docs", "benchmarks.md"), out.join("\n"));
-  // The repository's formatting check covers Markdown too.
-  Bun.spawnSync(["bunx", "prettier", "--write", "docs/benchmarks.md"], { cwd: ROOT, stdout: "ignore" });
+  updateReport("bench", out.join("\n"));
   console.log("\nwritten to docs/benchmarks.md");
 }

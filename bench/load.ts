@@ -9,6 +9,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { FakeOllama } from "../test/fake-ollama";
+import { machineInfo, updateReport } from "./report";
 import { foremanEnv, spawnForeman, tempDir } from "../test/harness";
 import { median, quantile, table } from "./stats";
 
@@ -144,8 +145,17 @@ async function main() {
       `peak RSS ${Math.max(...samples.map(([, mb]) => mb)).toFixed(0)} MB`,
     );
     const ok = failed.length === 0 && accepted === JOBS;
-    console.log(lines.join("\n"));
-    console.log(ok ? "\nload: ok" : "\nload: FAILED");
+    const text = [
+      `## bun run load${LONG ? " --long" : ""}: ${ok ? "ok" : "FAILED"}`,
+      "",
+      `Run ${new Date().toISOString()} on:`,
+      "",
+      machineInfo(),
+      "",
+      ...lines,
+    ].join("\n");
+    console.log(text);
+    updateReport("load", text);
     return ok;
   } finally {
     clearInterval(sampler);

@@ -6,6 +6,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { FakeOllama } from "../test/fake-ollama";
+import { machineInfo, updateReport } from "./report";
 import { foremanEnv, spawnForeman, tempDir } from "../test/harness";
 import { table } from "./stats";
 
@@ -86,26 +87,31 @@ async function main(): Promise<boolean> {
     const walBounded = maxWal <= 128;
     const shrunk = finalDb <= baselineDb * 2 + 1;
     const every = Math.max(1, Math.ceil(samples.length / 20));
-    console.log(
-      [
-        `### Soak: ${JOBS.toLocaleString("en-US")} jobs (half POST /jobs, half /api/chat), instant fake, ${CONCURRENCY} clients`,
-        "",
-        `${Math.round(JOBS / seconds)} jobs/s end to end; ${failures} failed requests.`,
-        "",
-        table(
-          ["jobs", "s", "RSS MB", "db MB", "wal MB"],
-          samples
-            .filter((_, i) => i % every === 0 || i === samples.length - 1)
-            .map((x) => [x.jobs, x.s.toFixed(0), x.rss.toFixed(0), x.db.toFixed(1), x.wal.toFixed(1)]),
-        ),
-        "",
-        `RSS after warm-up: ${warm.toFixed(0)} MB (second quarter) → ${last.toFixed(0)} MB (last quarter): ${flat ? "flat" : "GROWING"}`,
-        `WAL at most ${maxWal.toFixed(1)} MB: ${walBounded ? "bounded" : "UNBOUNDED"}`,
-        `database: ${baselineDb.toFixed(2)} MB before, ${peakDb.toFixed(1)} MB at most, ${finalDb.toFixed(2)} MB after pruning: ${shrunk ? "back to baseline" : "NOT SHRUNK"}`,
-      ].join("\n"),
-    );
     const ok = flat && walBounded && shrunk && failures === 0;
-    console.log(ok ? "\nsoak: ok" : "\nsoak: FAILED");
+    const text = [
+      `## bun run soak: ${ok ? "ok" : "FAILED"}`,
+      "",
+      `Run ${new Date().toISOString()} on:`,
+      "",
+      machineInfo(),
+      "",
+      `### Soak: ${JOBS.toLocaleString("en-US")} jobs (half POST /jobs, half /api/chat), instant fake, ${CONCURRENCY} clients`,
+      "",
+      `${Math.round(JOBS / seconds)} jobs/s end to end; ${failures} failed requests.`,
+      "",
+      table(
+        ["jobs", "s", "RSS MB", "db MB", "wal MB"],
+        samples
+          .filter((_, i) => i % every === 0 || i === samples.length - 1)
+          .map((x) => [x.jobs, x.s.toFixed(0), x.rss.toFixed(0), x.db.toFixed(1), x.wal.toFixed(1)]),
+      ),
+      "",
+      `RSS after warm-up: ${warm.toFixed(0)} MB (second quarter) → ${last.toFixed(0)} MB (last quarter): ${flat ? "flat" : "GROWING"}`,
+      `WAL at most ${maxWal.toFixed(1)} MB: ${walBounded ? "bounded" : "UNBOUNDED"}`,
+      `database: ${baselineDb.toFixed(2)} MB before, ${peakDb.toFixed(1)} MB at most, ${finalDb.toFixed(2)} MB after pruning: ${shrunk ? "back to baseline" : "NOT SHRUNK"}`,
+    ].join("\n");
+    console.log(text);
+    updateReport("soak", text);
     return ok;
   } finally {
     foreman.process.kill("SIGTERM");
