@@ -79,10 +79,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
       // A client may wait minutes in the queue or behind a model load without a byte on the wire:
       // no idle timeout may cut it (Bun's default is 10 s).
       server.timeout(request, 0);
-      const tooLarge = rejectDeclaredLength(request, config.maxBodyBytes);
+      // Model blobs (`ollama create` from a GGUF) are gigabytes, streamed on to Ollama as they arrive:
+      // neither limited nor read here.
+      const blob = request.url.includes("/api/blobs/");
+      const tooLarge = blob ? undefined : rejectDeclaredLength(request, config.maxBodyBytes);
       if (tooLarge) return tooLarge;
-      // Model blobs are gigabytes, streamed on to Ollama as they arrive: they are not read here.
-      if (request.body && !request.headers.has("content-length") && !request.url.includes("/api/blobs/")) {
+      if (request.body && !blob && !request.headers.has("content-length")) {
         return readChunkedBody(request, config.maxBodyBytes).then((read) =>
           read instanceof Response ? read : cors.apply(read, app.handle),
         );

@@ -46,6 +46,15 @@ describe("FOREMAN_MAX_BODY", () => {
     expect(stack.foreman.jobs.store.listJobs({ limit: 10 })).toEqual([]);
   });
 
+  test("a model blob (ollama create from a GGUF) is not limited: it streams on to Ollama", async () => {
+    stack = await startStack({ env: { FOREMAN_MAX_BODY: String(MAX) } });
+    const data = new Uint8Array(MAX * 3).map((_, i) => i % 251);
+    const digest = `sha256:${new Bun.CryptoHasher("sha256").update(data).digest("hex")}`;
+    const upload = await fetch(`${stack.foreman.url}/api/blobs/${digest}`, { method: "POST", body: data });
+    expect(upload.status).toBe(201);
+    expect(stack.fake.blobs.get(digest)).toBe(data.length);
+  });
+
   test("a chunked body under the limit is served whole", async () => {
     stack = await startStack({ env: { FOREMAN_MAX_BODY: String(MAX) } });
     const text = JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "in two pieces" }], stream: false });
