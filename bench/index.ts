@@ -1,18 +1,53 @@
-// `bun run bench`: every benchmark, each comparing against its baseline in the same run.
+// `bun run bench`: every benchmark against the compiled binary, each beside its baseline in the same run
+// (the target called directly; an empty queue), then issue #11's targets side by side. Writes the whole
+// report, with the machine it ran on, to docs/benchmarks.md. `bun run bench <section>` runs one section
+// and writes nothing.
+import { join } from "node:path";
 import { benchBatch } from "./batch";
 import { benchClaim } from "./claim";
+import { benchEnqueue } from "./enqueue";
 import { benchOverhead } from "./overhead";
 import { benchSchedule } from "./schedule";
+import { machineInfo, updateReport } from "./report";
+import { table, targets } from "./stats";
 
+const ROOT = join(import.meta.dir, "..");
 const only = process.argv[2];
 const sections: Array<[string, () => Promise<string>]> = [
   ["overhead", benchOverhead],
+  ["enqueue", benchEnqueue],
   ["claim", benchClaim],
   ["schedule", benchSchedule],
   ["batch", benchBatch],
 ];
-console.log(`# foreman benchmarks (${new Date().toISOString()}, bun ${Bun.version}, ${navigator.hardwareConcurrency} cores)\n`);
+
+// The process users run: the compiled binary, built from this tree.
+const build = Bun.spawnSync(["bun", "run", "build"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+if (build.exitCode !== 0) throw new Error(`bun run build failed:\n${build.stderr.toString()}`);
+process.env.FOREMAN_BIN = join(ROOT, "dist", "foreman");
+
+const started = performance.now();
+const out: string[] = ["## bun run bench", "", `Run ${new Date().toISOString()} on:`, "", machineInfo(), ""];
+console.log(out.join("\n"));
 for (const [name, run] of sections) {
   if (only && only !== name) continue;
-  console.log(`${await run()}\n`);
+  const text = await run();
+  console.log(`${text}\n`);
+  out.push(text, "");
+}
+const summary = [
+  "### Issue #11's targets",
+  "",
+  table(
+    ["target", "this run", "goal", "met"],
+    targets.map((t) => [t.target, t.figure, t.goal, t.met ? "yes" : "no"]),
+  ),
+  "",
+  `The whole run took ${((performance.now() - started) / 1000).toFixed(0)} s. Figures from a busy machine are noisy; compare runs on a quiet one.`,
+];
+console.log(summary.join("\n"));
+if (!only) {
+  out.push(...summary, "");
+  updateReport("bench", out.join("\n"));
+  console.log("\nwritten to docs/benchmarks.md");
 }

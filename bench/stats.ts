@@ -26,3 +26,14 @@ export function seededRandom(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** One of issue #11's targets as a run measured it: the figure, the goal, and whether it is met. */
+export interface TargetFigure {
+  target: string;
+  figure: string;
+  goal: string;
+  met: boolean;
+}
+
+/** Targets the sections measured in this run, in order; `bun run bench` prints them together at the end. */
+export const targets: TargetFigure[] = [];

@@ -8,6 +8,7 @@ import { batchWebhookPayload } from "./batch/view";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { CorsPolicy } from "./http/cors";
 import { rejectMalformedTarget } from "./http/request-target";
+import { readChunkedBody, rejectDeclaredLength } from "./http/body-limit";
 import { JobService } from "./job-service";
 import { jobEndReporter } from "./job-ended";
 import { ForemanMetrics } from "./metrics";
@@ -41,6 +42,8 @@ export interface Foreman {
   metrics: ForemanMetrics;
   /** OpenAI's Files and Batch APIs over the same database. */
   batches: BatchService;
+  /** The routes the app declares (Elysia's route table), for tests that cover every route. */
+  routes: Array<{ method: string; path: string }>;
   /** Answers one request: the transport checks (request target, body size, CORS), then the app. */
   handle(request: Request): Promise<Response>;
 }
@@ -90,27 +93,43 @@ export function composeForeman(
   const handle = async (request: Request): Promise<Response> => {
     const malformed = rejectMalformedTarget(request);
     if (malformed) return malformed;
-    const length = Number(request.headers.get("content-length") ?? 0);
-    // File uploads have their own limit (FOREMAN_MAX_FILE), checked again as the bytes stream in.
-    const upload = isFileUpload(request);
-    if (length > (upload ? config.maxFileBytes + UPLOAD_OVERHEAD_BYTES : config.maxBodyBytes)) {
-      return errorResponse(
-        apiForPath(new URL(request.url).pathname),
-        413,
-        upload
-          ? `file too large: ${length} bytes sent, the limit is ${config.maxFileBytes} bytes (FOREMAN_MAX_FILE)`
-          : `request body too large: ${length} bytes, the limit is ${config.maxBodyBytes}`,
-      );
+    // Model blobs (`ollama create` from a GGUF) are gigabytes, streamed on to Ollama as they arrive:
+    // neither limited nor read here.
+    if (isPath(request, "/api/blobs/")) return cors.apply(request, app.handle);
+    // File uploads have their own limit (FOREMAN_MAX_FILE), which the route enforces again as the bytes
+    // stream in; they are never read whole here.
+    if (request.method === "POST" && isPath(request, "/v1/files", true)) {
+      const length = Number(request.headers.get("content-length") ?? 0);
+      if (length > config.maxFileBytes + UPLOAD_OVERHEAD_BYTES) {
+        return errorResponse(
+          "openai",
+          413,
+          `file too large: ${length} bytes sent, the limit is ${config.maxFileBytes} bytes (FOREMAN_MAX_FILE)`,
+        );
+      }
+      return cors.apply(request, app.handle);
+    }
+    const tooLarge = rejectDeclaredLength(request, config.maxBodyBytes);
+    if (tooLarge) return tooLarge;
+    if (request.body && !request.headers.has("content-length")) {
+      const read = await readChunkedBody(request, config.maxBodyBytes);
+      return read instanceof Response ? read : cors.apply(read, app.handle);
     }
     return cors.apply(request, app.handle);
   };
-  return { ollama, inventory, jobs, webhooks, metrics, batches, handle };
+  const routes = app.routes.map((route) => ({ method: route.method, path: route.path }));
+  return { ollama, inventory, jobs, webhooks, metrics, batches, routes, handle };
 }
 
 /** Room for a multipart upload's boundaries and headers around a file of FOREMAN_MAX_FILE bytes. */
 export const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
 
-/** POST /v1/files; the URL is parsed only when it could be one, to keep the hot path free of it. */
-function isFileUpload(request: Request): boolean {
-  return request.method === "POST" && request.url.includes("/v1/files") && new URL(request.url).pathname === "/v1/files";
+/**
+ * Whether the request's path is `path` (exactly) or under the `path` prefix. The URL is parsed only when
+ * it could match, to keep the hot path free of it; a match in the query string alone does not count.
+ */
+function isPath(request: Request, path: string, exact = false): boolean {
+  if (!request.url.includes(path)) return false;
+  const pathname = new URL(request.url).pathname;
+  return exact ? pathname === path : pathname.startsWith(path);
 }

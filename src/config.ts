@@ -41,6 +41,8 @@ export interface Config {
   metricsPublic: boolean;
   /** FOREMAN_MAX_BODY: largest request body accepted, in bytes, default 64 MiB. */
   maxBodyBytes: number;
+  /** FOREMAN_MAX_RESULT: largest answer a job may produce and store, in bytes, default 64 MiB; past it the job fails with 413. */
+  maxResultBytes: number;
   /** FOREMAN_SCHEDULE: drain (default; loaded model first, then the cheapest-per-job group), drain-oldest or fifo. */
   schedule: SchedulePolicy;
   /** FOREMAN_MAX_WAIT: a job queued longer than this jumps the drain order, default 2m. */
@@ -193,6 +195,7 @@ export function loadConfig(env: Env = process.env): Config {
     logFormat: oneOf(env, "FOREMAN_LOG_FORMAT", ["json", "text"] as const, defaultLogFormat()),
     metricsPublic: oneOf(env, "FOREMAN_METRICS_PUBLIC", ["true", "false"] as const, "false") === "true",
     maxBodyBytes: integer(env, "FOREMAN_MAX_BODY", 64 * 1024 * 1024, 1),
+    maxResultBytes: integer(env, "FOREMAN_MAX_RESULT", 64 * 1024 * 1024, 1),
     schedule: oneOf(env, "FOREMAN_SCHEDULE", ["drain", "drain-oldest", "fifo"] as const, "drain"),
     maxWaitMs: duration(env, "FOREMAN_MAX_WAIT", "2m"),
     maxQueue: integer(env, "FOREMAN_MAX_QUEUE", 512, 1),

@@ -9,7 +9,7 @@ import type { ModelInventory } from "./ollama/inventory";
 import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
 import { type QueuePlan, estimatedStart, planQueue } from "./queue/start-estimate";
-import { CLIENT_CANCELED, type JobRow, type JobStore } from "./queue/store";
+import { CLIENT_CANCELED, type JobRow, type JobStore, type NewJob } from "./queue/store";
 import type { JobLink } from "./worker/job-events";
 
 /** Priorities accepted from clients: integers in this range (inclusive). */
@@ -58,25 +58,54 @@ export class JobService {
   ): Promise<{ job: JobRow; created: boolean; facts: RequestFacts }> {
     const facts = adapterFor(type).describe(body);
     if (!facts.model || !(await this.inventory.knows(facts.model))) throw new NotFoundError(`model '${facts.model}' not found`);
-    const result = this.store.enqueue(
-      {
-        type,
-        model: facts.model,
-        modelKey: facts.modelKey,
-        request: JSON.stringify(body),
-        source: options.source,
-        priority: options.priority,
-        maxAttempts: this.config.maxAttempts,
-        idempotencyKey: options.idempotencyKey,
-        webhook: options.webhook,
-      },
-      this.config.maxQueue,
-    );
-    if (result.created) {
-      this.link.wake();
-      this.onQueued(result.job);
-    }
+    const result = await this.#enqueue({
+      type,
+      model: facts.model,
+      modelKey: facts.modelKey,
+      request: JSON.stringify(body),
+      source: options.source,
+      priority: options.priority,
+      maxAttempts: this.config.maxAttempts,
+      idempotencyKey: options.idempotencyKey,
+      webhook: options.webhook,
+    });
+    if (result.created) this.onQueued(result.job);
     return { ...result, facts };
+  }
+
+  #pending: Array<{
+    job: NewJob;
+    resolve: (result: { job: JobRow; created: boolean }) => void;
+    reject: (error: unknown) => void;
+  }> = [];
+
+  /**
+   * Queues a job together with every other one submitted in the same turn of the event loop: one
+   * transaction for all (a group commit), one wake for the worker. Under concurrent submissions this
+   * is what keeps the HTTP thread from taking the write lock once per request.
+   */
+  #enqueue(job: NewJob): Promise<{ job: JobRow; created: boolean }> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ job, resolve, reject });
+      if (this.#pending.length === 1) setImmediate(() => this.#flush());
+    });
+  }
+
+  #flush(): void {
+    const batch = this.#pending;
+    this.#pending = [];
+    let outcomes: ReturnType<JobStore["enqueueMany"]>;
+    try {
+      outcomes = this.store.enqueueMany(
+        batch.map((entry) => entry.job),
+        this.config.maxQueue,
+      );
+    } catch (error) {
+      for (const entry of batch) entry.reject(error);
+      return;
+    }
+    if (outcomes.some((outcome) => !(outcome instanceof Error) && outcome.created)) this.link.wake();
+    outcomes.forEach((outcome, i) => (outcome instanceof Error ? batch[i]!.reject(outcome) : batch[i]!.resolve(outcome)));
   }
 
   /**
@@ -93,7 +122,12 @@ export class JobService {
 
   /** Watches one job: its state, streamed records and end (see {@link watchJob}). */
   watch(id: string) {
-    return watchJob(this.link, (jobId) => this.store.getJob(jobId), id);
+    return watchJob(
+      this.link,
+      (jobId) => this.store.getJob(jobId),
+      id,
+      (jobId) => this.store.getJobHead(jobId),
+    );
   }
 
   /** Answers a client that waits on its job, in the job's API format (see {@link respondToClient}). */
@@ -108,7 +142,7 @@ export class JobService {
    */
   releaseWaitingClients(queuedOnly: boolean): void {
     for (const id of [...this.clients]) {
-      if (queuedOnly && this.store.getJob(id)?.state !== "queued") continue;
+      if (queuedOnly && this.store.getJobHead(id)?.state !== "queued") continue;
       this.cancel(id, SHUTTING_DOWN);
     }
   }

@@ -17,6 +17,8 @@ export function watchJob(
   link: Pick<JobLink, "subscribe">,
   readJob: (id: string) => JobRow | null,
   jobId: string,
+  /** Reads the row for its state only (without its bodies, see JobStore.getJobHead); default readJob. */
+  readHead: (id: string) => JobRow | null = readJob,
 ): AsyncIterableIterator<WatchEvent> {
   const pending: JobEvent[] = [];
   let wakeReader: (() => void) | undefined;
@@ -50,7 +52,7 @@ export function watchJob(
       if (finished) return finish();
       if (!started) {
         started = true;
-        const job = readJob(jobId);
+        const job = readHead(jobId);
         if (!job) return finish();
         if (isTerminal(job.state)) return ended();
         return { done: false, value: { type: "state", state: job.state } };

@@ -109,9 +109,9 @@ function listen(config: Config): Server<undefined> {
     return Bun.serve({
       hostname: config.listen.hostname,
       port: config.listen.port,
-      // Bun answers an empty 413 past this; it is a backstop for bodies sent without a content-length.
-      // Every other oversized body gets the JSON 413 of the app's fetch.
-      maxRequestBodySize: Math.max(config.maxBodyBytes, config.maxFileBytes + UPLOAD_OVERHEAD_BYTES) * 2,
+      // Bun would answer an empty 413 past this, before the app could say why in the API's shape: the
+      // limit is the app's (FOREMAN_MAX_BODY, src/http/body-limit.ts), and model blobs have none.
+      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
       idleTimeout: 30,
       fetch: (request) =>
         errorResponse(apiForPath(new URL(request.url).pathname), 503, "foreman is starting", { "retry-after": "1" }),

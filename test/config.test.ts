@@ -33,6 +33,7 @@ describe("loadConfig", () => {
       stallTimeoutMs: 300_000,
       durability: "normal",
       maxBodyBytes: 64 * 1024 * 1024,
+      maxResultBytes: 64 * 1024 * 1024,
       webhookBackoffMs: [5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 10_800_000, 21_600_000],
     });
     expect(config.token).toBeUndefined();

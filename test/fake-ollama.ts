@@ -197,6 +197,9 @@ export class FakeOllama {
       } catch (error) {
         return json({ error: (error as Error).message }, 400);
       }
+      // Ollama binds the body into a struct: JSON that is not an object is its decoder's 400, not a crash.
+      if (!body || typeof body !== "object" || Array.isArray(body))
+        return json({ error: "request body must be a JSON object" }, 400);
       switch (path) {
         case "/api/chat":
         case "/api/generate":

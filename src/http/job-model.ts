@@ -4,7 +4,7 @@ import { PRIORITY_RANGE } from "../job-service";
 import { OllamaError } from "../ollama/types";
 import { JobTypeSchema } from "../adapters";
 import { JobStateSchema } from "../queue/job-states";
-import { JobView } from "../queue/job-view";
+import { JOB_LIST_INCLUDES, JobSummary, JobView } from "../queue/job-view";
 import { describedPattern } from "./validation-message";
 
 const WEBHOOK_SECRET = describedPattern(
@@ -12,6 +12,11 @@ const WEBHOOK_SECRET = describedPattern(
   'a Standard Webhooks secret: "whsec_" followed by base64',
 );
 const CURSOR = describedPattern("^[0-9A-HJKMNP-TV-Z]{26}$", "the next_cursor of a previous page (a 26-character ULID)");
+
+const INCLUDE = describedPattern(
+  `^(${JOB_LIST_INCLUDES.join("|")})(,(${JOB_LIST_INCLUDES.join("|")}))*$`,
+  `a comma list of ${JOB_LIST_INCLUDES.join(", ")}`,
+);
 
 /** Schemas of the job API: the validators, the types and the OpenAPI document, written once. */
 export namespace JobModel {
@@ -78,11 +83,17 @@ export namespace JobModel {
     // (title: that conversion's range error carries no field name; validationMessage reads it from here.)
     limit: t.Optional(t.Integer({ title: "limit", minimum: 1, maximum: 500, description: "1 to 500, default 50" })),
     cursor: t.Optional(t.String({ pattern: CURSOR, description: "next_cursor of the previous page" })),
+    include: t.Optional(
+      t.String({
+        pattern: INCLUDE,
+        description: `Comma list of ${JOB_LIST_INCLUDES.join(", ")}: bodies each job carries beside its summary`,
+      }),
+    ),
   });
   export type listQuery = typeof listQuery.static;
 
   export const jobList = t.Object({
-    jobs: t.Array(JobView),
+    jobs: t.Array(JobSummary),
     next_cursor: t.Union([t.String(), t.Null()], { description: "Pass as cursor for the next page; null on the last" }),
   });
 

@@ -3,11 +3,12 @@ import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
 import { framingFor, splitRecords } from "../adapters/framing";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
-import { JobView } from "../queue/job-view";
+import { type JobListInclude, JobView, toJobSummary } from "../queue/job-view";
 import { JobModel } from "./job-model";
 import { modelKeySummary } from "./queue-summary";
 
 const SSE_HEARTBEAT_MS = 15_000;
+const SSE_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-cache" };
 
 /**
  * The job API: submit batch work without holding a connection, watch it, cancel it, fetch what it
@@ -58,19 +59,20 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
       "/jobs",
       ({ query }) => {
         const limit = query.limit ?? 50;
+        const include = new Set(query.include?.split(",").filter(Boolean) as JobListInclude[] | undefined);
         const rows = store.listJobs({
           state: query.state,
           model: query.model,
           type: query.type,
           cursor: query.cursor,
           limit: limit + 1,
+          withBodies: { request: include.has("request"), result: include.has("result") },
         });
         const page = rows.slice(0, limit);
-        const positions = store.queuePositions(page.filter((job) => job.state === "queued").map((job) => job.id));
         // One plan for the page: the estimates of all its queued jobs cost O(model keys) together.
-        const plan = positions.size ? jobs.queuePlan() : undefined;
+        const plan = page.some((job) => job.state === "queued") ? jobs.queuePlan() : undefined;
         return {
-          jobs: page.map((job) => jobs.view(job, positions.get(job.id) ?? null, plan)),
+          jobs: page.map((job) => toJobSummary(jobs.view(job, undefined, plan), job, include)),
           next_cursor: rows.length > limit ? page[page.length - 1]!.id : null,
         };
       },
@@ -80,7 +82,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         detail: {
           summary: "List jobs",
           description:
-            "Newest first, filtered by state, model and type; `limit` per page (default 50, at most 500); follow `next_cursor`.",
+            "Newest first, filtered by state, model and type; `limit` per page (default 50, at most 500); follow `next_cursor`. " +
+            "Each job is a summary: no request nor result unless `include` asks for them (`include=request,result`).",
         },
       },
     )
@@ -113,8 +116,10 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/jobs/:id/events",
-      ({ params }) => {
+      ({ params, request }) => {
         findJob(params.id);
+        // HEAD (answered for every GET route) sends no body: a watch opened for it would never be read nor closed.
+        if (request.method === "HEAD") return new Response(null, { headers: SSE_HEADERS });
         return jobEvents(jobs, params.id);
       },
       {
@@ -258,5 +263,5 @@ function jobEvents(jobs: JobService, jobId: string): Response {
     },
     cancel: stop,
   });
-  return new Response(body, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
+  return new Response(body, { headers: SSE_HEADERS });
 }

@@ -31,7 +31,9 @@ export function openaiRoutes(jobs: JobService, ollama: OllamaClient) {
   const queued =
     "Queued and run one at a time like /api/chat, in this API's own format (streamed as Server-Sent Events when " +
     "`stream` is true). X-Foreman-Priority orders it; the answer carries X-Foreman-Job-Id.";
-  const retrieveModel = (name: string): Response => {
+  const retrieveModel = (name: string | null | undefined): Response => {
+    // Elysia gives null for a name that is not valid percent-encoding (e.g. /v1/models/%ff).
+    if (typeof name !== "string") return errorResponse("openai", 400, "the model name in the path is not valid percent-encoding");
     const wanted = normalizeModel(name);
     const entry = jobs.inventory.snapshot.models.find((m) => normalizeModel(m.name) === wanted);
     if (!entry) return errorResponse("openai", 404, `model '${name}' not found`);

@@ -49,10 +49,15 @@ export class DashboardQueries {
   readonly #bucketsStmt;
 
   constructor(db: Database) {
-    // A covering scan of the queued range of jobs_by_model: no table row is read.
+    // The counts come from queued_counts (kept by triggers, migration 006); each (model key, priority)
+    // group's oldest job is one seek into jobs_by_model. No queued row is scanned.
     this.#groupsStmt = db.query<QueueGroupRow, []>(
-      `SELECT model_key AS modelKey, count(*) AS n, max(priority) AS top, min(id) AS oldest
-       FROM jobs WHERE state = 'queued' GROUP BY model_key`,
+      `SELECT model_key AS modelKey, sum(n) AS n, max(priority) AS top, min(oldest) AS oldest FROM (
+         SELECT c.model_key, c.priority, sum(c.n) AS n,
+           (SELECT id FROM jobs WHERE state = 'queued' AND priority = c.priority AND model_key = c.model_key
+            ORDER BY id LIMIT 1) AS oldest
+         FROM queued_counts c GROUP BY c.model_key, c.priority
+       ) GROUP BY model_key`,
     );
     // One priority level of one model in claim order: a seek into jobs_by_model (state, priority, model_key, id).
     this.#groupJobsStmt = db.query<QueuedJobRow, [number, string, number]>(

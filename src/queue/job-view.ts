@@ -59,6 +59,41 @@ export const JobView = t.Object(
 );
 export type JobView = typeof JobView.static;
 
+/** What a list page may carry beside each job's summary: `?include=request,result`. */
+export const JOB_LIST_INCLUDES = ["request", "result"] as const;
+export type JobListInclude = (typeof JOB_LIST_INCLUDES)[number];
+
+/**
+ * A job as the job list carries it: the view without its result, so a page stays small however big the
+ * answers are; `request` and `result` only when the list asked for them.
+ */
+export const JobSummary = t.Composite(
+  [
+    t.Omit(JobView, ["result"]),
+    t.Object({
+      request: t.Optional(t.Record(t.String(), t.Unknown(), { description: "With ?include=request: the request body" })),
+      result: t.Optional(
+        t.Union([t.Record(t.String(), t.Unknown()), t.Null()], { description: "With ?include=result: as in the job view" }),
+      ),
+    }),
+  ],
+  { additionalProperties: false },
+);
+export type JobSummary = typeof JobSummary.static;
+
+/**
+ * A full view cut down to a list summary, with the parts the list asked for. Build the view from a row
+ * listed without its result unless `include` has it: the result is then neither read nor parsed.
+ */
+export function toJobSummary(view: JobView, job: JobRow, include: ReadonlySet<JobListInclude>): JobSummary {
+  const { result, ...summary } = view;
+  return {
+    ...summary,
+    ...(include.has("request") ? { request: JSON.parse(job.request) as Record<string, unknown> } : {}),
+    ...(include.has("result") ? { result } : {}),
+  };
+}
+
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 /** Turns a row into its API shape; `now` measures the wait and run of a job still queued or running. */

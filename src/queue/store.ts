@@ -84,6 +84,8 @@ export interface JobFilter {
   type?: JobType;
   limit: number;
   cursor?: string;
+  /** Read the request and result columns too; without, they come back as "{}" and null (a page stays small). */
+  withBodies?: { request: boolean; result: boolean };
 }
 
 /** Queued jobs of one model key at one priority, with their oldest and newest (by id) for the estimates. */
@@ -111,6 +113,12 @@ const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, st
   output_tokens AS outputTokens, load_ms AS loadMs, eval_ms AS evalMs`;
 
 /**
+ * The columns a state change returns: the request and the result (megabytes, possibly) come back as ""
+ * and null, because no caller of a state change reads them; getJob does.
+ */
+const HEAD_COLUMNS = JOB_COLUMNS.replace(", request,", ", '' AS request,").replace(", result,", ", NULL AS result,");
+
+/**
  * The durable queue: every statement prepared once, every state change one transaction.
  * Both threads build one over their own connection.
  */
@@ -129,11 +137,14 @@ export class JobStore {
 
   readonly #insertJobStmt;
   readonly #jobByIdStmt;
+  readonly #jobHeadByIdStmt;
   readonly #jobByIdempotencyKeyStmt;
   readonly #queuedCountStmt;
   readonly #admittedCountStmt;
   readonly #queuedCountByModelStmt;
-  readonly #queuePositionStmt;
+  readonly #queuedAbovePriorityStmt;
+  readonly #slotsAheadStmt;
+  readonly #aheadInSlotStmt;
   readonly #runningJobStmt;
   readonly #topPriorityStmt;
   readonly #nextPriorityBelowStmt;
@@ -165,23 +176,29 @@ export class JobStore {
          created_at, idempotency_key, webhook_url, webhook_secret)
        VALUES ($id, $type, $model, $modelKey, $request, $source, 'queued', $priority, 0, $maxAttempts, $now,
          $now, $idempotencyKey, $webhookUrl, $webhookSecret)
-       RETURNING ${JOB_COLUMNS}`,
+       RETURNING ${HEAD_COLUMNS}`,
     );
     this.#jobByIdStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`);
-    this.#jobByIdempotencyKeyStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?`);
-    this.#queuedCountStmt = db.query<{ n: number }, []>(`SELECT count(*) AS n FROM jobs WHERE state = 'queued'`);
+    this.#jobHeadByIdStmt = db.query<JobRow, [string]>(`SELECT ${HEAD_COLUMNS} FROM jobs WHERE id = ?`);
+    this.#jobByIdempotencyKeyStmt = db.query<JobRow, [string]>(`SELECT ${HEAD_COLUMNS} FROM jobs WHERE idempotency_key = ?`);
+    // The counts come from queued_counts (kept by triggers, migration 006): a few rows, whatever the queue's length.
+    this.#queuedCountStmt = db.query<{ n: number }, []>(`SELECT coalesce(sum(n), 0) AS n FROM queued_counts`);
     // Batch lines are admitted whole when their batch is created; they must not make interactive requests 503.
-    this.#admittedCountStmt = db.query<{ n: number }, []>(
-      `SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND source != 'batch'`,
-    );
+    this.#admittedCountStmt = db.query<{ n: number }, []>(`SELECT coalesce(sum(n), 0) AS n FROM queued_counts WHERE batch = 0`);
     this.#queuedCountByModelStmt = db.query<{ model: string; n: number }, []>(
-      `SELECT model, count(*) AS n FROM jobs WHERE state = 'queued' GROUP BY model ORDER BY model`,
+      `SELECT model, sum(n) AS n FROM queued_counts GROUP BY model ORDER BY model`,
     );
-    this.#queuePositionStmt = db.query<{ n: number }, [number, number, string]>(
-      `SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND (priority > ?1 OR (priority = ?2 AND id < ?3))`,
+    this.#queuedAbovePriorityStmt = db.query<{ above: number }, [number]>(
+      `SELECT coalesce(sum(n), 0) AS above FROM queued_counts WHERE priority > ?1`,
+    );
+    this.#slotsAheadStmt = db.query<{ n: number }, [number, string]>(
+      `SELECT coalesce(sum(n), 0) AS n FROM queued_slots WHERE priority = ?1 AND slot < ?2`,
+    );
+    this.#aheadInSlotStmt = db.query<{ n: number }, [number, string, string]>(
+      `SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND priority = ?1 AND id >= ?2 AND id < ?3`,
     );
     this.#runningJobStmt = db.query<JobRow, []>(
-      `SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('loading', 'working') ORDER BY started_at LIMIT 1`,
+      `SELECT ${HEAD_COLUMNS} FROM jobs WHERE state IN ('loading', 'working') ORDER BY started_at LIMIT 1`,
     );
     // The claim is a handful of index seeks rather than one ORDER BY over expressions, which SQLite
     // could only answer by sorting every queued row: these stay sub-millisecond at 100k queued rows.
@@ -203,12 +220,13 @@ export class JobStore {
     this.#oldestStmt = db.query<Pick, [number, number]>(
       `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND run_after <= ?2 ORDER BY id LIMIT 1`,
     );
-    // queue_groups is kept by triggers (migration 005): a row per (model key, priority), not per job.
+    // queued_counts is kept by triggers (migration 006): a few rows per (model key, priority), not one per job.
     this.#groupsAtPriorityStmt = db.query<{ modelKey: string; queued: number }, [number]>(
-      `SELECT model_key AS modelKey, queued FROM queue_groups WHERE priority = ? AND queued > 0`,
+      `SELECT model_key AS modelKey, sum(n) AS queued FROM queued_counts WHERE priority = ? GROUP BY model_key`,
     );
     this.#groupsStmt = db.query<{ modelKey: string; priority: number; queued: number }, []>(
-      `SELECT model_key AS modelKey, priority, queued FROM queue_groups WHERE queued > 0 ORDER BY priority DESC, model_key`,
+      `SELECT model_key AS modelKey, priority, sum(n) AS queued FROM queued_counts
+       GROUP BY priority, model_key ORDER BY priority DESC, model_key`,
     );
     this.#groupEdgeStmt = db.query<{ firstId: string; first: number; last: number }, [number, string]>(
       `SELECT (SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 ORDER BY id LIMIT 1) AS firstId,
@@ -221,26 +239,26 @@ export class JobStore {
        WHERE id = ?2 AND state = 'queued' RETURNING ${JOB_COLUMNS}`,
     );
     this.#markWorkingStmt = db.query<JobRow, [string]>(
-      `UPDATE jobs SET state = 'working' WHERE id = ? AND state = 'loading' RETURNING ${JOB_COLUMNS}`,
+      `UPDATE jobs SET state = 'working' WHERE id = ? AND state = 'loading' RETURNING ${HEAD_COLUMNS}`,
     );
     this.#markDoneStmt = db.query<JobRow, [number, string, string, number | null, number | null, number | null, number | null]>(
       `UPDATE jobs SET state = 'done', finished_at = ?1, result = ?2, error = NULL, error_status = NULL,
          prompt_tokens = ?4, output_tokens = ?5, load_ms = ?6, eval_ms = ?7
-       WHERE id = ?3 AND state IN ('loading', 'working') RETURNING ${JOB_COLUMNS}`,
+       WHERE id = ?3 AND state IN ('loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
     this.#markFailedStmt = db.query<JobRow, [number, string, number | null, string]>(
       `UPDATE jobs SET state = 'failed', finished_at = ?1, error = ?2, error_status = ?3
-       WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${JOB_COLUMNS}`,
+       WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
     this.#requeueStmt = db.query<JobRow, [number, string | null, number | null, number, string]>(
       `UPDATE jobs SET state = 'queued', run_after = ?1, error = ?2, error_status = ?3, attempts = max(0, attempts - ?4)
-       WHERE id = ?5 AND state IN ('loading', 'working') RETURNING ${JOB_COLUMNS}`,
+       WHERE id = ?5 AND state IN ('loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
     this.#markCanceledStmt = db.query<JobRow, [number, string, number, string]>(
       `UPDATE jobs SET state = 'canceled', finished_at = ?1, error = ?2, error_status = ?3
-       WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${JOB_COLUMNS}`,
+       WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
-    this.#interruptedJobsStmt = db.query<JobRow, []>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN ('loading', 'working')`);
+    this.#interruptedJobsStmt = db.query<JobRow, []>(`SELECT ${HEAD_COLUMNS} FROM jobs WHERE state IN ('loading', 'working')`);
     this.#nextRunAfterStmt = db.query<{ t: number | null }, []>(`SELECT min(run_after) AS t FROM jobs WHERE state = 'queued'`);
     this.#pruneStmt = db.query<null, [number]>(
       `DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') AND finished_at < ?`,
@@ -252,34 +270,58 @@ export class JobStore {
    * With an idempotency key that is already known, returns that job and `created: false` instead.
    */
   enqueue(job: NewJob, maxQueue: number, now = Date.now()): { job: JobRow; created: boolean } {
+    return this.#db.transaction(() => this.#enqueueTx(job, maxQueue, now)).immediate();
+  }
+
+  /**
+   * Several {@link enqueue}s in one transaction (a group commit: one lock, one commit for all the
+   * requests that arrived together). Each gets its own outcome: its job, or the error it alone met.
+   */
+  enqueueMany(jobs: readonly NewJob[], maxQueue: number, now = Date.now()): Array<{ job: JobRow; created: boolean } | Error> {
     return this.#db
-      .transaction(() => {
-        if (job.idempotencyKey !== undefined) {
-          const existing = this.#jobByIdempotencyKeyStmt.get(job.idempotencyKey);
-          if (existing) return { job: existing, created: false };
-        }
-        if (this.#admittedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
-        const row = this.#insertJobStmt.get({
-          id: ulid(now),
-          type: job.type,
-          model: job.model,
-          modelKey: job.modelKey,
-          request: job.request,
-          source: job.source,
-          priority: job.priority ?? 0,
-          maxAttempts: job.maxAttempts,
-          now,
-          idempotencyKey: job.idempotencyKey ?? null,
-          webhookUrl: job.webhook?.url ?? null,
-          webhookSecret: job.webhook?.secret ?? null,
-        })!;
-        return { job: row, created: true };
-      })
+      .transaction(() =>
+        jobs.map((job) => {
+          try {
+            return this.#enqueueTx(job, maxQueue, now);
+          } catch (error) {
+            if (error instanceof QueueFullError) return error;
+            throw error;
+          }
+        }),
+      )
       .immediate();
+  }
+
+  #enqueueTx(job: NewJob, maxQueue: number, now: number): { job: JobRow; created: boolean } {
+    if (job.idempotencyKey !== undefined) {
+      const existing = this.#jobByIdempotencyKeyStmt.get(job.idempotencyKey);
+      if (existing) return { job: existing, created: false };
+    }
+    if (this.#admittedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
+    const row = this.#insertJobStmt.get({
+      id: ulid(now),
+      type: job.type,
+      model: job.model,
+      modelKey: job.modelKey,
+      request: job.request,
+      source: job.source,
+      priority: job.priority ?? 0,
+      maxAttempts: job.maxAttempts,
+      now,
+      idempotencyKey: job.idempotencyKey ?? null,
+      webhookUrl: job.webhook?.url ?? null,
+      webhookSecret: job.webhook?.secret ?? null,
+    })!;
+    return { job: row, created: true };
   }
 
   getJob(id: string): JobRow | null {
     return this.#jobByIdStmt.get(id);
+  }
+
+  /** The job without its request and result ("" and null): its state and facts, cheap however big the bodies. */
+  getJobHead(id: string): JobRow | null {
+    return this.#jobHeadByIdStmt.get(id);
   }
 
   /** Jobs newest first, `limit` of them after `cursor`. */
@@ -291,28 +333,26 @@ export class JobStore {
     if (filter.type) (where.push("type = ?"), params.push(filter.type));
     if (filter.cursor) (where.push("id < ?"), params.push(filter.cursor));
     params.push(filter.limit);
-    // Eight filter combinations at most; bun:sqlite caches each prepared query by its text.
-    const sql = `SELECT ${JOB_COLUMNS} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
+    // 32 filter and column combinations at most; bun:sqlite caches each prepared query by its text.
+    let columns = JOB_COLUMNS;
+    if (filter.withBodies && !filter.withBodies.request) columns = columns.replace(", request,", ", '{}' AS request,");
+    if (filter.withBodies && !filter.withBodies.result) columns = columns.replace(", result,", ", NULL AS result,");
+    const sql = `SELECT ${columns} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
     return this.#db.query<JobRow, (string | number)[]>(sql).all(...params);
   }
 
-  /** 1 for the job that runs next by priority and age; null when the job is not queued. */
+  /**
+   * 1 for the job that runs next by priority and age; null when the job is not queued. Exact, and cheap
+   * at any depth: higher priorities from queued_counts, older jobs of its priority from queued_slots (per
+   * 32 ms of creation time), then the few ahead of it in its own slot from the index.
+   */
   queuePosition(job: JobRow): number | null {
     if (job.state !== "queued") return null;
-    return this.#queuePositionStmt.get(job.priority, job.priority, job.id)!.n + 1;
-  }
-
-  /** Queue positions of several queued jobs in one pass (a list page), by id. */
-  queuePositions(ids: string[]): Map<string, number> {
-    if (ids.length === 0) return new Map();
-    const rows = this.#db
-      .query<{ id: string; position: number }, string[]>(
-        `SELECT id, position FROM (
-           SELECT id, row_number() OVER (ORDER BY priority DESC, id) AS position FROM jobs WHERE state = 'queued'
-         ) WHERE id IN (${ids.map(() => "?").join(", ")})`,
-      )
-      .all(...ids);
-    return new Map(rows.map((row) => [row.id, row.position]));
+    const slot = job.id.slice(0, 9);
+    const above = this.#queuedAbovePriorityStmt.get(job.priority)!.above;
+    const olderSlots = this.#slotsAheadStmt.get(job.priority, slot)!.n;
+    const inSlot = this.#aheadInSlotStmt.get(job.priority, slot, job.id)!.n;
+    return above + olderSlots + inSlot + 1;
   }
 
   queuedCount(): number {
@@ -379,7 +419,7 @@ export class JobStore {
   /**
    * The loaded model has nothing left at this priority: the oldest runnable job of the model key with
    * the most waiting work per expected cost (rankGroups). Runs only at a model change, and reads one
-   * row per model key (queue_groups, model_costs) plus one index seek per key.
+   * row per model key (queued_counts, model_costs) plus one index seek per key.
    */
   #cheapestGroup(priority: number, policy: ClaimPolicy, now: number): Pick | undefined {
     const candidates = new Map<string, Pick>();
@@ -411,11 +451,10 @@ export class JobStore {
     const { promptTokens, outputTokens, loadMs, evalMs } = usage;
     return this.#db
       .transaction(() => {
-        const job = this.#ended(
-          this.#markDoneStmt.get(now, result, id, promptTokens, outputTokens, loadMs, evalMs),
-          artifacts,
-          now,
-        );
+        const done = this.#markDoneStmt.get(now, result, id, promptTokens, outputTokens, loadMs, evalMs);
+        // The statement leaves the result out of what it returns (HEAD_COLUMNS); the batch ledger needs it.
+        if (done) done.result = result;
+        const job = this.#ended(done, artifacts, now);
         if (job) this.costs.learnTx(job);
         return job;
       })
@@ -481,7 +520,10 @@ export class JobStore {
 
   /** Deletes jobs that ended before `before` (their artifacts and deliveries go with them). */
   pruneFinishedJobs(before: number): number {
-    return this.#pruneStmt.run(before).changes;
+    const pruned = this.#pruneStmt.run(before).changes;
+    // The freed pages go back to the file system (auto_vacuum is INCREMENTAL, see db.ts).
+    if (pruned > 0) this.#db.run("PRAGMA incremental_vacuum");
+    return pruned;
   }
 
   /** What every job's end records with it, inside the same transaction: its artifacts, its webhook, its batch line. */

@@ -15,6 +15,7 @@ export type WorkerSettings = Pick<
   | "stallTimeoutMs"
   | "logLevel"
   | "logFormat"
+  | "maxResultBytes"
 >;
 
 /** Picks the worker's settings out of the configuration: only these cross to the worker thread. */
@@ -44,6 +45,7 @@ export function workerSettings(config: Config): WorkerSettings {
     stallTimeoutMs,
     logLevel,
     logFormat,
+    maxResultBytes: config.maxResultBytes,
   };
 }
 

@@ -225,9 +225,15 @@ export class JobRunner {
       this.#lastRunKey = job.modelKey;
       const contentType = response.headers.get("content-type") ?? "application/json";
       framing = framingFor(contentType);
+      let size = 0;
       for await (const bytes of readChunks(response.body!, framing, controller.signal)) {
         dispatch.lastOutputAt = Date.now();
         const first = chunks.length === 0;
+        // Bounded memory: past FOREMAN_MAX_RESULT the answer is neither kept nor stored (the relayed part is).
+        size += bytes.byteLength;
+        if (size > this.#settings.maxResultBytes) {
+          throw new HttpError(413, `the answer exceeded FOREMAN_MAX_RESULT (${this.#settings.maxResultBytes} bytes)`);
+        }
         chunks.push(bytes);
         // Relay first, record after: the database write need not delay the client's first token.
         if (first) this.#post({ type: "state", jobId: job.id, state: "working", contentType });

@@ -83,7 +83,10 @@ export function fakeReply(body: Record<string, unknown>, chat: boolean): FakeRep
   const last = messages.at(-1);
   if (chat && last?.role === "tool") return { prompt, tokens: `Tool said: ${text(last.content)}`.split(/(?=\s)/), toolCalls: [] };
 
-  const tools = (Array.isArray(body.tools) ? body.tools : []) as Array<{ function?: { name?: string; parameters?: Schema } }>;
+  // Ollama decodes each tool into a struct: a null is an empty tool, any other non-object was its 400 already.
+  const tools = (Array.isArray(body.tools) ? body.tools : []).filter((t) => t && typeof t === "object") as Array<{
+    function?: { name?: string; parameters?: Schema };
+  }>;
   if (chat && last?.role === "user" && tools.length) {
     const words = new Set(prompt.split(/[^\p{L}\p{N}_-]+/u));
     const tool = tools.find((t) => t.function?.name && words.has(t.function.name));

@@ -108,6 +108,12 @@ describe("routes beside the queue", () => {
     expect(list.data.every((m) => m.object === "model")).toBe(true);
     const one = await (await stack!.fetch("/v1/models/llama3.2")).json();
     expect(one).toMatchObject({ id: "llama3.2", object: "model", owned_by: "library" });
+    // A name that is not valid percent-encoding (found by the fuzzer: it was a 500).
+    const bad = await stack!.fetch("/v1/models/%ff");
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ error: { type: "invalid_request_error" } });
+    // Under a namespace the wildcard takes the name as it came: no such model.
+    expect((await stack!.fetch("/v1/models/library/%ff")).status).toBe(404);
   });
 
   test("/v1/embeddings goes straight to Ollama, beside a running generation", async () => {

@@ -1,4 +1,4 @@
-// Learned costs per model key, the queue_groups counts the triggers keep, and the cost-aware group choice.
+// Learned costs per model key, the queued counts per model key the triggers keep, and the cost-aware group choice.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import type { Database } from "bun:sqlite";
@@ -83,7 +83,7 @@ describe("learned costs", () => {
   });
 });
 
-describe("queue_groups", () => {
+describe("queue groups", () => {
   test("counts queued jobs per model key and priority through enqueue, claim, requeue, cancel and prune", () => {
     const groups = () => store.queueGroups().map((g) => [g.modelKey, g.priority, g.queued]);
     const a1 = add("a", T0);

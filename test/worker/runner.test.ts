@@ -139,10 +139,13 @@ test("a job claimed at the last answer's final record and canceled before that b
   // The body's end trails its final record by 300 ms: the next job is claimed in between.
   stack = await startInProcess({ fake: { finalDelayMs: 300 } });
   const prompt = (p: string) => ({ model: "llama3.2", prompt: p });
+  // The first job is held before its output until the other two are queued, so they wait behind it.
+  const release = stack.fake.hold();
   const first = (await stack.jobs.submit("generate", prompt("first"), { source: "jobs" })).job;
   await stack.fake.nextArrival();
   const canceled = (await stack.jobs.submit("generate", prompt("canceled"), { source: "jobs" })).job;
   const last = (await stack.jobs.submit("generate", prompt("last"), { source: "jobs" })).job;
+  release();
   await until(() => stack!.store.getJob(canceled.id)!.state === "loading", 5000, "the claim at the final record");
   expect(stack.fake.seen).toHaveLength(1);
   expect(stack.jobs.cancel(canceled.id)?.state).toBe("canceled");
