@@ -30,7 +30,7 @@ describe("foreman submit", () => {
     const result = await foreman(["submit", "--model", "llama3.2", "--message", "wait for me", "--wait"]);
     expect(result.code).toBe(0);
     expect(result.stdout).toBe("You said: wait for me\n");
-    expect(result.stderr).toMatch(/queued, position 1\n/);
+    expect(result.stderr).toMatch(/queued, position 1(, starts [^\n]+)?\n/);
     expect(result.stderr).toContain(": done\n");
     expect(ahead.code).toBe(0);
   });
@@ -50,7 +50,7 @@ describe("foreman submit", () => {
     const result = await foreman(["submit", "--model", "llama3.2", "--message", "try again", "--wait"]);
     expect(result.code).toBe(0);
     expect(result.stdout).toBe("You said: try again\n");
-    expect(result.stderr).toMatch(/: retry 2\/3 after: server busy\n/);
+    expect(result.stderr).toMatch(/: retry 2\/3 after: server busy(, starts [^\n]+)?\n/);
     expect(result.stderr).toEndWith(": done\n");
   });
 

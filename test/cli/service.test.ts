@@ -139,7 +139,7 @@ describe("foreman service install --dry-run", () => {
       env: { ...env, FOREMAN_SCHEDULE: "sometimes" },
     });
     expect(result.code).toBe(2);
-    expect(result.stderr).toBe('foreman service: FOREMAN_SCHEDULE: "sometimes" must be one of drain, fifo\n');
+    expect(result.stderr).toBe('foreman service: FOREMAN_SCHEDULE: "sometimes" must be one of drain, drain-oldest, fifo\n');
     expect(written(home)).toEqual([]);
   });
 
