@@ -156,8 +156,22 @@ export class JobService {
     return toJobView(job, { queuePosition, webhook: this.webhookView(job), estimatedStartAt });
   }
 
-  /** The scheduler's expected order over model groups now: O(model keys), whatever the queue's depth. */
-  queuePlan(now = Date.now()): QueuePlan {
+  #turnPlan: QueuePlan | undefined;
+
+  /**
+   * The scheduler's expected order over model groups now: O(model keys), whatever the queue's depth.
+   * Shared by everything answered in one turn of the event loop: the submissions of one group commit
+   * are answered together, and a plan each cost them a third of their throughput at 100,000 queued.
+   */
+  queuePlan(): QueuePlan {
+    if (this.#turnPlan) return this.#turnPlan;
+    const plan = this.#plan(Date.now());
+    this.#turnPlan = plan;
+    setImmediate(() => (this.#turnPlan = undefined));
+    return plan;
+  }
+
+  #plan(now: number): QueuePlan {
     return planQueue({
       groups: this.store.queueGroups(),
       costs: this.store.costs.all(),

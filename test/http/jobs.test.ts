@@ -184,8 +184,11 @@ describe("cancelling", () => {
 describe("watching", () => {
   test("events: the current state, transitions, each chunk, then end with the job; an ended job sends end at once", async () => {
     stack = await startInProcess({ fake: { tokenDelayMs: 30 } });
+    // Held before its first token until the watcher is subscribed, so no chunk can come before it.
+    const release = stack.fake.hold();
     const { body } = await call("POST", "/jobs", chatJob("watch this"));
     const response = await stack.fetch(`/jobs/${body.id}/events`);
+    release();
     expect(response.headers.get("content-type")).toBe("text/event-stream");
     const events = (await response.text())
       .trim()
