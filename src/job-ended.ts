@@ -1,6 +1,6 @@
 import type { Logger } from "./log";
 import type { ForemanMetrics } from "./metrics";
-import { jobTimes, tokensPerSecond } from "./queue/job-view";
+import { jobStats } from "./queue/job-view";
 import type { JobStore } from "./queue/store";
 
 /**
@@ -15,7 +15,6 @@ export function jobEndReporter(store: Pick<JobStore, "getJob">, metrics: Foreman
     const now = Date.now();
     metrics.jobEnded(job, now);
     if (!log.enabled("info")) return;
-    const { waitMs, runMs } = jobTimes(job, now);
     log.info("job ended", {
       job: job.id,
       type: job.type,
@@ -23,12 +22,7 @@ export function jobEndReporter(store: Pick<JobStore, "getJob">, metrics: Foreman
       source: job.source,
       outcome: job.state,
       attempts: job.attempts,
-      wait_ms: waitMs,
-      run_ms: runMs,
-      swapped: job.swapped === null ? null : job.swapped === 1,
-      prompt_tokens: job.promptTokens,
-      output_tokens: job.outputTokens,
-      tokens_per_s: tokensPerSecond(job, runMs),
+      ...jobStats(job, now),
       status: job.errorStatus ?? undefined,
       error: job.error ?? undefined,
     });

@@ -2,7 +2,8 @@ import { parseArgs } from "node:util";
 import type { batchObject } from "../batch/view";
 import type { fileObject } from "../batch/files";
 import { BATCH_ENDPOINTS } from "../batch/validate";
-import { CliError, type ForemanApi } from "./api-client";
+import type { ForemanApi } from "./api-client";
+import { oneId, usage } from "./args";
 import { formatAge, formatTable } from "./format";
 
 type Batch = ReturnType<typeof batchObject>;
@@ -19,10 +20,6 @@ export const BATCH_USAGE = `  foreman batch submit FILE.jsonl [--endpoint PATH] 
   foreman batch cancel ID       cancel a batch: lines not yet started are dropped, finished ones kept`;
 
 const ENDED = new Set(["completed", "failed", "cancelled", "expired"]);
-
-function usage(message: string): never {
-  throw new CliError(message, 2);
-}
 
 /** `foreman batch SUBCOMMAND …`: OpenAI's Batch API from the command line. */
 export async function batchCommand(api: ForemanApi, args: string[], io: Io): Promise<number> {
@@ -133,18 +130,13 @@ async function list(api: ForemanApi, args: string[], io: Io): Promise<number> {
   return 0;
 }
 
-function oneId(args: string[], command: string): { id: string; json: boolean } {
-  const { values, positionals } = parseArgs({
-    args,
-    strict: true,
-    allowPositionals: true,
-    options: { json: { type: "boolean" } },
+function oneBatchId(args: string[], command: string): { id: string; json: boolean } {
+  return oneId(args, {
+    command: `batch ${command}`,
+    kind: "batch",
+    pattern: /^batch_[0-9A-Z]{26}$/,
+    shape: '"batch_" and 26 characters (as batch submit prints it)',
   });
-  if (positionals.length !== 1) usage(`batch ${command} takes one batch id`);
-  const id = positionals[0]!;
-  if (!/^batch_[0-9A-Z]{26}$/.test(id))
-    usage(`a batch id is "batch_" and 26 characters (as batch submit prints it), not "${id}"`);
-  return { id, json: Boolean(values.json) };
 }
 
 function describe(batch: Batch): string {
@@ -165,14 +157,14 @@ function describe(batch: Batch): string {
 }
 
 async function get(api: ForemanApi, args: string[], io: Io): Promise<number> {
-  const { id, json } = oneId(args, "get");
+  const { id, json } = oneBatchId(args, "get");
   const batch = await api.request<Batch>("GET", `/v1/batches/${encodeURIComponent(id)}`);
   io.stdout(json ? `${JSON.stringify(batch, null, 2)}\n` : `${describe(batch)}\n`);
   return 0;
 }
 
 async function cancel(api: ForemanApi, args: string[], io: Io): Promise<number> {
-  const { id } = oneId(args, "cancel");
+  const { id } = oneBatchId(args, "cancel");
   const batch = await api.request<Batch>("POST", `/v1/batches/${encodeURIComponent(id)}/cancel`);
   io.stdout(`${batch.status} ${batch.id} (${progress(batch)} completed/failed/total)\n`);
   return 0;

@@ -5,6 +5,7 @@ import { PRIORITY_RANGE } from "../job-service";
 import { JOB_STATES, isTerminal } from "../queue/job-states";
 import type { JobView } from "../queue/job-view";
 import { CliError, ForemanApi } from "./api-client";
+import { oneId, usage } from "./args";
 import { BATCH_USAGE, batchCommand } from "./batch-command";
 import { formatDuration } from "../duration";
 import { formatAge, formatBytes, formatEstimatedStart, formatRunTime, formatTable, formatUntil } from "./format";
@@ -84,10 +85,6 @@ export async function runClientCommand(command: string, args: string[], io: Io =
     io.stderr(`foreman ${command}: ${error instanceof Error ? error.message : String(error)}\n`);
     return 1;
   }
-}
-
-function usage(message: string): never {
-  throw new CliError(message, 2);
 }
 
 /** The job states, from the schema the server validates with, so `--state` is checked before any request. */
@@ -229,22 +226,17 @@ async function jobs(api: ForemanApi, args: string[], io: Io): Promise<number> {
   return 0;
 }
 
-function oneId(args: string[], command: string): { id: string; json: boolean } {
-  const { values, positionals } = parseArgs({
-    args,
-    strict: true,
-    allowPositionals: true,
-    options: { json: { type: "boolean" } },
+function oneJobId(args: string[], command: string): { id: string; json: boolean } {
+  return oneId(args, {
+    command,
+    kind: "job",
+    pattern: /^[0-9A-HJKMNP-TV-Z]{26}$/,
+    shape: "26 characters of 0-9 and A-Z (a ULID, as submit prints it)",
   });
-  if (positionals.length !== 1) usage(`${command} takes one job id`);
-  const id = positionals[0]!;
-  if (!/^[0-9A-HJKMNP-TV-Z]{26}$/.test(id))
-    usage(`a job id is 26 characters of 0-9 and A-Z (a ULID, as submit prints it), not "${id}"`);
-  return { id, json: Boolean(values.json) };
 }
 
 async function job(api: ForemanApi, args: string[], io: Io): Promise<number> {
-  const { id, json } = oneId(args, "job");
+  const { id, json } = oneJobId(args, "job");
   const view = await api.request<ShownJob>("GET", `/jobs/${encodeURIComponent(id)}`);
   if (json) {
     io.stdout(`${JSON.stringify(view, null, 2)}\n`);
@@ -278,7 +270,7 @@ async function job(api: ForemanApi, args: string[], io: Io): Promise<number> {
 }
 
 async function cancel(api: ForemanApi, args: string[], io: Io): Promise<number> {
-  const { id } = oneId(args, "cancel");
+  const { id } = oneJobId(args, "cancel");
   const view = await api.request<JobView>("DELETE", `/jobs/${encodeURIComponent(id)}`);
   io.stdout(`canceled ${view.id}\n`);
   return 0;

@@ -102,7 +102,6 @@ export function toJobView(
   extras: { queuePosition: number | null; webhook: WebhookView | null; estimatedStartAt?: number | null },
   now = Date.now(),
 ): JobView {
-  const { waitMs, runMs } = jobTimes(job, now);
   return {
     id: job.id,
     type: job.type,
@@ -120,13 +119,24 @@ export function toJobView(
     estimated_start_at: job.state === "queued" ? iso(extras.estimatedStartAt ?? null) : null,
     result: job.result === null ? null : (JSON.parse(job.result) as Record<string, unknown>),
     webhook: extras.webhook,
+    ...jobStats(job, now),
+    load_ms: job.loadMs,
+  };
+}
+
+/** What running a job cost, as the job view and the job-end log line show it. */
+export function jobStats(
+  job: Pick<JobRow, "state" | "createdAt" | "startedAt" | "finishedAt" | "swapped" | "promptTokens" | "outputTokens" | "evalMs">,
+  now = Date.now(),
+) {
+  const { waitMs, runMs } = jobTimes(job, now);
+  return {
     wait_ms: waitMs,
     run_ms: runMs,
     swapped: job.swapped === null ? null : job.swapped === 1,
     prompt_tokens: job.promptTokens,
     output_tokens: job.outputTokens,
     tokens_per_s: tokensPerSecond(job, runMs),
-    load_ms: job.loadMs,
   };
 }
 

@@ -1,52 +1,28 @@
 import type { Config } from "../config";
 import type { JobState } from "../queue/job-states";
 
-/** What the worker needs of the configuration, and nothing more (no client token, no webhook secret). */
-export type WorkerSettings = Pick<
-  Config,
-  | "dbPath"
-  | "durability"
-  | "ollamaUrl"
-  | "ollamaToken"
-  | "schedule"
-  | "maxWaitMs"
-  | "jobTtlMs"
-  | "jobTimeoutMs"
-  | "stallTimeoutMs"
-  | "logLevel"
-  | "logFormat"
-  | "maxResultBytes"
->;
+/** The settings the worker needs, and nothing more: no client token, no webhook secret. */
+const WORKER_SETTINGS = [
+  "dbPath",
+  "durability",
+  "ollamaUrl",
+  "ollamaToken",
+  "schedule",
+  "maxWaitMs",
+  "jobTtlMs",
+  "jobTimeoutMs",
+  "stallTimeoutMs",
+  "logLevel",
+  "logFormat",
+  "maxResultBytes",
+] as const satisfies readonly (keyof Config)[];
+
+/** What the worker needs of the configuration. */
+export type WorkerSettings = Pick<Config, (typeof WORKER_SETTINGS)[number]>;
 
 /** Picks the worker's settings out of the configuration: only these cross to the worker thread. */
 export function workerSettings(config: Config): WorkerSettings {
-  const {
-    dbPath,
-    durability,
-    ollamaUrl,
-    ollamaToken,
-    schedule,
-    maxWaitMs,
-    jobTtlMs,
-    jobTimeoutMs,
-    stallTimeoutMs,
-    logLevel,
-    logFormat,
-  } = config;
-  return {
-    dbPath,
-    durability,
-    ollamaUrl,
-    ollamaToken,
-    schedule,
-    maxWaitMs,
-    jobTtlMs,
-    jobTimeoutMs,
-    stallTimeoutMs,
-    logLevel,
-    logFormat,
-    maxResultBytes: config.maxResultBytes,
-  };
+  return Object.fromEntries(WORKER_SETTINGS.map((key) => [key, config[key]])) as WorkerSettings;
 }
 
 /** Why an attempt at Ollama failed: never connected, connection lost, timed out (job or stall limit), or an error status. */
