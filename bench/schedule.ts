@@ -169,6 +169,32 @@ function shortTrace(): TraceJob[] {
   return jobs.sort((a, b) => a.offset - b.offset);
 }
 
+/**
+ * The floor for utilisation and gaps: the same jobs sent straight to the fake by a client that does
+ * nothing between two requests but wait for one body to end and send the next (in drain's order: model
+ * by model, first seen first), as the job API would send them (streaming).
+ */
+async function directBackToBack(trace: TraceJob[], fakeOptions: FakeOllamaOptions) {
+  const fake = await startFakeProcess(fakeOptions);
+  try {
+    const order = [...new Set(trace.map((job) => job.model))].flatMap((model) =>
+      trace.flatMap((job, i) => (job.model === model ? [{ model, prompt: `job ${i}` }] : [])),
+    );
+    for (const body of order) {
+      const response = await fetch(`${fake.url}/api/generate`, { method: "POST", body: JSON.stringify(body) });
+      await response.arrayBuffer();
+    }
+    const served = (await fake.log()).seen.filter((seen) => seen.servedMs !== undefined);
+    served.sort((a, b) => a.arrivedMs - b.arrivedMs);
+    const busy = served.reduce((sum, seen) => sum + (seen.servedMs! - seen.arrivedMs), 0);
+    const span = served.at(-1)!.servedMs! - served[0]!.arrivedMs;
+    const gaps = served.slice(1).map((seen, i) => seen.arrivedMs - served[i]!.servedMs!);
+    return { utilisation: busy / span, gaps };
+  } finally {
+    fake.stop();
+  }
+}
+
 async function benchInterleaved(): Promise<string> {
   const fake = { loadDelayMs: SHORT_LOAD_MS, tokenDelayMs: SHORT_TOKEN_MS };
   const outcomes = [
@@ -177,6 +203,7 @@ async function benchInterleaved(): Promise<string> {
     await run("drain (max wait 1s)", shortTrace(), fake, { FOREMAN_SCHEDULE: "drain", FOREMAN_MAX_WAIT: "1s" }, 1_000),
   ];
   const fifo = outcomes[0]!;
+  const floor = await directBackToBack(shortTrace(), fake);
   return [
     `### Scheduling: ${SHORT_JOBS} short jobs over ${SHORT_MODELS.length} models arriving within ${SHORT_WINDOW_MS} ms while the GPU is busy (swap ${SHORT_LOAD_MS} ms, ${SHORT_TOKEN_MS} ms/token)`,
     "",
@@ -218,6 +245,10 @@ async function benchInterleaved(): Promise<string> {
     "next job is claimed when the final record arrives, sent when the body ends, and the finished job recorded after that).",
     "The 1 s row sets the guard below what this burst needs to drain: nearly every job becomes overdue, and overdue jobs run",
     "oldest first (the rule), so drain falls back towards FIFO. FOREMAN_MAX_WAIT belongs above the queue's usual drain time.",
+    "",
+    `The floor on this machine: the same jobs sent straight to the fake, model by model, each the moment the previous body`,
+    `ended (no foreman, no queue): GPU utilisation ${floor.utilisation.toFixed(3)}, gap p50 ${median(floor.gaps).toFixed(2)} ms,` +
+      ` p95 ${quantile(floor.gaps, 0.95).toFixed(2)} ms.`,
   ].join("\n");
 }
 
