@@ -91,17 +91,19 @@ async function run(
     const warmIds = new Set(foreman.jobs.store.listJobs({ limit: 500 }).map((j) => j.id));
     const start = performance.now();
     // One at a time, each when its offset is due, so the queue's order is the trace's.
+    const ids: string[] = [];
     for (const [i, job] of trace.entries()) {
       await Bun.sleep(Math.max(0, job.offset - (performance.now() - start)));
-      await submit(job, i);
+      ids.push(await submit(job, i));
     }
+    // Each job's end is awaited, not polled for: a poll's reads would compete with the worker for the CPU.
+    const ended = async (id: string) => {
+      for await (const event of foreman.jobs.watch(id)) if (event.type === "ended") return;
+    };
+    await Promise.all(ids.map(ended));
     const store = foreman.jobs.store;
-    let jobs: JobRow[] = [];
-    for (;;) {
-      jobs = store.listJobs({ limit: 500 }).filter((j) => !warmIds.has(j.id));
-      if (jobs.length === trace.length && jobs.every((j) => j.state === "done")) break;
-      await Bun.sleep(50);
-    }
+    const jobs: JobRow[] = store.listJobs({ limit: 500 }).filter((j) => !warmIds.has(j.id));
+    if (jobs.length !== trace.length || jobs.some((j) => j.state !== "done")) throw new Error(`${label}: not every job is done`);
     jobs.sort((a, b) => a.startedAt! - b.startedAt!);
     // A promotion is a claim the starvation guard made: an overdue job that forced a model change.
     let promotions = 0;
