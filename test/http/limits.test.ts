@@ -53,6 +53,11 @@ describe("FOREMAN_MAX_BODY", () => {
     const upload = await fetch(`${stack.foreman.url}/api/blobs/${digest}`, { method: "POST", body: data });
     expect(upload.status).toBe(201);
     expect(stack.fake.blobs.get(digest)).toBe(data.length);
+    // Only the path decides: "/api/blobs/" or "/v1/files" in a query string lifts no limit.
+    for (const path of ["/api/chat?x=/api/blobs/", "/api/chat?/v1/files"]) {
+      const response = await fetch(`${stack.foreman.url}${path}`, { method: "POST", body: JSON.stringify(bodies[0]![1]) });
+      expect([path, response.status]).toEqual([path, 413]);
+    }
   });
 
   test("a chunked body under the limit is served whole", async () => {
