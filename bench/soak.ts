@@ -83,8 +83,10 @@ async function main(): Promise<boolean> {
     const last = mean(samples.slice(3 * q).map((x) => x.rss));
     const maxWal = Math.max(...samples.map((x) => x.wal));
     const flat = last <= warm * 1.25;
-    // The checkpoint truncates the WAL past 32 MB once a second; a second of writes at full speed comes on top.
-    const walBounded = maxWal <= 128;
+    // The checkpoint truncates the WAL past 32 MB once a second; a second of writes at full speed comes on
+    // top (about 115 MB here, at ~700 jobs/s). Unbounded, it reached 840 MB in 100,000 jobs. Twice the usual
+    // peak leaves room for a faster machine without letting a WAL that never shrinks pass.
+    const walBounded = maxWal <= 256;
     const shrunk = finalDb <= baselineDb * 2 + 1;
     const every = Math.max(1, Math.ceil(samples.length / 20));
     const ok = flat && walBounded && shrunk && failures === 0;
