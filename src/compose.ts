@@ -50,8 +50,8 @@ export interface Foreman {
 
 /**
  * Builds the job service, inventory, webhook dispatcher and app over `store` and `loop`, and wires
- * their events to each other. Starts nothing: the caller starts the inventory and the webhooks.
- * `logFor(scope)` gives each part its logger (server.ts: stderr; tests: a silent one).
+ * their events to each other. Starts nothing: the caller starts the inventory, the webhooks and the batches.
+ * `logFor(scope)` gives each part its logger (server.ts: stdout; tests: one that keeps its lines).
  */
 export function composeForeman(
   config: Config,
@@ -122,7 +122,7 @@ export function composeForeman(
 }
 
 /** Room for a multipart upload's boundaries and headers around a file of FOREMAN_MAX_FILE bytes. */
-export const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
+const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
 
 /**
  * Whether the request's path is `path` (exactly) or under the `path` prefix. The URL is parsed only when

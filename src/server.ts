@@ -4,7 +4,7 @@ import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { type Config, isLoopback, unknownSettings } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
-import { UPLOAD_OVERHEAD_BYTES, composeForeman } from "./compose";
+import { composeForeman } from "./compose";
 import type { JobService } from "./job-service";
 import { createLogger } from "./log";
 import type { OllamaClient } from "./ollama/client";
