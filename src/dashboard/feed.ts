@@ -19,6 +19,7 @@ interface Live {
 }
 
 const encoder = new TextEncoder();
+const FEED_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" };
 const sse = (event: string, data: string) => encoder.encode(`event: ${event}\ndata: ${data}\n\n`);
 
 /**
@@ -50,6 +51,11 @@ export class DashboardFeed {
     jobs.inventory.onChange(() => this.#changed());
   }
 
+  /** The feed's headers alone, for HEAD: no watcher is added (nothing would ever read or close it). */
+  head(): Response {
+    return new Response(null, { headers: FEED_HEADERS });
+  }
+
   /** The SSE response of one watcher. */
   connect(): Response {
     let self: ReadableStreamDefaultController<Uint8Array>;
@@ -64,7 +70,7 @@ export class DashboardFeed {
       cancel: () => this.#drop(self),
     });
     return new Response(body, {
-      headers: { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" },
+      headers: FEED_HEADERS,
     });
   }
 

@@ -31,21 +31,24 @@ const asset =
 
 /** The dashboard: the page at /ui (public) and its live feed at /ui/events (behind the token like the API). */
 export function dashboardRoutes(feed: DashboardFeed) {
-  return new Elysia({ tags: ["queue"] })
-    .get("/ui", asset(UI.html, "text/html; charset=utf-8", { "content-security-policy": CSP }), { detail: { hide: true } })
-    .get("/ui/app.js", asset(UI.js, "text/javascript; charset=utf-8"), { detail: { hide: true } })
-    .get("/ui/style.css", asset(UI.css, "text/css; charset=utf-8"), { detail: { hide: true } })
-    .get("/ui/events", () => feed.connect(), {
-      detail: {
-        summary: "Dashboard feed (Server-Sent Events)",
-        description:
-          "What /ui shows, live: a `snapshot` event on connect and on each change (at most every 250 ms): Ollama's state, the " +
-          "resident models, the running job with its live token count, the queue grouped by model (the first 20 jobs of each, " +
-          "and a count), recent jobs, and jobs done and model swaps per minute over the last hour. Between snapshots, " +
-          "`tokens` events carry the running job's count. Read it with fetch() to send the token (EventSource cannot).",
-        responses: {
-          200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
+  return (
+    new Elysia({ tags: ["queue"] })
+      .get("/ui", asset(UI.html, "text/html; charset=utf-8", { "content-security-policy": CSP }), { detail: { hide: true } })
+      .get("/ui/app.js", asset(UI.js, "text/javascript; charset=utf-8"), { detail: { hide: true } })
+      .get("/ui/style.css", asset(UI.css, "text/css; charset=utf-8"), { detail: { hide: true } })
+      // HEAD (answered for every GET route) sends no body: a feed opened for it would never be read nor closed.
+      .get("/ui/events", ({ request }) => (request.method === "HEAD" ? feed.head() : feed.connect()), {
+        detail: {
+          summary: "Dashboard feed (Server-Sent Events)",
+          description:
+            "What /ui shows, live: a `snapshot` event on connect and on each change (at most every 250 ms): Ollama's state, the " +
+            "resident models, the running job with its live token count, the queue grouped by model (the first 20 jobs of each, " +
+            "and a count), recent jobs, and jobs done and model swaps per minute over the last hour. Between snapshots, " +
+            "`tokens` events carry the running job's count. Read it with fetch() to send the token (EventSource cannot).",
+          responses: {
+            200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
+          },
         },
-      },
-    });
+      })
+  );
 }

@@ -61,6 +61,13 @@ describe("the page", () => {
     expect((await get("/ui", {}, "HEAD")).status).toBe(200);
   });
 
+  test("HEAD on the feed answers its headers at once and opens no watcher (found by the fuzzer: it hung)", async () => {
+    const head = await get("/ui/events", auth, "HEAD");
+    expect(head.status).toBe(200);
+    expect(head.headers.get("content-type")).toBe("text/event-stream");
+    expect(await head.text()).toBe("");
+  });
+
   test("the feed, and anything near the page's paths, needs the token", async () => {
     for (const [method, path] of [
       ["GET", "/ui/events"],
