@@ -34,6 +34,11 @@ export interface WireAdapter {
    * queue needs. An unknown model is the caller's check, as it needs the inventory.
    */
   describe(body: unknown): RequestFacts;
+  /**
+   * Whether a body {@link describe} accepted asks for a stream, read without checking it again: the
+   * worker asks this of every job it sends, on the path between two jobs on the GPU.
+   */
+  streams(body: Record<string, unknown>): boolean;
   /** The body to send upstream for a watched job (job API, batch): streaming, so watchers see progress. */
   streamingBody(body: Record<string, unknown>): Record<string, unknown>;
   /** True for the record that completes a successful answer: a stream's last one, or a whole body. */
@@ -53,6 +58,9 @@ export interface WireAdapter {
   /** The token counts and timings of an assembled answer (what {@link assemble} returned, parsed). */
   usage(answer: Record<string, unknown>): AnswerUsage;
 }
+
+/** The OpenAI and Anthropic rule: a stream only when `stream` is true. */
+export const streamsWhenAsked = (body: Record<string, unknown>): boolean => body.stream === true;
 
 /** What a finished answer reports about its cost; null where its API does not say. */
 export interface AnswerUsage {

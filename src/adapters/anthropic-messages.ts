@@ -1,6 +1,6 @@
 import { BadRequestError } from "../errors";
 import { modelKey } from "../ollama/model-key";
-import { IncompleteAnswerError, type WireAdapter } from "./adapter";
+import { IncompleteAnswerError, type WireAdapter, streamsWhenAsked } from "./adapter";
 import { MessagesRequest } from "./anthropic-types";
 import { checkBody } from "./check-body";
 import { errorBody } from "./error-shapes";
@@ -126,8 +126,9 @@ export const anthropicMessages: WireAdapter = {
     if (!body.max_tokens || body.max_tokens <= 0) throw new BadRequestError("max_tokens is required and must be positive");
     if (!body.messages?.length) throw new BadRequestError("messages is required");
     checkBlocks(body.messages);
-    return { model, modelKey: modelKey(model, undefined), stream: body.stream === true };
+    return { model, modelKey: modelKey(model, undefined), stream: streamsWhenAsked(body) };
   },
+  streams: streamsWhenAsked,
   streamingBody: (body) => ({ ...body, stream: true }),
   isFinal(record, framing) {
     if (framing === "whole") return wholeIsFinal(record);

@@ -9,6 +9,9 @@ import { nativeUsage } from "./usage";
 
 type Body = { model?: string; stream?: boolean; options?: unknown };
 
+/** Ollama's native APIs stream unless told `"stream": false`. */
+const nativeStreams = (body: { stream?: unknown }): boolean => body.stream !== false;
+
 /** Ollama's native NDJSON format, shared by /api/chat and /api/generate; they differ in path and checks. */
 function ollamaAdapter(type: "chat" | "generate", schema: typeof ChatRequest | typeof GenerateRequest): WireAdapter {
   return {
@@ -21,8 +24,9 @@ function ollamaAdapter(type: "chat" | "generate", schema: typeof ChatRequest | t
       const { model = "", stream, options } = body as Body;
       // Ollama's own answers: chat checks for a model first (400); generate looks "" up and misses (404).
       if (!model && type === "chat") throw new BadRequestError("model is required");
-      return { model, modelKey: modelKey(model, options), stream: stream !== false };
+      return { model, modelKey: modelKey(model, options), stream: nativeStreams({ stream }) };
     },
+    streams: nativeStreams,
     streamingBody: (body) => ({ ...body, stream: true }),
     isFinal: (record) => record.includes('"done":true') && (tryJson(record) as { done?: unknown } | undefined)?.done === true,
     recordError(record) {

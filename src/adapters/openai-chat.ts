@@ -1,6 +1,6 @@
 import { BadRequestError } from "../errors";
 import { modelKey } from "../ollama/model-key";
-import { IncompleteAnswerError, type WireAdapter } from "./adapter";
+import { IncompleteAnswerError, type WireAdapter, streamsWhenAsked } from "./adapter";
 import { checkBody } from "./check-body";
 import { ChatCompletionRequest } from "./openai-types";
 import { type ChoiceBase, assembleChoices, openaiDataStream } from "./openai-stream";
@@ -86,8 +86,9 @@ export const openaiChat: WireAdapter = {
     assertReasoningEffort(body.reasoning ? body.reasoning.effort : body.reasoning_effort);
     const model = body.model ?? "";
     if (!model) throw new BadRequestError("model is required");
-    return { model, modelKey: modelKey(model, undefined), stream: body.stream === true };
+    return { model, modelKey: modelKey(model, undefined), stream: streamsWhenAsked(body) };
   },
+  streams: streamsWhenAsked,
   ...openaiDataStream,
   assemble(records, framing) {
     if (framing !== "whole") return assembleChatCompletion(records);

@@ -1,6 +1,6 @@
 import { BadRequestError } from "../errors";
 import { modelKey } from "../ollama/model-key";
-import { IncompleteAnswerError, type WireAdapter } from "./adapter";
+import { IncompleteAnswerError, type WireAdapter, streamsWhenAsked } from "./adapter";
 import { checkBody } from "./check-body";
 import { CompletionRequest } from "./openai-types";
 import { type ChoiceBase, assembleChoices, openaiDataStream } from "./openai-stream";
@@ -34,8 +34,9 @@ export const openaiCompletion: WireAdapter = {
     checkBody(CompletionRequest, body);
     // A missing model is Ollama's generate handler's 404 ("model '' not found"), the caller's check.
     const model = body.model ?? "";
-    return { model, modelKey: modelKey(model, undefined), stream: body.stream === true };
+    return { model, modelKey: modelKey(model, undefined), stream: streamsWhenAsked(body) };
   },
+  streams: streamsWhenAsked,
   ...openaiDataStream,
   assemble(records, framing) {
     if (framing !== "whole") return assembleCompletion(records);

@@ -34,6 +34,7 @@ export const openaiEmbeddings: WireAdapter = {
     checkBody(EmbeddingRequest, body);
     return { model: body.model, modelKey: modelKey(body.model, undefined), stream: false };
   },
+  streams: () => false,
   streamingBody: (body) => body,
   isFinal: (record) => wholeIsFinal(record),
   recordError: (record) => wholeError(record),

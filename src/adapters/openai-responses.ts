@@ -1,6 +1,6 @@
 import { BadRequestError } from "../errors";
 import { modelKey } from "../ollama/model-key";
-import { IncompleteAnswerError, type WireAdapter } from "./adapter";
+import { IncompleteAnswerError, type WireAdapter, streamsWhenAsked } from "./adapter";
 import { checkBody } from "./check-body";
 import { errorBody } from "./error-shapes";
 import { ResponsesRequest } from "./openai-types";
@@ -62,8 +62,9 @@ export const openaiResponses: WireAdapter = {
     assertReasoningEffort(body.reasoning?.effort);
     const model = body.model ?? "";
     if (!model) throw new BadRequestError("model is required");
-    return { model, modelKey: modelKey(model, undefined), stream: body.stream === true };
+    return { model, modelKey: modelKey(model, undefined), stream: streamsWhenAsked(body) };
   },
+  streams: streamsWhenAsked,
   streamingBody: (body) => ({ ...body, stream: true }),
   isFinal(record, framing) {
     if (framing === "whole") return wholeIsFinal(record);

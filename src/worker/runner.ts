@@ -182,7 +182,7 @@ export class JobRunner {
       if (job.source === "jobs") body = adapter.streamingBody(body);
       // Silence is only a stall when Ollama streams; a non-streaming answer is silent until it is whole,
       // so only the job timeout bounds it. The check reads a timestamp rather than re-arming a timer per chunk.
-      if (adapter.describe(body).stream && stallTimeoutMs > 0) {
+      if (adapter.streams(body) && stallTimeoutMs > 0) {
         const check = setInterval(
           () => {
             if (Date.now() - dispatch.lastOutputAt > stallTimeoutMs) {
