@@ -1,5 +1,5 @@
 import type { ModelInventory } from "../ollama/inventory";
-import type { JobStore } from "../queue/store";
+import type { JobStore, QueueGroup as StoreQueueGroup } from "../queue/store";
 import { jobTimes, tokensPerSecond } from "../queue/job-view";
 import type { DashboardSnapshot, HourChart, QueueGroup, RunningJob } from "./types";
 
@@ -55,8 +55,7 @@ export class SnapshotBuilder {
       ...live(row.id),
     };
 
-    const groups = store.dashboard
-      .queueGroups()
+    const groups = byModelKey(store.queueGroups())
       .sort(
         (a, b) =>
           Number(b.modelKey === running?.modelKey) - Number(a.modelKey === running?.modelKey) ||
@@ -64,7 +63,7 @@ export class SnapshotBuilder {
           (a.oldest < b.oldest ? -1 : 1),
       )
       .map((group): QueueGroup => {
-        const jobs = store.dashboard.queuedJobs(group.modelKey, group.top, this.limits.perGroup).map((job) => ({
+        const jobs = store.dashboard.queuedJobs(group.modelKey, group.priorities, this.limits.perGroup).map((job) => ({
           id: job.id,
           model: job.model,
           type: job.type,
@@ -125,4 +124,33 @@ export class SnapshotBuilder {
     swaps[HOUR_BUCKETS - 1] = thisMinute?.swaps ?? 0;
     return { since, bucketMs: MINUTE_MS, done, swaps };
   }
+}
+
+/** One model key's share of the queue: how many wait, its priorities (highest first), the oldest id. */
+type ModelKeyGroup = { modelKey: string; n: number; top: number; priorities: number[]; oldest: string };
+
+/**
+ * The scheduler's groups (model key × priority) folded into one per model key, as the page shows them:
+ * its count, its highest priority and its oldest job.
+ */
+function byModelKey(groups: readonly StoreQueueGroup[]): ModelKeyGroup[] {
+  const keys = new Map<string, ModelKeyGroup>();
+  // The store lists them highest priority first, so each key's first group is its top one.
+  for (const group of groups) {
+    const key = keys.get(group.modelKey);
+    if (!key) {
+      keys.set(group.modelKey, {
+        modelKey: group.modelKey,
+        n: group.queued,
+        top: group.priority,
+        priorities: [group.priority],
+        oldest: group.oldestId,
+      });
+      continue;
+    }
+    key.n += group.queued;
+    key.priorities.push(group.priority);
+    if (group.oldestId < key.oldest) key.oldest = group.oldestId;
+  }
+  return [...keys.values()];
 }

@@ -22,14 +22,6 @@ export type EndedJobRow = Pick<
   | "evalMs"
 >;
 
-/** One model's share of the queue (by model key, what drains together): how many wait, the highest priority, the oldest id. */
-export interface QueueGroupRow {
-  modelKey: string;
-  n: number;
-  top: number;
-  oldest: string;
-}
-
 /** Jobs ended in one bucket of time: `bucket` counts buckets from the window's start. */
 export interface HourBucketRow {
   bucket: number;
@@ -42,30 +34,15 @@ export interface HourBucketRow {
  * snapshot stays cheap with a large queue or a busy hour.
  */
 export class DashboardQueries {
-  readonly #groupsStmt;
   readonly #groupJobsStmt;
-  readonly #nextPriorityStmt;
   readonly #recentStmt;
   readonly #bucketsStmt;
 
   constructor(db: Database) {
-    // The counts come from queued_counts (kept by triggers, migration 006); each (model key, priority)
-    // group's oldest job is one seek into jobs_by_model. No queued row is scanned.
-    this.#groupsStmt = db.query<QueueGroupRow, []>(
-      `SELECT model_key AS modelKey, sum(n) AS n, max(priority) AS top, min(oldest) AS oldest FROM (
-         SELECT c.model_key, c.priority, sum(c.n) AS n,
-           (SELECT id FROM jobs WHERE state = 'queued' AND priority = c.priority AND model_key = c.model_key
-            ORDER BY id LIMIT 1) AS oldest
-         FROM queued_counts c GROUP BY c.model_key, c.priority
-       ) GROUP BY model_key`,
-    );
     // One priority level of one model in claim order: a seek into jobs_by_model (state, priority, model_key, id).
     this.#groupJobsStmt = db.query<QueuedJobRow, [number, string, number]>(
       `SELECT id, model, model_key AS modelKey, type, source, priority, created_at AS createdAt FROM jobs
        WHERE state = 'queued' AND priority = ? AND model_key = ? ORDER BY id LIMIT ?`,
-    );
-    this.#nextPriorityStmt = db.query<{ p: number | null }, [string, number]>(
-      `SELECT max(priority) AS p FROM jobs WHERE state = 'queued' AND model_key = ? AND priority < ?`,
     );
     this.#recentStmt = db.query<EndedJobRow, [number]>(
       `SELECT id, model, type, source, state, priority, error, created_at AS createdAt, started_at AS startedAt,
@@ -79,18 +56,14 @@ export class DashboardQueries {
     );
   }
 
-  /** Every model key with queued jobs (one row per key, whatever the queue's depth). */
-  queueGroups(): QueueGroupRow[] {
-    return this.#groupsStmt.all();
-  }
-
   /**
-   * The first `limit` queued jobs of one model key in claim order (priority, then age), starting from its
-   * highest priority `top`: one index seek per priority level it holds.
+   * The first `limit` queued jobs of one model key in claim order (priority, then age), over the
+   * priorities it holds, highest first: one index seek per priority level.
    */
-  queuedJobs(modelKey: string, top: number, limit: number): QueuedJobRow[] {
+  queuedJobs(modelKey: string, priorities: readonly number[], limit: number): QueuedJobRow[] {
     const jobs: QueuedJobRow[] = [];
-    for (let p: number | null = top; p !== null && jobs.length < limit; p = this.#nextPriorityStmt.get(modelKey, p)!.p) {
+    for (const p of priorities) {
+      if (jobs.length >= limit) break;
       jobs.push(...this.#groupJobsStmt.all(p, modelKey, limit - jobs.length));
     }
     return jobs;
