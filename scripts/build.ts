@@ -6,7 +6,7 @@ const ROOT = join(import.meta.dir, "..");
 
 /**
  * Minify whitespace and syntax but not identifiers: Elysia's validators recognise TypeBox's
- * TransformDecodeError by its class name, and renamed classes made the binary skip query bounds (README).
+ * TransformDecodeError by its class name, and renamed classes made the binary skip query bounds (docs/building.md).
  */
 export const BUILD_FLAGS = ["--compile", "--minify-whitespace", "--minify-syntax"] as const;
 
