@@ -1,6 +1,7 @@
 import type { ApiFamily } from "../adapters/adapter";
 import { errorResponse } from "../adapters/error-shapes";
 import { ConnectionError, type OllamaClient } from "../ollama/client";
+import { keepOpen } from "./long-lived";
 
 /** Options for {@link relayRequest}. */
 export interface RelayOptions {
@@ -23,6 +24,8 @@ export async function relayRequest(
   request: Request,
   options: RelayOptions = {},
 ): Promise<Response> {
+  // Ollama may be silent for long before it answers (a model load for embeddings, a pull's first layer).
+  keepOpen(request);
   const hasBody = method !== "GET" && method !== "HEAD";
   const body = !hasBody ? undefined : options.streamBody && request.body ? request.body : await request.text();
   let response: Response;
