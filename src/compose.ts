@@ -140,9 +140,10 @@ export function composeForeman(
 /** Room for a multipart upload's boundaries and headers around a file of FOREMAN_MAX_FILE bytes. */
 const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
 
-/** Whether the client declared a body (a length above 0, or chunked). */
+/** Whether the client declared a body (a length above 0, or chunked), or the request carries a stream (in process). */
 function hasBody(request: Request): boolean {
-  return request.headers.has("transfer-encoding") || Number(request.headers.get("content-length") ?? 0) > 0;
+  if (request.headers.has("transfer-encoding") || Number(request.headers.get("content-length") ?? 0) > 0) return true;
+  return request.body !== null && !request.headers.has("content-length");
 }
 
 /**
