@@ -158,4 +158,23 @@ describe("connections that ask nothing are closed", () => {
       for (const raw of idle) raw.socket.destroy();
     }
   }, 90_000);
+
+  test("an authenticated wait lifts the timeout for its own connection only, which closes after its answer", async () => {
+    const body = JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "hi" }], stream: false });
+    const waiter = await open(
+      [
+        "POST /api/chat HTTP/1.1",
+        `Host: 127.0.0.1:${port}`,
+        `Authorization: Bearer ${TOKEN}`,
+        `Content-Length: ${body.length}`,
+        "",
+        body,
+      ].join("\r\n"),
+    );
+    const ms = await closedWithin(waiter, 5_000);
+    expect(waiter.text()).toStartWith("HTTP/1.1 200");
+    expect(waiter.text().toLowerCase()).toContain("connection: close");
+    expect(waiter.text()).toContain("You said: hi");
+    expect(ms).toBeLessThan(5_000);
+  });
 });
