@@ -24,10 +24,11 @@ export async function relayRequest(
   request: Request,
   options: RelayOptions = {},
 ): Promise<Response> {
-  // Ollama may be silent for long before it answers (a model load for embeddings, a pull's first layer).
-  keepOpen(request);
   const hasBody = method !== "GET" && method !== "HEAD";
   const body = !hasBody ? undefined : options.streamBody && request.body ? request.body : await request.text();
+  // Ollama may be silent for long before it answers (a model load for embeddings, a pull's first layer).
+  // Lifted once the body is read, so that a stalled body is still cut (a streamed blob is read as it goes).
+  keepOpen(request);
   let response: Response;
   try {
     response = await ollama.passthrough(method, path, body, request.signal);
