@@ -38,9 +38,23 @@ export interface AppDependencies {
  */
 const PUBLIC_PATHS: ReadonlySet<string> = new Set(["/healthz", ...DOCS_PATHS, ...DASHBOARD_PATHS]);
 
+/**
+ * The token decision, one implementation for both places that make it: the transport (src/compose.ts,
+ * before any body is read) and the app's onRequest (defence in depth). `path` must be the very string the
+ * router routes on. Returns the 401 in the path's API shape, or undefined when the request may go on.
+ */
+export function createAuthorizer(config: Pick<Config, "token" | "metricsPublic">) {
+  const publicPaths = config.metricsPublic ? new Set([...PUBLIC_PATHS, "/metrics"]) : PUBLIC_PATHS;
+  const token = config.token;
+  return (method: string, path: string, headers: Headers): Response | undefined => {
+    if (!token || isPublicRoute(method, path, publicPaths) || tokenMatches(headers, token)) return undefined;
+    return errorResponse(apiForPath(path), 401, "unauthorized", { "www-authenticate": "Bearer" });
+  };
+}
+
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
 export function createApp({ config, jobs, ollama, webhooks, batches, metrics }: AppDependencies) {
-  const publicPaths = config.metricsPublic ? new Set([...PUBLIC_PATHS, "/metrics"]) : PUBLIC_PATHS;
+  const authorize = createAuthorizer(config);
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
   //
@@ -51,17 +65,11 @@ export function createApp({ config, jobs, ollama, webhooks, batches, metrics }: 
   return new Elysia({ normalize: "typebox", handler: { standardHostname: false } })
     .use(docs())
     .onRequest((context) => {
-      if (!config.token) return;
-      const { request } = context;
+      // The transport decided already, on the same path; this repeats it for callers of app.handle alone.
       // `path` is the string the router is about to route on, so the decision is about the route that runs.
-      // Elysia sets it at run time without typing it; were it ever missing, every route would need the token.
+      // Elysia sets it at run time without typing it; were it ever missing, no path would be public.
       const path = (context as { path?: unknown }).path;
-      if (typeof path === "string" && isPublicRoute(request.method, path, publicPaths)) return;
-      if (!tokenMatches(request.headers, config.token)) {
-        return errorResponse(apiForPath(typeof path === "string" ? path : ""), 401, "unauthorized", {
-          "www-authenticate": "Bearer",
-        });
-      }
+      return authorize(context.request.method, typeof path === "string" ? path : "", context.request.headers);
     })
     .onError(({ code, error, path }) => {
       // Each API's routes answer errors in that API's shape.

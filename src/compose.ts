@@ -1,13 +1,15 @@
 import type { Database } from "bun:sqlite";
 import type { Config } from "./config";
-import { createApp } from "./app";
+import { createApp, createAuthorizer } from "./app";
 import { FileStore } from "./batch/files";
 import { BatchService } from "./batch/service";
 import { BatchStore } from "./batch/store";
 import { batchWebhookPayload } from "./batch/view";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { CorsPolicy } from "./http/cors";
-import { rejectMalformedTarget } from "./http/request-target";
+import { sameConnection } from "./http/long-lived";
+import { rejectMalformedTarget, routedPath } from "./http/request-target";
+import { RouteTable } from "./http/route-table";
 import { readChunkedBody, rejectDeclaredLength } from "./http/body-limit";
 import { JobService } from "./job-service";
 import { jobEndReporter } from "./job-ended";
@@ -44,7 +46,7 @@ export interface Foreman {
   batches: BatchService;
   /** The routes the app declares (Elysia's route table), for tests that cover every route. */
   routes: Array<{ method: string; path: string }>;
-  /** Answers one request: the transport checks (request target, body size, CORS), then the app. */
+  /** Answers one request: the transport checks (request target, Host, CORS, token, route, body size), then the app. */
   handle(request: Request): Promise<Response>;
 }
 
@@ -90,32 +92,46 @@ export function composeForeman(
 
   const app = createApp({ config, jobs, ollama, webhooks, batches, metrics });
   const cors = new CorsPolicy(config.origins);
-  const handle = async (request: Request): Promise<Response> => {
-    const malformed = rejectMalformedTarget(request);
-    if (malformed) return malformed;
+  const authorize = createAuthorizer(config);
+  const table = new RouteTable(app.routes);
+  /**
+   * Past the Host and CORS checks: the token and the route are decided before any body is read, so a
+   * client without the token makes foreman hold nothing but its headers; then the body limits.
+   */
+  const admit = async (request: Request): Promise<Response> => {
+    // The very string the router will route on (Elysia's own computation): the decision is about the route that runs.
+    const path = routedPath(request.url);
+    const denied = authorize(request.method, path, request.headers);
+    if (denied) return unread(request, denied);
+    if (hasBody(request) && !table.has(request.method, path))
+      return unread(request, errorResponse(apiForPath(path), 404, "not found"));
     // Model blobs (`ollama create` from a GGUF) are gigabytes, streamed on to Ollama as they arrive:
     // neither limited nor read here.
-    if (isPath(request, "/api/blobs/")) return cors.apply(request, app.handle);
+    if (path.startsWith("/api/blobs/")) return app.handle(request);
     // File uploads have their own limit (FOREMAN_MAX_FILE), which the route enforces again as the bytes
     // stream in; they are never read whole here.
-    if (request.method === "POST" && isPath(request, "/v1/files", true)) {
+    if (request.method === "POST" && path === "/v1/files") {
       const length = Number(request.headers.get("content-length") ?? 0);
       if (length > config.maxFileBytes + UPLOAD_OVERHEAD_BYTES) {
-        return errorResponse(
-          "openai",
-          413,
-          `file too large: ${length} bytes sent, the limit is ${config.maxFileBytes} bytes (FOREMAN_MAX_FILE)`,
-        );
+        const message = `file too large: ${length} bytes sent, the limit is ${config.maxFileBytes} bytes (FOREMAN_MAX_FILE)`;
+        return unread(request, errorResponse("openai", 413, message));
       }
-      return cors.apply(request, app.handle);
+      return app.handle(request);
     }
     const tooLarge = rejectDeclaredLength(request, config.maxBodyBytes);
-    if (tooLarge) return tooLarge;
+    if (tooLarge) return unread(request, tooLarge);
     if (request.body && !request.headers.has("content-length")) {
       const read = await readChunkedBody(request, config.maxBodyBytes);
-      return read instanceof Response ? read : cors.apply(read, app.handle);
+      if (read instanceof Response) return unread(request, read);
+      sameConnection(read, request);
+      return app.handle(read);
     }
-    return cors.apply(request, app.handle);
+    return app.handle(request);
+  };
+  const handle = async (request: Request): Promise<Response> => {
+    const malformed = rejectMalformedTarget(request);
+    if (malformed) return unread(request, malformed);
+    return cors.apply(request, admit);
   };
   const routes = app.routes.map((route) => ({ method: route.method, path: route.path }));
   return { ollama, inventory, jobs, webhooks, metrics, batches, routes, handle };
@@ -124,12 +140,17 @@ export function composeForeman(
 /** Room for a multipart upload's boundaries and headers around a file of FOREMAN_MAX_FILE bytes. */
 const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
 
+/** Whether the client declared a body (a length above 0, or chunked), or the request carries a stream (in process). */
+function hasBody(request: Request): boolean {
+  if (request.headers.has("transfer-encoding") || Number(request.headers.get("content-length") ?? 0) > 0) return true;
+  return request.body !== null && !request.headers.has("content-length");
+}
+
 /**
- * Whether the request's path is `path` (exactly) or under the `path` prefix. The URL is parsed only when
- * it could match, to keep the hot path free of it; a match in the query string alone does not count.
+ * A refusal sent without reading the body the client declared: the connection is closed after it, so
+ * the unread bytes are neither read to find the next request nor left holding the socket.
  */
-function isPath(request: Request, path: string, exact = false): boolean {
-  if (!request.url.includes(path)) return false;
-  const pathname = new URL(request.url).pathname;
-  return exact ? pathname === path : pathname.startsWith(path);
+function unread(request: Request, response: Response): Response {
+  if (hasBody(request)) response.headers.set("connection", "close");
+  return response;
 }

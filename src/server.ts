@@ -8,6 +8,7 @@ import { composeForeman } from "./compose";
 import type { JobService } from "./job-service";
 import { createLogger } from "./log";
 import type { OllamaClient } from "./ollama/client";
+import { onKeepOpen } from "./http/long-lived";
 import { logRequests } from "./http/request-log";
 import { openDatabase } from "./queue/db";
 import { trackCreatedFiles } from "./queue/db-files";
@@ -63,11 +64,18 @@ export async function startServer(config: Config): Promise<RunningServer> {
   if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
 
   server.reload({
-    fetch: logRequests(log, (request, server) => {
-      // A client may wait minutes in the queue or behind a model load without a byte on the wire:
-      // no idle timeout may cut it (Bun's default is 10 s).
-      server.timeout(request, 0);
-      return handle(request);
+    fetch: logRequests(log, async (request, server) => {
+      // A client may wait minutes in the queue or behind a model load without a byte on the wire: the
+      // routes that wait say so (keepOpen), for authenticated requests only; everything else keeps the
+      // idle timeout. Bun cannot put the timeout back once the answer is out, so such a connection is
+      // closed after its answer rather than kept alive without one.
+      let keptOpen = false;
+      onKeepOpen(request, () => {
+        keptOpen = true;
+        server.timeout(request, 0);
+      });
+      const response = await handle(request);
+      return keptOpen ? closingAfter(response) : response;
     }),
   });
   const url = `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
@@ -103,6 +111,22 @@ export async function startServer(config: Config): Promise<RunningServer> {
   };
 }
 
+/** Bun.serve's idle timeout, in seconds (Bun checks it in ticks of a few seconds, so a cut may take ~4 s longer). */
+export const IDLE_TIMEOUT_SECONDS = 10;
+
+/** `response` with `Connection: close`: the connection ends after it. */
+function closingAfter(response: Response): Response {
+  try {
+    response.headers.set("connection", "close");
+    return response;
+  } catch {
+    // Headers of a fetched response are immutable: the same answer with headers of its own.
+    const headers = new Headers(response.headers);
+    headers.set("connection", "close");
+    return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+  }
+}
+
 /** Binds the port with a placeholder handler (503) that {@link startServer} swaps for the app. */
 function listen(config: Config): Server<undefined> {
   try {
@@ -112,7 +136,10 @@ function listen(config: Config): Server<undefined> {
       // Bun would answer an empty 413 past this, before the app could say why in the API's shape: the
       // limit is the app's (FOREMAN_MAX_BODY, src/http/body-limit.ts), and model blobs have none.
       maxRequestBodySize: Number.MAX_SAFE_INTEGER,
-      idleTimeout: 30,
+      // Seconds without a byte after which Bun closes a connection: an idle keep-alive socket, a stalled
+      // body, or a request being answered (unless its route lifted it: src/http/long-lived.ts). Headers
+      // that never complete are cut by Bun itself (about 10 s).
+      idleTimeout: IDLE_TIMEOUT_SECONDS,
       fetch: (request) =>
         errorResponse(apiForPath(new URL(request.url).pathname), 503, "foreman is starting", { "retry-after": "1" }),
     });

@@ -1,5 +1,6 @@
 import { Elysia } from "elysia";
 import type { DashboardFeed } from "../dashboard/feed";
+import { keepOpen } from "./long-lived";
 import { uiAssets } from "../ui/assets" with { type: "macro" };
 
 // Inlined when foreman is bundled (see src/ui/assets.ts): the page works offline, from the binary alone.
@@ -37,7 +38,7 @@ export function dashboardRoutes(feed: DashboardFeed) {
       .get("/ui/app.js", asset(UI.js, "text/javascript; charset=utf-8"), { detail: { hide: true } })
       .get("/ui/style.css", asset(UI.css, "text/css; charset=utf-8"), { detail: { hide: true } })
       // HEAD (answered for every GET route) sends no body: a feed opened for it would never be read nor closed.
-      .get("/ui/events", ({ request }) => (request.method === "HEAD" ? feed.head() : feed.connect()), {
+      .get("/ui/events", ({ request }) => (request.method === "HEAD" ? feed.head() : (keepOpen(request), feed.connect())), {
         detail: {
           summary: "Dashboard feed (Server-Sent Events)",
           description:

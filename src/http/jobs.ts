@@ -5,6 +5,7 @@ import { framingFor, splitRecords } from "../adapters/framing";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
 import { type JobListInclude, JobView, toJobSummary } from "../queue/job-view";
 import { JobModel } from "./job-model";
+import { keepOpen } from "./long-lived";
 import { modelKeySummary } from "./queue-summary";
 
 const SSE_HEARTBEAT_MS = 15_000;
@@ -120,6 +121,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         findJob(params.id);
         // HEAD (answered for every GET route) sends no body: a watch opened for it would never be read nor closed.
         if (request.method === "HEAD") return new Response(null, { headers: SSE_HEADERS });
+        keepOpen(request); // A watch lasts as long as the job: silent while it waits in the queue.
         return jobEvents(jobs, params.id);
       },
       {

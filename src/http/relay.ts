@@ -1,6 +1,7 @@
 import type { ApiFamily } from "../adapters/adapter";
 import { errorResponse } from "../adapters/error-shapes";
 import { ConnectionError, type OllamaClient } from "../ollama/client";
+import { keepOpen } from "./long-lived";
 
 /** Options for {@link relayRequest}. */
 export interface RelayOptions {
@@ -25,6 +26,9 @@ export async function relayRequest(
 ): Promise<Response> {
   const hasBody = method !== "GET" && method !== "HEAD";
   const body = !hasBody ? undefined : options.streamBody && request.body ? request.body : await request.text();
+  // Ollama may be silent for long before it answers (a model load for embeddings, a pull's first layer).
+  // Lifted once the body is read, so that a stalled body is still cut (a streamed blob is read as it goes).
+  keepOpen(request);
   let response: Response;
   try {
     response = await ollama.passthrough(method, path, body, request.signal);

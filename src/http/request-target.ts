@@ -19,12 +19,8 @@ export function rejectMalformedTarget(request: Request): Response | undefined {
   if (url.includes("#")) {
     return errorResponse("ollama", 400, "invalid request target: it must not contain '#' (a fragment is never sent to a server)");
   }
-  // The router reads the path from the raw string (from the first "/" after the authority to the "?");
-  // it must be the path a URL parser sees, byte for byte.
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  const query = url.indexOf("?", start);
-  const rawPath = query === -1 ? url.slice(start) : url.slice(start, query);
-  if (rawPath !== parsed.pathname) {
+  // The router reads the path from the raw string; it must be the path a URL parser sees, byte for byte.
+  if (routedPath(url) !== parsed.pathname) {
     return errorResponse(
       "ollama",
       400,
@@ -32,4 +28,15 @@ export function rejectMalformedTarget(request: Request): Response | undefined {
     );
   }
   return undefined;
+}
+
+/**
+ * The path Elysia routes `url` on, computed as it does (handler.standardHostname false, see src/app.ts;
+ * elysia 1.4.30 adapter/web-standard/index.mjs): from the first "/" at or after index 7 (past "http://")
+ * to the first "?" after it. The token check in the transport decides on this very string.
+ */
+export function routedPath(url: string): string {
+  const start = url.indexOf("/", 7);
+  const query = url.indexOf("?", start + 1);
+  return url.substring(start, query === -1 ? undefined : query);
 }

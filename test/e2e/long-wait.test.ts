@@ -1,6 +1,6 @@
 // Slow: no timeout may cut a client that waits silently, in the queue or behind a model load. The one on
-// the way is Bun.serve's idle timeout: 30 s as server.ts listens (10 s by Bun's default), checked in 4 s
-// ticks, so 40 s of silence would be cut; foreman lifts it per request (server.timeout(request, 0)). The
+// the way is Bun.serve's idle timeout: 10 s as server.ts listens, checked in 4 s ticks, so 40 s of silence
+// would be cut; foreman lifts it for the routes that wait (src/http/long-lived.ts keepOpen). The
 // next is Bun fetch's idle timeout (5 min: the clients', and foreman's call to Ollama), past any test, and
 // foreman's own FOREMAN_STALL_TIMEOUT (5 min). Bun 1.4.5 never idle-cuts a request that sent a body, and
 // the job watcher (GET) sends a heartbeat every 15 s: today this passes even without the lift (checked
@@ -11,7 +11,7 @@ import { Ollama } from "ollama";
 import { FakeOllama } from "../fake-ollama";
 import { type ForemanProcess, foremanEnv, spawnForeman, tempDir, until } from "../harness";
 
-/** Past the 30 s idle timeout and its 4 s tick, with a margin. */
+/** Far past the 10 s idle timeout and its 4 s tick. */
 const SILENCE_MS = 40_000;
 const fake = new FakeOllama({ loadDelayMs: SILENCE_MS }).start();
 const dir = tempDir();
