@@ -1,5 +1,5 @@
 import type { Database } from "bun:sqlite";
-import type { Config } from "./config";
+import { type Config, isLoopback } from "./config";
 import { createApp } from "./app";
 import { FileStore } from "./batch/files";
 import { BatchService } from "./batch/service";
@@ -7,6 +7,7 @@ import { BatchStore } from "./batch/store";
 import { batchWebhookPayload } from "./batch/view";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { CorsPolicy } from "./http/cors";
+import { HostPolicy } from "./http/host-check";
 import { rejectMalformedTarget } from "./http/request-target";
 import { readChunkedBody, rejectDeclaredLength } from "./http/body-limit";
 import { JobService } from "./job-service";
@@ -90,9 +91,14 @@ export function composeForeman(
 
   const app = createApp({ config, jobs, ollama, webhooks, batches, metrics });
   const cors = new CorsPolicy(config.origins);
+  const hosts = new HostPolicy(config.allowedHosts, isLoopback(config.listen.hostname));
   const handle = async (request: Request): Promise<Response> => {
     const malformed = rejectMalformedTarget(request);
     if (malformed) return malformed;
+    // DNS rebinding: a foreign Host, or a page's Origin that is not allowed, is refused before anything
+    // else, its body unread.
+    const foreign = hosts.refuse(request) ?? cors.refuse(request);
+    if (foreign) return foreign;
     // Model blobs (`ollama create` from a GGUF) are gigabytes, streamed on to Ollama as they arrive:
     // neither limited nor read here.
     if (isPath(request, "/api/blobs/")) return cors.apply(request, app.handle);
