@@ -70,6 +70,11 @@ export interface Config {
    * on any other listen every Host.
    */
   allowedHosts: string[];
+  /**
+   * FOREMAN_MAX_CONNECTIONS: requests open at once (queue waits and streams included) before answering 503
+   * with Retry-After, default 1024; keeps file descriptors for the worker and the database under a flood.
+   */
+  maxConnections: number;
   /** FOREMAN_WEBHOOK_BACKOFF: waits before each webhook retry, default 5s,30s,2m,10m,30m,1h,3h,6h; then failed. */
   webhookBackoffMs: number[];
   /** FOREMAN_MAX_FILE: largest file /v1/files accepts, in bytes, default 200 MiB. */
@@ -223,6 +228,7 @@ export function loadConfig(env: Env = process.env): Config {
     webhookAllow: webhookAllow(env),
     origins: origins(env),
     allowedHosts: allowedHosts(env),
+    maxConnections: integer(env, "FOREMAN_MAX_CONNECTIONS", 1024, 1),
     webhookBackoffMs: list(env, "FOREMAN_WEBHOOK_BACKOFF", "5s,30s,2m,10m,30m,1h,3h,6h").map((item) => {
       const ms = parseDuration(item);
       if (ms === undefined) throw new ConfigError(`FOREMAN_WEBHOOK_BACKOFF: "${item}" is not a duration`);

@@ -9,6 +9,7 @@ import type { JobService } from "./job-service";
 import { createLogger } from "./log";
 import type { OllamaClient } from "./ollama/client";
 import { logRequests } from "./http/request-log";
+import { ConnectionLimit, warnIfFewDescriptors } from "./http/connection-limit";
 import { openDatabase } from "./queue/db";
 import { trackCreatedFiles } from "./queue/db-files";
 import { type DatabaseLock, lockDatabase, lockPathFor } from "./queue/lock";
@@ -37,6 +38,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       listen: `${config.listen.hostname}:${config.listen.port}`,
     });
   }
+  warnIfFewDescriptors(log, config.maxConnections);
   // The port first: a port in use must fail before anything touches the database. Until the app is
   // built, requests get a 503.
   const server = listen(config);
@@ -63,12 +65,15 @@ export async function startServer(config: Config): Promise<RunningServer> {
   if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
 
   server.reload({
-    fetch: logRequests(log, (request, server) => {
-      // A client may wait minutes in the queue or behind a model load without a byte on the wire:
-      // no idle timeout may cut it (Bun's default is 10 s).
-      server.timeout(request, 0);
-      return handle(request);
-    }),
+    fetch: logRequests(
+      log,
+      new ConnectionLimit(config.maxConnections).wrap((request, server) => {
+        // A client may wait minutes in the queue or behind a model load without a byte on the wire:
+        // no idle timeout may cut it (Bun's default is 10 s).
+        server.timeout(request, 0);
+        return handle(request);
+      }),
+    ),
   });
   const url = `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
   log.info("foreman listening", { url, ollama: config.ollamaUrl, db: config.dbPath, schedule: config.schedule });
