@@ -72,7 +72,8 @@ export interface Config {
   allowedHosts: string[];
   /**
    * FOREMAN_MAX_CONNECTIONS: requests open at once (queue waits and streams included) before answering 503
-   * with Retry-After, default 1024; keeps file descriptors for the worker and the database under a flood.
+   * with Retry-After, and connections kept alive before answers close them instead; default 1024. Keeps file
+   * descriptors for the worker and the database under a flood of sockets.
    */
   maxConnections: number;
   /** FOREMAN_WEBHOOK_BACKOFF: waits before each webhook retry, default 5s,30s,2m,10m,30m,1h,3h,6h; then failed. */
