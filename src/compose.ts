@@ -1,5 +1,5 @@
 import type { Database } from "bun:sqlite";
-import type { Config } from "./config";
+import { type Config, isLoopback } from "./config";
 import { createApp, createAuthorizer } from "./app";
 import { FileStore } from "./batch/files";
 import { BatchService } from "./batch/service";
@@ -7,6 +7,7 @@ import { BatchStore } from "./batch/store";
 import { batchWebhookPayload } from "./batch/view";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { CorsPolicy } from "./http/cors";
+import { HostPolicy } from "./http/host-check";
 import { sameConnection } from "./http/long-lived";
 import { rejectMalformedTarget, routedPath } from "./http/request-target";
 import { RouteTable } from "./http/route-table";
@@ -92,6 +93,7 @@ export function composeForeman(
 
   const app = createApp({ config, jobs, ollama, webhooks, batches, metrics });
   const cors = new CorsPolicy(config.origins);
+  const hosts = new HostPolicy(config.allowedHosts, isLoopback(config.listen.hostname));
   const authorize = createAuthorizer(config);
   const table = new RouteTable(app.routes);
   /**
@@ -131,6 +133,10 @@ export function composeForeman(
   const handle = async (request: Request): Promise<Response> => {
     const malformed = rejectMalformedTarget(request);
     if (malformed) return unread(request, malformed);
+    // DNS rebinding: a foreign Host, or a page's Origin that is not allowed, is refused before anything
+    // else, its body unread.
+    const foreign = hosts.refuse(request) ?? cors.refuse(request);
+    if (foreign) return unread(request, foreign);
     return cors.apply(request, admit);
   };
   const routes = app.routes.map((route) => ({ method: route.method, path: route.path }));

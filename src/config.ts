@@ -1,6 +1,7 @@
 import { isIP } from "node:net";
 import { parseDuration } from "./duration";
 import { invalidOrigin } from "./http/cors";
+import { invalidAllowedHost } from "./http/host-check";
 import { type LogFormat, defaultLogFormat } from "./log";
 import { AllowListError, type AllowRule, parseAllowList } from "./webhook/allow-list";
 
@@ -63,6 +64,18 @@ export interface Config {
   webhookAllow: AllowRule[];
   /** FOREMAN_ORIGINS: browser origins allowed beside Ollama's defaults (localhost, 127.0.0.1, 0.0.0.0, app://, file://); `*` allows all. */
   origins: string[];
+  /**
+   * FOREMAN_ALLOWED_HOSTS: comma list of Host names (`name`, `*.name`, an IP) served beside localhost and local
+   * addresses; `*` serves any. Unset: on a loopback listen only those local names (against DNS rebinding),
+   * on any other listen every Host.
+   */
+  allowedHosts: string[];
+  /**
+   * FOREMAN_MAX_CONNECTIONS: requests open at once (queue waits and streams included) before answering 503
+   * with Retry-After, and connections kept alive before answers close them instead; default 1024. Keeps file
+   * descriptors for the worker and the database under a flood of sockets.
+   */
+  maxConnections: number;
   /** FOREMAN_WEBHOOK_BACKOFF: waits before each webhook retry, default 5s,30s,2m,10m,30m,1h,3h,6h; then failed. */
   webhookBackoffMs: number[];
   /** FOREMAN_MAX_FILE: largest file /v1/files accepts, in bytes, default 200 MiB. */
@@ -160,6 +173,15 @@ function origins(env: Env): string[] {
   return entries;
 }
 
+function allowedHosts(env: Env): string[] {
+  const entries = list(env, "FOREMAN_ALLOWED_HOSTS", "");
+  for (const entry of entries) {
+    const problem = invalidAllowedHost(entry);
+    if (problem) throw new ConfigError(`FOREMAN_ALLOWED_HOSTS: ${problem}`);
+  }
+  return entries;
+}
+
 function webhookAllow(env: Env): AllowRule[] {
   try {
     return parseAllowList(list(env, "FOREMAN_WEBHOOK_ALLOW", ""));
@@ -206,6 +228,8 @@ export function loadConfig(env: Env = process.env): Config {
     webhookSecret: webhookSecret(env),
     webhookAllow: webhookAllow(env),
     origins: origins(env),
+    allowedHosts: allowedHosts(env),
+    maxConnections: integer(env, "FOREMAN_MAX_CONNECTIONS", 1024, 1),
     webhookBackoffMs: list(env, "FOREMAN_WEBHOOK_BACKOFF", "5s,30s,2m,10m,30m,1h,3h,6h").map((item) => {
       const ms = parseDuration(item);
       if (ms === undefined) throw new ConfigError(`FOREMAN_WEBHOOK_BACKOFF: "${item}" is not a duration`);

@@ -10,6 +10,7 @@ import { createLogger } from "./log";
 import type { OllamaClient } from "./ollama/client";
 import { onKeepOpen } from "./http/long-lived";
 import { logRequests } from "./http/request-log";
+import { ConnectionLimit, closingAfter, warnIfFewDescriptors } from "./http/connection-limit";
 import { openDatabase } from "./queue/db";
 import { trackCreatedFiles } from "./queue/db-files";
 import { type DatabaseLock, lockDatabase, lockPathFor } from "./queue/lock";
@@ -38,6 +39,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       listen: `${config.listen.hostname}:${config.listen.port}`,
     });
   }
+  warnIfFewDescriptors(log, config.maxConnections);
   // The port first: a port in use must fail before anything touches the database. Until the app is
   // built, requests get a 503.
   const server = listen(config);
@@ -64,19 +66,22 @@ export async function startServer(config: Config): Promise<RunningServer> {
   if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
 
   server.reload({
-    fetch: logRequests(log, async (request, server) => {
-      // A client may wait minutes in the queue or behind a model load without a byte on the wire: the
-      // routes that wait say so (keepOpen), for authenticated requests only; everything else keeps the
-      // idle timeout. Bun cannot put the timeout back once the answer is out, so such a connection is
-      // closed after its answer rather than kept alive without one.
-      let keptOpen = false;
-      onKeepOpen(request, () => {
-        keptOpen = true;
-        server.timeout(request, 0);
-      });
-      const response = await handle(request);
-      return keptOpen ? closingAfter(response) : response;
-    }),
+    fetch: logRequests(
+      log,
+      new ConnectionLimit(config.maxConnections).wrap(async (request, server) => {
+        // A client may wait minutes in the queue or behind a model load without a byte on the wire: the
+        // routes that wait say so (keepOpen), for authenticated requests only; everything else keeps the
+        // idle timeout. Bun cannot put the timeout back once the answer is out, so such a connection is
+        // closed after its answer rather than kept alive without one.
+        let keptOpen = false;
+        onKeepOpen(request, () => {
+          keptOpen = true;
+          server.timeout(request, 0);
+        });
+        const response = await handle(request);
+        return keptOpen ? closingAfter(response) : response;
+      }),
+    ),
   });
   const url = `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
   log.info("foreman listening", { url, ollama: config.ollamaUrl, db: config.dbPath, schedule: config.schedule });
@@ -113,19 +118,6 @@ export async function startServer(config: Config): Promise<RunningServer> {
 
 /** Bun.serve's idle timeout, in seconds (Bun checks it in ticks of a few seconds, so a cut may take ~4 s longer). */
 export const IDLE_TIMEOUT_SECONDS = 10;
-
-/** `response` with `Connection: close`: the connection ends after it. */
-function closingAfter(response: Response): Response {
-  try {
-    response.headers.set("connection", "close");
-    return response;
-  } catch {
-    // Headers of a fetched response are immutable: the same answer with headers of its own.
-    const headers = new Headers(response.headers);
-    headers.set("connection", "close");
-    return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
-  }
-}
 
 /** Binds the port with a placeholder handler (503) that {@link startServer} swaps for the app. */
 function listen(config: Config): Server<undefined> {

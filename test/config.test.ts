@@ -29,6 +29,7 @@ describe("loadConfig", () => {
       schedule: "drain",
       maxWaitMs: 120_000,
       maxQueue: 512,
+      maxConnections: 1024,
       jobTimeoutMs: 1_800_000,
       stallTimeoutMs: 300_000,
       durability: "normal",
@@ -60,11 +61,15 @@ describe("loadConfig", () => {
       [{ FOREMAN_DURABILITY: "extra" }, "FOREMAN_DURABILITY"],
       [{ FOREMAN_WEBHOOK_SECRET: "plain" }, "FOREMAN_WEBHOOK_SECRET"],
       [{ FOREMAN_MAX_QUEUE: "-1" }, "FOREMAN_MAX_QUEUE"],
+      [{ FOREMAN_MAX_CONNECTIONS: "0" }, "FOREMAN_MAX_CONNECTIONS"],
       [{ FOREMAN_LISTEN: "bad host!:8080" }, "FOREMAN_LISTEN"],
       [{ FOREMAN_POLL_INTERVAL: "0s" }, "FOREMAN_POLL_INTERVAL"],
       [{ FOREMAN_JOB_TIMEOUT: "1000h" }, "FOREMAN_JOB_TIMEOUT"],
       [{ FOREMAN_SHUTDOWN_GRACE: "1000h" }, "FOREMAN_SHUTDOWN_GRACE"],
       [{ FOREMAN_WEBHOOK_BACKOFF: "5s,soon" }, "FOREMAN_WEBHOOK_BACKOFF"],
+      ...["http://proxy.example", "proxy.example:8080", "bad host", "*example.com", "a.*.example"].map(
+        (entry): [Record<string, string>, string] => [{ FOREMAN_ALLOWED_HOSTS: `ok.example, ${entry}` }, "FOREMAN_ALLOWED_HOSTS"],
+      ),
       ...[
         "10.0.0.0/abc",
         "127.0.0.1/-1",
@@ -122,6 +127,20 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "10.0.0.0/abc" })).toThrow("must be 0 to 32");
     expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "10.0.0.256" })).toThrow(
       'FOREMAN_WEBHOOK_ALLOW: "10.0.0.256" is not a host name, an IP address or a CIDR',
+    );
+  });
+
+  test("allowed hosts: names, *.names, addresses and *; none by default", () => {
+    expect(loadConfig({}).allowedHosts).toEqual([]);
+    expect(loadConfig({ FOREMAN_ALLOWED_HOSTS: "foreman.example.com, *.lan, 10.0.0.5, [::1], *" }).allowedHosts).toEqual([
+      "foreman.example.com",
+      "*.lan",
+      "10.0.0.5",
+      "[::1]",
+      "*",
+    ]);
+    expect(() => loadConfig({ FOREMAN_ALLOWED_HOSTS: "proxy.example:8080" })).toThrow(
+      'FOREMAN_ALLOWED_HOSTS: "proxy.example:8080" is not a host name, *.name, an IP address or *',
     );
   });
 

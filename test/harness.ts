@@ -85,9 +85,11 @@ export async function spawnForeman(
     env.FOREMAN_LISTEN?.endsWith(":0") || !env.FOREMAN_LISTEN ? await freePort() : Number(env.FOREMAN_LISTEN.split(":").pop());
   let stderr = "";
   let stdout = "";
+  // The listen host given (e.g. 0.0.0.0), or loopback; the url always reaches it over loopback.
+  const host = /^(.+):\d+$/.exec(env.FOREMAN_LISTEN ?? "")?.[1] ?? "127.0.0.1";
   const child = Bun.spawn([...command, "serve"], {
     cwd,
-    env: { ...process.env, FOREMAN_LOG_LEVEL: "info", ...env, FOREMAN_LISTEN: `127.0.0.1:${port}` },
+    env: { ...process.env, FOREMAN_LOG_LEVEL: "info", ...env, FOREMAN_LISTEN: `${host}:${port}` },
     stdout: "pipe",
     stderr: "pipe",
   });

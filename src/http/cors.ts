@@ -82,6 +82,15 @@ export class CorsPolicy {
     return this.#allows(origin.toLowerCase()) ? { kind: "allowed", allowOrigin: origin } : { kind: "denied", origin };
   }
 
+  /**
+   * 403 for a disallowed origin, else undefined: what {@link apply} answers such a request, for the transport
+   * to answer it before reading any body.
+   */
+  refuse(request: Request): Response | undefined {
+    const decision = this.decide(request);
+    return decision.kind === "denied" ? deniedOrigin(request, decision.origin) : undefined;
+  }
+
   #allows(origin: string): boolean {
     if (this.#exact.has(origin)) return true;
     return this.#wildcards.some(
@@ -97,10 +106,7 @@ export class CorsPolicy {
   async apply(request: Request, next: (request: Request) => Promise<Response> | Response): Promise<Response> {
     const decision = this.decide(request);
     if (decision.kind === "none") return next(request);
-    if (decision.kind === "denied") {
-      const path = new URL(request.url).pathname;
-      return errorResponse(apiForPath(path), 403, `origin ${decision.origin} is not allowed (add it to FOREMAN_ORIGINS)`);
-    }
+    if (decision.kind === "denied") return deniedOrigin(request, decision.origin);
     if (request.method === "OPTIONS") {
       const headers = new Headers({
         "access-control-allow-origin": decision.allowOrigin,
@@ -117,4 +123,9 @@ export class CorsPolicy {
     response.headers.append("vary", "Origin");
     return response;
   }
+}
+
+function deniedOrigin(request: Request, origin: string): Response {
+  const path = URL.parse(request.url)?.pathname ?? "";
+  return errorResponse(apiForPath(path), 403, `origin ${origin} is not allowed (add it to FOREMAN_ORIGINS)`);
 }

@@ -103,7 +103,7 @@ describe("the ollama client sees no difference", () => {
   test("generation requests reach Ollama without the client's Host or Authorization", async () => {
     await stack.fetch("/api/generate", {
       method: "POST",
-      headers: { authorization: "Bearer client-secret", host: "example.com:8080" },
+      headers: { authorization: "Bearer client-secret", host: "localhost:8080" },
       body: JSON.stringify({ ...generate, stream: false }),
     });
     const seen = stack.fake.seen.at(-1)!;
