@@ -2,6 +2,7 @@ import type { Database } from "bun:sqlite";
 import type { Config } from "./config";
 import { createApp } from "./app";
 import { FileStore } from "./batch/files";
+import { UPLOAD_OVERHEAD_BYTES } from "./http/files";
 import { BatchService } from "./batch/service";
 import { BatchStore } from "./batch/store";
 import { batchWebhookPayload } from "./batch/view";
@@ -120,9 +121,6 @@ export function composeForeman(
   const routes = app.routes.map((route) => ({ method: route.method, path: route.path }));
   return { ollama, inventory, jobs, webhooks, metrics, batches, routes, handle };
 }
-
-/** Room for a multipart upload's boundaries and headers around a file of FOREMAN_MAX_FILE bytes. */
-const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
 
 /**
  * Whether the request's path is `path` (exactly) or under the `path` prefix. The URL is parsed only when

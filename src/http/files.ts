@@ -9,6 +9,8 @@ import { multipartBoundary, multipartParts } from "./multipart";
 const UPLOAD_PURPOSES = ["batch"];
 /** Longest value of a text field of the upload form. */
 const MAX_FIELD_BYTES = 1024;
+/** Room for a multipart upload's boundaries, headers and fields around a file of FOREMAN_MAX_FILE bytes. */
+export const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
 
 /** A list page's paging fields, as OpenAI's lists carry them. */
 export function listPage<T extends { id: string }>(data: T[], limit: number) {
@@ -99,7 +101,12 @@ async function upload(files: FileStore, request: Request, maxFileBytes: number):
   let filename = "upload.jsonl";
   let purpose: string | undefined;
   try {
-    for await (const part of multipartParts(request.body, boundary)) {
+    // A chunked upload declares no length: the whole body is bounded as it streams, the file part again below.
+    const bound = {
+      maxBytes: maxFileBytes + UPLOAD_OVERHEAD_BYTES,
+      message: `file too large: the upload is over ${maxFileBytes} bytes, the limit (FOREMAN_MAX_FILE)`,
+    };
+    for await (const part of multipartParts(request.body, boundary, bound)) {
       if (part.name === "purpose") purpose = await fieldText(part.data);
       else if (part.name === "file") {
         if (fileId) throw new BadRequestError('only one "file" part is allowed');
