@@ -67,6 +67,11 @@ export interface Config {
   webhookBackoffMs: number[];
   /** FOREMAN_MAX_FILE: largest file /v1/files accepts, in bytes, default 200 MiB. */
   maxFileBytes: number;
+  /**
+   * FOREMAN_MAX_FILES_BYTES: the most bytes all files together may hold, default 10 GiB; an upload past it is
+   * a 413. Batches' output and error files count, but are never refused (a finished line is always kept).
+   */
+  maxFilesBytes: number;
   /** FOREMAN_BATCH_PRIORITY: priority of batch lines, default -1 (below interactive requests, 0). */
   batchPriority: number;
   /** FOREMAN_BATCH_WINDOW: how long a batch may run before it expires, default 24h (OpenAI's window). */
@@ -212,6 +217,7 @@ export function loadConfig(env: Env = process.env): Config {
       return ms;
     }),
     maxFileBytes: integer(env, "FOREMAN_MAX_FILE", 200 * 1024 * 1024, 1),
+    maxFilesBytes: integer(env, "FOREMAN_MAX_FILES_BYTES", 10 * 1024 ** 3, 1),
     batchPriority: signedInteger(env, "FOREMAN_BATCH_PRIORITY", -1, -1000, 1000),
     batchWindowMs: duration(env, "FOREMAN_BATCH_WINDOW", "24h", { min: 1, max: MAX_TIMER_MS }),
   };

@@ -158,8 +158,14 @@ describe("unknownSettings", () => {
 });
 
 describe("batch settings", () => {
-  test("defaults: 200 MiB files, batch lines at priority -1, OpenAI's 24h window", () => {
-    expect(loadConfig({})).toMatchObject({ maxFileBytes: 200 * 1024 * 1024, batchPriority: -1, batchWindowMs: 86_400_000 });
+  test("defaults: 200 MiB files, 10 GiB for all files, batch lines at priority -1, OpenAI's 24h window", () => {
+    expect(loadConfig({})).toMatchObject({
+      maxFileBytes: 200 * 1024 * 1024,
+      maxFilesBytes: 10 * 1024 ** 3,
+      batchPriority: -1,
+      batchWindowMs: 86_400_000,
+    });
+    expect(loadConfig({ FOREMAN_MAX_FILES_BYTES: "5000" }).maxFilesBytes).toBe(5000);
     expect(loadConfig({ FOREMAN_BATCH_PRIORITY: "-5", FOREMAN_BATCH_WINDOW: "2s" })).toMatchObject({
       batchPriority: -5,
       batchWindowMs: 2000,
@@ -172,6 +178,9 @@ describe("batch settings", () => {
     );
     expect(() => loadConfig({ FOREMAN_BATCH_PRIORITY: "2000" })).toThrow(/from -1000 to 1000/);
     expect(() => loadConfig({ FOREMAN_MAX_FILE: "0" })).toThrow(/FOREMAN_MAX_FILE/);
+    expect(() => loadConfig({ FOREMAN_MAX_FILES_BYTES: "10G" })).toThrow(
+      new ConfigError('FOREMAN_MAX_FILES_BYTES: "10G" must be an integer of at least 1'),
+    );
     expect(() => loadConfig({ FOREMAN_BATCH_WINDOW: "0" })).toThrow(/FOREMAN_BATCH_WINDOW/);
   });
 });

@@ -83,6 +83,7 @@ export class BatchStore {
   readonly #openStmt;
   readonly #nextExpiryStmt;
   readonly #expiredStmt;
+  readonly #usingStmt;
 
   constructor(db: Database, files: FileStore, ledger: BatchLedger) {
     this.#db = db;
@@ -129,6 +130,10 @@ export class BatchStore {
     );
     this.#nextExpiryStmt = db.query<{ t: number | null }, []>(
       `SELECT min(expires_at) AS t FROM batches WHERE status = 'in_progress' AND ending IS NULL`,
+    );
+    this.#usingStmt = db.query<{ id: string; status: BatchStatus }, [string]>(
+      `SELECT id, status FROM batches WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling')
+         AND ?1 IN (input_file_id, output_file_id, error_file_id) ORDER BY id LIMIT 1`,
     );
     this.#expiredStmt = db.query<BatchRow, [number]>(
       `SELECT ${BATCH_COLUMNS} FROM batches WHERE status = 'in_progress' AND ending IS NULL AND expires_at <= ?`,
@@ -255,6 +260,11 @@ export class BatchStore {
   /** When the next running batch expires (epoch ms); null when none runs. */
   nextExpiry(): number | null {
     return this.#nextExpiryStmt.get()!.t;
+  }
+
+  /** A batch not yet ended that reads or writes the file (its input, output or error file), or null. */
+  openBatchUsing(fileId: string): { id: string; status: BatchStatus } | null {
+    return this.#usingStmt.get(fileId);
   }
 
   /** Running batches whose window has passed. */
