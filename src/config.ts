@@ -2,7 +2,7 @@ import { isIP } from "node:net";
 import { parseDuration } from "./duration";
 import { invalidOrigin } from "./http/cors";
 import { type LogFormat, defaultLogFormat } from "./log";
-import { AllowListError, type AllowRule, parseAllowList } from "./webhook/allow-list";
+import { AllowListError, type AllowRule, DEFAULT_ALLOW, parseAllowList } from "./webhook/allow-list";
 
 /** A bad FOREMAN_* value: the message names the variable. `foreman serve` prints it and exits with 2. */
 export class ConfigError extends Error {
@@ -59,7 +59,11 @@ export interface Config {
   shutdownGraceMs: number;
   /** FOREMAN_WEBHOOK_SECRET: default whsec_ secret for jobs whose webhook has none; optional. */
   webhookSecret: string | undefined;
-  /** FOREMAN_WEBHOOK_ALLOW: comma list of hosts or CIDRs webhooks may go to, parsed; empty allows all. */
+  /**
+   * FOREMAN_WEBHOOK_ALLOW: comma list of where webhooks may go, parsed: host names, IPs or CIDRs, `public` (any
+   * address outside loopback, private, link-local and other special ranges) or `*` (anywhere). Default (unset):
+   * public; a value that lists nothing (",") is an error. Names are checked on the addresses they resolve to.
+   */
   webhookAllow: AllowRule[];
   /** FOREMAN_ORIGINS: browser origins allowed beside Ollama's defaults (localhost, 127.0.0.1, 0.0.0.0, app://, file://); `*` allows all. */
   origins: string[];
@@ -167,7 +171,9 @@ function origins(env: Env): string[] {
 
 function webhookAllow(env: Env): AllowRule[] {
   try {
-    return parseAllowList(list(env, "FOREMAN_WEBHOOK_ALLOW", ""));
+    const raw = env.FOREMAN_WEBHOOK_ALLOW;
+    if (raw === undefined) return [...DEFAULT_ALLOW];
+    return parseAllowList(raw.split(",").map((entry) => entry.trim()));
   } catch (error) {
     if (error instanceof AllowListError) throw new ConfigError(`FOREMAN_WEBHOOK_ALLOW: ${error.message}`);
     throw error;

@@ -111,7 +111,20 @@ describe("loadConfig", () => {
       { kind: "network", width: 32, network: 0n, prefix: 0 },
       { kind: "network", width: 128, network: 0n, prefix: 0 },
     ]);
-    expect(loadConfig({}).webhookAllow).toEqual([]);
+    expect(loadConfig({ FOREMAN_WEBHOOK_ALLOW: "*, public" }).webhookAllow).toEqual([{ kind: "any" }, { kind: "public" }]);
+    // Unset: public addresses only.
+    expect(loadConfig({}).webhookAllow).toEqual([{ kind: "public" }]);
+  });
+
+  test("an allow list that is set but names nothing is an error, not anywhere", () => {
+    for (const value of [",", " , ", "", "  ", "hooks.example.com,", "a.example.com,,b.example.com"]) {
+      expect([value, () => loadConfig({ FOREMAN_WEBHOOK_ALLOW: value })]).toEqual([value, expect.any(Function)]);
+      expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: value })).toThrow(
+        new ConfigError(
+          'FOREMAN_WEBHOOK_ALLOW: is set but has an empty entry; list hosts, CIDRs, "public" or "*", or leave it unset (public addresses only)',
+        ),
+      );
+    }
   });
 
   test("a bad allow-list entry is named, with what is allowed", () => {
@@ -121,7 +134,7 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "::1/200" })).toThrow("must be 0 to 128 for an IPv6 network");
     expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "10.0.0.0/abc" })).toThrow("must be 0 to 32");
     expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "10.0.0.256" })).toThrow(
-      'FOREMAN_WEBHOOK_ALLOW: "10.0.0.256" is not a host name, an IP address or a CIDR',
+      'FOREMAN_WEBHOOK_ALLOW: "10.0.0.256" is not a host name, an IP address, a CIDR, public or *',
     );
   });
 
