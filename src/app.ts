@@ -94,6 +94,14 @@ export function createApp({ config, jobs, ollama, webhooks, batches, metrics }: 
     .use(ollamaRoutes(jobs, ollama))
     .use(openaiRoutes(jobs, ollama))
     .use(dashboardRoutes(new DashboardFeed(jobs)))
-    .use(batches ? fileRoutes(batches.files, config.maxFileBytes) : new Elysia())
+    .use(
+      batches
+        ? fileRoutes(batches.files, {
+            maxFileBytes: config.maxFileBytes,
+            maxFilesBytes: config.maxFilesBytes,
+            openBatchUsing: (id) => batches.store.openBatchUsing(id),
+          })
+        : new Elysia(),
+    )
     .use(batches ? batchRoutes(batches, webhooks) : new Elysia());
 }

@@ -2,6 +2,7 @@ import type { Database } from "bun:sqlite";
 import { type Config, isLoopback } from "./config";
 import { createApp, createAuthorizer } from "./app";
 import { FileStore } from "./batch/files";
+import { UPLOAD_OVERHEAD_BYTES } from "./http/files";
 import { BatchService } from "./batch/service";
 import { BatchStore } from "./batch/store";
 import { batchWebhookPayload } from "./batch/view";
@@ -142,9 +143,6 @@ export function composeForeman(
   const routes = app.routes.map((route) => ({ method: route.method, path: route.path }));
   return { ollama, inventory, jobs, webhooks, metrics, batches, routes, handle };
 }
-
-/** Room for a multipart upload's boundaries and headers around a file of FOREMAN_MAX_FILE bytes. */
-const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
 
 /** Whether the client declared a body (a length above 0, or chunked), or the request carries a stream (in process). */
 function hasBody(request: Request): boolean {

@@ -3,7 +3,7 @@ import { parseDuration } from "./duration";
 import { invalidOrigin } from "./http/cors";
 import { invalidAllowedHost } from "./http/host-check";
 import { type LogFormat, defaultLogFormat } from "./log";
-import { AllowListError, type AllowRule, parseAllowList } from "./webhook/allow-list";
+import { AllowListError, type AllowRule, DEFAULT_ALLOW, parseAllowList } from "./webhook/allow-list";
 
 /** A bad FOREMAN_* value: the message names the variable. `foreman serve` prints it and exits with 2. */
 export class ConfigError extends Error {
@@ -60,7 +60,11 @@ export interface Config {
   shutdownGraceMs: number;
   /** FOREMAN_WEBHOOK_SECRET: default whsec_ secret for jobs whose webhook has none; optional. */
   webhookSecret: string | undefined;
-  /** FOREMAN_WEBHOOK_ALLOW: comma list of hosts or CIDRs webhooks may go to, parsed; empty allows all. */
+  /**
+   * FOREMAN_WEBHOOK_ALLOW: comma list of where webhooks may go, parsed: host names, IPs or CIDRs, `public` (any
+   * address outside loopback, private, link-local and other special ranges) or `*` (anywhere). Default (unset):
+   * public; a value that lists nothing (",") is an error. Names are checked on the addresses they resolve to.
+   */
   webhookAllow: AllowRule[];
   /** FOREMAN_ORIGINS: browser origins allowed beside Ollama's defaults (localhost, 127.0.0.1, 0.0.0.0, app://, file://); `*` allows all. */
   origins: string[];
@@ -80,6 +84,11 @@ export interface Config {
   webhookBackoffMs: number[];
   /** FOREMAN_MAX_FILE: largest file /v1/files accepts, in bytes, default 200 MiB. */
   maxFileBytes: number;
+  /**
+   * FOREMAN_MAX_FILES_BYTES: the most bytes all files together may hold, default 10 GiB; an upload past it is
+   * a 413. Batches' output and error files count, but are never refused (a finished line is always kept).
+   */
+  maxFilesBytes: number;
   /** FOREMAN_BATCH_PRIORITY: priority of batch lines, default -1 (below interactive requests, 0). */
   batchPriority: number;
   /** FOREMAN_BATCH_WINDOW: how long a batch may run before it expires, default 24h (OpenAI's window). */
@@ -184,7 +193,9 @@ function allowedHosts(env: Env): string[] {
 
 function webhookAllow(env: Env): AllowRule[] {
   try {
-    return parseAllowList(list(env, "FOREMAN_WEBHOOK_ALLOW", ""));
+    const raw = env.FOREMAN_WEBHOOK_ALLOW;
+    if (raw === undefined) return [...DEFAULT_ALLOW];
+    return parseAllowList(raw.split(",").map((entry) => entry.trim()));
   } catch (error) {
     if (error instanceof AllowListError) throw new ConfigError(`FOREMAN_WEBHOOK_ALLOW: ${error.message}`);
     throw error;
@@ -236,6 +247,7 @@ export function loadConfig(env: Env = process.env): Config {
       return ms;
     }),
     maxFileBytes: integer(env, "FOREMAN_MAX_FILE", 200 * 1024 * 1024, 1),
+    maxFilesBytes: integer(env, "FOREMAN_MAX_FILES_BYTES", 10 * 1024 ** 3, 1),
     batchPriority: signedInteger(env, "FOREMAN_BATCH_PRIORITY", -1, -1000, 1000),
     batchWindowMs: duration(env, "FOREMAN_BATCH_WINDOW", "24h", { min: 1, max: MAX_TIMER_MS }),
   };

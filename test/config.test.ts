@@ -116,7 +116,20 @@ describe("loadConfig", () => {
       { kind: "network", width: 32, network: 0n, prefix: 0 },
       { kind: "network", width: 128, network: 0n, prefix: 0 },
     ]);
-    expect(loadConfig({}).webhookAllow).toEqual([]);
+    expect(loadConfig({ FOREMAN_WEBHOOK_ALLOW: "*, public" }).webhookAllow).toEqual([{ kind: "any" }, { kind: "public" }]);
+    // Unset: public addresses only.
+    expect(loadConfig({}).webhookAllow).toEqual([{ kind: "public" }]);
+  });
+
+  test("an allow list that is set but names nothing is an error, not anywhere", () => {
+    for (const value of [",", " , ", "", "  ", "hooks.example.com,", "a.example.com,,b.example.com"]) {
+      expect([value, () => loadConfig({ FOREMAN_WEBHOOK_ALLOW: value })]).toEqual([value, expect.any(Function)]);
+      expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: value })).toThrow(
+        new ConfigError(
+          'FOREMAN_WEBHOOK_ALLOW: is set but has an empty entry; list hosts, CIDRs, "public" or "*", or leave it unset (public addresses only)',
+        ),
+      );
+    }
   });
 
   test("a bad allow-list entry is named, with what is allowed", () => {
@@ -126,7 +139,7 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "::1/200" })).toThrow("must be 0 to 128 for an IPv6 network");
     expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "10.0.0.0/abc" })).toThrow("must be 0 to 32");
     expect(() => loadConfig({ FOREMAN_WEBHOOK_ALLOW: "10.0.0.256" })).toThrow(
-      'FOREMAN_WEBHOOK_ALLOW: "10.0.0.256" is not a host name, an IP address or a CIDR',
+      'FOREMAN_WEBHOOK_ALLOW: "10.0.0.256" is not a host name, an IP address, a CIDR, public or *',
     );
   });
 
@@ -177,8 +190,14 @@ describe("unknownSettings", () => {
 });
 
 describe("batch settings", () => {
-  test("defaults: 200 MiB files, batch lines at priority -1, OpenAI's 24h window", () => {
-    expect(loadConfig({})).toMatchObject({ maxFileBytes: 200 * 1024 * 1024, batchPriority: -1, batchWindowMs: 86_400_000 });
+  test("defaults: 200 MiB files, 10 GiB for all files, batch lines at priority -1, OpenAI's 24h window", () => {
+    expect(loadConfig({})).toMatchObject({
+      maxFileBytes: 200 * 1024 * 1024,
+      maxFilesBytes: 10 * 1024 ** 3,
+      batchPriority: -1,
+      batchWindowMs: 86_400_000,
+    });
+    expect(loadConfig({ FOREMAN_MAX_FILES_BYTES: "5000" }).maxFilesBytes).toBe(5000);
     expect(loadConfig({ FOREMAN_BATCH_PRIORITY: "-5", FOREMAN_BATCH_WINDOW: "2s" })).toMatchObject({
       batchPriority: -5,
       batchWindowMs: 2000,
@@ -191,6 +210,9 @@ describe("batch settings", () => {
     );
     expect(() => loadConfig({ FOREMAN_BATCH_PRIORITY: "2000" })).toThrow(/from -1000 to 1000/);
     expect(() => loadConfig({ FOREMAN_MAX_FILE: "0" })).toThrow(/FOREMAN_MAX_FILE/);
+    expect(() => loadConfig({ FOREMAN_MAX_FILES_BYTES: "10G" })).toThrow(
+      new ConfigError('FOREMAN_MAX_FILES_BYTES: "10G" must be an integer of at least 1'),
+    );
     expect(() => loadConfig({ FOREMAN_BATCH_WINDOW: "0" })).toThrow(/FOREMAN_BATCH_WINDOW/);
   });
 });

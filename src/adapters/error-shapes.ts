@@ -1,8 +1,11 @@
 import type { ApiFamily } from "./adapter";
 
-/** OpenAI's `type` for a status (R:openai/openai.go:225-237). */
+/**
+ * OpenAI's `type` for a status (R:openai/openai.go:225-237), plus foreman's own refusals of what the client
+ * sent: too large (413) and in conflict with the state of a batch or file (409) are the client's to fix.
+ */
 function openaiErrorType(status: number): string {
-  if (status === 400) return "invalid_request_error";
+  if (status === 400 || status === 409 || status === 413) return "invalid_request_error";
   if (status === 404) return "not_found_error";
   if (status === 401) return "authentication_error";
   return "api_error";

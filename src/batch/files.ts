@@ -41,6 +41,7 @@ export class FileStore {
   readonly #deleteStmt;
   readonly #pageStmt;
   readonly #staleStmt;
+  readonly #storedStmt;
 
   constructor(db: Database) {
     this.#db = db;
@@ -58,6 +59,7 @@ export class FileStore {
       `SELECT id, data FROM file_chunks WHERE file_id = ? AND id > ? ORDER BY id LIMIT ?`,
     );
     this.#staleStmt = db.query<null, []>(`DELETE FROM files WHERE status = 'uploading'`);
+    this.#storedStmt = db.query<{ n: number }, []>(`SELECT coalesce(sum(bytes), 0) AS n FROM files`);
   }
 
   /** Starts an upload: the row exists but is not listed until {@link finishUpload}. */
@@ -109,6 +111,11 @@ export class FileStore {
   /** Deletes a file and its bytes; false when there was none. */
   delete(id: string): boolean {
     return this.#deleteStmt.run(id).changes > 0;
+  }
+
+  /** Bytes of every file stored: uploads (unfinished ones too) and batches' output and error files. */
+  storedBytes(): number {
+    return this.#storedStmt.get()!.n;
   }
 
   /** Drops uploads a crash or a broken connection left unfinished. */

@@ -44,9 +44,9 @@ export class BatchLedger {
       `INSERT INTO file_chunks (file_id, data) SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM files WHERE id = ?1)`,
     );
     this.#growStmt = db.query<null, [number, string]>(`UPDATE files SET bytes = bytes + ? WHERE id = ?`);
-    this.#countStmt = db.query<{ done: number; total: number }, [number, number, number, string]>(
+    this.#countStmt = db.query<{ done: number; total: number; status: string }, [number, number, number, string]>(
       `UPDATE batches SET completed = completed + ?1, failed = failed + ?2, canceled = canceled + ?3 WHERE id = ?4
-       RETURNING completed + failed + canceled AS done, total`,
+       RETURNING completed + failed + canceled AS done, total, status`,
     );
     this.#finishStmt = db.query<null, [string, number, string]>(
       `UPDATE batches SET status = ?1, finalizing_at = coalesce(finalizing_at, ?2),
@@ -75,7 +75,9 @@ export class BatchLedger {
       job.state === "canceled" ? 1 : 0,
       owner.batchId,
     )!;
-    if (counts.done >= counts.total) this.finishTx(owner.batchId, owner, now);
+    // A batch still validating is queued in slices and its total still grows: the last slice ends it if need be.
+    const running = counts.status === "in_progress" || counts.status === "cancelling";
+    if (running && counts.done >= counts.total) this.finishTx(owner.batchId, owner, now);
   }
 
   /** Ends a batch whose lines have all ended (completed, cancelled or expired) and queues its webhook. */

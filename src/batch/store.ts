@@ -41,13 +41,16 @@ export interface BatchRow {
   expiredAt: number | null;
   cancellingAt: number | null;
   cancelledAt: number | null;
+  /** The input line number the admission has queued through (see {@link BatchStore.admitSlice}). */
+  admittedThrough: number;
 }
 
 const BATCH_COLUMNS = `id, endpoint, input_file_id AS inputFileId, completion_window AS completionWindow, status, metadata,
   errors, output_file_id AS outputFileId, error_file_id AS errorFileId, total, completed, failed, canceled, priority,
   max_attempts AS maxAttempts, ending, webhook_url AS webhookUrl, webhook_secret AS webhookSecret, created_at AS createdAt,
   in_progress_at AS inProgressAt, expires_at AS expiresAt, finalizing_at AS finalizingAt, completed_at AS completedAt,
-  failed_at AS failedAt, expired_at AS expiredAt, cancelling_at AS cancellingAt, cancelled_at AS cancelledAt`;
+  failed_at AS failedAt, expired_at AS expiredAt, cancelling_at AS cancellingAt, cancelled_at AS cancelledAt,
+  admitted_through AS admittedThrough`;
 
 /** What a new batch needs. */
 export interface NewBatch {
@@ -61,10 +64,11 @@ export interface NewBatch {
   webhook?: { url: string; secret?: string };
 }
 
-/** A validated line: a job to queue, or a per-line failure for the error file. */
-export type AdmittedLine =
+/** A validated line (`number`: its line in the input file): a job to queue, or a per-line failure for the error file. */
+export type AdmittedLine = { number: number } & (
   | { kind: "job"; customId: string; type: JobType; model: string; modelKey: string; request: string }
-  | { kind: "error"; customId: string; status: number; message: string };
+  | { kind: "error"; customId: string; status: number; message: string }
+);
 
 /** The `batches` and `batch_requests` tables, as the HTTP thread uses them. */
 export class BatchStore {
@@ -76,6 +80,8 @@ export class BatchStore {
   readonly #insertJobStmt;
   readonly #insertRequestStmt;
   readonly #startStmt;
+  readonly #sliceStmt;
+  readonly #cancelAdmittingStmt;
   readonly #failStmt;
   readonly #cancelValidatingStmt;
   readonly #endingStmt;
@@ -83,6 +89,7 @@ export class BatchStore {
   readonly #openStmt;
   readonly #nextExpiryStmt;
   readonly #expiredStmt;
+  readonly #usingStmt;
 
   constructor(db: Database, files: FileStore, ledger: BatchLedger) {
     this.#db = db;
@@ -103,8 +110,16 @@ export class BatchStore {
     this.#insertRequestStmt = db.query<null, [string, string, string]>(
       `INSERT INTO batch_requests (job_id, batch_id, custom_id) VALUES (?, ?, ?)`,
     );
-    this.#startStmt = db.query<null, [number, number, number, string]>(
-      `UPDATE batches SET status = 'in_progress', in_progress_at = ?1, total = ?2, failed = ?3 WHERE id = ?4`,
+    this.#sliceStmt = db.query<{ done: number; total: number }, [number, number, number, string]>(
+      `UPDATE batches SET total = total + ?1, failed = failed + ?2, admitted_through = ?3 WHERE id = ?4
+       RETURNING completed + failed + canceled AS done, total`,
+    );
+    this.#startStmt = db.query<null, [number, string]>(
+      `UPDATE batches SET status = 'in_progress', in_progress_at = ?1 WHERE id = ?2`,
+    );
+    this.#cancelAdmittingStmt = db.query<BatchRow, [number, string]>(
+      `UPDATE batches SET status = 'cancelling', ending = 'cancel', cancelling_at = ?1
+       WHERE id = ?2 AND status = 'validating' RETURNING ${BATCH_COLUMNS}`,
     );
     this.#failStmt = db.query<BatchRow, [number, string, string]>(
       `UPDATE batches SET status = 'failed', failed_at = ?1, errors = ?2 WHERE id = ?3 AND status = 'validating'
@@ -129,6 +144,10 @@ export class BatchStore {
     );
     this.#nextExpiryStmt = db.query<{ t: number | null }, []>(
       `SELECT min(expires_at) AS t FROM batches WHERE status = 'in_progress' AND ending IS NULL`,
+    );
+    this.#usingStmt = db.query<{ id: string; status: BatchStatus }, [string]>(
+      `SELECT id, status FROM batches WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling')
+         AND ?1 IN (input_file_id, output_file_id, error_file_id) ORDER BY id LIMIT 1`,
     );
     this.#expiredStmt = db.query<BatchRow, [number]>(
       `SELECT ${BATCH_COLUMNS} FROM batches WHERE status = 'in_progress' AND ending IS NULL AND expires_at <= ?`,
@@ -168,21 +187,25 @@ export class BatchStore {
   }
 
   /**
-   * Queues a validated batch in one transaction: its output and error files, a job per valid line,
-   * an error line per failed one, status in_progress. All or nothing, so a crash while validating
-   * leaves a batch to validate again, never half queued. False when the batch is no longer validating.
+   * Queues one slice of a validated batch's lines in one transaction: a job per valid line, an error line per
+   * failed one, the counts, and `through` (the input line the slice reached), so a restart resumes after it
+   * and never queues a line twice. The first slice makes the output and error files; the `last` one sets the
+   * batch in_progress (ending it at once if every line has ended already). Lines queued while the batch is
+   * still validating may run meanwhile: the ledger counts them, and leaves ending the batch to the last slice.
+   * False when the batch is no longer validating (cancelled meanwhile): nothing is queued.
    */
-  admit(batchId: string, lines: () => Iterable<AdmittedLine>, now = Date.now()): boolean {
+  admitSlice(batchId: string, lines: readonly AdmittedLine[], through: number, last: boolean, now = Date.now()): boolean {
     return this.#db
       .transaction(() => {
         const batch = this.#getStmt.get(batchId);
         if (!batch || batch.status !== "validating") return false;
-        this.#files.createTx(batch.outputFileId, "batch_output", `${batch.id}_output.jsonl`, now);
-        this.#files.createTx(batch.errorFileId, "batch_output", `${batch.id}_error.jsonl`, now);
-        let total = 0;
+        if (!this.#files.get(batch.outputFileId)) {
+          this.#files.createTx(batch.outputFileId, "batch_output", `${batch.id}_output.jsonl`, now);
+          this.#files.createTx(batch.errorFileId, "batch_output", `${batch.id}_error.jsonl`, now);
+        }
         let failed = 0;
-        for (const line of lines()) {
-          total++;
+        for (const line of lines) {
+          if (line.number <= batch.admittedThrough) continue;
           if (line.kind === "error") {
             failed++;
             const body = errorBody("openai", line.status, line.message);
@@ -208,8 +231,12 @@ export class BatchStore {
           );
           this.#insertRequestStmt.run(jobId, batch.id, line.customId);
         }
-        this.#startStmt.run(now, total, failed, batch.id);
-        if (failed === total) this.#ledger.finishTx(batch.id, batch, now);
+        const admitted = lines.filter((line) => line.number > batch.admittedThrough).length;
+        const counts = this.#sliceStmt.get(admitted, failed, Math.max(through, batch.admittedThrough), batch.id)!;
+        if (last) {
+          this.#startStmt.run(now, batch.id);
+          if (counts.done >= counts.total) this.#ledger.finishTx(batch.id, batch, now);
+        }
         return true;
       })
       .immediate();
@@ -226,10 +253,20 @@ export class BatchStore {
       .immediate();
   }
 
-  /** Cancels a batch still validating: it ends cancelled at once, nothing queued. */
+  /**
+   * Cancels a batch still validating. With nothing queued yet it ends cancelled at once; once slices are
+   * queued it goes cancelling like a running batch (the caller cancels its queued lines), and ends here
+   * if its queued lines have all ended already.
+   */
   cancelValidating(batchId: string, now = Date.now()): BatchRow | null {
     return this.#db
       .transaction(() => {
+        const current = this.#getStmt.get(batchId);
+        if (current && current.admittedThrough > 0) {
+          const row = this.#cancelAdmittingStmt.get(now, batchId);
+          if (row && row.completed + row.failed + row.canceled >= row.total) this.#ledger.finishTx(row.id, row, now);
+          return row;
+        }
         const row = this.#cancelValidatingStmt.get(now, batchId);
         if (row) this.#ledger.queueWebhookTx(row, now);
         return row;
@@ -255,6 +292,11 @@ export class BatchStore {
   /** When the next running batch expires (epoch ms); null when none runs. */
   nextExpiry(): number | null {
     return this.#nextExpiryStmt.get()!.t;
+  }
+
+  /** A batch not yet ended that reads or writes the file (its input, output or error file), or null. */
+  openBatchUsing(fileId: string): { id: string; status: BatchStatus } | null {
+    return this.#usingStmt.get(fileId);
   }
 
   /** Running batches whose window has passed. */

@@ -1,6 +1,6 @@
 import { Elysia } from "elysia";
 import { CHUNK_BYTES, type FileStore, fileObject } from "../batch/files";
-import { ApiError, BadRequestError, NotFoundError } from "../errors";
+import { ApiError, BadRequestError, ConflictError, NotFoundError } from "../errors";
 import { routeDoc } from "./api-docs";
 import { FileDocs } from "./batch-docs";
 import { multipartBoundary, multipartParts } from "./multipart";
@@ -9,6 +9,8 @@ import { multipartBoundary, multipartParts } from "./multipart";
 const UPLOAD_PURPOSES = ["batch"];
 /** Longest value of a text field of the upload form. */
 const MAX_FIELD_BYTES = 1024;
+/** Room for a multipart upload's boundaries, headers and fields around a file of FOREMAN_MAX_FILE bytes. */
+export const UPLOAD_OVERHEAD_BYTES = 64 * 1024;
 
 /** A list page's paging fields, as OpenAI's lists carry them. */
 export function listPage<T extends { id: string }>(data: T[], limit: number) {
@@ -30,22 +32,35 @@ export function limitParam(value: string | undefined, fallback: number, max: num
   return n;
 }
 
+/** What the Files API is limited by, and which batch holds a file. */
+export interface FileLimits {
+  /** FOREMAN_MAX_FILE: the most bytes one upload may hold. */
+  maxFileBytes: number;
+  /** FOREMAN_MAX_FILES_BYTES: the most bytes all stored files together may hold. */
+  maxFilesBytes: number;
+  /** A batch not yet ended that reads or writes the file, or null: such a file cannot be deleted. */
+  openBatchUsing: (fileId: string) => { id: string; status: string } | null;
+}
+
 /**
  * OpenAI's Files API, for the Batch API's input and output: uploads stream into the database chunk
- * by chunk (never whole in memory), up to FOREMAN_MAX_FILE bytes; content streams back the same way.
+ * by chunk (never whole in memory), up to FOREMAN_MAX_FILE bytes each and FOREMAN_MAX_FILES_BYTES in
+ * all; content streams back the same way. A file a running batch uses is not deleted (409).
  */
-export function fileRoutes(files: FileStore, maxFileBytes: number) {
+export function fileRoutes(files: FileStore, limits: FileLimits) {
+  const { maxFileBytes } = limits;
   const find = (id: string) => {
     const file = files.get(id);
     if (!file) throw new NotFoundError(`No such File object: ${id}`);
     return file;
   };
   return new Elysia({ tags: ["files"] })
-    .post("/v1/files", ({ request }) => upload(files, request, maxFileBytes), {
+    .post("/v1/files", ({ request }) => upload(files, request, limits), {
       parse: "none",
       ...routeDoc(
         "Upload a file (OpenAI)",
-        `multipart/form-data with \`file\` and \`purpose\` ("batch"). At most FOREMAN_MAX_FILE bytes (${maxFileBytes}); larger is a 413.`,
+        `multipart/form-data with \`file\` and \`purpose\` ("batch"). At most FOREMAN_MAX_FILE bytes (${maxFileBytes}); larger is a 413, ` +
+          `as is an upload past FOREMAN_MAX_FILES_BYTES (${limits.maxFilesBytes}) for all files together.`,
         FileDocs.upload,
       ),
     })
@@ -82,15 +97,26 @@ export function fileRoutes(files: FileStore, maxFileBytes: number) {
     .delete(
       "/v1/files/:id",
       ({ params }) => {
-        if (!files.delete(find(params.id).id)) throw new NotFoundError(`No such File object: ${params.id}`);
+        const batch = limits.openBatchUsing(find(params.id).id);
+        if (batch) {
+          throw new ConflictError(
+            `File ${params.id} is used by batch ${batch.id} (status ${batch.status}): it can be deleted once the batch has ended (or been cancelled).`,
+          );
+        }
+        if (!files.delete(params.id)) throw new NotFoundError(`No such File object: ${params.id}`);
         return { id: params.id, object: "file", deleted: true };
       },
-      routeDoc("Delete a file (OpenAI)", "The file and its bytes.", FileDocs.delete),
+      routeDoc(
+        "Delete a file (OpenAI)",
+        "The file and its bytes. The input, output or error file of a batch that has not ended is a 409.",
+        FileDocs.delete,
+      ),
     );
 }
 
 /** Streams a multipart upload into the store; an unfinished upload is removed whatever went wrong. */
-async function upload(files: FileStore, request: Request, maxFileBytes: number): Promise<Response> {
+async function upload(files: FileStore, request: Request, limits: FileLimits): Promise<Response> {
+  const { maxFileBytes } = limits;
   const boundary = multipartBoundary(request.headers.get("content-type"));
   if (!boundary || !request.body) {
     throw new BadRequestError('the upload must be multipart/form-data with a "file" part and a "purpose" field');
@@ -99,13 +125,18 @@ async function upload(files: FileStore, request: Request, maxFileBytes: number):
   let filename = "upload.jsonl";
   let purpose: string | undefined;
   try {
-    for await (const part of multipartParts(request.body, boundary)) {
+    // A chunked upload declares no length: the whole body is bounded as it streams, the file part again below.
+    const bound = {
+      maxBytes: maxFileBytes + UPLOAD_OVERHEAD_BYTES,
+      message: `file too large: the upload is over ${maxFileBytes} bytes, the limit (FOREMAN_MAX_FILE)`,
+    };
+    for await (const part of multipartParts(request.body, boundary, bound)) {
       if (part.name === "purpose") purpose = await fieldText(part.data);
       else if (part.name === "file") {
         if (fileId) throw new BadRequestError('only one "file" part is allowed');
         filename = part.filename || filename;
         fileId = files.beginUpload("", filename).id;
-        await storeChunks(files, fileId, part.data, maxFileBytes);
+        await storeChunks(files, fileId, part.data, limits);
       }
     }
     if (!fileId) throw new BadRequestError('the upload has no "file" part');
@@ -132,13 +163,26 @@ async function fieldText(data: AsyncGenerator<Uint8Array>): Promise<string> {
   return Buffer.concat(pieces).toString("utf8").trim();
 }
 
-/** Writes a file part in CHUNK_BYTES rows as it arrives; past the limit, a 413. */
-async function storeChunks(files: FileStore, id: string, data: AsyncGenerator<Uint8Array>, maxFileBytes: number): Promise<void> {
+/**
+ * Writes a file part in CHUNK_BYTES rows as it arrives; past FOREMAN_MAX_FILE, or past FOREMAN_MAX_FILES_BYTES
+ * with every stored file counted (unfinished uploads and batches' output too), a 413.
+ */
+async function storeChunks(files: FileStore, id: string, data: AsyncGenerator<Uint8Array>, limits: FileLimits): Promise<void> {
+  const { maxFileBytes, maxFilesBytes } = limits;
   let pending: Uint8Array[] = [];
   let pendingBytes = 0;
   let total = 0;
   const flush = () => {
     if (pendingBytes === 0) return;
+    const stored = files.storedBytes();
+    if (stored + pendingBytes > maxFilesBytes) {
+      const written = total - pendingBytes;
+      const room = Math.max(0, maxFilesBytes - (stored - written));
+      throw new ApiError(
+        413,
+        `stored files are over their quota: FOREMAN_MAX_FILES_BYTES is ${maxFilesBytes} bytes and ${room} bytes were free for this upload; delete files (DELETE /v1/files/{id}) to make room`,
+      );
+    }
     files.append(id, Buffer.concat(pending));
     pending = [];
     pendingBytes = 0;

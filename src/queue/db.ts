@@ -7,10 +7,11 @@ import jobStats from "./migrations/003_job_stats.sql" with { type: "text" };
 import batches from "./migrations/004_batches.sql" with { type: "text" };
 import modelCosts from "./migrations/005_model_costs.sql" with { type: "text" };
 import queuedCounts from "./migrations/006_queued_counts.sql" with { type: "text" };
+import batchAdmission from "./migrations/007_batch_admission.sql" with { type: "text" };
 import { spinForWriteLock } from "./write-lock";
 
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
-const MIGRATIONS: readonly string[] = [init, openTypes, jobStats, batches, modelCosts, queuedCounts];
+const MIGRATIONS: readonly string[] = [init, openTypes, jobStats, batches, modelCosts, queuedCounts, batchAdmission];
 
 /** The database was written by a newer foreman; this one must not touch it. */
 export class NewerSchemaError extends Error {

@@ -96,9 +96,10 @@ export class WebhookDispatcher {
     const attempts = delivery.attempts + 1;
     let status: number | null = null;
     let error: string | null = null;
-    const rejected = this.#allow.check(delivery.url);
-    if (rejected) {
-      this.#record(delivery, "failed", attempts, null, rejected);
+    const target = await this.#allow.target(delivery.url);
+    if (typeof target === "string") {
+      this.#log.warn("webhook delivery refused", { delivery: delivery.id, error: target });
+      this.#record(delivery, "failed", attempts, null, target);
       return;
     }
     try {
@@ -112,12 +113,15 @@ export class WebhookDispatcher {
       };
       const secret = delivery.secret ?? this.#defaultSecret;
       if (secret) headers["webhook-signature"] = new Webhook(secret).sign(delivery.id, now, payload);
-      const response = await fetch(delivery.url, {
+      // Pinned to the address the allow list checked: the Host header and TLS name stay the URL's.
+      if (target.host) headers.host = target.host;
+      const response = await fetch(target.url, {
         method: "POST",
         headers,
         body: payload,
         redirect: "manual",
         signal: AbortSignal.timeout(this.#attemptTimeoutMs),
+        ...(target.serverName ? { tls: { serverName: target.serverName } } : {}),
       });
       status = response.status;
       await response.body?.cancel().catch(() => {});

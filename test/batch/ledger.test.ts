@@ -28,6 +28,7 @@ afterEach(() => {
 });
 
 const job = (customId: string): AdmittedLine & { kind: "job" } => ({
+  number: 0,
   kind: "job",
   customId,
   type: "openai.chat",
@@ -48,7 +49,8 @@ function newBatch(lines: AdmittedLine[]) {
     maxAttempts: 3,
     expiresAt: Date.now() + 60_000,
   });
-  expect(batches.admit(batch.id, () => lines)).toBe(true);
+  const numbered = lines.map((line, i) => ({ ...line, number: i + 1 }));
+  expect(batches.admitSlice(batch.id, numbered, numbered.length, true)).toBe(true);
   return batch;
 }
 
@@ -56,7 +58,11 @@ const claim = () => store.claimNextJob({ schedule: "fifo", residentKeys: [], max
 const lines = (fileId: string) => [...files.lines(fileId)].map((line) => JSON.parse(line.text));
 
 test("each line's end writes one output or error line and counts it; the last one completes the batch", () => {
-  const batch = newBatch([job("a"), job("b"), { kind: "error", customId: "c", status: 404, message: "model 'x' not found" }]);
+  const batch = newBatch([
+    job("a"),
+    job("b"),
+    { number: 0, kind: "error", customId: "c", status: 404, message: "model 'x' not found" },
+  ]);
   expect(batches.get(batch.id)).toMatchObject({ status: "in_progress", total: 3, failed: 1, completed: 0 });
   const first = claim();
   expect(first.source).toBe("batch");
@@ -122,7 +128,13 @@ test("batch lines are never promoted by the starvation guard: an old batch still
     expiresAt: Date.now() + 60_000,
   });
   const line = (customId: string, model: string): AdmittedLine => ({ ...job(customId), model, modelKey: `${model}:latest` });
-  batches.admit(batch.id, () => [line("a", "qwen3"), line("b", "llama3.2")], old);
+  batches.admitSlice(
+    batch.id,
+    [line("a", "qwen3"), line("b", "llama3.2")].map((l, i) => ({ ...l, number: i + 1 })),
+    2,
+    true,
+    old,
+  );
   const picked = store.claimNextJob({ schedule: "drain", residentKeys: ["llama3.2:latest"], maxWaitMs: 60_000 })!;
   expect(picked.model).toBe("llama3.2");
   const plan = db

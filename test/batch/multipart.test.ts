@@ -67,4 +67,28 @@ describe("multipart", () => {
     expect(error.status).toBe(400);
     expect(error.message).toBe("multipart body ends early");
   });
+
+  test("padding, preamble and headers are bounded, each with a 400 that says its bound", async () => {
+    const cases: Array<[string, string]> = [
+      [`--b${" ".repeat(2000)}\r\n\r\nx\r\n--b--`, "at most 1024 bytes of padding"],
+      [`${"p".repeat(70_000)}\r\n--b\r\n\r\nx\r\n--b--`, "a preamble may be at most that long"],
+      [`--b\r\nx-long: ${"h".repeat(17_000)}\r\n\r\nx\r\n--b--`, "headers are too long: at most 16384 bytes"],
+    ];
+    for (const [body, message] of cases) {
+      // Cut in small pieces, as a slow client sends them.
+      const bytes = Buffer.from(body);
+      const cuts = Array.from({ length: Math.ceil(bytes.length / 100) }, (_, i) => i * 100);
+      const error = await readAll(streamOf(bytes, cuts), "b").catch((e) => e);
+      expect([error.status, error.message]).toEqual([400, expect.stringContaining(message)]);
+    }
+  });
+
+  test("past the body's bound, a 413 with the bound's message, even in a part nobody reads", async () => {
+    const body = Buffer.from(`--b\r\ncontent-disposition: form-data; name="extra"\r\n\r\n${"x".repeat(5000)}\r\n--b--`);
+    const parts = multipartParts(streamOf(body, [1000, 2000, 3000, 4000]), "b", { maxBytes: 3000, message: "too big" });
+    const error = await (async () => {
+      for await (const _ of parts);
+    })().catch((e) => e);
+    expect([error.status, error.message]).toEqual([413, "too big"]);
+  });
 });

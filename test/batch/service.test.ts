@@ -106,7 +106,7 @@ test("a batch left validating by a crash is validated at the next start, and que
   await startService().settled();
   expect(batches.get(batch.id)!.status).toBe("in_progress");
   expect(store.queuedCount()).toBe(2);
-  expect(batches.admit(batch.id, () => [])).toBe(false);
+  expect(batches.admitSlice(batch.id, [], 0, true)).toBe(false);
   expect(store.queuedCount()).toBe(2);
 });
 
@@ -145,4 +145,51 @@ test("a running batch past its window expires: its queued lines end batch_expire
   expect(batches.get(batch.id)).toMatchObject({ total: 3, completed: 0, canceled: 3 });
   const errors = [...files.lines(batch.errorFileId)].map((line) => JSON.parse(line.text).error.code);
   expect(errors).toEqual(["batch_expired", "batch_expired", "batch_expired"]);
+});
+
+test("a big batch is queued in slices while it stays validating; a crash between slices loses and repeats no line", async () => {
+  const lines = 4000;
+  const models = Array.from({ length: lines }, (_, i) => (i % 10 === 9 ? "ghost" : "llama3.2"));
+  const created = startService().create(request(upload(models)));
+  // Between two slices the thread is free: part of the batch is queued, the rest not yet, still validating.
+  let seen: ReturnType<typeof batches.get> = null;
+  await until(() => {
+    seen = batches.get(created.id);
+    return seen!.admittedThrough > 0;
+  }, 30_000);
+  expect(seen!.status).toBe("validating");
+  expect(seen!.admittedThrough).toBeLessThan(lines);
+  // The process dies here: the database goes away under the admission, which stops at its next slice.
+  service!.stop();
+  db.close();
+  await service!.settled();
+  db = openDatabase(join(dir.path, "q.db"));
+  store = new JobStore(db);
+  files = new FileStore(db);
+  batches = new BatchStore(db, files, store.batchLedger);
+  await startService().settled();
+  const batch = batches.get(created.id)!;
+  expect(batch).toMatchObject({ status: "in_progress", total: lines, failed: lines / 10, admittedThrough: lines });
+  const queued = db
+    .query<{ n: number; ids: number }, []>("SELECT count(*) AS n, count(DISTINCT custom_id) AS ids FROM batch_requests")
+    .get()!;
+  expect(queued).toEqual({ n: lines - lines / 10, ids: lines - lines / 10 });
+  const errors = [...files.lines(batch.errorFileId)].map((line) => JSON.parse(line.text).custom_id);
+  expect(new Set(errors).size).toBe(lines / 10);
+  expect(errors.length).toBe(lines / 10);
+});
+
+test("cancelling a batch mid-admission cancels what was queued and queues no more", async () => {
+  const svc = startService();
+  const created = svc.create(request(upload(Array.from({ length: 4000 }, () => "llama3.2"))));
+  await until(() => batches.get(created.id)!.admittedThrough > 0, 30_000);
+  const cancelled = svc.cancel(created.id);
+  await svc.settled();
+  const batch = batches.get(created.id)!;
+  expect(cancelled.status === "cancelling" || cancelled.status === "cancelled").toBe(true);
+  expect(batch.status).toBe("cancelled");
+  expect(batch.total).toBe(batch.admittedThrough);
+  expect(batch.total).toBeLessThan(4000);
+  expect(batch.canceled).toBe(batch.total);
+  expect(store.queuedCount()).toBe(0);
 });

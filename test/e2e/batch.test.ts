@@ -29,6 +29,8 @@ test("200 jobs, a kill -9 mid-way: all done, all results kept, every webhook ver
     FOREMAN_DB: join(dir.path, "batch.db"),
     FOREMAN_WEBHOOK_SECRET: secret,
     FOREMAN_WEBHOOK_BACKOFF: "300ms,300ms,300ms,300ms,300ms,300ms",
+    // The receiver listens on loopback, which the default (public addresses only) refuses.
+    FOREMAN_WEBHOOK_ALLOW: "127.0.0.1",
   });
   foreman = await spawnForeman(env);
   const listen = new URL(foreman.url).host;

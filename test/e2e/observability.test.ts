@@ -19,7 +19,11 @@ beforeAll(async () => {
   fake = new FakeOllama({ tokenDelayMs: 5 }).start();
   dir = tempDir();
   // The default log level and format: info, and JSON as stdout is a pipe.
-  const env = foremanEnv(fake.url, dir.path, { FOREMAN_TOKEN: TOKEN, FOREMAN_WEBHOOK_BACKOFF: "50ms" });
+  const env = foremanEnv(fake.url, dir.path, {
+    FOREMAN_TOKEN: TOKEN,
+    FOREMAN_WEBHOOK_BACKOFF: "50ms",
+    FOREMAN_WEBHOOK_ALLOW: "127.0.0.1",
+  });
   delete env.FOREMAN_LOG_LEVEL;
   foreman = await spawnForeman(env);
 });

@@ -77,6 +77,8 @@ describe("one foreman", () => {
         FOREMAN_MAX_FILE: "100000",
         FOREMAN_WEBHOOK_SECRET: secret,
         FOREMAN_WEBHOOK_BACKOFF: "100ms",
+        // The receiver listens on loopback, which the default (public addresses only) refuses.
+        FOREMAN_WEBHOOK_ALLOW: "127.0.0.1",
       }),
     );
     client = new OpenAI({ baseURL: `${foreman.url}/v1`, apiKey: "unused", maxRetries: 0 });

@@ -11,7 +11,8 @@ afterEach(async () => {
   stack = undefined;
 });
 
-const FAST_BACKOFF = { FOREMAN_WEBHOOK_BACKOFF: "50ms,100ms,150ms" };
+// The receiver listens on loopback, which the default allow list (public addresses only) refuses.
+const FAST_BACKOFF = { FOREMAN_WEBHOOK_BACKOFF: "50ms,100ms,150ms", FOREMAN_WEBHOOK_ALLOW: "127.0.0.1" };
 
 async function submit(body: Record<string, unknown>) {
   const response = await stack!.fetch(`/jobs`, {
