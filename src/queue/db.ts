@@ -7,6 +7,7 @@ import jobStats from "./migrations/003_job_stats.sql" with { type: "text" };
 import batches from "./migrations/004_batches.sql" with { type: "text" };
 import modelCosts from "./migrations/005_model_costs.sql" with { type: "text" };
 import queuedCounts from "./migrations/006_queued_counts.sql" with { type: "text" };
+import { PRIVATE_FOLDER_MODE, createPrivateFile } from "./private-files";
 import { spinForWriteLock } from "./write-lock";
 
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
@@ -34,7 +35,10 @@ export interface OpenDatabaseOptions {
  * Each thread opens its own connection; WAL lets the HTTP thread read while the worker writes.
  */
 export function openDatabase(path: string, options: OpenDatabaseOptions = {}): Database {
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  if (path !== ":memory:") {
+    mkdirSync(dirname(path), { recursive: true, mode: PRIVATE_FOLDER_MODE });
+    createPrivateFile(path);
+  }
   const db = new Database(path, { create: true, strict: true });
   // Before any pragma that writes (WAL mode changes the file header): a newer foreman's file stays untouched.
   try {
