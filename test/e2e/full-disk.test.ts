@@ -34,7 +34,8 @@ const post = (path: string, body: unknown) =>
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
   });
-const health = async () => (await (await fetch(`${foreman!.url}/healthz`)).json()) as { degraded: boolean; reasons: string[] };
+const health = async () =>
+  (await (await fetch(`${foreman!.url}/healthz`)).json()) as { status: string; degraded: boolean; reasons: string[] };
 const jobState = async (id: string) => ((await (await fetch(`${foreman!.url}/jobs/${id}`)).json()) as { state: string }).state;
 const chat = (content: string, stream = false) => ({ model: "llama3.2", messages: [{ role: "user", content }], stream });
 const servedFor = (content: string) =>
