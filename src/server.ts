@@ -85,6 +85,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
         jobs.shuttingDown = true;
         void server.stop();
         inventory.stop();
+        jobs.storage.stop();
         webhooks.stop();
         batches.stop();
         // Clients still waiting in the queue are told to come back (503) now; the running job gets the
