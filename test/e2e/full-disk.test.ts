@@ -13,12 +13,27 @@ import { type ForemanProcess, foremanEnv, spawnForeman, until } from "../harness
 const mountPoint = mkdtempSync(join(tmpdir(), "foreman-full-disk-"));
 const mounted = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", mountPoint], { stderr: "pipe" }).exitCode === 0;
 const fake = new FakeOllama().start();
+/** A webhook receiver that holds each delivery until `answerHooks` is called (then answers 204). */
+const hooks: number[] = [];
+let answerHooks!: () => void;
+const hooksAnswered = new Promise<void>((resolve) => (answerHooks = resolve));
+const receiver = Bun.serve({
+  hostname: "127.0.0.1",
+  port: 0,
+  fetch: async (request) => {
+    await request.text();
+    hooks.push(Date.now());
+    await hooksAnswered;
+    return new Response(null, { status: 204 });
+  },
+});
 let foreman: ForemanProcess | undefined;
 
 afterAll(async () => {
   foreman?.process.kill(9);
   await foreman?.process.exited;
   await fake.stop();
+  await receiver.stop(true);
   if (mounted) Bun.spawnSync(["umount", mountPoint]);
   rmdirSync(mountPoint);
 });
@@ -47,6 +62,15 @@ test.skipIf(!mounted)(
     const env = foremanEnv(fake.url, mountPoint, { FOREMAN_LOG_LEVEL: "info" });
     foreman = await spawnForeman(env);
     expect((await post("/api/chat", chat("warm up"))).status).toBe(200);
+    // A job whose webhook is on its way when the disk fills: its delivery cannot be recorded.
+    const hooked = await post("/jobs", {
+      type: "chat",
+      request: chat("hooked"),
+      webhook: { url: `http://127.0.0.1:${receiver.port}/hook` },
+    });
+    expect(hooked.status).toBe(202);
+    const hookedId = ((await hooked.json()) as { id: string }).id;
+    await until(() => hooks.length === 1, 10_000, "the webhook delivery");
 
     // A streaming job on the GPU, held before its last tokens; two job API jobs accepted behind it.
     const release = fake.hold(2);
@@ -102,6 +126,13 @@ test.skipIf(!mounted)(
     expect(degraded.degraded).toBe(true);
     expect(degraded.reasons).toEqual([expect.stringContaining("storage")]);
 
+    // The webhook's answer arrives; its outcome's write fails, so the row stays due.
+    answerHooks();
+    // While the disk stays full the delivery is sent again about once a second, not in a tight loop.
+    await Bun.sleep(1500);
+    expect(hooks.length).toBeLessThan(10);
+    expect(foreman.process.exitCode).toBeNull();
+
     // The held job finishes upstream; its client gets the whole answer, but its end cannot be written.
     release();
     let answer = "";
@@ -117,6 +148,11 @@ test.skipIf(!mounted)(
     await until(async () => (await Promise.all(accepted.map(jobState))).every((state) => state === "done"), 10_000, "the queue");
     await until(async () => !(await health()).degraded, 10_000, "healthy again");
     expect(await health()).toEqual({ status: "ok", degraded: false, reasons: [] });
+    expect(foreman.process.exitCode).toBeNull();
+    const webhookState = async () =>
+      ((await (await fetch(`${foreman!.url}/jobs/${hookedId}`)).json()) as { webhook: { state: string } }).webhook.state;
+    await until(async () => (await webhookState()) === "delivered", 10_000, "the webhook's outcome recorded");
+    const delivered = hooks.length;
     expect([servedFor("the whole answer"), servedFor("accepted one"), servedFor("accepted two"), servedFor("no room")]).toEqual([
       1, 1, 1, 0,
     ]);
@@ -126,8 +162,10 @@ test.skipIf(!mounted)(
     await foreman.process.exited;
     foreman = await spawnForeman(env);
     expect((await post("/api/chat", chat("after restart"))).status).toBe(200);
-    expect(fake.seen.length).toBe(5);
+    expect(fake.seen.length).toBe(6);
     expect(servedFor("the whole answer")).toBe(1);
+    // The webhook's delivery was recorded once space returned: the restart sends it no more.
+    expect(hooks.length).toBe(delivered);
   },
   60_000,
 );
