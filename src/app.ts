@@ -1,7 +1,8 @@
 import { Elysia } from "elysia";
 import type { Config } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
-import { ApiError } from "./errors";
+import { ApiError, StorageFullError } from "./errors";
+import { isStorageError } from "./queue/storage-health";
 import { DashboardFeed } from "./dashboard/feed";
 import { isPublicRoute, tokenMatches } from "./http/auth";
 import { DASHBOARD_PATHS, dashboardRoutes } from "./http/dashboard";
@@ -74,6 +75,11 @@ export function createApp({ config, jobs, ollama, webhooks, batches, metrics }: 
     .onError(({ code, error, path }) => {
       // Each API's routes answer errors in that API's shape.
       const api = apiForPath(path);
+      if (isStorageError(error)) {
+        jobs.storage.failed(error);
+        const full = new StorageFullError();
+        return errorResponse(api, full.status, full.message, full.headers);
+      }
       if (error instanceof ApiError) return errorResponse(api, error.status, error.message, error.headers);
       switch (code) {
         case "NOT_FOUND":
@@ -88,7 +94,7 @@ export function createApp({ config, jobs, ollama, webhooks, batches, metrics }: 
         }
       }
     })
-    .use(systemRoutes(jobs.inventory))
+    .use(systemRoutes(jobs.inventory, jobs.storage))
     .use(metricsRoutes(metrics ?? new ForemanMetrics(jobs)))
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama))

@@ -19,6 +19,7 @@ import { ForemanMetrics } from "./metrics";
 import type { Logger } from "./log";
 import { OllamaClient } from "./ollama/client";
 import { ModelInventory } from "./ollama/inventory";
+import { StorageHealth, probeWrite } from "./queue/storage-health";
 import type { JobStore } from "./queue/store";
 import { WebhookDispatcher } from "./webhook/dispatcher";
 import type { JobEventHub, JobLink } from "./worker/job-events";
@@ -32,6 +33,8 @@ export interface JobLoop extends JobLink {
   onUnreachable: () => void;
   /** Set by {@link composeForeman}: an attempt failed upstream (its kind, and whether the job is tried again). */
   onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean) => void;
+  /** Set by {@link composeForeman}: the loop's pending write fails for space (`error`), or landed (undefined). */
+  onStorage?: (error: string | undefined) => void;
   /** Which models Ollama has resident, and whether it answers at all. */
   setInventory(residentKeys: string[], reachable: boolean): void;
 }
@@ -68,6 +71,7 @@ export function composeForeman(
   const ollama = new OllamaClient({ baseUrl: config.ollamaUrl, token: config.ollamaToken });
   const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
   const jobs = new JobService(store, loop, inventory, config, log);
+  jobs.storage = new StorageHealth(probeWrite(db));
   const webhooks = new WebhookDispatcher(store, config, logFor("webhook"));
   const files = new FileStore(db);
   const batchStore = new BatchStore(db, files, store.batchLedger);
@@ -84,6 +88,7 @@ export function composeForeman(
 
   loop.onUnreachable = () => void inventory.refresh();
   loop.onAttemptFailed = (kind, retry) => metrics.attemptFailed(kind, retry);
+  loop.onStorage = (error) => jobs.storage.worker(error);
   webhooks.onDelivery = (outcome) => metrics.webhookDelivery(outcome);
   loop.hub.onJobEnded = (jobId) => {
     reportJobEnd(jobId);

@@ -1,3 +1,5 @@
+import { STORAGE_FULL_MESSAGE, STORAGE_RETRY_AFTER_SECONDS } from "./queue/storage-health";
+
 /**
  * An error that becomes an HTTP answer with `status`, in the shape of the API whose route it came to
  * (Ollama's `{"error": message}`, OpenAI's, Anthropic's). Subclasses name the common cases; one
@@ -37,5 +39,12 @@ export class QueueFullError extends ApiError {
     super(503, "server busy, please try again.  maximum pending requests exceeded", {
       "retry-after": String(retryAfterSeconds),
     });
+  }
+}
+
+/** A write failed for space (src/queue/storage-health.ts): an outage the client waits out, not a 500. */
+export class StorageFullError extends ApiError {
+  constructor() {
+    super(503, STORAGE_FULL_MESSAGE, { "retry-after": String(STORAGE_RETRY_AFTER_SECONDS) });
   }
 }

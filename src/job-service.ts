@@ -5,6 +5,7 @@ import { BadRequestError, NotFoundError } from "./errors";
 import { respondToClient } from "./job-response";
 import { watchJob } from "./job-watch";
 import type { Logger } from "./log";
+import { StorageHealth } from "./queue/storage-health";
 import type { ModelInventory } from "./ollama/inventory";
 import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
@@ -37,6 +38,8 @@ export class JobService {
   shuttingDown = false;
   /** Called after a new job is queued (the dashboard's live feed listens). */
   onQueued: (job: JobRow) => void = () => {};
+  /** Whether writes fail for space; composeForeman gives it the database's probe write. */
+  storage = new StorageHealth(() => {});
 
   constructor(
     readonly store: JobStore,

@@ -6,13 +6,14 @@ import { type Config, isLoopback, unknownSettings } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { composeForeman } from "./compose";
 import type { JobService } from "./job-service";
-import { createLogger } from "./log";
+import { type Logger, createLogger } from "./log";
 import type { OllamaClient } from "./ollama/client";
 import { onKeepOpen } from "./http/long-lived";
 import { logRequests } from "./http/request-log";
 import { ConnectionLimit, closingAfter, warnIfFewDescriptors } from "./http/connection-limit";
 import { openDatabase } from "./queue/db";
-import { trackCreatedFiles } from "./queue/db-files";
+import { tightenDatabaseFiles, trackCreatedFiles } from "./queue/db-files";
+import { PRIVATE_FOLDER_MODE } from "./queue/private-files";
 import { type DatabaseLock, lockDatabase, lockPathFor } from "./queue/lock";
 import { JobStore } from "./queue/store";
 import { WorkerBridge } from "./worker/bridge";
@@ -45,7 +46,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const server = listen(config);
   let owned: { db: Database; lock: DatabaseLock | undefined };
   try {
-    owned = openOwnedDatabase(config);
+    owned = openOwnedDatabase(config, log);
   } catch (error) {
     await server.stop(true);
     throw error;
@@ -97,6 +98,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
         jobs.shuttingDown = true;
         void server.stop();
         inventory.stop();
+        jobs.storage.stop();
         webhooks.stop();
         batches.stop();
         // Clients still waiting in the queue are told to come back (503) now; the running job gets the
@@ -143,16 +145,21 @@ function listen(config: Config): Server<undefined> {
 /**
  * Takes the database's lock, then opens and migrates it: in that order, so a second foreman leaves
  * the first one's jobs alone (crash recovery runs in the worker, later). On failure nothing the
- * attempt created stays behind: not the folder, the database, its -wal/-shm nor the lock file.
+ * attempt created stays behind: not the folder, the database, its -wal/-shm nor the lock file. Every one
+ * of those is owner-only: folders it creates 0700, files 0600.
  */
-function openOwnedDatabase(config: Config): { db: Database; lock: DatabaseLock | undefined } {
+function openOwnedDatabase(config: Config, log: Logger): { db: Database; lock: DatabaseLock | undefined } {
   const path = config.dbPath;
   if (path === ":memory:") return { db: openDatabase(path, { durability: config.durability }), lock: undefined };
   const created = trackCreatedFiles(path);
   let step: DatabaseStep = "folder";
   let lock: DatabaseLock | undefined;
   try {
-    mkdirSync(dirname(path), { recursive: true });
+    mkdirSync(dirname(path), { recursive: true, mode: PRIVATE_FOLDER_MODE });
+    // New files are made 0600 (src/queue/private-files.ts); ones an older foreman left readable by others are closed now.
+    for (const file of tightenDatabaseFiles(path)) {
+      log.warn("the database's file was readable by other users; it is now owner-only (0600)", { file });
+    }
     step = "lock";
     lock = lockDatabase(path);
     step = "database";

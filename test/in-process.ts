@@ -70,6 +70,7 @@ export async function startInProcess(
       applyWorkerMessage(hub, message, {
         onUnreachable: () => loop.onUnreachable(),
         onAttemptFailed: (kind, retry) => loop.onAttemptFailed(kind, retry),
+        onStorage: (error) => loop.onStorage?.(error),
       });
     },
     capturingLogger("worker", logs),

@@ -1,14 +1,30 @@
 import { Elysia, t } from "elysia";
 import type { ModelInventory } from "../ollama/inventory";
+import type { StorageHealth } from "../queue/storage-health";
+
+/** Why foreman is degraded, in the order they are checked; empty while it is healthy. */
+export function degradedReasons(inventory: ModelInventory, storage: StorageHealth): string[] {
+  const reasons: string[] = [];
+  if (inventory.snapshot.degraded) reasons.push("ollama unreachable");
+  if (storage.reason) reasons.push(storage.reason);
+  return reasons;
+}
 
 /** GET /healthz: always 200 and never behind the token, so a supervisor can probe it. */
-export function systemRoutes(inventory: ModelInventory) {
+export function systemRoutes(inventory: ModelInventory, storage: StorageHealth) {
   return new Elysia({ tags: ["system"] }).get(
     "/healthz",
-    () => ({ status: "ok" as const, degraded: inventory.snapshot.degraded }),
+    () => {
+      const reasons = degradedReasons(inventory, storage);
+      return { status: "ok" as const, degraded: reasons.length > 0, reasons };
+    },
     {
-      response: t.Object({ status: t.Literal("ok"), degraded: t.Boolean() }),
-      detail: { summary: "Health", description: "200 while foreman runs; `degraded` is true while Ollama is unreachable." },
+      response: t.Object({ status: t.Literal("ok"), degraded: t.Boolean(), reasons: t.Array(t.String()) }),
+      detail: {
+        summary: "Health",
+        description:
+          "200 while foreman runs; `degraded` is true while Ollama is unreachable or the database cannot be written (a full disk), and `reasons` says which.",
+      },
     },
   );
 }

@@ -8,6 +8,7 @@ import batches from "./migrations/004_batches.sql" with { type: "text" };
 import modelCosts from "./migrations/005_model_costs.sql" with { type: "text" };
 import queuedCounts from "./migrations/006_queued_counts.sql" with { type: "text" };
 import batchAdmission from "./migrations/007_batch_admission.sql" with { type: "text" };
+import { PRIVATE_FOLDER_MODE, createPrivateFile } from "./private-files";
 import { spinForWriteLock } from "./write-lock";
 
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
@@ -35,7 +36,10 @@ export interface OpenDatabaseOptions {
  * Each thread opens its own connection; WAL lets the HTTP thread read while the worker writes.
  */
 export function openDatabase(path: string, options: OpenDatabaseOptions = {}): Database {
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  if (path !== ":memory:") {
+    mkdirSync(dirname(path), { recursive: true, mode: PRIVATE_FOLDER_MODE });
+    createPrivateFile(path);
+  }
   const db = new Database(path, { create: true, strict: true });
   // Before any pragma that writes (WAL mode changes the file header): a newer foreman's file stays untouched.
   try {
@@ -92,8 +96,12 @@ export function startCheckpoints(db: Database, path: string, intervalMs = 1000):
     // Under steady traffic a PASSIVE checkpoint never finds a moment with no reader on the WAL, so the WAL is
     // never restarted and grows (840 MB after 7,000 jobs in `bun run soak`). Past the bound, TRUNCATE waits
     // for the readers (statements of a millisecond or less) and empties it.
-    if (size > WAL_BOUND_BYTES) db.run("PRAGMA wal_checkpoint(TRUNCATE)");
-    else if (size > CHECKPOINT_WAL_BYTES) db.run("PRAGMA wal_checkpoint(PASSIVE)");
+    try {
+      if (size > WAL_BOUND_BYTES) db.run("PRAGMA wal_checkpoint(TRUNCATE)");
+      else if (size > CHECKPOINT_WAL_BYTES) db.run("PRAGMA wal_checkpoint(PASSIVE)");
+    } catch {
+      // A full disk (the database file cannot grow) or a busy lock: the WAL keeps the pages; the next tick tries again.
+    }
   }, intervalMs);
   return () => clearInterval(timer);
 }

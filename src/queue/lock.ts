@@ -9,6 +9,7 @@
 // per file among its connections); an in-process second attempt is recognised by the file's inode.
 import { Database } from "bun:sqlite";
 import { readSync, openSync, closeSync, statSync } from "node:fs";
+import { createPrivateFile } from "./private-files";
 
 /** Another live foreman holds the database; `pid` is undefined if it had not yet written it. */
 export class DatabaseLockedError extends Error {
@@ -50,6 +51,7 @@ export function lockDatabase(dbPath: string): DatabaseLock {
   const path = lockPathFor(dbPath);
   const existing = inodeKey(path);
   if (existing && heldHere.has(existing)) throw new DatabaseLockedError(dbPath, process.pid);
+  if (!existing) createPrivateFile(path);
   const db = new Database(path, { create: true });
   try {
     // EXCLUSIVE keeps the write lock after the first write until the connection closes; a memory

@@ -12,6 +12,8 @@ import type { DeliveryState, DueDelivery, WebhookDeliveries } from "./deliveries
 const ATTEMPT_TIMEOUT_MS = 15_000;
 /** Deliveries attempted at once. */
 const CONCURRENCY = 4;
+/** How long deliveries pause after one whose outcome could not be written (a full disk). */
+const RECORD_RETRY_MS = 1000;
 
 /**
  * Delivers job webhooks per Standard Webhooks. Deliveries are rows (queued in the same transaction
@@ -29,6 +31,11 @@ export class WebhookDispatcher {
   readonly #store: JobStore;
   readonly #deliveries: WebhookDeliveries;
   #timer: Timer | undefined;
+  /**
+   * Set when a delivery's outcome could not be written: its row is still due, and without the pause it was
+   * sent again at once, over and over (647 deliveries in a second to one receiver while the disk was full).
+   */
+  #pausedUntil = 0;
   #running = false;
   /** The body of a batch's webhook (set where batches are served); null when the batch no longer exists. */
   batchPayload: (batchId: string) => string | null = () => null;
@@ -75,6 +82,10 @@ export class WebhookDispatcher {
 
   #tick(): void {
     if (!this.#running) return;
+    if (Date.now() < this.#pausedUntil) {
+      this.#timer = setTimeout(() => this.#tick(), this.#pausedUntil - Date.now());
+      return;
+    }
     const free = CONCURRENCY - this.#inFlight.size;
     if (free > 0) {
       for (const delivery of this.#deliveries.due(Date.now(), free + this.#inFlight.size)) {
@@ -176,6 +187,7 @@ export class WebhookDispatcher {
     } catch (caught) {
       // The database may be closing at shutdown: the row stays pending and is sent again after restart.
       this.#log.warn("could not record webhook delivery", { delivery: delivery.id, error: caught });
+      this.#pausedUntil = Date.now() + RECORD_RETRY_MS;
     }
   }
 }

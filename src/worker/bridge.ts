@@ -11,6 +11,7 @@ export function applyWorkerMessage(
     onReady?: () => void;
     onStopped?: () => void;
     onAttemptFailed?: (kind: UpstreamErrorKind, retry: boolean) => void;
+    onStorage?: (error: string | undefined) => void;
   },
 ): void {
   switch (message.type) {
@@ -28,6 +29,8 @@ export function applyWorkerMessage(
       return hub.jobEnded(message.jobId);
     case "attempt-failed":
       return hooks.onAttemptFailed?.(message.kind, message.retry);
+    case "storage":
+      return hooks.onStorage?.(message.error);
   }
 }
 
@@ -44,6 +47,8 @@ export class WorkerBridge implements JobLink {
   onUnreachable: () => void = () => {};
   /** Called when an attempt failed upstream (its kind, and whether the job will be tried again). */
   onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean) => void = () => {};
+  /** Called when the worker's pending write fails for space (`error`) or has landed (undefined). */
+  onStorage: (error: string | undefined) => void = () => {};
 
   /** `workerUrl` is src/worker/index.ts, which `bun build --compile` must be given as a second entry point. */
   constructor(workerUrl: string, settings: WorkerSettings, log: Logger) {
@@ -56,6 +61,7 @@ export class WorkerBridge implements JobLink {
     const hooks = {
       onUnreachable: () => this.onUnreachable(),
       onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean) => this.onAttemptFailed(kind, retry),
+      onStorage: (error: string | undefined) => this.onStorage(error),
       onReady: resolveReady,
       onStopped: resolveStopped,
     };

@@ -51,6 +51,8 @@ export type FromWorker =
   | { type: "ended"; jobId: string }
   /** An attempt failed upstream (metrics count it by kind); `retry` when the job goes back to the queue for another. */
   | { type: "attempt-failed"; jobId: string; kind: UpstreamErrorKind; retry: boolean }
+  /** The worker's pending write fails for space (`error`), or it landed and nothing is pending (no `error`). */
+  | { type: "storage"; error?: string }
   /** A connection error: the HTTP thread should re-poll Ollama now. */
   | { type: "unreachable" }
   /** The loop has stopped and the worker's database is closed. */

@@ -4,6 +4,7 @@ import { type Framing, framingFor, lastRecord, recordChunks, splitRecords, tryJs
 import { asObject } from "../adapters/sse-json";
 import { formatDuration } from "../duration";
 import { ConnectionError, ConnectionRefusedError, HttpError, OllamaClient, fetchErrorText } from "../ollama/client";
+import { isStorageError } from "../queue/storage-health";
 import type { ArtifactInput, JobRow, JobStore } from "../queue/store";
 import type { Logger } from "../log";
 import { retryDelayMs } from "./backoff";
@@ -34,6 +35,9 @@ interface Dispatch extends Claimed {
   timers: Array<() => void>;
 }
 
+/** How often a write that failed for space (a full disk) is tried again. */
+const STORAGE_RETRY_MS = 1000;
+
 /** How often finished jobs past their TTL are pruned while the loop idles. */
 const PRUNE_EVERY_MS = 60_000;
 
@@ -56,6 +60,10 @@ export class JobRunner {
   readonly #running = new Map<string, AbortController>();
   #wake: (() => void) | undefined;
   #lastPrune = 0;
+  /** Set while a write fails for space: the loop holds the queue and the HTTP thread's /healthz says so. */
+  #storageError: string | undefined;
+  /** When shutdown's grace ends: a write still failing for space then is given up. */
+  #stopDeadline = Infinity;
 
   constructor(store: JobStore, settings: WorkerSettings, post: (message: FromWorker) => void, log: Logger) {
     this.#store = store;
@@ -84,6 +92,8 @@ export class JobRunner {
         }
         this.#pruneIfDue();
         const job = this.#reachable ? this.#claim() : null;
+        // The claim wrote, or found nothing to write: either way no write is pending any more.
+        if (this.#reachable) this.#storageWorks();
         if (job) {
           next = this.#dispatch({ job, controller: new AbortController() });
           continue;
@@ -91,8 +101,10 @@ export class JobRunner {
         await this.#sleep(this.#reachable ? this.#untilNextRunAfter() : PRUNE_EVERY_MS);
       } catch (error) {
         // A database error (disk full, a lock past busy_timeout) must not end the loop: log, pause, go on.
-        this.#log.error("job loop error", { error });
-        await this.#sleep(1000);
+        // A full disk holds the queue: a claim that fails leaves its job queued, no attempt spent.
+        if (isStorageError(error)) this.#storageFails(error);
+        else this.#log.error("job loop error", { error });
+        await this.#sleep(isStorageError(error) ? STORAGE_RETRY_MS : 1000);
       }
     }
   }
@@ -117,6 +129,7 @@ export class JobRunner {
   /** Stops claiming; the running job may finish within graceMs, after which it is aborted and re-queued. */
   shutdown(graceMs: number): void {
     this.#stopping = true;
+    this.#stopDeadline = Date.now() + graceMs;
     this.wake();
     for (const controller of this.#running.values()) {
       setTimeout(() => controller.abort(new AbortedByRunner({ kind: "shutdown" })), graceMs).unref?.();
@@ -238,7 +251,7 @@ export class JobRunner {
         // Relay first, record after: the database write need not delay the client's first token.
         if (first) this.#post({ type: "state", jobId: job.id, state: "working", contentType });
         this.#post({ type: "chunk", jobId: job.id, bytes });
-        if (first) this.#store.markWorking(job.id);
+        if (first) this.#markWorking(job.id);
         const last = lastRecord(bytes, framing);
         const error = adapter.recordError(last, framing);
         if (error !== undefined) throw new HttpError(500, error);
@@ -256,12 +269,17 @@ export class JobRunner {
       const artifacts: ArtifactInput[] = [{ name: "result.json", contentType: "application/json", data: resultText }];
       if (framing !== "whole") artifacts.push(streamArtifact(answer, framing));
       const usage = adapter.usage(asObject(tryJson(resultText)) ?? {});
-      if (this.#store.finishJob(job.id, resultText, artifacts, usage)) this.#post({ type: "ended", jobId: job.id });
+      // The client may already hold its whole answer (the relay sends before this write): the end is
+      // written once, however long the disk stays full, so the job is never left running to be re-run.
+      if (await this.#untilWritten(() => this.#store.finishJob(job.id, resultText, artifacts, usage))) {
+        this.#post({ type: "ended", jobId: job.id });
+      }
     } catch (error) {
       const cause = controller.signal.aborted ? controller.signal.reason : error;
       const relayed = chunks.length ? streamArtifact(Buffer.concat(chunks), framing) : undefined;
       try {
-        this.#settle(job, cause instanceof IncompleteAnswerError ? new ConnectionError(cause.message) : cause, relayed);
+        const settled = cause instanceof IncompleteAnswerError ? new ConnectionError(cause.message) : cause;
+        await this.#untilWritten(() => this.#settle(job, settled, relayed));
       } catch (settleError) {
         if (!claimed && !next) throw settleError;
         // A next job is already claimed (or on the GPU) and must run; this row stays running until recovery.
@@ -306,6 +324,57 @@ export class JobRunner {
     return undefined;
   }
 
+  /** Marks the job working; a full disk does not stop its answer (its end, written later, needs no `working`). */
+  #markWorking(jobId: string): void {
+    try {
+      this.#store.markWorking(jobId);
+    } catch (error) {
+      if (!isStorageError(error)) throw error;
+      this.#storageFails(error);
+    }
+  }
+
+  /**
+   * Runs a write that must land (a job's end): while it fails for space it is tried again every second,
+   * and the loop, awaiting it, claims nothing. Other errors are thrown. At shutdown it is given up when the
+   * grace period ends (undefined): the row stays running, and the next start's recovery decides its fate.
+   */
+  async #untilWritten<T>(write: () => T): Promise<T | undefined> {
+    for (;;) {
+      try {
+        const result = write();
+        this.#storageWorks();
+        return result;
+      } catch (error) {
+        if (!isStorageError(error)) throw error;
+        this.#storageFails(error);
+        if (this.#stopping && Date.now() >= this.#stopDeadline) {
+          this.#log.error("gave up a job's end write at shutdown: the disk is still full", { error });
+          return undefined;
+        }
+        await Bun.sleep(STORAGE_RETRY_MS);
+      }
+    }
+  }
+
+  /** A write failed for space: said once per outage, in the log and to the HTTP thread. */
+  #storageFails(error: unknown): void {
+    const message = error instanceof Error ? error.message : String(error);
+    if (this.#storageError === undefined) {
+      this.#log.error("the database cannot be written (disk full?): holding the queue until space returns", { error });
+    }
+    if (this.#storageError !== message) this.#post({ type: "storage", error: message });
+    this.#storageError = message;
+  }
+
+  /** A write landed (or none was pending) after one failed for space: the queue resumes. */
+  #storageWorks(): void {
+    if (this.#storageError === undefined) return;
+    this.#storageError = undefined;
+    this.#log.info("the database can be written again: the queue resumes");
+    this.#post({ type: "storage" });
+  }
+
   /** Decides a failed attempt's fate: canceled, re-queued (with backoff) or failed. */
   #settle(job: JobRow, error: unknown, relayed: ArtifactInput | undefined): void {
     if (error instanceof AbortedByRunner && error.why.kind === "canceled") {
@@ -347,8 +416,10 @@ export class JobRunner {
       this.#post({ type: "state", jobId: job.id, state: "queued" });
       return;
     }
+    // Written before anything is told: a write that fails for space runs this again (#untilWritten).
+    const failed = this.#store.failJob(job.id, message, status, relayed ? [relayed] : []);
     if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: false });
-    if (this.#store.failJob(job.id, message, status, relayed ? [relayed] : [])) {
+    if (failed) {
       this.#log.warn("job failed", { job: job.id, status, error: message });
       this.#post({ type: "ended", jobId: job.id });
     }

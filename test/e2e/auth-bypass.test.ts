@@ -187,7 +187,9 @@ function isPublicAnswer(method: string, target: string, text: string): boolean {
   const body = text.slice(text.indexOf("\r\n\r\n") + 4);
   if (method === "HEAD") return body === "";
   if (path === "/ui") return body.startsWith("<!doctype html>") && body.includes('src="ui/app.js"');
-  return path === "/healthz" ? /^\{"status":"ok","degraded":(true|false)\}$/.test(body) : /swagger|"openapi"/i.test(body);
+  return path === "/healthz"
+    ? /^\{"status":"ok","degraded":(true|false),"reasons":\[("[^"]*",?)*\]\}$/.test(body)
+    : /swagger|"openapi"/i.test(body);
 }
 
 /** Statuses a request without the right token may get. */

@@ -223,10 +223,11 @@ describe("the rest of Ollama's surface", () => {
     expect(root.headers.get("content-type")).toBe("text/plain; charset=utf-8");
     expect((await stack!.fetch(`/`, { method: "HEAD" })).status).toBe(200);
     const health = async () => (await (await stack!.fetch(`/healthz`)).json()) as { degraded: boolean };
-    expect(await health()).toEqual({ status: "ok", degraded: false } as never);
+    expect(await health()).toEqual({ status: "ok", degraded: false, reasons: [] } as never);
     const models = await (await stack!.fetch(`/api/tags`)).json();
     await stack.fake.stop();
     await until(async () => (await health()).degraded, 5000, "degraded");
+    expect(await health()).toEqual({ status: "ok", degraded: true, reasons: ["ollama unreachable"] } as never);
     // The last known model list is kept while Ollama is away.
     expect(await (await stack!.fetch(`/api/tags`)).json()).toEqual(models);
     stack.fake.start();
