@@ -39,7 +39,7 @@ export async function respondToClient(
     // At shutdown a connection may close under the client before foreman answers it: it stays listed,
     // so releaseWaitingClients still ends its job (which would otherwise run after a restart for nobody).
     if (service.shuttingDown) return;
-    if (!answered) service.cancel(job.id);
+    if (!answered) service.hungUp(job.id);
     settle();
   }
   clientSignal.addEventListener("abort", clientGone, { once: true });

@@ -15,6 +15,11 @@ import type { JobLink } from "./worker/job-events";
 /** Priorities accepted from clients: integers in this range (inclusive). */
 export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
 
+/** Hang-ups this close together (ms) are one batch of cancels (see JobService.hungUp). */
+const HANG_UP_QUIET_MS = 10;
+/** The longest a hang-up waits for the rest of its batch (ms) before its job is canceled. */
+const HANG_UP_BATCH_MS = 1000;
+
 /** Why a waiting client's job is canceled at shutdown: it is told to come back (503, Retry-After). */
 export const SHUTTING_DOWN = { error: "foreman is shutting down; send the request again shortly", status: 503 } as const;
 
@@ -120,6 +125,62 @@ export class JobService {
     return job;
   }
 
+  /** Jobs whose clients hung up, canceled together by {@link #flushHangUps}. */
+  #hungUp = new Set<string>();
+  /** When the first and the last of {@link #hungUp} came (epoch ms). */
+  #hungUpFirst = 0;
+  #hungUpLast = 0;
+
+  /**
+   * A waiting client hung up: its job is canceled with every other hang-up of the same moment, in one
+   * transaction (a group commit, as {@link #enqueue} does for submissions). Thousands of clients that
+   * go at once reach this thread over many turns of the event loop, so the batch closes once
+   * {@link HANG_UP_QUIET_MS} pass without a new hang-up (or {@link HANG_UP_BATCH_MS} after its first):
+   * the running job's cancel commits with the others', and the worker, freed, finds none of theirs
+   * left to claim. One transaction per cancel took seconds for 5,000, and the worker claimed and sent
+   * hundreds of them meanwhile.
+   */
+  hungUp(id: string): void {
+    const now = Date.now();
+    if (this.#hungUp.size === 0) {
+      this.#hungUpFirst = now;
+      setTimeout(() => this.#flushHangUps(), HANG_UP_QUIET_MS);
+    }
+    this.#hungUpLast = now;
+    this.#hungUp.add(id);
+    this.link.clientGone(id);
+  }
+
+  #flushHangUps(): void {
+    const now = Date.now();
+    const quietAt = this.#hungUpLast + HANG_UP_QUIET_MS;
+    if (now < quietAt && now - this.#hungUpFirst < HANG_UP_BATCH_MS) {
+      setTimeout(() => this.#flushHangUps(), quietAt - now);
+      return;
+    }
+    const ids = [...this.#hungUp];
+    this.#hungUp.clear();
+    this.cancelMany(ids, CLIENT_CANCELED);
+  }
+
+  /**
+   * {@link cancel} for many jobs in one transaction; the ones that could still be canceled. A database
+   * error is logged (the clients are gone; nothing is left to answer) and the jobs stay as they were.
+   */
+  cancelMany(ids: readonly string[], reason: { error: string; status: number }): JobRow[] {
+    if (ids.length === 0) return [];
+    let canceled: JobRow[];
+    try {
+      canceled = this.store.cancelJobs(ids, reason);
+    } catch (error) {
+      this.log.error("could not cancel jobs", { jobs: ids.length, error });
+      return [];
+    }
+    for (const job of canceled) this.link.cancel(job.id);
+    for (const job of canceled) this.link.jobEnded(job.id);
+    return canceled;
+  }
+
   /** Watches one job: its state, streamed records and end (see {@link watchJob}). */
   watch(id: string) {
     return watchJob(
@@ -141,10 +202,8 @@ export class JobService {
    * running job, which gets the grace period first. Job API jobs are not touched: they stay queued.
    */
   releaseWaitingClients(queuedOnly: boolean): void {
-    for (const id of [...this.clients]) {
-      if (queuedOnly && this.store.getJobHead(id)?.state !== "queued") continue;
-      this.cancel(id, SHUTTING_DOWN);
-    }
+    const ids = [...this.clients].filter((id) => !queuedOnly || this.store.getJobHead(id)?.state === "queued");
+    this.cancelMany(ids, SHUTTING_DOWN);
   }
 
   /**

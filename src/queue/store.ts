@@ -8,7 +8,7 @@ import { WebhookDeliveries } from "../webhook/deliveries";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
 import { DashboardQueries } from "./dashboard-queries";
 import { ModelCosts, type WaitingGroup, expectedCosts, rankGroups } from "./model-costs";
-import type { JobSource, JobState } from "./job-states";
+import { type JobSource, type JobState, NOBODY_WAITING_SOURCES, isNobodyWaiting } from "./job-states";
 
 export type { JobType } from "../adapters";
 export type { JobSource, JobState } from "./job-states";
@@ -106,6 +106,18 @@ const NO_USAGE: JobUsage = { promptTokens: null, outputTokens: null, loadMs: nul
 /** Why a job is canceled when its client goes away (nginx's 499, "client closed request"). */
 export const CLIENT_CANCELED = { error: "request canceled", status: 499 } as const;
 
+/** Why recovery cancels a client's request that was running when foreman died (see recoverInterruptedJobs). */
+export const RESTART_DROPPED_RUNNING = {
+  error: "interrupted by a restart; the client's connection closed with it",
+  status: 499,
+} as const;
+
+/** Why recovery cancels a client's request that was still queued when foreman died. */
+export const RESTART_DROPPED_QUEUED = {
+  error: "queued when foreman stopped; the client's connection closed with it",
+  status: 499,
+} as const;
+
 const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, state, priority, attempts,
   max_attempts AS maxAttempts, run_after AS runAfter, error, error_status AS errorStatus, created_at AS createdAt,
   started_at AS startedAt, finished_at AS finishedAt, result, idempotency_key AS idempotencyKey,
@@ -161,6 +173,8 @@ export class JobStore {
   readonly #requeueStmt;
   readonly #markCanceledStmt;
   readonly #interruptedJobsStmt;
+  readonly #queuedClientJobsStmt;
+  readonly #jobStateStmt;
   readonly #nextRunAfterStmt;
   readonly #pruneStmt;
 
@@ -259,6 +273,10 @@ export class JobStore {
        WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
     this.#interruptedJobsStmt = db.query<JobRow, []>(`SELECT ${HEAD_COLUMNS} FROM jobs WHERE state IN ('loading', 'working')`);
+    this.#queuedClientJobsStmt = db.query<JobRow, []>(
+      `SELECT ${HEAD_COLUMNS} FROM jobs WHERE state = 'queued' AND source NOT IN (${NOBODY_WAITING_SOURCES.map((s) => `'${s}'`).join(", ")})`,
+    );
+    this.#jobStateStmt = db.query<{ state: JobState }, [string]>(`SELECT state FROM jobs WHERE id = ?`);
     this.#nextRunAfterStmt = db.query<{ t: number | null }, []>(`SELECT min(run_after) AS t FROM jobs WHERE state = 'queued'`);
     this.#pruneStmt = db.query<null, [number]>(
       `DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') AND finished_at < ?`,
@@ -491,16 +509,44 @@ export class JobStore {
   }
 
   /**
-   * Crash recovery: jobs a dead process left loading or working go back to the queue, their attempt
-   * counted; one that has used every attempt this way fails instead of crash-looping the server.
+   * {@link cancelJob} for many jobs in one transaction (thousands of clients that hung up together):
+   * the rows that were canceled, leaving out those that did not exist or had already ended.
    */
-  recoverInterruptedJobs(now = Date.now()): { requeued: JobRow[]; failed: JobRow[] } {
+  cancelJobs(ids: readonly string[], reason: { error: string; status: number }, now = Date.now()): JobRow[] {
+    return this.#db
+      .transaction(() =>
+        ids.flatMap((id) => this.#ended(this.#markCanceledStmt.get(now, reason.error, reason.status, id), [], now) ?? []),
+      )
+      .immediate();
+  }
+
+  /** The job's state alone (null: no such job): the worker's last look before it sends a job claimed ahead. */
+  jobState(id: string): JobState | null {
+    return this.#jobStateStmt.get(id)?.state ?? null;
+  }
+
+  /**
+   * Crash recovery, before the loop's first claim: jobs a dead process left loading or working go back
+   * to the queue, their attempt counted; one that has used every attempt this way fails instead of
+   * crash-looping the server. A client's own request (source ollama, openai or anthropic) is canceled
+   * instead, queued or interrupted: its connection died with the process, so nobody would read the
+   * answer (and such clients retry on their own). Job API and batch jobs are re-queued.
+   */
+  recoverInterruptedJobs(now = Date.now()): { requeued: JobRow[]; failed: JobRow[]; canceled: JobRow[] } {
     return this.#db
       .transaction(() => {
         const requeued: JobRow[] = [];
         const failed: JobRow[] = [];
+        const canceled: JobRow[] = [];
+        const cancel = (job: JobRow, reason: { error: string; status: number }) => {
+          const row = this.#ended(this.#markCanceledStmt.get(now, reason.error, reason.status, job.id), [], now);
+          if (row) canceled.push(row);
+        };
+        for (const job of this.#queuedClientJobsStmt.all()) cancel(job, RESTART_DROPPED_QUEUED);
         for (const job of this.#interruptedJobsStmt.all()) {
-          if (job.attempts >= job.maxAttempts) {
+          if (!isNobodyWaiting(job.source)) {
+            cancel(job, RESTART_DROPPED_RUNNING);
+          } else if (job.attempts >= job.maxAttempts) {
             const row = this.#ended(this.#markFailedStmt.get(now, `interrupted ${job.attempts} times`, 500, job.id), [], now);
             if (row) failed.push(row);
           } else {
@@ -508,7 +554,7 @@ export class JobStore {
             if (row) requeued.push(row);
           }
         }
-        return { requeued, failed };
+        return { requeued, failed, canceled };
       })
       .immediate();
   }

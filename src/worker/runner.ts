@@ -4,7 +4,7 @@ import { type Framing, framingFor, lastRecord, recordChunks, splitRecords, tryJs
 import { asObject } from "../adapters/sse-json";
 import { formatDuration } from "../duration";
 import { ConnectionError, ConnectionRefusedError, HttpError, OllamaClient, fetchErrorText } from "../ollama/client";
-import type { ArtifactInput, JobRow, JobStore } from "../queue/store";
+import { type ArtifactInput, CLIENT_CANCELED, type JobRow, type JobStore } from "../queue/store";
 import type { Logger } from "../log";
 import { retryDelayMs } from "./backoff";
 import type { FromWorker, UpstreamErrorKind, WorkerSettings } from "./protocol";
@@ -56,6 +56,8 @@ export class JobRunner {
   readonly #running = new Map<string, AbortController>();
   #wake: (() => void) | undefined;
   #lastPrune = 0;
+  /** Jobs whose clients hung up, their cancel not yet here (see {@link clientGone}). */
+  readonly #gone = new Set<string>();
 
   constructor(store: JobStore, settings: WorkerSettings, post: (message: FromWorker) => void, log: Logger) {
     this.#store = store;
@@ -65,13 +67,14 @@ export class JobRunner {
     this.#ollama = new OllamaClient({ baseUrl: settings.ollamaUrl, token: settings.ollamaToken });
   }
 
-  /** Runs until {@link shutdown} is called and the running job has settled. */
-  async run(): Promise<void> {
-    const { requeued, failed } = this.#store.recoverInterruptedJobs();
-    if (requeued.length || failed.length) {
-      this.#log.warn("recovered interrupted jobs", { requeued: requeued.length, failed: failed.length });
-    }
-    for (const job of failed) this.#post({ type: "ended", jobId: job.id });
+  /**
+   * Runs until {@link shutdown} is called and the running job has settled. Crash recovery comes first,
+   * then `onRecovered` (the worker says it is ready then: the HTTP side takes requests only once it is,
+   * so recovery never touches a request of this process).
+   */
+  async run(onRecovered: () => void = () => {}): Promise<void> {
+    this.#recover();
+    onRecovered();
     // A job dispatched ahead is run even when stopping: shutdown aborts and re-queues it after the grace.
     let next: Dispatch | undefined;
     while (next || !this.#stopping) {
@@ -85,7 +88,7 @@ export class JobRunner {
         this.#pruneIfDue();
         const job = this.#reachable ? this.#claim() : null;
         if (job) {
-          next = this.#dispatch({ job, controller: new AbortController() });
+          next = this.#send({ job, controller: new AbortController() });
           continue;
         }
         await this.#sleep(this.#reachable ? this.#untilNextRunAfter() : PRUNE_EVERY_MS);
@@ -94,6 +97,23 @@ export class JobRunner {
         this.#log.error("job loop error", { error });
         await this.#sleep(1000);
       }
+    }
+  }
+
+  #recover(): void {
+    try {
+      const { requeued, failed, canceled } = this.#store.recoverInterruptedJobs();
+      if (requeued.length || failed.length || canceled.length) {
+        this.#log.warn("recovered interrupted jobs", {
+          requeued: requeued.length,
+          failed: failed.length,
+          canceled_client_requests: canceled.length,
+        });
+      }
+      for (const job of [...failed, ...canceled]) this.#post({ type: "ended", jobId: job.id });
+    } catch (error) {
+      // The loop still runs (new jobs are served); interrupted rows stay as they were until the next start.
+      this.#log.error("crash recovery failed", { error });
     }
   }
 
@@ -111,7 +131,16 @@ export class JobRunner {
 
   /** The job was canceled in the database: abort its upstream call if it is the one running. */
   cancel(jobId: string): void {
+    this.#gone.delete(jobId);
     this.#running.get(jobId)?.abort(new AbortedByRunner({ kind: "canceled" }));
+  }
+
+  /**
+   * The job's waiting client hung up, and the HTTP thread will cancel it with the other hang-ups of
+   * the moment: until then, a claim of it must not be sent (see {@link #send}).
+   */
+  clientGone(jobId: string): void {
+    this.#gone.add(jobId);
   }
 
   /** Stops claiming; the running job may finish within graceMs, after which it is aborted and re-queued. */
@@ -155,6 +184,20 @@ export class JobRunner {
     this.#lastPrune = now;
     const pruned = this.#store.pruneFinishedJobs(now - this.#settings.jobTtlMs);
     if (pruned) this.#log.info("pruned finished jobs", { count: pruned });
+  }
+
+  /**
+   * {@link #dispatch}, unless the job's client has hung up (its cancel on the way from the HTTP thread):
+   * then it is canceled here, never sent, and undefined returned for the loop to claim again.
+   */
+  #send(claimed: Claimed): Dispatch | undefined {
+    const { job } = claimed;
+    if (!this.#gone.has(job.id)) return this.#dispatch(claimed);
+    this.#gone.delete(job.id);
+    this.#running.delete(job.id);
+    if (this.#store.cancelJob(job.id, CLIENT_CANCELED)) this.#post({ type: "ended", jobId: job.id });
+    this.#log.info("job canceled before it was sent", { job: job.id });
+    return undefined;
   }
 
   /**
@@ -272,6 +315,7 @@ export class JobRunner {
     } finally {
       for (const clear of dispatch.timers) clear();
       this.#running.delete(job.id);
+      this.#gone.delete(job.id);
     }
     if (next) this.#pruneIfDue();
     return next;
@@ -296,14 +340,33 @@ export class JobRunner {
     }
   }
 
-  /** Sends a job claimed ahead, or gives it back to the queue when shutdown began in between. */
+  /**
+   * Sends a job claimed ahead, or gives it back to the queue when shutdown began in between. It was
+   * claimed at the last answer's final record, a while ago: one look at its row first (an indexed read
+   * of one column), since a client that hung up since then has canceled it in the database before its
+   * cancel message can reach this thread.
+   */
   #dispatchClaimed(claimed: Claimed | undefined): Dispatch | undefined {
     if (!claimed) return undefined;
-    if (!this.#stopping) return this.#dispatch(claimed);
+    if (claimed.controller.signal.aborted || this.#stillClaimed(claimed.job.id) === false) {
+      this.#running.delete(claimed.job.id);
+      this.#log.info("job canceled before it was sent", { job: claimed.job.id });
+      return undefined;
+    }
+    if (!this.#stopping) return this.#send(claimed);
     this.#running.delete(claimed.job.id);
     this.#store.requeueJob(claimed.job.id, Date.now(), "re-queued at shutdown", null, true);
     this.#post({ type: "state", jobId: claimed.job.id, state: "queued" });
     return undefined;
+  }
+
+  /** Whether the row is still as the claim left it (loading); undefined when the database cannot say. */
+  #stillClaimed(id: string): boolean | undefined {
+    try {
+      return this.#store.jobState(id) === "loading";
+    } catch {
+      return undefined; // a database error: send it, as before this look
+    }
   }
 
   /** Decides a failed attempt's fate: canceled, re-queued (with backoff) or failed. */
