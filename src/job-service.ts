@@ -181,13 +181,14 @@ export class JobService {
     return canceled;
   }
 
-  /** Watches one job: its state, streamed records and end (see {@link watchJob}). */
-  watch(id: string) {
+  /** Watches one job: its state, streamed records and end, keeping up to `maxBacklogBytes` unread (see {@link watchJob}). */
+  watch(id: string, maxBacklogBytes?: number) {
     return watchJob(
       this.link,
       (jobId) => this.store.getJob(jobId),
       id,
       (jobId) => this.store.getJobHead(jobId),
+      maxBacklogBytes,
     );
   }
 

@@ -1,6 +1,7 @@
 import { Elysia } from "elysia";
 import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
+import { MAX_CLIENT_BACKLOG_BYTES } from "../job-response";
 import { framingFor, splitRecords } from "../adapters/framing";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
 import { type JobListInclude, JobView, toJobSummary } from "../queue/job-view";
@@ -8,6 +9,8 @@ import { JobModel } from "./job-model";
 import { modelKeySummary } from "./queue-summary";
 
 const SSE_HEARTBEAT_MS = 15_000;
+/** What the `overflow` event of a job's SSE stream says. */
+const OVERFLOW_MESSAGE = `this reader fell more than ${MAX_CLIENT_BACKLOG_BYTES / 1024 / 1024} MiB behind: the chunks from here on are skipped; the job's stream artifact holds them all`;
 const SSE_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-cache" };
 
 /**
@@ -128,7 +131,9 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           summary: "Watch a job (Server-Sent Events)",
           description:
             "`state` events on each transition (the first gives the current state, the last the final one), `chunk` events with each streamed NDJSON " +
-            "line while it runs, then one `end` event carrying the job, after which the stream closes. An ended job sends `end` at once.",
+            "line while it runs, then one `end` event carrying the job, after which the stream closes. An ended job sends `end` at once. " +
+            "A reader more than 4 MiB behind gets one `overflow` event where its gap begins, no more chunks, then `end`: " +
+            "the job's stream artifact (GET /jobs/{id}/artifacts/stream.ndjson) holds every record.",
           responses: {
             200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
           },
@@ -220,7 +225,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
  */
 function jobEvents(jobs: JobService, jobId: string): Response {
   const decoder = new TextDecoder();
-  const watch = jobs.watch(jobId);
+  const watch = jobs.watch(jobId, MAX_CLIENT_BACKLOG_BYTES);
   let heartbeat: Timer | undefined;
   let contentType = "application/x-ndjson";
   let live = false;
@@ -253,6 +258,9 @@ function jobEvents(jobs: JobService, jobId: string): Response {
       } else if (event.type === "chunk") {
         const framing = framingFor(contentType);
         for (const record of splitRecords(decoder.decode(event.bytes), framing)) controller.enqueue(sse("chunk", record));
+      } else if (event.type === "overflow") {
+        // A reader this far behind is not kept records for: it is told where its gap begins, and the records are in the job's stream artifact.
+        controller.enqueue(sse("overflow", JSON.stringify({ message: OVERFLOW_MESSAGE })));
       } else {
         // A watch that saw the job live tells its final state; one of an ended job just sends `end`.
         if (live) controller.enqueue(sse("state", JSON.stringify({ state: event.job.state })));

@@ -216,6 +216,32 @@ describe("watching", () => {
     const late = await (await stack.fetch(`/jobs/${body.id}/events`)).text();
     expect(late.startsWith("event: end\n")).toBe(true);
   });
+
+  test("events: a reader more than 4 MiB behind is told `overflow` where its gap begins, then gets the end", async () => {
+    stack = await startInProcess();
+    const release = stack.fake.hold();
+    const { body } = await call(
+      "POST",
+      "/jobs",
+      chatJob("long", { request: { ...chatJob("").request, options: { num_predict: 60_000 } } }),
+    );
+    const response = await stack.fetch(`/jobs/${body.id}/events`);
+    release();
+    // Not read until the job is done: the GPU did not wait, and the chunks past the backlog were not kept.
+    expect((await stack.ended(body.id)).state).toBe("done");
+    const names = (await response.text())
+      .trim()
+      .split("\n\n")
+      .map((frame) => frame.slice("event: ".length, frame.indexOf("\n")));
+    const chunks = names.filter((n) => n === "chunk").length;
+    expect(chunks).toBeGreaterThan(0);
+    expect(chunks).toBeLessThan(60_000);
+    expect(names.filter((n) => n === "overflow")).toHaveLength(1);
+    expect(names.slice(names.indexOf("overflow"))).toEqual(["overflow", "state", "end"]);
+    // Every record is in the stored stream.
+    const stored = await stack.fetch(`/jobs/${body.id}/artifacts/stream.ndjson`);
+    expect((await stored.text()).trim().split("\n")).toHaveLength(60_001);
+  });
 });
 
 describe("artifacts and the queue", () => {
