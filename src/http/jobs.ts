@@ -1,6 +1,7 @@
 import { Elysia } from "elysia";
 import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
+import type { JobRow } from "../queue/store";
 import { MAX_CLIENT_BACKLOG_BYTES } from "../job-response";
 import { framingFor, splitRecords } from "../adapters/framing";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
@@ -9,6 +10,11 @@ import { JobModel } from "./job-model";
 import { modelKeySummary } from "./queue-summary";
 
 const SSE_HEARTBEAT_MS = 15_000;
+/**
+ * The most request and result bytes (as stored) one page of GET /jobs?include= carries; parsed and
+ * rendered, a page costs a few times that. 500 answers of megabytes made pages of hundreds of MB.
+ */
+const LIST_BODY_BUDGET_BYTES = 8 * 1024 * 1024;
 /** What the `overflow` event of a job's SSE stream says. */
 const OVERFLOW_MESSAGE = `this reader fell more than ${MAX_CLIENT_BACKLOG_BYTES / 1024 / 1024} MiB behind: the chunks from here on are skipped; the job's stream artifact holds them all`;
 const SSE_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-cache" };
@@ -63,20 +69,22 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
       ({ query }) => {
         const limit = query.limit ?? 50;
         const include = new Set(query.include?.split(",").filter(Boolean) as JobListInclude[] | undefined);
-        const rows = store.listJobs({
-          state: query.state,
-          model: query.model,
-          type: query.type,
-          cursor: query.cursor,
-          limit: limit + 1,
-          withBodies: { request: include.has("request"), result: include.has("result") },
-        });
-        const page = rows.slice(0, limit);
+        const filter = { state: query.state, model: query.model, type: query.type, cursor: query.cursor, limit };
+        const withBodies = { request: include.has("request"), result: include.has("result") };
+        let page: JobRow[];
+        let more: boolean;
+        if (withBodies.request || withBodies.result) {
+          ({ rows: page, more } = store.listJobPage({ ...filter, withBodies }, LIST_BODY_BUDGET_BYTES));
+        } else {
+          const rows = store.listJobs({ ...filter, limit: limit + 1, withBodies });
+          page = rows.slice(0, limit);
+          more = rows.length > limit;
+        }
         // One plan for the page: the estimates of all its queued jobs cost O(model keys) together.
         const plan = page.some((job) => job.state === "queued") ? jobs.queuePlan() : undefined;
         return {
           jobs: page.map((job) => toJobSummary(jobs.view(job, undefined, plan), job, include)),
-          next_cursor: rows.length > limit ? page[page.length - 1]!.id : null,
+          next_cursor: more ? page[page.length - 1]!.id : null,
         };
       },
       {
@@ -86,7 +94,9 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           summary: "List jobs",
           description:
             "Newest first, filtered by state, model and type; `limit` per page (default 50, at most 500); follow `next_cursor`. " +
-            "Each job is a summary: no request nor result unless `include` asks for them (`include=request,result`).",
+            "Each job is a summary: no request nor result unless `include` asks for them (`include=request,result`). " +
+            `A page with bodies holds at most ${LIST_BODY_BUDGET_BYTES / 1024 / 1024} MiB of them: it ends early, before the job ` +
+            "that would pass that, and `next_cursor` goes on from there (a page's first job comes whatever its size).",
         },
       },
     )

@@ -175,6 +175,8 @@ export class JobStore {
   readonly #interruptedJobsStmt;
   readonly #queuedClientJobsStmt;
   readonly #jobStateStmt;
+  readonly #bodySizesStmt;
+  readonly #bodiesStmt;
   readonly #nextRunAfterStmt;
   readonly #pruneStmt;
 
@@ -276,6 +278,12 @@ export class JobStore {
     this.#queuedClientJobsStmt = db.query<JobRow, []>(
       `SELECT ${HEAD_COLUMNS} FROM jobs WHERE state = 'queued' AND source NOT IN (${NOBODY_WAITING_SOURCES.map((s) => `'${s}'`).join(", ")})`,
     );
+    this.#bodySizesStmt = db.query<{ request: number; result: number | null }, [string]>(
+      `SELECT octet_length(request) AS request, octet_length(result) AS result FROM jobs WHERE id = ?`,
+    );
+    this.#bodiesStmt = db.query<{ request: string; result: string | null }, [string]>(
+      `SELECT request, result FROM jobs WHERE id = ?`,
+    );
     this.#jobStateStmt = db.query<{ state: JobState }, [string]>(`SELECT state FROM jobs WHERE id = ?`);
     this.#nextRunAfterStmt = db.query<{ t: number | null }, []>(`SELECT min(run_after) AS t FROM jobs WHERE state = 'queued'`);
     this.#pruneStmt = db.query<null, [number]>(
@@ -357,6 +365,33 @@ export class JobStore {
     if (filter.withBodies && !filter.withBodies.result) columns = columns.replace(", result,", ", NULL AS result,");
     const sql = `SELECT ${columns} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
     return this.#db.query<JobRow, (string | number)[]>(sql).all(...params);
+  }
+
+  /**
+   * A page of {@link listJobs} with the bodies `filter.withBodies` asks for, holding at most `budgetBytes`
+   * of them: the page ends before the job that would pass it (its first job comes whatever its size),
+   * and `more` says a next page follows. The sizes are read first (octet_length: no body is loaded for
+   * it), then only the kept jobs' bodies: a page of 500 answers of megabytes never sits in memory.
+   */
+  listJobPage(
+    filter: JobFilter & { withBodies: { request: boolean; result: boolean } },
+    budgetBytes: number,
+  ): { rows: JobRow[]; more: boolean } {
+    const heads = this.listJobs({ ...filter, limit: filter.limit + 1, withBodies: { request: false, result: false } });
+    const { request, result } = filter.withBodies;
+    const rows: JobRow[] = [];
+    let total = 0;
+    for (const head of heads.slice(0, filter.limit)) {
+      const size = this.#bodySizesStmt.get(head.id);
+      const bytes = (request ? (size?.request ?? 0) : 0) + (result ? (size?.result ?? 0) : 0);
+      if (rows.length > 0 && total + bytes > budgetBytes) return { rows, more: true };
+      total += bytes;
+      const bodies = this.#bodiesStmt.get(head.id);
+      if (request) head.request = bodies?.request ?? head.request;
+      if (result) head.result = bodies?.result ?? null;
+      rows.push(head);
+    }
+    return { rows, more: heads.length > filter.limit };
   }
 
   /**

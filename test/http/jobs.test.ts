@@ -244,6 +244,34 @@ describe("watching", () => {
   });
 });
 
+describe("list pages with bodies", () => {
+  test("hold at most 8 MiB of them: a page ends early and next_cursor goes on, no job left out", async () => {
+    stack = await startInProcess();
+    // Each request and answer carries a 1.5 MB word: 3 MB of bodies per job with both included.
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const { body } = await call("POST", "/jobs", chatJob(`${i}${"x".repeat(1_500_000)}`));
+      ids.push(body.id);
+    }
+    for (const id of ids) expect((await stack.ended(id)).state).toBe("done");
+    const pages: Array<{ jobs: Job[]; next_cursor: string | null }> = [];
+    let cursor = "";
+    do {
+      const { status, body } = await call("GET", `/jobs?include=request,result&limit=500${cursor}`);
+      expect(status).toBe(200);
+      pages.push(body);
+      cursor = body.next_cursor ? `&cursor=${body.next_cursor}` : "";
+    } while (cursor);
+    expect(pages.map((page) => page.jobs.length)).toEqual([2, 2, 1]);
+    const listed = pages.flatMap((page) => page.jobs);
+    expect(listed.map((job) => job.id)).toEqual([...ids].reverse());
+    for (const job of listed) expect(job.result!.message!.content).toEndWith("x".repeat(1_000));
+    // Requests alone (1.5 MB each) fit in one page; without bodies there is no budget at all.
+    expect((await call("GET", "/jobs?include=request")).body.jobs).toHaveLength(5);
+    expect((await call("GET", "/jobs?limit=2")).body.next_cursor).toBe(ids[3]);
+  });
+});
+
 describe("artifacts and the queue", () => {
   test("result.json and stream.ndjson, listed and downloadable", async () => {
     stack = await startInProcess();
