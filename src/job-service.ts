@@ -16,9 +16,11 @@ import type { JobLink } from "./worker/job-events";
 export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
 
 /** Hang-ups this close together (ms) are one batch of cancels (see JobService.hungUp). */
-const HANG_UP_QUIET_MS = 10;
+const HANG_UP_QUIET_MS = 50;
 /** The longest a hang-up waits for the rest of its batch (ms) before its job is canceled. */
-const HANG_UP_BATCH_MS = 1000;
+const HANG_UP_BATCH_MS = 2000;
+/** Jobs of a batch of hang-ups canceled per transaction, one per turn of the event loop. */
+const HANG_UP_CHUNK = 500;
 
 /** Why a waiting client's job is canceled at shutdown: it is told to come back (503, Retry-After). */
 export const SHUTTING_DOWN = { error: "foreman is shutting down; send the request again shortly", status: 503 } as const;
@@ -160,7 +162,21 @@ export class JobService {
     }
     const ids = [...this.#hungUp];
     this.#hungUp.clear();
-    this.cancelMany(ids, CLIENT_CANCELED);
+    this.#cancelInTurns(ids, []);
+  }
+
+  /**
+   * Cancels a batch of hang-ups {@link HANG_UP_CHUNK} jobs per turn, so that other requests are answered
+   * in between (5,000 in one transaction held GET /queue for 200 ms). The worker is told last: the
+   * running job's abort frees it to claim, and every job of the batch must be canceled by then (it
+   * already knows them gone, and would cancel one itself rather than send it).
+   */
+  #cancelInTurns(ids: string[], canceled: JobRow[]): void {
+    const rows = this.#cancelRows(ids.splice(0, HANG_UP_CHUNK), CLIENT_CANCELED);
+    for (const job of rows) this.link.jobEnded(job.id);
+    canceled.push(...rows);
+    if (ids.length > 0) setImmediate(() => this.#cancelInTurns(ids, canceled));
+    else for (const job of canceled) this.link.cancel(job.id);
   }
 
   /**
@@ -168,17 +184,20 @@ export class JobService {
    * error is logged (the clients are gone; nothing is left to answer) and the jobs stay as they were.
    */
   cancelMany(ids: readonly string[], reason: { error: string; status: number }): JobRow[] {
+    const canceled = this.#cancelRows(ids, reason);
+    for (const job of canceled) this.link.cancel(job.id);
+    for (const job of canceled) this.link.jobEnded(job.id);
+    return canceled;
+  }
+
+  #cancelRows(ids: readonly string[], reason: { error: string; status: number }): JobRow[] {
     if (ids.length === 0) return [];
-    let canceled: JobRow[];
     try {
-      canceled = this.store.cancelJobs(ids, reason);
+      return this.store.cancelJobs(ids, reason);
     } catch (error) {
       this.log.error("could not cancel jobs", { jobs: ids.length, error });
       return [];
     }
-    for (const job of canceled) this.link.cancel(job.id);
-    for (const job of canceled) this.link.jobEnded(job.id);
-    return canceled;
   }
 
   /** Watches one job: its state, streamed records and end, keeping up to `maxBacklogBytes` unread (see {@link watchJob}). */
