@@ -8,9 +8,14 @@ import type { JobStore } from "./queue/store";
  * row is read once, counted in the metrics and logged as one `job ended` line at info. The line carries
  * figures only, never the prompt, the answer or a webhook secret.
  */
-export function jobEndReporter(store: Pick<JobStore, "getJob">, metrics: ForemanMetrics, log: Logger): (jobId: string) => void {
+export function jobEndReporter(
+  store: Pick<JobStore, "getJobHead">,
+  metrics: ForemanMetrics,
+  log: Logger,
+): (jobId: string) => void {
   return (jobId) => {
-    const job = store.getJob(jobId);
+    // The head: figures only, never a result of megabytes read back per end.
+    const job = store.getJobHead(jobId);
     if (!job) return;
     const now = Date.now();
     metrics.jobEnded(job, now);

@@ -9,6 +9,14 @@ import type { JobRow } from "./queue/store";
 const encoder = new TextEncoder();
 /** Seconds a client told to come back (503) is asked to wait. */
 const RETRY_AFTER_SECONDS = "5";
+/**
+ * The most a streaming client may fall behind, in bytes of records kept for it. A slower reader is
+ * relayed the rest from the stored stream once its job has ended (the GPU never waits for a client):
+ * this bounds what each client costs, however many pause on answers of megabytes.
+ */
+export const MAX_CLIENT_BACKLOG_BYTES = 4 * 1024 * 1024;
+/** How much of the stored stream a lagging client is relayed per read. */
+const STORED_SLICE_BYTES = 1024 * 1024;
 
 /**
  * Answers a client that waits on its queued job exactly as Ollama would answer that API: records
@@ -25,7 +33,7 @@ export async function respondToClient(
 ): Promise<Response> {
   const adapter = adapterFor(job.type);
   const headers = { "x-foreman-job-id": job.id };
-  const watch = service.watch(job.id);
+  const watch = service.watch(job.id, MAX_CLIENT_BACKLOG_BYTES);
   service.clients.add(job.id);
   let answered = false;
   /** The answer is complete: stop watching, and a disconnect now cancels nothing. */
@@ -39,7 +47,7 @@ export async function respondToClient(
     // At shutdown a connection may close under the client before foreman answers it: it stays listed,
     // so releaseWaitingClients still ends its job (which would otherwise run after a restart for nobody).
     if (service.shuttingDown) return;
-    if (!answered) service.cancel(job.id);
+    if (!answered) service.hungUp(job.id);
     settle();
   }
   clientSignal.addEventListener("abort", clientGone, { once: true });
@@ -50,6 +58,9 @@ export async function respondToClient(
     const event = next.value;
     if (event.type === "state") {
       contentType = event.contentType ?? contentType;
+    } else if (event.type === "overflow") {
+      // Not relaying yet (one body waits for its end): the end's row has the answer.
+      continue;
     } else if (event.type === "ended") {
       settle();
       return endedResponse(adapter, event.job, headers);
@@ -58,7 +69,12 @@ export async function respondToClient(
       const final = adapter.isFinal(lastRecord(event.bytes, framing), framing);
       if (streaming && framing !== "whole") {
         if (final) settle();
-        const body = relay(event.bytes, final, framing, adapter, watch, { settle, clientGone, isAnswered: () => answered });
+        const stored = (offset: number, length: number) => storedStream(service, job.id, framing, offset, length);
+        const body = relay(event.bytes, final, framing, adapter, watch, stored, {
+          settle,
+          clientGone,
+          isAnswered: () => answered,
+        });
         return new Response(body, { headers: { "content-type": contentType, ...headers } });
       }
       // One body, complete as it arrives: answer now, not after the bookkeeping.
@@ -73,48 +89,94 @@ export async function respondToClient(
   return errorResponse(adapter.api, 499, "request canceled", headers);
 }
 
-/** The streamed answer: the first chunk, then each chunk the watcher yields, until the final record or the end. */
+/** How a job ended, as the end of a relayed stream tells it. */
+type Outcome = Pick<JobRow, "state" | "error">;
+
+/** `length` bytes of the job's stored stream (what the worker relayed, exactly) from `offset`; null when none is stored. */
+function storedStream(service: JobService, jobId: string, framing: Framing, offset: number, length: number) {
+  try {
+    return service.store.artifacts.slice(jobId, framing === "sse" ? "stream.sse" : "stream.ndjson", offset, length);
+  } catch {
+    return null; // a database error: the client gets the end without the rest
+  }
+}
+
+/**
+ * The streamed answer: the first chunk, then each chunk the watcher yields, until the final record or
+ * the end. Pulled: a chunk is taken from the watcher only when the client has read the one before. A
+ * client that falls {@link MAX_CLIENT_BACKLOG_BYTES} behind (the watcher says `overflow`) is relayed
+ * the rest, byte for byte, from the stored stream once the job has ended, a slice per pull.
+ */
 function relay(
   first: Uint8Array,
   firstIsFinal: boolean,
   framing: Framing,
   adapter: WireAdapter,
   watch: AsyncIterator<WatchEvent>,
+  stored: (offset: number, length: number) => Uint8Array | null,
   control: { settle: () => void; clientGone: () => void; isAnswered: () => boolean },
 ): ReadableStream<Uint8Array> {
   let last = lastRecord(first, framing);
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      controller.enqueue(first);
-      if (firstIsFinal) controller.close();
-    },
-    async pull(controller) {
-      for (;;) {
-        const next = control.isAnswered() ? undefined : await watch.next();
-        if (!next || next.done) return controller.close();
-        const event = next.value;
-        if (event.type === "chunk") {
-          controller.enqueue(event.bytes);
-          last = lastRecord(event.bytes, framing);
-          // The final record is the whole answer: end the response now rather than after the bookkeeping.
-          if (adapter.isFinal(last, framing)) {
+  let relayed = first.byteLength;
+  let overflowed = false;
+  /** Set once the job has ended after an overflow: how it ended, while the stored rest is relayed. */
+  let resuming: Outcome | undefined;
+
+  /** After the last record: a failure becomes the API's last error record (the status is long sent). */
+  const end = (controller: ReadableStreamDefaultController<Uint8Array>, job: Outcome) => {
+    if (job.state !== "done" && adapter.recordError(last, framing) === undefined) {
+      controller.enqueue(encoder.encode(adapter.failureRecord(job.error ?? job.state, framing, last)));
+    }
+    controller.close();
+  };
+  /** The next slice of the stored rest, or the end when there is no more. */
+  const resume = (controller: ReadableStreamDefaultController<Uint8Array>, job: Outcome) => {
+    const slice = stored(relayed, STORED_SLICE_BYTES);
+    if (!slice || slice.byteLength === 0) return end(controller, job);
+    controller.enqueue(slice);
+    relayed += slice.byteLength;
+    // A record may start in an earlier slice: the last one is read from the stored tail once, at its end.
+    if (slice.byteLength < STORED_SLICE_BYTES)
+      last = lastRecord(stored(Math.max(0, relayed - STORED_SLICE_BYTES), STORED_SLICE_BYTES) ?? slice, framing);
+  };
+
+  return new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        controller.enqueue(first);
+        if (firstIsFinal) controller.close();
+      },
+      async pull(controller) {
+        if (resuming) return resume(controller, resuming);
+        for (;;) {
+          const next = control.isAnswered() ? undefined : await watch.next();
+          if (!next || next.done) return controller.close();
+          const event = next.value;
+          if (event.type === "chunk") {
+            controller.enqueue(event.bytes);
+            relayed += event.bytes.byteLength;
+            last = lastRecord(event.bytes, framing);
+            // The final record is the whole answer: end the response now rather than after the bookkeeping.
+            if (adapter.isFinal(last, framing)) {
+              control.settle();
+              controller.close();
+            }
+            return;
+          }
+          if (event.type === "overflow") overflowed = true;
+          if (event.type === "ended") {
             control.settle();
-            controller.close();
+            if (!overflowed) return end(controller, event.job);
+            // Only how it ended is kept (the row's result may be megabytes) while the client reads the rest.
+            resuming = { state: event.job.state, error: event.job.error };
+            return resume(controller, resuming);
           }
-          return;
         }
-        if (event.type === "ended") {
-          control.settle();
-          // After the first record the status is sent: a failure becomes the API's last error record.
-          if (event.job.state !== "done" && adapter.recordError(last, framing) === undefined) {
-            controller.enqueue(encoder.encode(adapter.failureRecord(event.job.error ?? event.job.state, framing, last)));
-          }
-          return controller.close();
-        }
-      }
+      },
+      cancel: control.clientGone,
     },
-    cancel: control.clientGone,
-  });
+    { highWaterMark: 0 },
+  );
 }
 
 /** The answer for a job that ended before any record reached its client: its result, or its error with its status. */

@@ -16,6 +16,13 @@ import type { JobLink } from "./worker/job-events";
 /** Priorities accepted from clients: integers in this range (inclusive). */
 export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
 
+/** Hang-ups this close together (ms) are one batch of cancels (see JobService.hungUp). */
+const HANG_UP_QUIET_MS = 50;
+/** The longest a hang-up waits for the rest of its batch (ms) before its job is canceled. */
+const HANG_UP_BATCH_MS = 2000;
+/** Jobs of a batch of hang-ups canceled per transaction, one per turn of the event loop. */
+const HANG_UP_CHUNK = 500;
+
 /** Why a waiting client's job is canceled at shutdown: it is told to come back (503, Retry-After). */
 export const SHUTTING_DOWN = { error: "foreman is shutting down; send the request again shortly", status: 503 } as const;
 
@@ -123,13 +130,87 @@ export class JobService {
     return job;
   }
 
-  /** Watches one job: its state, streamed records and end (see {@link watchJob}). */
-  watch(id: string) {
+  /** Jobs whose clients hung up, canceled together by {@link #flushHangUps}. */
+  #hungUp = new Set<string>();
+  /** When the first and the last of {@link #hungUp} came (epoch ms). */
+  #hungUpFirst = 0;
+  #hungUpLast = 0;
+
+  /**
+   * A waiting client hung up: its job is canceled with every other hang-up of the same moment, in one
+   * transaction (a group commit, as {@link #enqueue} does for submissions). Thousands of clients that
+   * go at once reach this thread over many turns of the event loop, so the batch closes once
+   * {@link HANG_UP_QUIET_MS} pass without a new hang-up (or {@link HANG_UP_BATCH_MS} after its first):
+   * the running job's cancel commits with the others', and the worker, freed, finds none of theirs
+   * left to claim. One transaction per cancel took seconds for 5,000, and the worker claimed and sent
+   * hundreds of them meanwhile.
+   */
+  hungUp(id: string): void {
+    const now = Date.now();
+    if (this.#hungUp.size === 0) {
+      this.#hungUpFirst = now;
+      setTimeout(() => this.#flushHangUps(), HANG_UP_QUIET_MS);
+    }
+    this.#hungUpLast = now;
+    this.#hungUp.add(id);
+    this.link.clientGone(id);
+  }
+
+  #flushHangUps(): void {
+    const now = Date.now();
+    const quietAt = this.#hungUpLast + HANG_UP_QUIET_MS;
+    if (now < quietAt && now - this.#hungUpFirst < HANG_UP_BATCH_MS) {
+      setTimeout(() => this.#flushHangUps(), quietAt - now);
+      return;
+    }
+    const ids = [...this.#hungUp];
+    this.#hungUp.clear();
+    this.#cancelInTurns(ids, []);
+  }
+
+  /**
+   * Cancels a batch of hang-ups {@link HANG_UP_CHUNK} jobs per turn, so that other requests are answered
+   * in between (5,000 in one transaction held GET /queue for 200 ms). The worker is told last: the
+   * running job's abort frees it to claim, and every job of the batch must be canceled by then (it
+   * already knows them gone, and would cancel one itself rather than send it).
+   */
+  #cancelInTurns(ids: string[], canceled: JobRow[]): void {
+    const rows = this.#cancelRows(ids.splice(0, HANG_UP_CHUNK), CLIENT_CANCELED);
+    for (const job of rows) this.link.jobEnded(job.id);
+    canceled.push(...rows);
+    if (ids.length > 0) setImmediate(() => this.#cancelInTurns(ids, canceled));
+    else for (const job of canceled) this.link.cancel(job.id);
+  }
+
+  /**
+   * {@link cancel} for many jobs in one transaction; the ones that could still be canceled. A database
+   * error is logged (the clients are gone; nothing is left to answer) and the jobs stay as they were.
+   */
+  cancelMany(ids: readonly string[], reason: { error: string; status: number }): JobRow[] {
+    const canceled = this.#cancelRows(ids, reason);
+    for (const job of canceled) this.link.cancel(job.id);
+    for (const job of canceled) this.link.jobEnded(job.id);
+    return canceled;
+  }
+
+  #cancelRows(ids: readonly string[], reason: { error: string; status: number }): JobRow[] {
+    if (ids.length === 0) return [];
+    try {
+      return this.store.cancelJobs(ids, reason);
+    } catch (error) {
+      this.log.error("could not cancel jobs", { jobs: ids.length, error });
+      return [];
+    }
+  }
+
+  /** Watches one job: its state, streamed records and end, keeping up to `maxBacklogBytes` unread (see {@link watchJob}). */
+  watch(id: string, maxBacklogBytes?: number) {
     return watchJob(
       this.link,
       (jobId) => this.store.getJob(jobId),
       id,
       (jobId) => this.store.getJobHead(jobId),
+      maxBacklogBytes,
     );
   }
 
@@ -144,10 +225,8 @@ export class JobService {
    * running job, which gets the grace period first. Job API jobs are not touched: they stay queued.
    */
   releaseWaitingClients(queuedOnly: boolean): void {
-    for (const id of [...this.clients]) {
-      if (queuedOnly && this.store.getJobHead(id)?.state !== "queued") continue;
-      this.cancel(id, SHUTTING_DOWN);
-    }
+    const ids = [...this.clients].filter((id) => !queuedOnly || this.store.getJobHead(id)?.state === "queued");
+    this.cancelMany(ids, SHUTTING_DOWN);
   }
 
   /**

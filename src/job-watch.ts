@@ -6,12 +6,18 @@ import type { JobEvent, JobLink } from "./worker/job-events";
 export type WatchEvent =
   | { type: "state"; state: JobState; contentType?: string }
   | { type: "chunk"; bytes: Uint8Array }
+  /** The reader fell more than `maxBacklogBytes` behind: the records from here on were not kept; the end still comes. */
+  | { type: "overflow" }
   | { type: "ended"; job: JobRow };
 
 /**
  * Watches one job: subscribes before reading its row (so an end in between is not missed), yields its
  * current state, then each event as it comes, and stops after the end, with the ended row (the row
  * decides the outcome; the message only wakes). `return()` unsubscribes at once, even while waiting.
+ *
+ * What the reader has not taken yet is kept for it, up to `maxBacklogBytes` of records (always at least
+ * one): past that, the watch keeps nothing more but the end, and says `overflow` where the gap begins.
+ * A reader that can catch up from elsewhere (the stored stream) so never costs more memory than that.
  */
 export function watchJob(
   link: Pick<JobLink, "subscribe">,
@@ -19,12 +25,25 @@ export function watchJob(
   jobId: string,
   /** Reads the row for its state only (without its bodies, see JobStore.getJobHead); default readJob. */
   readHead: (id: string) => JobRow | null = readJob,
+  maxBacklogBytes = Infinity,
 ): AsyncIterableIterator<WatchEvent> {
-  const pending: JobEvent[] = [];
+  const pending: Array<JobEvent | { type: "overflow" }> = [];
+  let backlogBytes = 0;
+  let overflowed = false;
   let wakeReader: (() => void) | undefined;
   let started = false;
   let finished = false;
   const unsubscribe = link.subscribe(jobId, (event) => {
+    if (overflowed && event.type !== "ended") return;
+    if (event.type === "chunk") {
+      if (backlogBytes > 0 && backlogBytes + event.bytes.byteLength > maxBacklogBytes) {
+        overflowed = true;
+        pending.push({ type: "overflow" });
+        wakeReader?.();
+        return;
+      }
+      backlogBytes += event.bytes.byteLength;
+    }
     pending.push(event);
     wakeReader?.();
   });
@@ -64,6 +83,7 @@ export function watchJob(
       }
       const event = pending.shift()!;
       if (event.type === "ended") return ended();
+      if (event.type === "chunk") backlogBytes -= event.bytes.byteLength;
       return { done: false, value: event };
     },
     async return(): Promise<IteratorResult<WatchEvent>> {

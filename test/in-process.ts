@@ -85,6 +85,7 @@ export async function startInProcess(
     jobEnded: (jobId) => hub.jobEnded(jobId),
     wake: () => runner.wake(),
     cancel: (jobId) => runner.cancel(jobId),
+    clientGone: (jobId) => runner.clientGone(jobId),
   };
   const { inventory, jobs, webhooks, handle } = composeForeman(config, db, store, loop, (scope) => capturingLogger(scope, logs));
   await inventory.start();

@@ -94,7 +94,10 @@ export namespace JobModel {
 
   export const jobList = t.Object({
     jobs: t.Array(JobSummary),
-    next_cursor: t.Union([t.String(), t.Null()], { description: "Pass as cursor for the next page; null on the last" }),
+    next_cursor: t.Union([t.String(), t.Null()], {
+      description:
+        "Pass as cursor for the next page; null on the last. A page with bodies may end before limit (its byte budget)",
+    }),
   });
 
   export const idParams = t.Object({ id: t.String({ description: "Job id (ULID)" }) });

@@ -1,6 +1,8 @@
 import { Elysia } from "elysia";
 import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
+import type { JobRow } from "../queue/store";
+import { MAX_CLIENT_BACKLOG_BYTES } from "../job-response";
 import { framingFor, splitRecords } from "../adapters/framing";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
 import { type JobListInclude, JobView, toJobSummary } from "../queue/job-view";
@@ -9,6 +11,13 @@ import { keepOpen } from "./long-lived";
 import { modelKeySummary } from "./queue-summary";
 
 const SSE_HEARTBEAT_MS = 15_000;
+/**
+ * The most request and result bytes (as stored) one page of GET /jobs?include= carries; parsed and
+ * rendered, a page costs a few times that. 500 answers of megabytes made pages of hundreds of MB.
+ */
+const LIST_BODY_BUDGET_BYTES = 8 * 1024 * 1024;
+/** What the `overflow` event of a job's SSE stream says. */
+const OVERFLOW_MESSAGE = `this reader fell more than ${MAX_CLIENT_BACKLOG_BYTES / 1024 / 1024} MiB behind: the chunks from here on are skipped; the job's stream artifact holds them all`;
 const SSE_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-cache" };
 
 /**
@@ -61,20 +70,22 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
       ({ query }) => {
         const limit = query.limit ?? 50;
         const include = new Set(query.include?.split(",").filter(Boolean) as JobListInclude[] | undefined);
-        const rows = store.listJobs({
-          state: query.state,
-          model: query.model,
-          type: query.type,
-          cursor: query.cursor,
-          limit: limit + 1,
-          withBodies: { request: include.has("request"), result: include.has("result") },
-        });
-        const page = rows.slice(0, limit);
+        const filter = { state: query.state, model: query.model, type: query.type, cursor: query.cursor, limit };
+        const withBodies = { request: include.has("request"), result: include.has("result") };
+        let page: JobRow[];
+        let more: boolean;
+        if (withBodies.request || withBodies.result) {
+          ({ rows: page, more } = store.listJobPage({ ...filter, withBodies }, LIST_BODY_BUDGET_BYTES));
+        } else {
+          const rows = store.listJobs({ ...filter, limit: limit + 1, withBodies });
+          page = rows.slice(0, limit);
+          more = rows.length > limit;
+        }
         // One plan for the page: the estimates of all its queued jobs cost O(model keys) together.
         const plan = page.some((job) => job.state === "queued") ? jobs.queuePlan() : undefined;
         return {
           jobs: page.map((job) => toJobSummary(jobs.view(job, undefined, plan), job, include)),
-          next_cursor: rows.length > limit ? page[page.length - 1]!.id : null,
+          next_cursor: more ? page[page.length - 1]!.id : null,
         };
       },
       {
@@ -84,7 +95,9 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           summary: "List jobs",
           description:
             "Newest first, filtered by state, model and type; `limit` per page (default 50, at most 500); follow `next_cursor`. " +
-            "Each job is a summary: no request nor result unless `include` asks for them (`include=request,result`).",
+            "Each job is a summary: no request nor result unless `include` asks for them (`include=request,result`). " +
+            `A page with bodies holds at most ${LIST_BODY_BUDGET_BYTES / 1024 / 1024} MiB of them: it ends early, before the job ` +
+            "that would pass that, and `next_cursor` goes on from there (a page's first job comes whatever its size).",
         },
       },
     )
@@ -130,7 +143,9 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           summary: "Watch a job (Server-Sent Events)",
           description:
             "`state` events on each transition (the first gives the current state, the last the final one), `chunk` events with each streamed NDJSON " +
-            "line while it runs, then one `end` event carrying the job, after which the stream closes. An ended job sends `end` at once.",
+            "line while it runs, then one `end` event carrying the job, after which the stream closes. An ended job sends `end` at once. " +
+            "A reader more than 4 MiB behind gets one `overflow` event where its gap begins, no more chunks, then `end`: " +
+            "the job's stream artifact (GET /jobs/{id}/artifacts/stream.ndjson) holds every record.",
           responses: {
             200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
           },
@@ -222,7 +237,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
  */
 function jobEvents(jobs: JobService, jobId: string): Response {
   const decoder = new TextDecoder();
-  const watch = jobs.watch(jobId);
+  const watch = jobs.watch(jobId, MAX_CLIENT_BACKLOG_BYTES);
   let heartbeat: Timer | undefined;
   let contentType = "application/x-ndjson";
   let live = false;
@@ -255,6 +270,9 @@ function jobEvents(jobs: JobService, jobId: string): Response {
       } else if (event.type === "chunk") {
         const framing = framingFor(contentType);
         for (const record of splitRecords(decoder.decode(event.bytes), framing)) controller.enqueue(sse("chunk", record));
+      } else if (event.type === "overflow") {
+        // A reader this far behind is not kept records for: it is told where its gap begins, and the records are in the job's stream artifact.
+        controller.enqueue(sse("overflow", JSON.stringify({ message: OVERFLOW_MESSAGE })));
       } else {
         // A watch that saw the job live tells its final state; one of an ended job just sends `end`.
         if (live) controller.enqueue(sse("state", JSON.stringify({ state: event.job.state })));

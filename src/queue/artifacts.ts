@@ -20,6 +20,8 @@ export class ArtifactTable {
   readonly #insertStmt;
   readonly #listStmt;
   readonly #getStmt;
+  readonly #sizeStmt;
+  readonly #sliceStmt;
 
   constructor(db: Database) {
     this.#insertStmt = db.query<null, [string, string, string, Uint8Array, number]>(
@@ -31,6 +33,12 @@ export class ArtifactTable {
     );
     this.#getStmt = db.query<{ contentType: string; data: Uint8Array }, [string, string]>(
       `SELECT content_type AS contentType, data FROM artifacts WHERE job_id = ? AND name = ?`,
+    );
+    this.#sizeStmt = db.query<{ size: number }, [string, string]>(
+      `SELECT length(data) AS size FROM artifacts WHERE job_id = ? AND name = ?`,
+    );
+    this.#sliceStmt = db.query<{ data: Uint8Array }, [string, string, number, number]>(
+      `SELECT substr(data, ?3 + 1, ?4) AS data FROM artifacts WHERE job_id = ?1 AND name = ?2`,
     );
   }
 
@@ -48,5 +56,19 @@ export class ArtifactTable {
 
   get(jobId: string, name: string): { contentType: string; data: Uint8Array } | null {
     return this.#getStmt.get(jobId, name);
+  }
+
+  /** The artifact's size in bytes, or null when there is none. */
+  size(jobId: string, name: string): number | null {
+    return this.#sizeStmt.get(jobId, name)?.size ?? null;
+  }
+
+  /**
+   * `length` bytes of the artifact from byte `offset` (fewer at its end), or null when there is none.
+   * SQLite reads the whole value for each slice, but only the slice stays in memory.
+   */
+  slice(jobId: string, name: string, offset: number, length: number): Uint8Array | null {
+    const data = this.#sliceStmt.get(jobId, name, offset, length)?.data;
+    return data === undefined ? null : new Uint8Array(data);
   }
 }

@@ -28,3 +28,11 @@ export const JobSourceSchema = literalUnion(JOB_SOURCES, {
   description:
     "jobs: made by POST /jobs; batch: a line of POST /v1/batches; otherwise the API whose route made it (a client waits on the answer)",
 });
+
+/** The sources whose jobs no connection waits on: they outlive a restart (re-queued), where a client's request cannot. */
+export const NOBODY_WAITING_SOURCES = ["jobs", "batch"] as const satisfies readonly JobSource[];
+
+/** True for a job API or batch job; false for a request whose client holds a connection for the answer. */
+export function isNobodyWaiting(source: JobSource): boolean {
+  return (NOBODY_WAITING_SOURCES as readonly JobSource[]).includes(source);
+}

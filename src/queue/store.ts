@@ -8,7 +8,7 @@ import { WebhookDeliveries } from "../webhook/deliveries";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
 import { DashboardQueries } from "./dashboard-queries";
 import { ModelCosts, type WaitingGroup, expectedCosts, rankGroups } from "./model-costs";
-import type { JobSource, JobState } from "./job-states";
+import { type JobSource, type JobState, NOBODY_WAITING_SOURCES, isNobodyWaiting } from "./job-states";
 
 export type { JobType } from "../adapters";
 export type { JobSource, JobState } from "./job-states";
@@ -106,6 +106,18 @@ const NO_USAGE: JobUsage = { promptTokens: null, outputTokens: null, loadMs: nul
 /** Why a job is canceled when its client goes away (nginx's 499, "client closed request"). */
 export const CLIENT_CANCELED = { error: "request canceled", status: 499 } as const;
 
+/** Why recovery cancels a client's request that was running when foreman died (see recoverInterruptedJobs). */
+export const RESTART_DROPPED_RUNNING = {
+  error: "interrupted by a restart; the client's connection closed with it",
+  status: 499,
+} as const;
+
+/** Why recovery cancels a client's request that was still queued when foreman died. */
+export const RESTART_DROPPED_QUEUED = {
+  error: "queued when foreman stopped; the client's connection closed with it",
+  status: 499,
+} as const;
+
 const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, state, priority, attempts,
   max_attempts AS maxAttempts, run_after AS runAfter, error, error_status AS errorStatus, created_at AS createdAt,
   started_at AS startedAt, finished_at AS finishedAt, result, idempotency_key AS idempotencyKey,
@@ -161,6 +173,10 @@ export class JobStore {
   readonly #requeueStmt;
   readonly #markCanceledStmt;
   readonly #interruptedJobsStmt;
+  readonly #queuedClientJobsStmt;
+  readonly #jobStateStmt;
+  readonly #bodySizesStmt;
+  readonly #bodiesStmt;
   readonly #nextRunAfterStmt;
   readonly #pruneStmt;
 
@@ -259,6 +275,16 @@ export class JobStore {
        WHERE id = ?4 AND state IN ('queued', 'loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
     this.#interruptedJobsStmt = db.query<JobRow, []>(`SELECT ${HEAD_COLUMNS} FROM jobs WHERE state IN ('loading', 'working')`);
+    this.#queuedClientJobsStmt = db.query<JobRow, []>(
+      `SELECT ${HEAD_COLUMNS} FROM jobs WHERE state = 'queued' AND source NOT IN (${NOBODY_WAITING_SOURCES.map((s) => `'${s}'`).join(", ")})`,
+    );
+    this.#bodySizesStmt = db.query<{ request: number; result: number | null }, [string]>(
+      `SELECT octet_length(request) AS request, octet_length(result) AS result FROM jobs WHERE id = ?`,
+    );
+    this.#bodiesStmt = db.query<{ request: string; result: string | null }, [string]>(
+      `SELECT request, result FROM jobs WHERE id = ?`,
+    );
+    this.#jobStateStmt = db.query<{ state: JobState }, [string]>(`SELECT state FROM jobs WHERE id = ?`);
     this.#nextRunAfterStmt = db.query<{ t: number | null }, []>(`SELECT min(run_after) AS t FROM jobs WHERE state = 'queued'`);
     this.#pruneStmt = db.query<null, [number]>(
       `DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') AND finished_at < ?`,
@@ -339,6 +365,33 @@ export class JobStore {
     if (filter.withBodies && !filter.withBodies.result) columns = columns.replace(", result,", ", NULL AS result,");
     const sql = `SELECT ${columns} FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
     return this.#db.query<JobRow, (string | number)[]>(sql).all(...params);
+  }
+
+  /**
+   * A page of {@link listJobs} with the bodies `filter.withBodies` asks for, holding at most `budgetBytes`
+   * of them: the page ends before the job that would pass it (its first job comes whatever its size),
+   * and `more` says a next page follows. The sizes are read first (octet_length: no body is loaded for
+   * it), then only the kept jobs' bodies: a page of 500 answers of megabytes never sits in memory.
+   */
+  listJobPage(
+    filter: JobFilter & { withBodies: { request: boolean; result: boolean } },
+    budgetBytes: number,
+  ): { rows: JobRow[]; more: boolean } {
+    const heads = this.listJobs({ ...filter, limit: filter.limit + 1, withBodies: { request: false, result: false } });
+    const { request, result } = filter.withBodies;
+    const rows: JobRow[] = [];
+    let total = 0;
+    for (const head of heads.slice(0, filter.limit)) {
+      const size = this.#bodySizesStmt.get(head.id);
+      const bytes = (request ? (size?.request ?? 0) : 0) + (result ? (size?.result ?? 0) : 0);
+      if (rows.length > 0 && total + bytes > budgetBytes) return { rows, more: true };
+      total += bytes;
+      const bodies = this.#bodiesStmt.get(head.id);
+      if (request) head.request = bodies?.request ?? head.request;
+      if (result) head.result = bodies?.result ?? null;
+      rows.push(head);
+    }
+    return { rows, more: heads.length > filter.limit };
   }
 
   /**
@@ -491,16 +544,44 @@ export class JobStore {
   }
 
   /**
-   * Crash recovery: jobs a dead process left loading or working go back to the queue, their attempt
-   * counted; one that has used every attempt this way fails instead of crash-looping the server.
+   * {@link cancelJob} for many jobs in one transaction (thousands of clients that hung up together):
+   * the rows that were canceled, leaving out those that did not exist or had already ended.
    */
-  recoverInterruptedJobs(now = Date.now()): { requeued: JobRow[]; failed: JobRow[] } {
+  cancelJobs(ids: readonly string[], reason: { error: string; status: number }, now = Date.now()): JobRow[] {
+    return this.#db
+      .transaction(() =>
+        ids.flatMap((id) => this.#ended(this.#markCanceledStmt.get(now, reason.error, reason.status, id), [], now) ?? []),
+      )
+      .immediate();
+  }
+
+  /** The job's state alone (null: no such job): the worker's last look before it sends a job claimed ahead. */
+  jobState(id: string): JobState | null {
+    return this.#jobStateStmt.get(id)?.state ?? null;
+  }
+
+  /**
+   * Crash recovery, before the loop's first claim: jobs a dead process left loading or working go back
+   * to the queue, their attempt counted; one that has used every attempt this way fails instead of
+   * crash-looping the server. A client's own request (source ollama, openai or anthropic) is canceled
+   * instead, queued or interrupted: its connection died with the process, so nobody would read the
+   * answer (and such clients retry on their own). Job API and batch jobs are re-queued.
+   */
+  recoverInterruptedJobs(now = Date.now()): { requeued: JobRow[]; failed: JobRow[]; canceled: JobRow[] } {
     return this.#db
       .transaction(() => {
         const requeued: JobRow[] = [];
         const failed: JobRow[] = [];
+        const canceled: JobRow[] = [];
+        const cancel = (job: JobRow, reason: { error: string; status: number }) => {
+          const row = this.#ended(this.#markCanceledStmt.get(now, reason.error, reason.status, job.id), [], now);
+          if (row) canceled.push(row);
+        };
+        for (const job of this.#queuedClientJobsStmt.all()) cancel(job, RESTART_DROPPED_QUEUED);
         for (const job of this.#interruptedJobsStmt.all()) {
-          if (job.attempts >= job.maxAttempts) {
+          if (!isNobodyWaiting(job.source)) {
+            cancel(job, RESTART_DROPPED_RUNNING);
+          } else if (job.attempts >= job.maxAttempts) {
             const row = this.#ended(this.#markFailedStmt.get(now, `interrupted ${job.attempts} times`, 500, job.id), [], now);
             if (row) failed.push(row);
           } else {
@@ -508,7 +589,7 @@ export class JobStore {
             if (row) requeued.push(row);
           }
         }
-        return { requeued, failed };
+        return { requeued, failed, canceled };
       })
       .immediate();
   }

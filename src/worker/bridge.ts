@@ -98,6 +98,10 @@ export class WorkerBridge implements JobLink {
     this.#send({ type: "cancel", jobId });
   }
 
+  clientGone(jobId: string): void {
+    this.#send({ type: "client-gone", jobId });
+  }
+
   setInventory(residentKeys: string[], reachable: boolean): void {
     this.#send({ type: "inventory", residentKeys, reachable });
   }

@@ -21,9 +21,8 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       runner = new JobRunner(new JobStore(db), settings, post, log);
       // The worker does most of the writing, so it keeps the WAL short too.
       const stopCheckpoints = startCheckpoints(db, settings.dbPath);
-      post({ type: "ready" });
       runner
-        .run()
+        .run(() => post({ type: "ready" }))
         .catch((error) => log.error("job loop crashed", { error }))
         .finally(() => {
           stopCheckpoints();
@@ -40,6 +39,9 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       break;
     case "cancel":
       runner?.cancel(message.jobId);
+      break;
+    case "client-gone":
+      runner?.clientGone(message.jobId);
       break;
     case "shutdown":
       runner?.shutdown(message.graceMs);

@@ -22,6 +22,11 @@ export interface JobLink {
   wake(): void;
   /** The job was canceled in the database: abort its upstream call if it runs. */
   cancel(jobId: string): void;
+  /**
+   * The job's waiting client hung up; its cancel follows with others (JobService.hungUp). Told at once,
+   * so the loop never sends it in between.
+   */
+  clientGone(jobId: string): void;
 }
 
 /** Fans a job's events out to whoever listens to it (a waiting client, an SSE stream). */

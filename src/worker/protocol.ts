@@ -37,6 +37,8 @@ export type ToWorker =
   | { type: "inventory"; residentKeys: string[]; reachable: boolean }
   /** The job was canceled in the database; abort its upstream call if it is running. */
   | { type: "cancel"; jobId: string }
+  /** The job's waiting client hung up; its cancel is on its way (batched): never send the job meanwhile. */
+  | { type: "client-gone"; jobId: string }
   /** Stop claiming; let the running job finish for up to graceMs, then re-queue it. */
   | { type: "shutdown"; graceMs: number };
 

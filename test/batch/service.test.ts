@@ -49,6 +49,7 @@ const link: JobLink = {
   jobEnded: () => {},
   wake: () => {},
   cancel: () => {},
+  clientGone: () => {},
 };
 
 function startService(windowMs = 60_000): BatchService {

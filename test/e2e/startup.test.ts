@@ -91,27 +91,66 @@ describe("one foreman per database", () => {
     }
   }, 60_000);
 
-  test("after a kill -9 the next serve starts at once, and recovers the interrupted job", async () => {
+  test("after a kill -9 the next serve starts at once: a job API job re-runs, a client's request ends canceled", async () => {
     const env = foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, "killed.db") });
-    const first = await spawnForeman(env, { command: foremanCommand() });
-    void fetch(`${first.url}/api/chat`, {
-      method: "POST",
-      body: JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "a b c d e f g h" }] }),
-    }).catch(() => {});
-    await until(() => fake.inFlight === 1, 10_000, "the job to run");
-    first.process.kill(9);
-    await first.process.exited;
-
+    const chat = (content: string) => ({ model: "llama3.2", messages: [{ role: "user", content }] });
+    const rows = () => {
+      const db = new Database(env.FOREMAN_DB!, { readonly: true });
+      const all = db
+        .query<{ content: string; state: string; attempts: number; error: string | null }, []>(
+          "SELECT json_extract(request, '$.messages[0].content') AS content, state, attempts, error FROM jobs ORDER BY id",
+        )
+        .all();
+      db.close();
+      return Object.fromEntries(all.map(({ content, ...row }) => [content, row]));
+    };
+    const seen = () => fake.seen.map((s) => (s.body.messages as { content: string }[])[0]!.content);
+    const seenBefore = fake.seen.length;
+    const release = fake.hold();
     let next: ForemanProcess | undefined;
     try {
+      // A client's request runs (held); a job API job and another client's request wait behind it.
+      const first = await spawnForeman(env, { command: foremanCommand() });
+      void fetch(`${first.url}/api/chat`, { method: "POST", body: JSON.stringify(chat("client running")) }).catch(() => {});
+      await until(() => fake.inFlight === 1, 10_000, "the client's job to run");
+      const submitted = await fetch(`${first.url}/jobs`, {
+        method: "POST",
+        body: JSON.stringify({ type: "chat", request: chat("job api") }),
+      });
+      expect(submitted.status).toBe(202);
+      void fetch(`${first.url}/api/chat`, { method: "POST", body: JSON.stringify(chat("client queued")) }).catch(() => {});
+      await until(() => rows()["client queued"]?.state === "queued", 10_000, "the second client's job to be queued");
+      first.process.kill(9);
+      await first.process.exited;
+
+      // Both clients' connections died with the process: their jobs end canceled, saying so, and never run
+      // again; the job API job runs (held), and is interrupted by a second kill -9.
       next = await spawnForeman(env, { command: foremanCommand() });
-      await until(() => jobRows(env.FOREMAN_DB!)[0]?.state === "done", 20_000, "the recovered job");
-      expect(jobRows(env.FOREMAN_DB!)[0]!.attempts).toBe(2);
+      await until(() => rows()["job api"]?.state === "loading", 10_000, "the job API job to run");
+      expect(rows()["client running"]).toEqual({
+        state: "canceled",
+        attempts: 1,
+        error: "interrupted by a restart; the client's connection closed with it",
+      });
+      expect(rows()["client queued"]).toEqual({
+        state: "canceled",
+        attempts: 0,
+        error: "queued when foreman stopped; the client's connection closed with it",
+      });
+      next.process.kill(9);
+      await next.process.exited;
+
+      next = await spawnForeman(env, { command: foremanCommand() });
+      release();
+      await until(() => rows()["job api"]?.state === "done", 20_000, "the recovered job API job");
+      expect(rows()["job api"]!.attempts).toBe(2);
+      expect(seen().slice(seenBefore)).toEqual(["client running", "job api", "job api"]);
     } finally {
+      release();
       next?.process.kill("SIGTERM");
       await next?.process.exited;
     }
-  }, 60_000);
+  }, 90_000);
 
   test("in one process, a second server on the same database is refused; other databases are not", async () => {
     const config = (name: string) => loadConfig(foremanEnv(fake.url, dir.path, { FOREMAN_DB: join(dir.path, name) }));

@@ -50,6 +50,7 @@ export function declaredRoutes(): Array<{ method: string; path: string }> {
     jobEnded: () => {},
     wake: () => {},
     cancel: () => {},
+    clientGone: () => {},
   };
   try {
     return composeForeman(loadConfig({}), db, new JobStore(db), loop, () => log).routes;

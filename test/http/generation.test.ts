@@ -116,6 +116,39 @@ describe("a client that goes away cancels its job", () => {
   });
 });
 
+describe("a client that reads slowly", () => {
+  /** Tokens enough for an answer of about 5 MB, past the backlog a client is kept (4 MiB). */
+  const BIG = { options: { num_predict: 60_000 } };
+
+  test("past its backlog, is relayed the rest from the stored stream once the job ends, byte for byte", async () => {
+    stack = await startInProcess();
+    const response = await post("/api/chat", chatBody("long", BIG));
+    const id = response.headers.get("x-foreman-job-id")!;
+    // Not read until the job is done: the GPU did not wait, and the records past the backlog were not kept.
+    expect((await stack.ended(id)).state).toBe("done");
+    const body = Buffer.from(await response.arrayBuffer());
+    const stored = Buffer.from(stack.store.artifacts.get(id, "stream.ndjson")!.data);
+    expect(body.byteLength).toBeGreaterThan(4 * 1024 * 1024);
+    expect(body.equals(stored)).toBe(true);
+  });
+
+  test("past its backlog, still gets the API's last error record when the job is canceled meanwhile", async () => {
+    stack = await startInProcess();
+    const release = stack.fake.hold(50_000);
+    const response = await post("/api/chat", chatBody("long", BIG));
+    const id = response.headers.get("x-foreman-job-id")!;
+    await until(() => stack!.fake.seen.length === 1 && stack!.store.getJob(id)!.state === "working", 5000, "the job to run");
+    await Bun.sleep(200); // its 50,000 records reach the waiting relay
+    expect((await stack.request("DELETE", `/jobs/${id}`)).status).toBe(200);
+    release();
+    const lines = (await response.text()).trimEnd().split("\n");
+    // What it read was Ollama's records; nothing of the rest is stored (canceled), so its end says why.
+    expect(lines.length).toBeLessThan(50_000);
+    expect(JSON.parse(lines.at(-2)!)).toMatchObject({ done: false });
+    expect(JSON.parse(lines.at(-1)!)).toEqual({ error: "request canceled" });
+  });
+});
+
 describe("errors look like Ollama's", () => {
   test("bad bodies get 400 or 404 with {error}, and never reach Ollama", async () => {
     stack = await startInProcess();

@@ -216,6 +216,60 @@ describe("watching", () => {
     const late = await (await stack.fetch(`/jobs/${body.id}/events`)).text();
     expect(late.startsWith("event: end\n")).toBe(true);
   });
+
+  test("events: a reader more than 4 MiB behind is told `overflow` where its gap begins, then gets the end", async () => {
+    stack = await startInProcess();
+    const release = stack.fake.hold();
+    const { body } = await call(
+      "POST",
+      "/jobs",
+      chatJob("long", { request: { ...chatJob("").request, options: { num_predict: 60_000 } } }),
+    );
+    const response = await stack.fetch(`/jobs/${body.id}/events`);
+    release();
+    // Not read until the job is done: the GPU did not wait, and the chunks past the backlog were not kept.
+    expect((await stack.ended(body.id)).state).toBe("done");
+    const names = (await response.text())
+      .trim()
+      .split("\n\n")
+      .map((frame) => frame.slice("event: ".length, frame.indexOf("\n")));
+    const chunks = names.filter((n) => n === "chunk").length;
+    expect(chunks).toBeGreaterThan(0);
+    expect(chunks).toBeLessThan(60_000);
+    expect(names.filter((n) => n === "overflow")).toHaveLength(1);
+    expect(names.slice(names.indexOf("overflow"))).toEqual(["overflow", "state", "end"]);
+    // Every record is in the stored stream.
+    const stored = await stack.fetch(`/jobs/${body.id}/artifacts/stream.ndjson`);
+    expect((await stored.text()).trim().split("\n")).toHaveLength(60_001);
+  });
+});
+
+describe("list pages with bodies", () => {
+  test("hold at most 8 MiB of them: a page ends early and next_cursor goes on, no job left out", async () => {
+    stack = await startInProcess();
+    // Each request and answer carries a 1.5 MB word: 3 MB of bodies per job with both included.
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const { body } = await call("POST", "/jobs", chatJob(`${i}${"x".repeat(1_500_000)}`));
+      ids.push(body.id);
+    }
+    for (const id of ids) expect((await stack.ended(id)).state).toBe("done");
+    const pages: Array<{ jobs: Job[]; next_cursor: string | null }> = [];
+    let cursor = "";
+    do {
+      const { status, body } = await call("GET", `/jobs?include=request,result&limit=500${cursor}`);
+      expect(status).toBe(200);
+      pages.push(body);
+      cursor = body.next_cursor ? `&cursor=${body.next_cursor}` : "";
+    } while (cursor);
+    expect(pages.map((page) => page.jobs.length)).toEqual([2, 2, 1]);
+    const listed = pages.flatMap((page) => page.jobs);
+    expect(listed.map((job) => job.id)).toEqual([...ids].reverse());
+    for (const job of listed) expect(job.result!.message!.content).toEndWith("x".repeat(1_000));
+    // Requests alone (1.5 MB each) fit in one page; without bodies there is no budget at all.
+    expect((await call("GET", "/jobs?include=request")).body.jobs).toHaveLength(5);
+    expect((await call("GET", "/jobs?limit=2")).body.next_cursor).toBe(ids[3]);
+  });
 });
 
 describe("artifacts and the queue", () => {

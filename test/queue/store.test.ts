@@ -242,6 +242,37 @@ describe("state changes", () => {
     expect(failed.map((j) => [j.id, j.state, j.error])).toEqual([[spent.id, "failed", "interrupted 1 times"]]);
   });
 
+  test("crash recovery cancels clients' own requests, running or queued, and keeps job API and batch jobs", () => {
+    const client = add("a", T0, { source: "openai" });
+    const job = add("a", T0 + 1);
+    store.claimNextJob(fifo, T0 + 2);
+    store.claimNextJob(fifo, T0 + 2);
+    const waiting = add("a", T0 + 3, { source: "ollama" });
+    const line = add("a", T0 + 4, { source: "batch" });
+    const { requeued, failed, canceled } = store.recoverInterruptedJobs(T0 + 5);
+    expect(requeued.map((j) => j.id)).toEqual([job.id]);
+    expect(failed).toEqual([]);
+    expect(canceled.map((j) => [j.id, j.state, j.error, j.errorStatus, j.finishedAt])).toEqual([
+      [waiting.id, "canceled", "queued when foreman stopped; the client's connection closed with it", 499, T0 + 5],
+      [client.id, "canceled", "interrupted by a restart; the client's connection closed with it", 499, T0 + 5],
+    ]);
+    expect(store.getJobHead(line.id)!.state).toBe("queued");
+  });
+
+  test("cancelJobs cancels many in one go, leaving out the unknown and the ended", () => {
+    const a = add("a", T0);
+    const b = add("a", T0 + 1);
+    const ended = add("a", T0 + 2);
+    store.cancelJob(ended.id);
+    const canceled = store.cancelJobs([a.id, "nope", ended.id, b.id], { error: "gone", status: 499 }, T0 + 3);
+    expect(canceled.map((j) => [j.id, j.state, j.error])).toEqual([
+      [a.id, "canceled", "gone"],
+      [b.id, "canceled", "gone"],
+    ]);
+    expect(store.jobState(a.id)).toBe("canceled");
+    expect(store.jobState("nope")).toBeNull();
+  });
+
   test("a shutdown re-queue refunds the attempt", () => {
     const job = add("a", T0);
     store.claimNextJob(fifo, T0);

@@ -155,3 +155,36 @@ test("a job claimed at the last answer's final record and canceled before that b
   expect(stack.store.getJob(canceled.id)!.state).toBe("canceled");
   expect(stack.fake.maxInFlight).toBe(1);
 });
+
+test("a job claimed ahead whose row was canceled before its cancel message arrived is never sent", async () => {
+  stack = await startInProcess({ fake: { finalDelayMs: 300 } });
+  const prompt = (p: string) => ({ model: "llama3.2", prompt: p });
+  const release = stack.fake.hold();
+  await stack.jobs.submit("generate", prompt("first"), { source: "jobs" });
+  await stack.fake.nextArrival();
+  const canceled = (await stack.jobs.submit("generate", prompt("canceled"), { source: "ollama" })).job;
+  const last = (await stack.jobs.submit("generate", prompt("last"), { source: "jobs" })).job;
+  release();
+  await until(() => stack!.store.getJob(canceled.id)!.state === "loading", 5000, "the claim at the final record");
+  // The database says canceled; the message that would abort it is not sent (as if still on its way).
+  expect(stack.store.cancelJob(canceled.id)?.state).toBe("canceled");
+  expect((await stack.ended(last.id)).state).toBe("done");
+  expect(stack.fake.seen.map((seen) => seen.body.prompt)).toEqual(["first", "last"]);
+  expect(stack.fake.maxInFlight).toBe(1);
+});
+
+test("a job whose client hung up is never sent while its cancel is still batched, and the loop cancels it itself", async () => {
+  stack = await startInProcess();
+  const prompt = (p: string) => ({ model: "llama3.2", prompt: p });
+  const release = stack.fake.hold();
+  await stack.jobs.submit("generate", prompt("first"), { source: "jobs" });
+  await stack.fake.nextArrival();
+  const gone = (await stack.jobs.submit("generate", prompt("gone"), { source: "ollama" })).job;
+  const last = (await stack.jobs.submit("generate", prompt("last"), { source: "jobs" })).job;
+  // The hang-up reaches the loop at once; its database cancel has not been written yet.
+  stack.jobs.link.clientGone(gone.id);
+  release();
+  expect((await stack.ended(last.id)).state).toBe("done");
+  expect(stack.store.getJob(gone.id)).toMatchObject({ state: "canceled", error: "request canceled", errorStatus: 499 });
+  expect(stack.fake.seen.map((seen) => seen.body.prompt)).toEqual(["first", "last"]);
+});
