@@ -39,7 +39,7 @@ export function docs() {
             title: "foreman",
             version: pkg.version,
             description:
-              "One Ollama GPU, many clients. Ollama's own API (/api/*) and the OpenAI and Anthropic APIs it serves (/v1/*), " +
+              "One Ollama GPU, many clients. Ollama's own API (`/api/*`) and the OpenAI and Anthropic APIs it serves (`/v1/*`), " +
               "queued one generation at a time, plus the job API " +
               "for batch work. With FOREMAN_TOKEN set, every call needs `Authorization: Bearer <token>`.",
           },
