@@ -61,6 +61,22 @@ describe("the page", () => {
     expect((await get("/ui", {}, "HEAD")).status).toBe(200);
   });
 
+  test("/ui/ sends the browser to /ui (relative, so a path prefix survives), and the icon is an SVG, both without the token", async () => {
+    // The page's URLs are relative: served at /ui/ it asked for /ui/ui/app.js and drew nothing.
+    for (const method of ["GET", "HEAD"]) {
+      const slash = await get("/ui/", {}, method);
+      expect([slash.status, slash.headers.get("location")]).toEqual([308, "../ui"]);
+      expect(new URL(slash.headers.get("location")!, "http://foreman.test/prefix/ui/").pathname).toBe("/prefix/ui");
+    }
+    const icon = await get("/favicon.ico");
+    expect(icon.status).toBe(200);
+    expect(icon.headers.get("content-type")).toBe("image/svg+xml");
+    const svg = await icon.text();
+    expect(svg).toStartWith("<svg");
+    expect(svg.length).toBeLessThan(1024);
+    expect(await (await get("/ui")).text()).toContain('<link rel="icon" href="favicon.ico" type="image/svg+xml" />');
+  });
+
   test("HEAD on the feed answers its headers at once and opens no watcher (found by the fuzzer: it hung)", async () => {
     const head = await get("/ui/events", auth, "HEAD");
     expect(head.status).toBe(200);
@@ -72,7 +88,8 @@ describe("the page", () => {
     for (const [method, path] of [
       ["GET", "/ui/events"],
       ["POST", "/ui"],
-      ["GET", "/ui/"],
+      ["GET", "/ui/x"],
+      ["GET", "/favicon.svg"],
       ["GET", "/UI"],
       ["GET", "/ui/index.html"],
       ["DELETE", "/ui/app.js"],
