@@ -45,7 +45,7 @@ export class DashboardFeed {
 
   constructor(jobs: JobService, limits: SnapshotLimits = DEFAULT_LIMITS) {
     this.#jobs = jobs;
-    this.#builder = new SnapshotBuilder(jobs.store, jobs.inventory, limits);
+    this.#builder = new SnapshotBuilder(jobs.store, jobs.inventory, () => jobs.queuePlan(), limits);
     jobs.link.subscribeAll((jobId, event) => this.#onJobEvent(jobId, event));
     jobs.onQueued = () => this.#changed();
     jobs.inventory.onChange(() => this.#changed());
