@@ -263,8 +263,14 @@ async function connect() {
     $("board").hidden = false;
     setPill("connection", "live", "ok");
     for await (const event of readSse(response.body)) {
-      if (event.event === "snapshot") render(JSON.parse(event.data) as DashboardSnapshot);
-      else if (event.event === "tokens") renderTokens(JSON.parse(event.data) as TokenUpdate);
+      // A picture that fails to draw is a bug to see in the console, not a reason to drop the feed
+      // (reconnecting would only draw it again, and the page would stand still without a word).
+      try {
+        if (event.event === "snapshot") render(JSON.parse(event.data) as DashboardSnapshot);
+        else if (event.event === "tokens") renderTokens(JSON.parse(event.data) as TokenUpdate);
+      } catch (error) {
+        console.error("dashboard: could not draw the feed's", event.event, error);
+      }
     }
   } catch {
     // Dropped or refused: try again below.

@@ -1,4 +1,5 @@
 // How the page words times and names models.
+import { LOAD_OPTIONS as LOAD_OPTION_NAMES } from "../ollama/model-key";
 
 /** A duration for people: 850 ms, 12.3 s, 4m 05s, 2h 03m. */
 export function formatMs(ms: number | null): string {
@@ -38,9 +39,12 @@ export const clock = (t: number) => new Date(t).toLocaleTimeString([], { hour: "
  * model of its own (num_ctx=8192), shown beside it only when it has them.
  */
 export function modelParts(key: string): { name: string; options: string } {
-  const space = key.indexOf(" ");
-  return space < 0 ? { name: key, options: "" } : { name: key.slice(0, space), options: key.slice(space + 1) };
+  const options = LOAD_OPTIONS.exec(key);
+  return options ? { name: key.slice(0, options.index), options: options[0].trim() } : { name: key, options: "" };
 }
+
+/** The load options modelKey appends to a key, each ` name=value`, at its end. */
+const LOAD_OPTIONS = new RegExp(`(?: (?:${LOAD_OPTION_NAMES.join("|")})=[^ ]+)+$`);
 
 /**
  * Colours told apart in light and dark themes alike (Tableau 10 without its red and grey: red marks
