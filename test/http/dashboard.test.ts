@@ -5,11 +5,13 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { DashboardSnapshot, TokenUpdate } from "../../src/dashboard/types";
 import { type SseEvent, readSse } from "../../src/ui/sse";
 import { join } from "node:path";
+import { DashboardFeed } from "../../src/dashboard/feed";
 import { SnapshotBuilder } from "../../src/dashboard/snapshot";
+import { JobEventHub } from "../../src/worker/job-events";
 import { openDatabase } from "../../src/queue/db";
 import { JobStore } from "../../src/queue/store";
 import { tempDir, until } from "../harness";
-import { type InProcessStack, startInProcess } from "../in-process";
+import { type InProcessStack, capturingLogger, startInProcess } from "../in-process";
 
 const TOKEN = "ui-token";
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -381,6 +383,63 @@ describe("the GPU timeline", () => {
       expect(ms).toBeLessThan(250);
       if (process.env.DASHBOARD_TIMING) console.log(`snapshot at 100,000 ended jobs: ${ms.toFixed(2)} ms`);
     } finally {
+      db.close();
+      dir.cleanup();
+    }
+  });
+});
+
+describe("the running job's live count", () => {
+  test("stays while the next job is claimed ahead (it was reset to 0, and the page's count went back)", async () => {
+    const dir = tempDir();
+    const db = openDatabase(join(dir.path, "t.db"));
+    const store = new JobStore(db);
+    const hub = new JobEventHub(capturingLogger("test", []));
+    const now = Date.now();
+    const inventory = {
+      snapshot: { models: [], running: [], degraded: false, updatedAt: now },
+      onChange: () => {},
+      residentKeys: () => [],
+    };
+    const jobs = {
+      store,
+      inventory,
+      link: hub,
+      log: capturingLogger("test", []),
+      queuePlan: () => ({ now: Date.now(), groups: new Map(), cost: () => ({}) }),
+    };
+    const feed = new DashboardFeed(jobs as never);
+    const running = (id: string, state: string, startedAt: number) =>
+      db.run(
+        `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after, created_at, started_at)
+         VALUES (?, 'generate', 'm', 'm:latest', '{}', 'jobs', ?, 0, 1, 3, ?, ?, ?)`,
+        [id, state, startedAt, startedAt, startedAt],
+      );
+    const events = readSse(feed.connect().body!);
+    const snapshot = async () => {
+      for (;;) {
+        const { value } = await events.next();
+        if (value!.event === "snapshot") return JSON.parse(value!.data) as DashboardSnapshot;
+      }
+    };
+    try {
+      await snapshot();
+      // Job A streams five records.
+      running("A", "working", now - 1000);
+      hub.emit("A", { type: "state", state: "loading" });
+      hub.emit("A", { type: "state", state: "working", contentType: "application/x-ndjson" });
+      for (let i = 0; i < 5; i++) hub.emit("A", { type: "chunk", bytes: new TextEncoder().encode('{"response":"x"}\n') });
+      expect((await snapshot()).running).toMatchObject({ id: "A", tokens: 5 });
+      // Its body is ending: job B is claimed ahead, and A is still the running job shown.
+      running("B", "loading", now);
+      hub.emit("B", { type: "state", state: "loading" });
+      // A watcher joining now is sent the snapshot as it stands.
+      const late = readSse(feed.connect().body!);
+      const { value } = await late.next();
+      await late.return(undefined);
+      expect((JSON.parse(value!.data) as DashboardSnapshot).running).toMatchObject({ id: "A", tokens: 5 });
+    } finally {
+      await events.return(undefined);
       db.close();
       dir.cleanup();
     }
