@@ -4,7 +4,7 @@
 import type { DashboardSnapshot, QueueGroup, QueuedJob, RecentJob, RunningJob, TokenUpdate } from "../dashboard/types";
 import { drawHour, drawTimeline, swatch } from "./charts";
 import { h } from "./dom";
-import { formatMs, formatStart, modelColour, modelParts } from "./format";
+import { formatMs, formatStart, lastMinutes, modelColour, modelParts } from "./format";
 import { readSse } from "./sse";
 
 const TOKEN_KEY = "foreman.token";
@@ -195,7 +195,7 @@ function renderDegraded(next: DashboardSnapshot) {
 function drawCharts() {
   if (!snapshot?.timeline) return;
   const minutes = drawTimeline($("timeline"), snapshot.timeline, snapshot.running, serverNow());
-  $("timeline-title").textContent = `GPU, last ${minutes} minutes`;
+  $("timeline-title").textContent = `GPU, last ${lastMinutes(minutes)}`;
   drawHour($("chart"), snapshot.hour);
 }
 

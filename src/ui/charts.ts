@@ -4,7 +4,7 @@
 // hour's jobs and swaps per minute. Colours are attributes, not styles: the page's CSP allows no inline style.
 import type { HourChart, RunningJob, Timeline } from "../dashboard/types";
 import { h, svg } from "./dom";
-import { clock, formatMs, modelColour, modelParts } from "./format";
+import { clock, formatMs, lastMinutes, modelColour, modelParts } from "./format";
 
 const MINUTE_MS = 60_000;
 /** A gap between jobs at least this long (and a hundredth of the window) is marked idle. */
@@ -63,7 +63,7 @@ const swapMark = (x: number, top: number, attrs: Record<string, string>, label: 
  * running one growing), a red mark where a model was loaded with the load itself shaded when Ollama
  * reported it, the idle gaps shaded, a clock axis; then a legend and the share of the window busy.
  * The window is the timeline's (ten minutes) unless every job in it is younger: then it narrows to them,
- * two minutes at least, so a fresh server's first jobs are not a sliver at the right. Returns its minutes.
+ * a minute at least, so a fresh server's first jobs are not a sliver at the right. Returns its minutes.
  */
 export function drawTimeline(box: HTMLElement, timeline: Timeline, running: RunningJob | null, now: number): number {
   const width = widthOf(box);
@@ -90,7 +90,7 @@ export function drawTimeline(box: HTMLElement, timeline: Timeline, running: Runn
   const earliest = spans[0]?.start ?? now - timeline.windowMs;
   const windowMs = timeline.truncated
     ? timeline.windowMs
-    : Math.min(timeline.windowMs, Math.max(2 * MINUTE_MS, Math.ceil(((now - earliest) * 1.15) / MINUTE_MS) * MINUTE_MS));
+    : Math.min(timeline.windowMs, Math.max(MINUTE_MS, Math.ceil(((now - earliest) * 1.15) / MINUTE_MS) * MINUTE_MS));
   const from = now - windowMs;
   const x = (t: number) => ((Math.min(now, Math.max(from, t)) - from) / windowMs) * width;
 
@@ -176,7 +176,7 @@ export function drawTimeline(box: HTMLElement, timeline: Timeline, running: Runn
         height: axisY + 20,
         viewBox: `0 0 ${width} ${axisY + 20}`,
         role: "img",
-        "aria-label": `What the GPU ran over the last ${minutes} minutes`,
+        "aria-label": `What the GPU ran over the last ${lastMinutes(minutes)}`,
       },
       ...parts,
     ),
@@ -216,7 +216,7 @@ export function drawTimeline(box: HTMLElement, timeline: Timeline, running: Runn
     h(
       "p",
       { class: "muted", id: "timeline-totals" },
-      `${shown.length} jobs, ${swaps} model ${swaps === 1 ? "load" : "loads"}; GPU busy ${Math.round((busy / windowMs) * 100)}% of the last ${minutes} minutes` +
+      `${shown.length} jobs, ${swaps} model ${swaps === 1 ? "load" : "loads"}; GPU busy ${Math.round((busy / windowMs) * 100)}% of the last ${lastMinutes(minutes)}` +
         (timeline.truncated ? ` (the newest ${timeline.jobs.length} jobs shown)` : ""),
     ),
   );
@@ -256,7 +256,7 @@ export function drawHour(box: HTMLElement, hour: HourChart): void {
       if (swaps > 1) parts.push(svg("text", { class: "swap-count", x: centre, y: 10, "text-anchor": "middle" }, String(swaps)));
     }
   });
-  parts.push(svg("text", { class: "tick-label", x: 2, y: plot.top + 10 }, `${top}/min`));
+  if (hour.done.some((done) => done > 0)) parts.push(svg("text", { class: "tick-label", x: 2, y: plot.top + 10 }, `${top}/min`));
   const end = hour.since + n * hour.bucketMs;
   const x = (t: number) => ((t - hour.since) / (n * hour.bucketMs)) * width;
   parts.push(...timeAxis(hour.since, end, (width < NARROW ? 20 : 10) * MINUTE_MS, x, axisY, width));

@@ -31,6 +31,9 @@ export function formatStart(at: number | null, now: number, first: boolean): str
   return `starts in ${formatAbout(at - now)}`;
 }
 
+/** "minute" or "10 minutes", as in "the last …". */
+export const lastMinutes = (n: number) => (n === 1 ? "minute" : `${n} minutes`);
+
 /** A clock time on the page's clock: 14:05. */
 export const clock = (t: number) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
 
