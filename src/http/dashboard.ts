@@ -54,9 +54,11 @@ export function dashboardRoutes(feed: DashboardFeed) {
         detail: {
           summary: "Dashboard feed (Server-Sent Events)",
           description:
-            "What /ui shows, live: a `snapshot` event on connect and on each change (at most every 250 ms): Ollama's state, the " +
-            "resident models, the running job with its live token count, the queue grouped by model (the first 20 jobs of each, " +
-            "and a count), recent jobs, and jobs done and model swaps per minute over the last hour. Between snapshots, " +
+            "What /ui shows, live: a `snapshot` event on connect and on each change (at most every 250 ms): Ollama's state and " +
+            "why foreman is degraded (e.g. the queue held while Ollama is unreachable), the resident models, the running job " +
+            "with its live token count, the queue grouped by model key (the first 20 jobs of each with their type, the first " +
+            "words of their prompt and their expected start, and a count), recent jobs, the jobs that ran in the last ten " +
+            "minutes (the GPU timeline), and jobs done and model swaps per minute over the last hour. Between snapshots, " +
             "`tokens` events carry the running job's count. Read it with fetch() to send the token (EventSource cannot).",
           responses: {
             200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
