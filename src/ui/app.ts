@@ -240,8 +240,9 @@ function tick() {
   if (!$("board").hidden) drawCharts();
 }
 
-function showLogin(message = "") {
-  localStorage.removeItem(TOKEN_KEY);
+/** Asks for the token; `refused` (the token a refused request sent) is forgotten, unless another was stored since. */
+function showLogin(message = "", refused: string | null = localStorage.getItem(TOKEN_KEY)) {
+  if (refused !== null && localStorage.getItem(TOKEN_KEY) === refused) localStorage.removeItem(TOKEN_KEY);
   $("board").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message;
@@ -253,10 +254,10 @@ function showLogin(message = "") {
 async function connect() {
   setPill("connection", "connecting…", "");
   try {
+    const sent = localStorage.getItem(TOKEN_KEY);
     const response = await fetch("ui/events", { headers: { ...authHeaders(), accept: "text/event-stream" }, cache: "no-store" });
-    if (response.status === 401) {
-      return showLogin(localStorage.getItem(TOKEN_KEY) ? "The token was refused." : "");
-    }
+    // A token stored while this request was on its way (another tab's login) is not the one refused.
+    if (response.status === 401) return showLogin(sent ? "The token was refused." : "", sent);
     if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
     failures = 0;
     $("login").hidden = true;
