@@ -1,3 +1,4 @@
+import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 import { BadRequestError } from "../errors";
 import { modelKey } from "../ollama/model-key";
@@ -12,7 +13,7 @@ export const EmbeddingRequest = t.Object(
   {
     model: t.String({ description: "The embedding model" }),
     input: t.Union([t.String(), t.Array(t.String())], { description: "One text or several" }),
-    dimensions: t.Optional(t.Union([t.Integer(), t.Null()])),
+    dimensions: t.Optional(t.Union([Type.Integer(), t.Null()])),
     encoding_format: t.Optional(t.Union([t.String(), t.Null()])),
   },
   { additionalProperties: true },

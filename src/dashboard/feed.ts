@@ -8,6 +8,8 @@ import type { TokenUpdate } from "./types";
 export const FEED_INTERVAL_MS = 250;
 /** A snapshot is rebuilt this often (ms) even without an event, for changes no event announces. */
 const REFRESH_MS = 2_000;
+/** Running jobs' counts kept at most (one runs, the next may be claimed ahead; the rest are stale). */
+const MAX_LIVE = 4;
 /** A comment line this often (ms) keeps idle proxies from closing the stream. */
 const HEARTBEAT_MS = 15_000;
 
@@ -45,7 +47,7 @@ export class DashboardFeed {
 
   constructor(jobs: JobService, limits: SnapshotLimits = DEFAULT_LIMITS) {
     this.#jobs = jobs;
-    this.#builder = new SnapshotBuilder(jobs.store, jobs.inventory, limits);
+    this.#builder = new SnapshotBuilder(jobs.store, jobs.inventory, () => jobs.queuePlan(), limits);
     jobs.link.subscribeAll((jobId, event) => this.#onJobEvent(jobId, event));
     jobs.onQueued = () => this.#changed();
     jobs.inventory.onChange(() => this.#changed());
@@ -110,11 +112,16 @@ export class DashboardFeed {
     this.#changed();
   }
 
-  /** Starts counting a job's records; one job runs at a time, so any other count is stale and goes. */
+  /**
+   * Starts counting a job's records (afresh, for a new attempt). Two jobs overlap for a moment: the next
+   * is claimed as the last one's body ends, while the last is still the running job shown, so its count
+   * must stay until it ends. A count whose end went unseen goes once a few newer ones are kept.
+   */
   #track(jobId: string, contentType: string): Live {
-    this.#live.clear();
     const live: Live = { contentType, tokens: 0, firstAt: null };
+    this.#live.delete(jobId);
     this.#live.set(jobId, live);
+    while (this.#live.size > MAX_LIVE) this.#live.delete(this.#live.keys().next().value!);
     return live;
   }
 

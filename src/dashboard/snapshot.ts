@@ -1,7 +1,19 @@
 import type { ModelInventory } from "../ollama/inventory";
-import type { JobStore, QueueGroup as StoreQueueGroup } from "../queue/store";
+import type { QueuedJobRow } from "../queue/dashboard-queries";
+import type { JobRow, JobStore, QueueGroup as StoreQueueGroup } from "../queue/store";
 import { jobTimes, tokensPerSecond } from "../queue/job-view";
-import type { DashboardSnapshot, HourChart, QueueGroup, RunningJob } from "./types";
+import { type QueuePlan, estimatedStart } from "../queue/start-estimate";
+import { promptPreview } from "./preview";
+import type {
+  DashboardSnapshot,
+  DegradedReason,
+  ExpectedStart,
+  HourChart,
+  QueueGroup,
+  RunningJob,
+  Timeline,
+  TimelineBar,
+} from "./types";
 
 /** How much a snapshot lists. */
 export interface SnapshotLimits {
@@ -9,12 +21,24 @@ export interface SnapshotLimits {
   perGroup: number;
   /** Ended jobs listed, default 20. */
   recent: number;
+  /** Jobs on the GPU timeline at most, default 500 (the newest; the older ones in its window are left out). */
+  timeline: number;
 }
 
-export const DEFAULT_LIMITS: SnapshotLimits = { perGroup: 20, recent: 20 };
+export const DEFAULT_LIMITS: SnapshotLimits = { perGroup: 20, recent: 20, timeline: 500 };
 
 const MINUTE_MS = 60_000;
 const HOUR_BUCKETS = 60;
+/** The GPU timeline's window: what the GPU did over the last ten minutes. */
+const TIMELINE_MS = 10 * MINUTE_MS;
+/** An expected start within this of now is "next": the page need not count down a second. */
+const NEXT_MS = 500;
+
+/** What the page says while Ollama cannot be reached: the worker claims nothing until it answers again. */
+const OLLAMA_AWAY: DegradedReason = {
+  reason: "ollama_unreachable",
+  message: "Ollama is unreachable: the queue is held (nothing is sent to it) and resumes when Ollama answers again.",
+};
 
 /** The running job's live counts, kept by the feed from the job's streamed records. */
 export interface LiveCount {
@@ -24,29 +48,47 @@ export interface LiveCount {
 
 /**
  * Builds the dashboard's snapshot from the database and the inventory, without `now` (the feed adds
- * it), so two snapshots of an unchanged queue are equal. Bounded: a fixed number of indexed queries,
- * each with a LIMIT or an aggregate, a few per model with queued jobs; the hour's finished minutes are
- * counted once a minute and only the current minute each time.
+ * it), so two snapshots of an unchanged queue are equal: expected starts are absolute times (0 for
+ * "next"), and the timeline's window starts on a whole minute. Bounded: a fixed number of indexed
+ * queries, each with a LIMIT or an aggregate, a few per model with queued jobs; the hour's finished
+ * minutes are counted once a minute and only the current minute each time; a job's prompt is read once.
  */
 export class SnapshotBuilder {
   /** The hour chart's finished minutes, for the window starting at `since`. */
   #hour: { since: number; done: number[]; swaps: number[] } | undefined;
+  /** Prompt previews of the jobs the last snapshot listed, by id: a request never changes, so each is read once. */
+  #previews = new Map<string, string>();
 
+  /** `plan` is the queue's plan now (JobService.queuePlan): the expected starts the API reports too. */
   constructor(
     readonly store: JobStore,
     readonly inventory: ModelInventory,
+    readonly plan: () => QueuePlan,
     readonly limits: SnapshotLimits = DEFAULT_LIMITS,
   ) {}
 
   build(live: (jobId: string) => LiveCount, now = Date.now()): Omit<DashboardSnapshot, "now"> {
     const { store } = this;
     const { snapshot } = this.inventory;
+    const reachable = !snapshot.degraded && snapshot.updatedAt > 0;
+    const previews = new Map<string, string>();
+    const preview = (id: string) => {
+      const text = this.#previews.get(id) ?? promptPreview(store.dashboard.promptHead(id));
+      previews.set(id, text);
+      return text;
+    };
+    // While Ollama is away nothing starts: no time is expected, the page says the queue is held.
+    const plan = reachable ? this.plan() : null;
+    const expected = (at: number | null): ExpectedStart => (at === null ? null : at <= now + NEXT_MS ? 0 : at);
+
     const row = store.runningJob();
     const running: RunningJob | null = row && {
       id: row.id,
       model: row.model,
       modelKey: row.modelKey,
       state: row.state === "working" ? "working" : "loading",
+      type: row.type,
+      preview: preview(row.id),
       source: row.source,
       priority: row.priority,
       createdAt: row.createdAt,
@@ -67,18 +109,29 @@ export class SnapshotBuilder {
           id: job.id,
           model: job.model,
           type: job.type,
+          preview: preview(job.id),
           source: job.source,
           priority: job.priority,
           createdAt: job.createdAt,
+          estimatedStartAt: expected(plan && startOf(job, plan)),
         }));
-        return { model: group.modelKey, count: group.n, jobs, more: group.n - jobs.length };
+        return {
+          model: group.modelKey,
+          count: group.n,
+          estimatedStartAt: expected(plan && groupStart(group, plan)),
+          jobs,
+          more: group.n - jobs.length,
+        };
       });
+    this.#previews = previews;
 
     const recent = store.dashboard.recentJobs(this.limits.recent).map((job) => {
       const { waitMs, runMs } = jobTimes(job, now);
       return {
         id: job.id,
         model: job.model,
+        modelKey: job.modelKey,
+        type: job.type,
         source: job.source,
         state: job.state,
         error: job.error,
@@ -91,15 +144,35 @@ export class SnapshotBuilder {
     });
 
     return {
-      ollama: {
-        reachable: !snapshot.degraded && snapshot.updatedAt > 0,
-        resident: snapshot.running.map((model) => model.name),
-      },
+      ollama: { reachable, resident: snapshot.running.map((model) => model.name) },
+      // Not yet polled (updatedAt 0) is not an outage.
+      degraded: snapshot.degraded ? [OLLAMA_AWAY] : [],
       running,
       queue: { total: groups.reduce((sum, group) => sum + group.count, 0), groups },
       recent,
       hour: this.#hourChart(now),
+      timeline: this.#timeline(now),
     };
+  }
+
+  /**
+   * The jobs that ended in the last ten minutes and a little more (from a whole minute, so the list
+   * changes only when a job ends or a minute passes), oldest first; the page draws the window up to its clock.
+   */
+  #timeline(now: number): Timeline {
+    const since = Math.floor((now - TIMELINE_MS) / MINUTE_MS) * MINUTE_MS;
+    const rows = this.store.dashboard.ranSince(since, this.limits.timeline);
+    const jobs = rows.reverse().map((job): TimelineBar => ({
+      id: job.id,
+      modelKey: job.modelKey,
+      type: job.type,
+      state: job.state,
+      startedAt: job.startedAt,
+      finishedAt: job.finishedAt,
+      swapped: job.swapped === 1,
+      loadMs: job.loadMs === null ? null : Math.round(job.loadMs),
+    }));
+    return { since, windowMs: TIMELINE_MS, jobs, truncated: rows.length >= this.limits.timeline };
   }
 
   /** The last hour in whole minutes, the current one last, so the chart's window moves once a minute. */
@@ -124,6 +197,18 @@ export class SnapshotBuilder {
     swaps[HOUR_BUCKETS - 1] = thisMinute?.swaps ?? 0;
     return { since, bucketMs: MINUTE_MS, done, swaps };
   }
+}
+
+/** A listed job's expected start: the API's estimated_start_at (the dashboard's row holds what it reads). */
+const startOf = (job: QueuedJobRow, plan: QueuePlan) => estimatedStart(job as JobRow, plan);
+
+/** A model key's expected start: the earliest of its groups' (model key × priority) in the plan, as GET /queue's. */
+function groupStart(group: ModelKeyGroup, plan: QueuePlan): number | null {
+  let first: number | null = null;
+  for (const planned of plan.groups.values()) {
+    if (planned.modelKey === group.modelKey && (first === null || planned.startAt < first)) first = planned.startAt;
+  }
+  return first === null ? null : Math.max(plan.now, Math.round(first));
 }
 
 /** One model key's share of the queue: how many wait, its priorities (highest first), the oldest id. */

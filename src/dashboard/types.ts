@@ -1,6 +1,7 @@
 // The dashboard's wire format: what GET /ui/events sends and src/ui/app.ts reads. Times are epoch ms
 // (the page measures waits against the snapshot's `now`), durations ms. Kept free of imports so the
-// page's bundle takes the types and nothing else.
+// page's bundle takes the types and nothing else. Models are named by their model key throughout (what
+// the queue groups by: "llama3.2" and "llama3.2:latest" are one model), never as each client spelled it.
 
 /** The running job, with live token counts from its streamed records. */
 export interface RunningJob {
@@ -11,6 +12,10 @@ export interface RunningJob {
   modelKey: string;
   /** loading: waiting for Ollama's first record (a model load, or the prompt); working: generating. */
   state: "loading" | "working";
+  /** The job type: chat, generate, openai.chat, … */
+  type: string;
+  /** The first words of its prompt (see src/dashboard/preview.ts); "" when it has none in text. */
+  preview: string;
   source: string;
   priority: number;
   createdAt: number;
@@ -23,15 +28,25 @@ export interface RunningJob {
   tokensPerS: number | null;
 }
 
+/**
+ * When a queued job or group is expected to start, from the queue's plan (the API's estimated_start_at):
+ * epoch ms; 0 when it is next (its start is due now); null while the queue is held (see `degraded`).
+ */
+export type ExpectedStart = number | null;
+
 /** A waiting job. */
 export interface QueuedJob {
   id: string;
   /** As the client sent it. */
   model: string;
+  /** The job type: chat, generate, openai.chat, … */
   type: string;
+  /** The first words of its prompt (see src/dashboard/preview.ts); "" when it has none in text. */
+  preview: string;
   source: string;
   priority: number;
   createdAt: number;
+  estimatedStartAt: ExpectedStart;
 }
 
 /** One model's jobs in the queue: the first few in claim order, and how many more wait. */
@@ -39,6 +54,8 @@ export interface QueueGroup {
   /** The model key (model:tag plus load options): jobs that run on one load, as the drain takes them. */
   model: string;
   count: number;
+  /** When its first job is expected to start. */
+  estimatedStartAt: ExpectedStart;
   jobs: QueuedJob[];
   /** count minus the jobs listed. */
   more: number;
@@ -47,7 +64,10 @@ export interface QueueGroup {
 /** A job that ended. */
 export interface RecentJob {
   id: string;
+  /** As the client sent it. */
   model: string;
+  modelKey: string;
+  type: string;
   source: string;
   state: string;
   error: string | null;
@@ -67,16 +87,50 @@ export interface HourChart {
   swaps: number[];
 }
 
+/** One job's time on the GPU: from its claim to its end (or now, for the running job). */
+export interface TimelineBar {
+  id: string;
+  modelKey: string;
+  type: string;
+  /** done, failed or canceled. */
+  state: string;
+  startedAt: number;
+  finishedAt: number;
+  /** Whether its claim had to load its model (a swap). */
+  swapped: boolean;
+  /** Ollama's load_duration, ms (native APIs only; null elsewhere). */
+  loadMs: number | null;
+}
+
+/** What the GPU did lately: the jobs that ended since `since`, oldest first (the running job is `running`). */
+export interface Timeline {
+  /** Epoch ms, a whole minute: the page draws the last {@link Timeline.windowMs} of it. */
+  since: number;
+  windowMs: number;
+  jobs: TimelineBar[];
+  /** Whether older jobs in the window were left out (the list is bounded). */
+  truncated: boolean;
+}
+
+/** A reason foreman works below its best (Ollama unreachable, …), with what it means for the queue. */
+export interface DegradedReason {
+  reason: string;
+  message: string;
+}
+
 /** Everything the page shows, sent whole on connect and on each change. */
 export interface DashboardSnapshot {
   /** The server's clock when it was built, epoch ms. */
   now: number;
   ollama: { reachable: boolean; resident: string[] };
+  /** Empty when all is well; the page shows each as a banner. */
+  degraded: DegradedReason[];
   running: RunningJob | null;
   /** Groups in the order they are likely to run: the running model's first, then by priority and age. */
   queue: { total: number; groups: QueueGroup[] };
   recent: RecentJob[];
   hour: HourChart;
+  timeline: Timeline;
 }
 
 /** The `tokens` event: the running job's live count, sent between snapshots. */

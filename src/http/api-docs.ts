@@ -1,14 +1,15 @@
 // The OpenAPI description of the routes that read their own body (Ollama's, OpenAI's and Anthropic's): the
 // request schema with an example safe to send from Swagger UI's "Try it out", and each answer's schema.
 // Documentation only: the adapters validate, with the same request schemas.
-import type { TSchema } from "@sinclair/typebox";
+import { type TSchema, Type } from "@sinclair/typebox";
 import { type DocumentDecoration, t } from "elysia";
 import { MessagesRequest } from "../adapters/anthropic-types";
 import { ChatCompletionRequest, CompletionRequest, ResponsesRequest } from "../adapters/openai-types";
 import { ChatMessage, ChatRequest, GenerateRequest, OllamaError } from "../ollama/types";
 
 const open = { additionalProperties: true };
-const Count = t.Integer({ minimum: 0 });
+// TypeBox's integer, not Elysia's t.Integer (a numeric string or an integer, for query strings): answers carry numbers.
+const Count = Type.Integer({ minimum: 0 });
 
 /** An answer: its description, and per content type the schema of the body (or of each streamed record). */
 type Answer = { description: string; content?: Record<string, TSchema> };
@@ -121,7 +122,7 @@ const GenerateAnswer = t.Object(
     response: t.String(),
     thinking: t.Optional(t.String()),
     done: t.Boolean(),
-    context: t.Optional(t.Array(t.Integer())),
+    context: t.Optional(t.Array(Type.Integer())),
     ...ollamaMetrics,
   },
   { ...open, description: "The answer; streamed, one such record per line, the last with done true" },
@@ -156,12 +157,12 @@ const ChatCompletion = t.Object(
   {
     id: t.String(),
     object: t.Literal("chat.completion"),
-    created: t.Integer(),
+    created: Type.Integer(),
     model: t.String(),
     choices: t.Array(
       t.Object(
         {
-          index: t.Integer(),
+          index: Type.Integer(),
           message: t.Object({ role: t.String(), content: t.Union([t.String(), t.Null()]) }, open),
           finish_reason: t.Union([t.String(), t.Null()]),
         },
@@ -176,9 +177,9 @@ const TextCompletion = t.Object(
   {
     id: t.String(),
     object: t.Literal("text_completion"),
-    created: t.Integer(),
+    created: Type.Integer(),
     model: t.String(),
-    choices: t.Array(t.Object({ index: t.Integer(), text: t.String(), finish_reason: t.Union([t.String(), t.Null()]) }, open)),
+    choices: t.Array(t.Object({ index: Type.Integer(), text: t.String(), finish_reason: t.Union([t.String(), t.Null()]) }, open)),
     usage: t.Optional(Usage),
   },
   open,
@@ -187,7 +188,7 @@ const ResponseObject = t.Object(
   {
     id: t.String(),
     object: t.Literal("response"),
-    created_at: t.Integer(),
+    created_at: Type.Integer(),
     model: t.String(),
     status: t.String(),
     output: t.Array(t.Record(t.String(), t.Unknown()), { description: "Output items: messages, reasoning, function calls" }),
@@ -207,7 +208,7 @@ const AnthropicMessage = t.Object(
   },
   open,
 );
-const OpenAIModel = t.Object({ id: t.String(), object: t.Literal("model"), created: t.Integer(), owned_by: t.String() });
+const OpenAIModel = t.Object({ id: t.String(), object: t.Literal("model"), created: Type.Integer(), owned_by: t.String() });
 
 // ---- Requests (beyond the adapters' schemas) ----
 
@@ -216,7 +217,7 @@ const EmbedRequest = t.Object(
     model: t.String(),
     input: t.Union([t.String(), t.Array(t.String())]),
     truncate: t.Optional(t.Boolean()),
-    dimensions: t.Optional(t.Integer()),
+    dimensions: t.Optional(Type.Integer()),
     keep_alive: t.Optional(t.Union([t.Number(), t.String()])),
     options: t.Optional(t.Record(t.String(), t.Unknown())),
   },
@@ -242,9 +243,9 @@ const CopyRequest = t.Object({ source: t.String(), destination: t.String() }, op
 const OpenAIEmbeddingsRequest = t.Object(
   {
     model: t.String(),
-    input: t.Union([t.String(), t.Array(t.String()), t.Array(t.Integer()), t.Array(t.Array(t.Integer()))]),
+    input: t.Union([t.String(), t.Array(t.String()), t.Array(Type.Integer()), t.Array(t.Array(Type.Integer()))]),
     encoding_format: t.Optional(t.String({ description: "float or base64" })),
-    dimensions: t.Optional(t.Integer()),
+    dimensions: t.Optional(Type.Integer()),
   },
   open,
 );
@@ -408,7 +409,7 @@ export const OpenAIDocs = {
           [JSON_TYPE]: t.Object(
             {
               object: t.Literal("list"),
-              data: t.Array(t.Object({ object: t.String(), embedding: t.Array(t.Number()), index: t.Integer() }, open)),
+              data: t.Array(t.Object({ object: t.String(), embedding: t.Array(t.Number()), index: Type.Integer() }, open)),
               model: t.String(),
               usage: t.Optional(t.Record(t.String(), t.Unknown())),
             },

@@ -33,7 +33,7 @@ const BATCH_STATUSES: Record<BatchStatus, true> = {
 /** A file as src/batch/files.ts fileObject builds it. */
 const FileObject = t.Object(
   {
-    id: t.String({ description: "file-<ULID>" }),
+    id: t.String({ description: "`file-<ULID>`" }),
     object: t.Literal("file"),
     bytes: Count,
     created_at: Seconds,
@@ -67,7 +67,7 @@ const DeletedFile = t.Object(
 /** A batch as src/batch/view.ts batchObject builds it, field for field. */
 const BatchObject = t.Object(
   {
-    id: t.String({ description: "batch_<ULID>" }),
+    id: t.String({ description: "`batch_<ULID>`" }),
     object: t.Literal("batch"),
     endpoint: oneOf(Object.keys(BATCH_ENDPOINTS)),
     errors: t.Union(

@@ -16,30 +16,47 @@ export const DOCS_PATHS = [
   `${ASSETS}/swagger-ui.css`,
 ];
 
+/**
+ * Swagger UI's page, written here rather than by the plugin so it can link foreman's icon. Its URLs are
+ * absolute: from /swagger/ a relative "swagger/json" resolved to /swagger/swagger/json, and the page loaded
+ * no document.
+ */
+const PAGE = `<!doctype html>
+<html lang="en">
+  <head>
+    <meta charset="utf-8" />
+    <meta name="viewport" content="width=device-width, initial-scale=1" />
+    <title>foreman API</title>
+    <link rel="icon" href="/favicon.ico" type="image/svg+xml" />
+    <link rel="stylesheet" href="${ASSETS}/swagger-ui.css" />
+  </head>
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="${ASSETS}/swagger-ui-bundle.js"></script>
+    <script>
+      window.onload = () => {
+        window.ui = SwaggerUIBundle({ url: "/swagger/json", dom_id: "#swagger-ui" });
+      };
+    </script>
+  </body>
+</html>
+`;
+
 /** Swagger UI at /swagger and the OpenAPI document at /swagger/json, with Swagger UI's assets served locally. */
 export function docs() {
   return new Elysia()
     .use(
       openapi({
-        path: "/swagger",
         specPath: "/swagger/json",
-        provider: "swagger-ui",
-        swagger: {
-          cdn: `${ASSETS}/swagger-ui-bundle.js`,
-          theme: `${ASSETS}/swagger-ui.css`,
-          autoDarkMode: false,
-          // Absolute, as the assets are: the plugin's default ("swagger/json", relative) resolved to
-          // /swagger/swagger/json from /swagger/, and the page loaded no document. The plugin spreads these
-          // options over its own, url included, though its type omits it.
-          ...({ url: "/swagger/json" } as object),
-        },
+        // The page is PAGE below; the plugin serves the document only.
+        provider: null,
         exclude: { paths: DOCS_PATHS },
         documentation: {
           info: {
             title: "foreman",
             version: pkg.version,
             description:
-              "One Ollama GPU, many clients. Ollama's own API (/api/*) and the OpenAI and Anthropic APIs it serves (/v1/*), " +
+              "One Ollama GPU, many clients. Ollama's own API (`/api/*`) and the OpenAI and Anthropic APIs it serves (`/v1/*`), " +
               "queued one generation at a time, plus the job API " +
               "for batch work. With FOREMAN_TOKEN set, every call needs `Authorization: Bearer <token>`.",
           },
@@ -58,6 +75,9 @@ export function docs() {
         },
       }),
     )
+    .get("/swagger", () => new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8" } }), {
+      detail: { hide: true },
+    })
     .get(`${ASSETS}/swagger-ui-bundle.js`, () => assetResponse(swaggerBundle, "text/javascript; charset=utf-8"), {
       detail: { hide: true },
     })

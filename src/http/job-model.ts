@@ -48,7 +48,7 @@ export namespace JobModel {
           secret: t.Optional(
             t.String({
               pattern: WEBHOOK_SECRET,
-              description: "Standard Webhooks secret, whsec_<base64>; default FOREMAN_WEBHOOK_SECRET",
+              description: "Standard Webhooks secret, `whsec_<base64>`; default FOREMAN_WEBHOOK_SECRET",
             }),
           ),
         }),
@@ -105,7 +105,12 @@ export namespace JobModel {
 
   export const artifactList = t.Object({
     artifacts: t.Array(
-      t.Object({ name: t.String(), content_type: t.String(), size: t.Integer(), created_at: t.String({ format: "date-time" }) }),
+      t.Object({
+        name: t.String(),
+        content_type: t.String(),
+        size: Type.Integer(),
+        created_at: t.String({ format: "date-time" }),
+      }),
     ),
   });
 
@@ -114,14 +119,14 @@ export namespace JobModel {
   export const modelKeySummary = t.Record(
     t.String(),
     t.Object({
-      queued: t.Integer({ description: "Jobs of this model key queued, every priority" }),
+      queued: Type.Integer({ description: "Jobs of this model key queued, every priority" }),
       expected_load_ms: NullableMs(
         "Learned time to load it when it is not resident (rolling average over recent swaps); null until one was measured",
       ),
       expected_run_ms: NullableMs(
         "Learned run time of one job with it loaded (rolling average over recent jobs); null until one was measured",
       ),
-      learned_from: t.Integer({ description: "Finished jobs its averages were learned from (persisted across restarts)" }),
+      learned_from: Type.Integer({ description: "Finished jobs its averages were learned from (persisted across restarts)" }),
       estimated_start_at: t.Union([t.String({ format: "date-time" }), t.Null()], {
         description:
           "When its next queued job is expected to start (after its load, if it needs one), playing the scheduler " +
@@ -138,8 +143,8 @@ export namespace JobModel {
   export type modelKeySummary = typeof modelKeySummary.static;
 
   export const queue = t.Object({
-    depth: t.Integer({ description: "Jobs queued in total" }),
-    by_model: t.Record(t.String(), t.Integer(), { description: "Queued jobs per model" }),
+    depth: Type.Integer({ description: "Jobs queued in total" }),
+    by_model: t.Record(t.String(), Type.Integer(), { description: "Queued jobs per model" }),
     running: t.Union([
       t.Object({
         id: t.String(),

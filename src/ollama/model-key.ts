@@ -2,7 +2,15 @@
  * Options that make Ollama reload a model when they change (R:server/sched.go needsReload):
  * two requests for one model that differ in any of these cost a swap.
  */
-const LOAD_OPTIONS = ["num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread", "draft_num_predict"] as const;
+export const LOAD_OPTIONS = [
+  "num_ctx",
+  "num_batch",
+  "num_gpu",
+  "main_gpu",
+  "use_mmap",
+  "num_thread",
+  "draft_num_predict",
+] as const;
 
 /** A model name as Ollama resolves it: no tag means `:latest`. @example normalizeModel("llama3.2") // "llama3.2:latest" */
 export function normalizeModel(name: string): string {

@@ -1,5 +1,8 @@
+import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 import { BadRequestError } from "../errors";
+
+// Integers are TypeBox's own: Elysia's t.Integer also takes numeric strings, which Go's decoder refuses.
 
 // Ollama ignores unknown fields (R:api/types.go via encoding/json), so every object here is open;
 // the fields it knows are typed so a wrong type is a 400, as Ollama's decoder makes it.
@@ -35,7 +38,7 @@ const generationFields = {
   truncate: t.Optional(t.Boolean()),
   shift: t.Optional(t.Boolean()),
   logprobs: t.Optional(t.Boolean()),
-  top_logprobs: t.Optional(t.Integer()),
+  top_logprobs: t.Optional(Type.Integer()),
 };
 
 /** Body of POST /api/chat (R:api/types.go:133-183). `model` is checked by hand for Ollama's exact errors. */
@@ -53,7 +56,7 @@ export const GenerateRequest = t.Object(
     suffix: t.Optional(t.String()),
     system: t.Optional(t.String()),
     template: t.Optional(t.String()),
-    context: t.Optional(t.Array(t.Integer())),
+    context: t.Optional(t.Array(Type.Integer())),
     raw: t.Optional(t.Boolean()),
     images: t.Optional(t.Array(t.String())),
   },

@@ -1,17 +1,21 @@
+import { Type } from "@sinclair/typebox";
 import { t } from "elysia";
 import { JobTypeSchema } from "../adapters";
 import { JobSourceSchema, JobStateSchema } from "./job-states";
 import type { JobRow } from "./store";
 
+// Integers are TypeBox's own: Elysia's t.Integer is a numeric string or an integer (made to coerce query
+// strings), and in an answer's schema the document showed `"attempts": "0"`.
+
 const Timestamp = t.Union([t.String({ format: "date-time" }), t.Null()]);
-const NullableCount = t.Union([t.Integer(), t.Null()], { description: "As the API's usage reports it; null if it did not" });
+const NullableCount = t.Union([Type.Integer(), t.Null()], { description: "As the API's usage reports it; null if it did not" });
 
 /** The delivery state of a job's webhook as the API shows it; the secret is never shown. */
 export const WebhookView = t.Object({
   url: t.String(),
   state: t.Union([t.Literal("pending"), t.Literal("delivered"), t.Literal("failed")]),
-  attempts: t.Integer(),
-  last_status: t.Union([t.Integer(), t.Null()]),
+  attempts: Type.Integer(),
+  last_status: t.Union([Type.Integer(), t.Null()]),
   last_error: t.Union([t.String(), t.Null()]),
 });
 export type WebhookView = typeof WebhookView.static;
@@ -24,14 +28,14 @@ export const JobView = t.Object(
     model: t.String(),
     source: JobSourceSchema,
     state: JobStateSchema,
-    priority: t.Integer(),
-    attempts: t.Integer(),
-    max_attempts: t.Integer(),
+    priority: Type.Integer(),
+    attempts: Type.Integer(),
+    max_attempts: Type.Integer(),
     created_at: t.String({ format: "date-time" }),
     started_at: Timestamp,
     finished_at: Timestamp,
     error: t.Union([t.String(), t.Null()]),
-    queue_position: t.Union([t.Integer({ minimum: 1 }), t.Null()], { description: "While queued: 1 runs next" }),
+    queue_position: t.Union([Type.Integer({ minimum: 1 }), t.Null()], { description: "While queued: 1 runs next" }),
     estimated_start_at: t.Union([t.String({ format: "date-time" }), t.Null()], {
       description:
         "While queued: when it is expected to start, from the running job's remainder and each model's learned load and " +
@@ -43,8 +47,8 @@ export const JobView = t.Object(
       description: "When done: Ollama's non-streaming answer, full text assembled",
     }),
     webhook: t.Union([WebhookView, t.Null()]),
-    wait_ms: t.Integer({ description: "How long it waited to start (its last start, after retries); while queued, so far" }),
-    run_ms: t.Union([t.Integer(), t.Null()], { description: "How long its last attempt ran; while running, so far" }),
+    wait_ms: Type.Integer({ description: "How long it waited to start (its last start, after retries); while queued, so far" }),
+    run_ms: t.Union([Type.Integer(), t.Null()], { description: "How long its last attempt ran; while running, so far" }),
     swapped: t.Union([t.Boolean(), t.Null()], {
       description: "Whether its model had to be loaded when it started (a model swap); null before it started",
     }),

@@ -1,7 +1,10 @@
 /// <reference lib="dom" />
 // The dashboard page: reads the feed (GET ui/events) and draws it. Everything from the server goes in
-// as text nodes or attributes, never as HTML: model names and errors are user input.
-import type { DashboardSnapshot, QueueGroup, RecentJob, RunningJob, TokenUpdate } from "../dashboard/types";
+// as text nodes or attributes, never as HTML (see dom.ts): model names, prompts and errors are user input.
+import type { DashboardSnapshot, QueueGroup, QueuedJob, RecentJob, RunningJob, TokenUpdate } from "../dashboard/types";
+import { drawHour, drawTimeline, swatch } from "./charts";
+import { h } from "./dom";
+import { formatMs, formatStart, lastMinutes, modelColour, modelParts } from "./format";
 import { readSse } from "./sse";
 
 const TOKEN_KEY = "foreman.token";
@@ -14,40 +17,36 @@ let snapshot: DashboardSnapshot | null = null;
 let receivedAt = 0;
 let failures = 0;
 
-type Child = Node | string | null | undefined | false;
-
-/** An element with attributes and children; strings become text nodes. */
-function h(tag: string, attrs: Record<string, string> = {}, ...children: Child[]): HTMLElement {
-  const element = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) element.setAttribute(name, value);
-  for (const child of children) if (child) element.append(child);
-  return element;
-}
-
-function svg(tag: string, attrs: Record<string, string | number>, ...children: Child[]): SVGElement {
-  const element = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [name, value] of Object.entries(attrs)) element.setAttribute(name, String(value));
-  for (const child of children) if (child) element.append(child);
-  return element;
-}
-
-/** A duration for people: 850 ms, 12.3 s, 4m 05s, 2h 03m. */
-function formatMs(ms: number | null): string {
-  if (ms === null) return "–";
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
-  const s = Math.floor(ms / 1000);
-  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
-  return `${Math.floor(s / 3600)}h ${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
-}
-
 /** The server's clock now, from the last snapshot's `now` and the time passed here since. */
 const serverNow = () => (snapshot ? snapshot.now + (Date.now() - receivedAt) : Date.now());
 
 /** A time that keeps counting up from `since` (server epoch ms) between snapshots. */
 const ticking = (since: number) => h("span", { class: "since", "data-since": String(since) }, formatMs(serverNow() - since));
 
+/** An expected start that counts down between snapshots: "starts in ~12 s", then "next" (or "soon"). */
+const startsIn = (at: number | null, first: boolean) =>
+  h(
+    "span",
+    { class: "starts", "data-starts": at === null ? "held" : String(at), "data-first": String(first) },
+    formatStart(at, serverNow(), first),
+  );
+
+/** A model by its key: the name, and its load options (num_ctx=…) when it has any. */
+function modelName(key: string, withSwatch = false): HTMLElement {
+  const { name, options } = modelParts(key);
+  return h(
+    "span",
+    { class: "model-name", title: key },
+    withSwatch && swatch(modelColour(key)),
+    name,
+    options && h("span", { class: "opts" }, ` ${options}`),
+  );
+}
+
 const shortId = (id: string) => id.slice(-8);
+
+/** What was asked, in its first words (text only), or nothing when the request has no text. */
+const preview = (text: string) => (text ? h("span", { class: "preview", title: text }, `“${text}”`) : null);
 
 function authHeaders(): Record<string, string> {
   const token = localStorage.getItem(TOKEN_KEY);
@@ -95,7 +94,19 @@ function renderRunning(running: RunningJob | null) {
     h(
       "div",
       { class: "running", "data-id": running.id, "data-model": running.modelKey, "data-state": running.state },
-      h("div", {}, h("div", { class: "model" }, running.modelKey), h("code", { title: running.id }, shortId(running.id))),
+      h(
+        "div",
+        { class: "what" },
+        h("div", { class: "model" }, modelName(running.modelKey, true)),
+        h(
+          "div",
+          { class: "meta" },
+          h("code", { title: running.id }, shortId(running.id)),
+          " ",
+          h("span", { class: "type" }, running.type),
+        ),
+        preview(running.preview),
+      ),
       // A claim that had to load its model spends its loading phase on the swap.
       stat("phase", running.state === "loading" && running.swapped ? "loading model" : running.state, {
         class: `phase-${running.state}`,
@@ -116,26 +127,41 @@ function renderTokens(update: TokenUpdate) {
   if (snapshot?.running?.id === update.id) Object.assign(snapshot.running, update);
 }
 
-function renderGroup(group: QueueGroup): HTMLElement {
+/** A waiting job; `first`: the first in line (its group is first, and it is first in its group). */
+function renderJob(job: QueuedJob, first: boolean): HTMLElement {
+  return h(
+    "li",
+    { class: "job", "data-id": job.id },
+    h("code", { title: job.id }, shortId(job.id)),
+    h("span", { class: "type", title: "job type" }, job.type),
+    preview(job.preview) ?? h("span", { class: "preview" }),
+    h(
+      "span",
+      { class: "when" },
+      startsIn(job.estimatedStartAt, first),
+      h("span", { class: "muted", title: "time it has waited so far" }, " · waited ", ticking(job.createdAt)),
+    ),
+    h(
+      "span",
+      { class: "muted src", title: "priority; source: the API it came through" },
+      `prio ${job.priority} · via ${job.source}`,
+    ),
+    cancelButton(job.id),
+  );
+}
+
+function renderGroup(group: QueueGroup, index: number): HTMLElement {
   return h(
     "div",
     { class: "group", "data-model": group.model, "data-count": String(group.count) },
-    h("h3", {}, group.model, " ", h("span", { class: "count" }, `${group.count} waiting`)),
     h(
-      "ul",
+      "h3",
       {},
-      ...group.jobs.map((job) =>
-        h(
-          "li",
-          { class: "job", "data-id": job.id },
-          h("code", { title: job.id }, shortId(job.id)),
-          h("span", { title: "waiting" }, "waits ", ticking(job.createdAt)),
-          h("span", { title: "priority" }, `prio ${job.priority}`),
-          h("span", { title: "source: the API it came through" }, `via ${job.source}`),
-          cancelButton(job.id),
-        ),
-      ),
+      modelName(group.model, true),
+      " ",
+      h("span", { class: "count" }, `${group.count} waiting · `, startsIn(group.estimatedStartAt, index === 0)),
     ),
+    h("ul", {}, ...group.jobs.map((job, i) => renderJob(job, index === 0 && i === 0))),
     group.more > 0 && h("p", { class: "more muted" }, `and ${group.more.toLocaleString("en")} more`),
   );
 }
@@ -146,7 +172,8 @@ function renderRecent(recent: RecentJob[]) {
       "tr",
       { "data-id": job.id, "data-state": job.state },
       h("td", {}, h("code", { title: job.id }, shortId(job.id))),
-      h("td", {}, job.model),
+      h("td", {}, modelName(job.modelKey)),
+      h("td", {}, job.type),
       h("td", { class: `state-${job.state}`, title: job.error ?? "" }, job.state),
       h("td", {}, formatMs(job.waitMs)),
       h("td", {}, formatMs(job.runMs)),
@@ -158,80 +185,64 @@ function renderRecent(recent: RecentJob[]) {
     .replaceChildren(...rows);
 }
 
-/** Bars of jobs done per minute over the last hour, swaps in red over them; inline SVG, drawn here. */
-function renderChart(hour: DashboardSnapshot["hour"]) {
-  const width = 600;
-  const height = 100;
-  const bar = width / hour.done.length;
-  const top = Math.max(1, ...hour.done, ...hour.swaps);
-  const scale = (n: number) => (n / top) * (height - 4);
-  const bars = hour.done.flatMap((done, i) => {
-    const swaps = hour.swaps[i] ?? 0;
-    const minutesAgo = hour.done.length - 1 - i;
-    const label = `${minutesAgo === 0 ? "this minute" : `${minutesAgo} min ago`}: ${done} done, ${swaps} swaps`;
-    return [
-      done > 0 &&
-        svg(
-          "rect",
-          { class: "done", x: i * bar + 1, y: height - scale(done), width: bar - 2, height: scale(done) },
-          svg("title", {}, label),
-        ),
-      swaps > 0 &&
-        svg(
-          "rect",
-          { class: "swap", x: i * bar + bar / 4, y: height - scale(swaps), width: bar / 2, height: scale(swaps) },
-          svg("title", {}, label),
-        ),
-    ];
-  });
-  const doneTotal = hour.done.reduce((a, b) => a + b, 0);
-  const swapTotal = hour.swaps.reduce((a, b) => a + b, 0);
-  $("chart").replaceChildren(
-    svg(
-      "svg",
-      {
-        class: "chart",
-        viewBox: `0 0 ${width} ${height}`,
-        preserveAspectRatio: "none",
-        role: "img",
-        "aria-label": "Jobs done and model swaps per minute",
-      },
-      svg("line", { class: "axis", x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5 }),
-      ...bars,
-    ),
-    h(
-      "p",
-      { class: "muted", id: "hour-totals" },
-      `${doneTotal} done, ${swapTotal} model swaps in the last hour (per minute; swaps in red)`,
-    ),
-  );
+function renderDegraded(next: DashboardSnapshot) {
+  const banner = $("degraded");
+  banner.replaceChildren(...next.degraded.map((reason) => h("p", { "data-reason": reason.reason }, reason.message)));
+  banner.hidden = next.degraded.length === 0;
+}
+
+/** The pictures, at the width of their boxes: on each snapshot, each second (the timeline moves), each resize. */
+function drawCharts() {
+  if (!snapshot?.timeline) return;
+  const minutes = drawTimeline($("timeline"), snapshot.timeline, snapshot.running, serverNow());
+  $("timeline-title").textContent = `GPU, last ${lastMinutes(minutes)}`;
+  drawHour($("chart"), snapshot.hour);
 }
 
 function render(next: DashboardSnapshot) {
   snapshot = next;
   receivedAt = Date.now();
   if (!next.ollama) return; // The server could not read its database (shutting down).
-  setPill("ollama", next.ollama.reachable ? "Ollama reachable" : "Ollama unreachable", next.ollama.reachable ? "ok" : "bad");
-  $("resident").textContent = next.ollama.resident.length ? `Loaded: ${next.ollama.resident.join(", ")}` : "No model loaded.";
+  setPill(
+    "ollama",
+    next.ollama.reachable ? "Ollama reachable" : "Ollama unreachable: queue held",
+    next.ollama.reachable ? "ok" : "bad",
+  );
+  renderDegraded(next);
+  const resident = next.ollama.resident;
+  $("resident").replaceChildren(
+    ...(resident.length
+      ? [
+          next.ollama.reachable ? "Loaded: " : "Loaded when last seen: ",
+          ...resident.flatMap((key, i) => (i > 0 ? [", ", modelName(key, true)] : [modelName(key, true)])),
+        ]
+      : ["No model loaded."]),
+  );
   renderRunning(next.running);
   $("queue-total").textContent = `${next.queue.total} waiting`;
   $("queue").replaceChildren(
     ...(next.queue.groups.length ? next.queue.groups.map(renderGroup) : [h("p", { class: "empty" }, "The queue is empty.")]),
   );
   renderRecent(next.recent);
-  renderChart(next.hour);
+  drawCharts();
 }
 
-/** Keeps the waiting and running times counting between snapshots (no request: the clock only). */
+/** Keeps the times counting between snapshots (no request: the clock only), and the timeline moving. */
 function tick() {
   const now = serverNow();
   for (const element of document.querySelectorAll<HTMLElement>("[data-since]")) {
     element.textContent = formatMs(now - Number(element.dataset.since));
   }
+  for (const element of document.querySelectorAll<HTMLElement>("[data-starts]")) {
+    const at = element.dataset.starts!;
+    element.textContent = formatStart(at === "held" ? null : Number(at), now, element.dataset.first === "true");
+  }
+  if (!$("board").hidden) drawCharts();
 }
 
-function showLogin(message = "") {
-  localStorage.removeItem(TOKEN_KEY);
+/** Asks for the token; `refused` (the token a refused request sent) is forgotten, unless another was stored since. */
+function showLogin(message = "", refused: string | null = localStorage.getItem(TOKEN_KEY)) {
+  if (refused !== null && localStorage.getItem(TOKEN_KEY) === refused) localStorage.removeItem(TOKEN_KEY);
   $("board").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message;
@@ -243,18 +254,24 @@ function showLogin(message = "") {
 async function connect() {
   setPill("connection", "connecting…", "");
   try {
+    const sent = localStorage.getItem(TOKEN_KEY);
     const response = await fetch("ui/events", { headers: { ...authHeaders(), accept: "text/event-stream" }, cache: "no-store" });
-    if (response.status === 401) {
-      return showLogin(localStorage.getItem(TOKEN_KEY) ? "The token was refused." : "");
-    }
+    // A token stored while this request was on its way (another tab's login) is not the one refused.
+    if (response.status === 401) return showLogin(sent ? "The token was refused." : "", sent);
     if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
     failures = 0;
     $("login").hidden = true;
     $("board").hidden = false;
     setPill("connection", "live", "ok");
     for await (const event of readSse(response.body)) {
-      if (event.event === "snapshot") render(JSON.parse(event.data) as DashboardSnapshot);
-      else if (event.event === "tokens") renderTokens(JSON.parse(event.data) as TokenUpdate);
+      // A picture that fails to draw is a bug to see in the console, not a reason to drop the feed
+      // (reconnecting would only draw it again, and the page would stand still without a word).
+      try {
+        if (event.event === "snapshot") render(JSON.parse(event.data) as DashboardSnapshot);
+        else if (event.event === "tokens") renderTokens(JSON.parse(event.data) as TokenUpdate);
+      } catch (error) {
+        console.error("dashboard: could not draw the feed's", event.event, error);
+      }
     }
   } catch {
     // Dropped or refused: try again below.
@@ -272,4 +289,5 @@ $("login").addEventListener("submit", (event) => {
   void connect();
 });
 setInterval(tick, 1000);
+window.addEventListener("resize", drawCharts);
 void connect();

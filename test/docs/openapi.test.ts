@@ -286,3 +286,53 @@ test("the Files and Batch answers are what the document says, and the create exa
   await answer("/v1/files/{id}", "delete", await stack.fetch(`/v1/files/${file.id}`, { method: "DELETE" }));
   await answer("/v1/files/{id}", "delete", await stack.fetch(`/v1/files/${file.id}`, { method: "DELETE" }));
 });
+
+/** Every schema in the document with where it is, query parameters aside (see the integer test). */
+function* schemasOf(node: unknown, where: string): Generator<{ where: string; schema: Schema }> {
+  if (!node || typeof node !== "object") return;
+  if (Array.isArray(node)) {
+    for (const [i, child] of node.entries()) yield* schemasOf(child, `${where}[${i}]`);
+    return;
+  }
+  const record = node as Record<string, unknown>;
+  if ("type" in record || "anyOf" in record) yield { where, schema: record as Schema };
+  for (const [key, child] of Object.entries(record)) yield* schemasOf(child, `${where}.${key}`);
+}
+
+test("integers are integers: no field is documented as a numeric string or an integer", () => {
+  // Elysia's t.Integer is Union([String({ format: "integer" }), Integer]) with a decode, made to coerce query
+  // strings; used in bodies and answers it documented `"attempts": "0"`. Only a query parameter may be coerced.
+  const body = { ...doc, paths: structuredClone(doc.paths) } as {
+    paths: Record<string, Record<string, { parameters?: unknown }>>;
+  };
+  for (const ops of Object.values(body.paths)) for (const op of Object.values(ops)) delete op.parameters;
+  const numericStrings = [...schemasOf(body.paths, "paths")]
+    .filter(({ schema }) => schema.type === "string" && (schema.format === "integer" || schema.format === "numeric"))
+    .map(({ where }) => where);
+  expect(numericStrings).toEqual([]);
+  const job = doc.paths["/jobs/{id}"]!.get as unknown as Operation;
+  const view = job.responses!["200"]!.content!["application/json"]!.schema as Schema;
+  for (const field of ["attempts", "priority", "max_attempts", "wait_ms"])
+    expect(view.properties![field]).toMatchObject({ type: "integer" });
+  expect(view.properties!.queue_position).toMatchObject({ type: ["integer", "null"], minimum: 1 });
+});
+
+/**
+ * Swagger UI renders descriptions as Markdown: outside `code`, a `*` or a word-edge `_` starts emphasis and a
+ * `<` starts an HTML tag (which it then strips). The words that need them go in backticks.
+ */
+test("descriptions are Markdown-safe: no stray emphasis or tag outside backticks", () => {
+  const problems: string[] = [];
+  const visit = (node: unknown, where: string) => {
+    if (!node || typeof node !== "object") return;
+    for (const [key, value] of Object.entries(node)) {
+      if ((key === "description" || key === "summary") && typeof value === "string") {
+        const prose = value.replace(/`[^`]*`/g, "");
+        if (/[*<\\]|(^|[^\w])_|_($|[^\w])/.test(prose)) problems.push(`${where}.${key}: ${value}`);
+      } else visit(value, `${where}.${key}`);
+    }
+  };
+  visit(doc, "");
+  expect(problems).toEqual([]);
+  expect((doc as unknown as { info: { description: string } }).info.description).toContain("(`/api/*`)");
+});

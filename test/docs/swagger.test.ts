@@ -53,6 +53,17 @@ test("/swagger renders offline and lists every job route with its schema", async
     expect(operations).toContain(route);
   }
   expect(await page.textContent(".info .title")).toContain("foreman");
+  // Markdown: the paths read as written, not as italics between two asterisks.
+  expect(await page.textContent(".info")).toContain(
+    "Ollama's own API (/api/*) and the OpenAI and Anthropic APIs it serves (/v1/*)",
+  );
+  expect(await page.locator(".info em").count()).toBe(0);
+  // The page links foreman's icon, and it is there (it was a 404). Fetched from here: under page.route,
+  // Chromium fails a page's fetch of its own icon.
+  const href = await page.evaluate(() => document.querySelector<HTMLLinkElement>('link[rel="icon"]')?.href);
+  expect(new URL(href!).pathname).toBe("/favicon.ico");
+  const icon = await fetch(href!);
+  expect([icon.status, icon.headers.get("content-type")]).toEqual([200, "image/svg+xml"]);
 
   // Open POST /jobs: its summary, and the request body's schema with every field.
   const submit = page.locator(".opblock-post", { hasText: "/jobs" }).first();

@@ -192,6 +192,13 @@ function isPublicAnswer(method: string, target: string, text: string): boolean {
     : /swagger|"openapi"/i.test(body);
 }
 
+/** /ui/ sends the browser to the page (src/http/dashboard.ts): a public redirect, nothing in it but where. */
+function isUiRedirect(method: string, target: string, text: string): boolean {
+  const path = new URL(target, "http://h").pathname;
+  const [head = "", body = ""] = text.split("\r\n\r\n");
+  return path === "/ui/" && (method === "GET" || method === "HEAD") && /\r\nlocation: \.\.\/ui\r\n/i.test(head) && body === "";
+}
+
 /** Statuses a request without the right token may get. */
 const REFUSALS = new Set([400, 401, 404, 405]);
 
@@ -234,7 +241,12 @@ describe("without the token nothing protected is reachable", () => {
       answers.forEach((answer, j) => {
         const { method, target, bytes } = batch[j]!;
         const [status = 0, ...more] = answer.statuses;
-        if (more.length === 0 && (REFUSALS.has(status) || (status === 200 && isPublicAnswer(method, target, answer.text))))
+        if (
+          more.length === 0 &&
+          (REFUSALS.has(status) ||
+            (status === 200 && isPublicAnswer(method, target, answer.text)) ||
+            (status === 308 && isUiRedirect(method, target, answer.text)))
+        )
           return;
         failures.push(`${answer.statuses.join(",") || "no answer"} <- ${JSON.stringify(bytes.split("\r\n\r\n")[0])}`);
       });

@@ -4,8 +4,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { DashboardSnapshot, TokenUpdate } from "../../src/dashboard/types";
 import { type SseEvent, readSse } from "../../src/ui/sse";
-import { until } from "../harness";
-import { type InProcessStack, startInProcess } from "../in-process";
+import { join } from "node:path";
+import { DashboardFeed } from "../../src/dashboard/feed";
+import { SnapshotBuilder } from "../../src/dashboard/snapshot";
+import { JobEventHub } from "../../src/worker/job-events";
+import { openDatabase } from "../../src/queue/db";
+import { JobStore } from "../../src/queue/store";
+import { tempDir, until } from "../harness";
+import { type InProcessStack, capturingLogger, startInProcess } from "../in-process";
 
 const TOKEN = "ui-token";
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -61,6 +67,22 @@ describe("the page", () => {
     expect((await get("/ui", {}, "HEAD")).status).toBe(200);
   });
 
+  test("/ui/ sends the browser to /ui (relative, so a path prefix survives), and the icon is an SVG, both without the token", async () => {
+    // The page's URLs are relative: served at /ui/ it asked for /ui/ui/app.js and drew nothing.
+    for (const method of ["GET", "HEAD"]) {
+      const slash = await get("/ui/", {}, method);
+      expect([slash.status, slash.headers.get("location")]).toEqual([308, "../ui"]);
+      expect(new URL(slash.headers.get("location")!, "http://foreman.test/prefix/ui/").pathname).toBe("/prefix/ui");
+    }
+    const icon = await get("/favicon.ico");
+    expect(icon.status).toBe(200);
+    expect(icon.headers.get("content-type")).toBe("image/svg+xml");
+    const svg = await icon.text();
+    expect(svg).toStartWith("<svg");
+    expect(svg.length).toBeLessThan(1024);
+    expect(await (await get("/ui")).text()).toContain('<link rel="icon" href="favicon.ico" type="image/svg+xml" />');
+  });
+
   test("HEAD on the feed answers its headers at once and opens no watcher (found by the fuzzer: it hung)", async () => {
     const head = await get("/ui/events", auth, "HEAD");
     expect(head.status).toBe(200);
@@ -72,7 +94,8 @@ describe("the page", () => {
     for (const [method, path] of [
       ["GET", "/ui/events"],
       ["POST", "/ui"],
-      ["GET", "/ui/"],
+      ["GET", "/ui/x"],
+      ["GET", "/favicon.svg"],
       ["GET", "/UI"],
       ["GET", "/ui/index.html"],
       ["DELETE", "/ui/app.js"],
@@ -127,6 +150,8 @@ describe("the feed", () => {
       swapped: true,
     });
     expect(first.running!.tokens).toBeGreaterThan(0);
+    expect(first.running).toMatchObject({ type: "generate", preview: "hold" });
+    expect(first.degraded).toEqual([]);
     expect(first.queue.total).toBe(48);
     // The group with the higher priority first; within a group, claim order (priority, then age).
     expect(first.queue.groups.map((g) => [g.model, g.count, g.jobs.length, g.more])).toEqual([
@@ -136,7 +161,19 @@ describe("the feed", () => {
     expect(first.queue.groups[0]!.jobs[0]!.id).toBe(urgent.id);
     const qwen = first.queue.groups[1]!.jobs;
     expect(qwen.map((job) => job.id)).toEqual(qwen.map((job) => job.id).sort());
-    expect(qwen[0]).toMatchObject({ model: "qwen3", type: "generate", source: "jobs", priority: 0 });
+    expect(qwen[0]).toMatchObject({ model: "qwen3", type: "generate", preview: "x", source: "jobs", priority: 0 });
+    // Expected starts: in claim order, the urgent group first; a group starts with its first job (0 is "next").
+    const at = (start: number | null) => (start === 0 ? first.now : start!);
+    for (const group of first.queue.groups) {
+      expect(group.estimatedStartAt).not.toBeNull();
+      expect(at(group.estimatedStartAt)).toBe(at(group.jobs[0]!.estimatedStartAt));
+      const starts = group.jobs.map((job) => at(job.estimatedStartAt));
+      expect(starts).toEqual([...starts].sort((a, b) => a - b));
+    }
+    expect(at(first.queue.groups[0]!.estimatedStartAt)).toBeLessThanOrEqual(at(first.queue.groups[1]!.estimatedStartAt));
+    // The GPU timeline's window starts on a whole minute (so an unchanged queue sends nothing new).
+    expect(first.timeline).toMatchObject({ windowMs: 600_000, truncated: false });
+    expect(first.timeline.since % 60_000).toBe(0);
     expect(first.hour.done).toHaveLength(60);
     expect(first.hour.since % 60_000).toBe(0);
 
@@ -160,6 +197,8 @@ describe("the feed", () => {
     expect(after.recent[0]).toMatchObject({
       id: victim,
       model: "qwen3",
+      modelKey: "qwen3:latest",
+      type: "generate",
       state: "canceled",
       error: "request canceled",
       runMs: null,
@@ -200,6 +239,10 @@ describe("the feed while Ollama is away", () => {
     expect(before.ollama.reachable).toBe(false);
     expect(before.running).toBeNull();
     expect(before.queue.total).toBe(1);
+    // The banner's reason, and no expected start: nothing starts until Ollama answers.
+    expect(before.degraded).toEqual([{ reason: "ollama_unreachable", message: expect.stringContaining("the queue is held") }]);
+    expect(before.queue.groups[0]!.estimatedStartAt).toBeNull();
+    expect(before.queue.groups[0]!.jobs[0]!.estimatedStartAt).toBeNull();
 
     // Nothing runs, so nothing else changes: the only news is the second job.
     expect((await submit()).status).toBe(202);
@@ -209,4 +252,196 @@ describe("the feed while Ollama is away", () => {
     await first.close();
     await second.close();
   }, 10_000);
+});
+
+describe("what the snapshot carries of a request", () => {
+  test("the first words of the prompt, whatever the API, and nothing more of a large request", async () => {
+    const local = await startInProcess({ fake: { tokenDelayMs: 5 }, env: { FOREMAN_TOKEN: TOKEN } });
+    try {
+      const hold = { type: "generate", request: { model: "llama3.2", prompt: "hold", options: { num_predict: 100_000 } } };
+      const holder = ((await (await local.request("POST", "/jobs", hold, auth)).json()) as { id: string }).id;
+      await until(() => local.store.getJob(holder)?.state === "working", 10_000, "the holder to run");
+      // 300 KB of prompt with a marker far past the preview; then each API's place for the prompt.
+      const big = `Please read all of this carefully before answering. ${"lorem ipsum ".repeat(25_000)} MARKER-AT-THE-END`;
+      const bodies: Array<[string, unknown, string]> = [
+        [
+          "/jobs",
+          { type: "generate", request: { model: "qwen3", prompt: big } },
+          "Please read all of this carefully before answering. lorem…",
+        ],
+        [
+          "/jobs",
+          {
+            type: "chat",
+            request: {
+              model: "qwen3",
+              messages: [
+                { role: "system", content: "sys" },
+                { role: "user", content: "<b>hi</b>\n  there" },
+              ],
+            },
+          },
+          "<b>hi</b> there",
+        ],
+      ];
+      for (const [path, body] of bodies) expect((await local.request("POST", path, body, auth)).status).toBe(202);
+      // OpenAI's chat with content parts, queued by a client that waits (not read here).
+      const parts = {
+        model: "qwen3",
+        messages: [{ role: "user", content: [{ type: "text", text: "what is in the picture?" }] }],
+      };
+      const waiting = local.request("POST", "/v1/chat/completions", parts, auth);
+
+      const response = await local.request("GET", "/ui/events", undefined, auth);
+      const events = readSse(response.body!);
+      let raw = "";
+      let snapshot: DashboardSnapshot | undefined;
+      while (!snapshot) {
+        const { value } = await events.next();
+        if (value?.event !== "snapshot") continue;
+        const parsed = JSON.parse(value.data) as DashboardSnapshot;
+        if (parsed.queue.total === 3) [raw, snapshot] = [value.data, parsed];
+      }
+      await events.return(undefined);
+      const jobs = snapshot.queue.groups.flatMap((group) => group.jobs);
+      expect(jobs.map((job) => [job.type, job.preview])).toEqual([
+        ["generate", bodies[0]![2]],
+        ["chat", bodies[1]![2]],
+        ["openai.chat", "what is in the picture?"],
+      ]);
+      expect(raw).not.toContain("MARKER");
+      expect(raw.length).toBeLessThan(20_000);
+      void waiting.catch(() => {}); // answered 503 as the stack stops
+    } finally {
+      await local.stop();
+    }
+  }, 30_000);
+});
+
+describe("the GPU timeline", () => {
+  test("a bar per job that ran, oldest first, its model load marked; canceled-before-start jobs are not there", async () => {
+    const local = await startInProcess({ fake: { tokenDelayMs: 1, loadDelayMs: 20 }, env: { FOREMAN_TOKEN: TOKEN } });
+    try {
+      const ids: string[] = [];
+      for (const model of ["llama3.2", "qwen3", "llama3.2", "qwen3"]) {
+        const body = { type: "generate", request: { model, prompt: "x", options: { num_predict: 5 } } };
+        ids.push(((await (await local.request("POST", "/jobs", body, auth)).json()) as { id: string }).id);
+      }
+      for (const id of ids) await local.ended(id);
+      const response = await local.request("GET", "/ui/events", undefined, auth);
+      const events = readSse(response.body!);
+      const { value } = await events.next();
+      await events.return(undefined);
+      const { timeline } = JSON.parse(value!.data) as DashboardSnapshot;
+      const bars = timeline.jobs;
+      expect(bars.map((bar) => bar.id).sort()).toEqual([...ids].sort());
+      expect(bars.map((bar) => bar.startedAt)).toEqual(bars.map((bar) => bar.startedAt).sort((a, b) => a - b));
+      for (const bar of bars) {
+        expect(bar.finishedAt).toBeGreaterThanOrEqual(bar.startedAt);
+        expect(bar).toMatchObject({ type: "generate", state: "done" });
+      }
+      // Each claim that changed the model loaded it: the first, and each change of model after it.
+      expect(bars.map((bar) => bar.swapped)).toEqual(bars.map((bar, i) => i === 0 || bar.modelKey !== bars[i - 1]!.modelKey));
+      // Ollama's load_duration, where it loaded.
+      expect(bars.filter((bar) => bar.swapped).every((bar) => bar.loadMs !== null)).toBe(true);
+    } finally {
+      await local.stop();
+    }
+  }, 30_000);
+
+  test("bounded at 100,000 ended jobs: the newest 500, read from the finish index, in milliseconds", () => {
+    const dir = tempDir();
+    const db = openDatabase(join(dir.path, "t.db"));
+    try {
+      const store = new JobStore(db);
+      const now = Date.now();
+      const insert = db.query(
+        `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
+           created_at, started_at, finished_at, swapped)
+         VALUES (?1, 'generate', 'm', ?2, '{"prompt":"x"}', 'jobs', 'done', 0, 1, 3, ?3, ?3, ?3, ?4, ?5)`,
+      );
+      db.transaction(() => {
+        // 100,000 jobs of 5 ms each over the last ~8 minutes (all inside the window).
+        for (let i = 0; i < 100_000; i++) {
+          const end = now - 500_000 + i * 5;
+          insert.run(`job${String(i).padStart(6, "0")}`, `m${i % 3}`, end - 4, end, i % 50 === 0 ? 1 : 0);
+        }
+      })();
+      const builder = new SnapshotBuilder(
+        store,
+        { snapshot: { models: [], running: [], degraded: false, updatedAt: now } } as never,
+        () => ({ now, groups: new Map(), cost: () => ({}) }) as never,
+      );
+      builder.build(() => ({ tokens: 0, tokensPerS: null }), now); // warm: statements prepared, pages cached
+      const started = performance.now();
+      const { timeline } = builder.build(() => ({ tokens: 0, tokensPerS: null }), now);
+      const ms = performance.now() - started;
+      expect(timeline.jobs).toHaveLength(500);
+      expect(timeline.truncated).toBe(true);
+      expect(timeline.jobs.at(-1)!.id).toBe("job099999");
+      // Generous on a shared machine; measured about a millisecond.
+      expect(ms).toBeLessThan(250);
+      if (process.env.DASHBOARD_TIMING) console.log(`snapshot at 100,000 ended jobs: ${ms.toFixed(2)} ms`);
+    } finally {
+      db.close();
+      dir.cleanup();
+    }
+  });
+});
+
+describe("the running job's live count", () => {
+  test("stays while the next job is claimed ahead (it was reset to 0, and the page's count went back)", async () => {
+    const dir = tempDir();
+    const db = openDatabase(join(dir.path, "t.db"));
+    const store = new JobStore(db);
+    const hub = new JobEventHub(capturingLogger("test", []));
+    const now = Date.now();
+    const inventory = {
+      snapshot: { models: [], running: [], degraded: false, updatedAt: now },
+      onChange: () => {},
+      residentKeys: () => [],
+    };
+    const jobs = {
+      store,
+      inventory,
+      link: hub,
+      log: capturingLogger("test", []),
+      queuePlan: () => ({ now: Date.now(), groups: new Map(), cost: () => ({}) }),
+    };
+    const feed = new DashboardFeed(jobs as never);
+    const running = (id: string, state: string, startedAt: number) =>
+      db.run(
+        `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after, created_at, started_at)
+         VALUES (?, 'generate', 'm', 'm:latest', '{}', 'jobs', ?, 0, 1, 3, ?, ?, ?)`,
+        [id, state, startedAt, startedAt, startedAt],
+      );
+    const events = readSse(feed.connect().body!);
+    const snapshot = async () => {
+      for (;;) {
+        const { value } = await events.next();
+        if (value!.event === "snapshot") return JSON.parse(value!.data) as DashboardSnapshot;
+      }
+    };
+    try {
+      await snapshot();
+      // Job A streams five records.
+      running("A", "working", now - 1000);
+      hub.emit("A", { type: "state", state: "loading" });
+      hub.emit("A", { type: "state", state: "working", contentType: "application/x-ndjson" });
+      for (let i = 0; i < 5; i++) hub.emit("A", { type: "chunk", bytes: new TextEncoder().encode('{"response":"x"}\n') });
+      expect((await snapshot()).running).toMatchObject({ id: "A", tokens: 5 });
+      // Its body is ending: job B is claimed ahead, and A is still the running job shown.
+      running("B", "loading", now);
+      hub.emit("B", { type: "state", state: "loading" });
+      // A watcher joining now is sent the snapshot as it stands.
+      const late = readSse(feed.connect().body!);
+      const { value } = await late.next();
+      await late.return(undefined);
+      expect((JSON.parse(value!.data) as DashboardSnapshot).running).toMatchObject({ id: "A", tokens: 5 });
+    } finally {
+      await events.return(undefined);
+      db.close();
+      dir.cleanup();
+    }
+  });
 });
