@@ -72,7 +72,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         // One plan for the page: the estimates of all its queued jobs cost O(model keys) together.
         const plan = page.some((job) => job.state === "queued") ? jobs.queuePlan() : undefined;
         return {
-          jobs: page.map((job) => toJobSummary(jobs.view(job, undefined, plan), job, include)),
+          jobs: page.map((job) => toJobSummary(jobs.view(job, plan), job, include)),
           next_cursor: rows.length > limit ? page[page.length - 1]!.id : null,
         };
       },
