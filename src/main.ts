@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 // The `foreman` command: `serve` runs the server; the other subcommands talk to a running one.
 import pkg from "../package.json";
-import { runClientCommand, CLIENT_COMMANDS, CLIENT_USAGE } from "./cli/commands";
+import { runClientCommand, CLIENT_COMMANDS, CLIENT_USAGE, USAGE_HINT } from "./cli/commands";
 import { HEALTH_USAGE, runHealthCommand } from "./cli/health";
 import { SERVICE_USAGE, runServiceCommand } from "./cli/service";
 import { ConfigError, loadConfig } from "./config";
@@ -85,7 +85,8 @@ async function main(argv: string[]): Promise<number> {
   if (command === "service") return runServiceCommand(rest);
   if (command === "health") return runHealthCommand(rest);
   if (command && CLIENT_COMMANDS.has(command)) return runClientCommand(command, rest);
-  process.stderr.write(`${command ? `foreman: unknown command "${command}"\n\n` : ""}${USAGE}\n`);
+  // Misuse is one line and a hint (the README's promise: errors are one line on stderr); bare \`foreman\` shows the usage.
+  process.stderr.write(command ? `foreman: unknown command "${command}"\n${USAGE_HINT}` : `${USAGE}\n`);
   return 2;
 }
 

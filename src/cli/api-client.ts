@@ -38,8 +38,15 @@ export class ForemanApi {
     } catch {
       parsed = null;
     }
-    if (response.status === 401)
-      throw new CliError(`unauthorized: foreman at ${this.config.url} wants a token (set FOREMAN_TOKEN)`);
+    if (response.status === 401) {
+      throw new CliError(
+        this.config.token
+          ? `unauthorized: foreman at ${this.config.url} refused the token in FOREMAN_TOKEN`
+          : `unauthorized: foreman at ${this.config.url} wants a token (set FOREMAN_TOKEN)`,
+      );
+    }
+    // Every error foreman answers carries an `error`; a body without one came from something else.
+    if (!response.ok && !(parsed && typeof parsed === "object" && "error" in parsed)) await this.#checkIsForeman();
     if (!response.ok) {
       // Ollama's and the job API's errors are {"error": "..."}; OpenAI's (files, batches) {"error": {"message"}}.
       const error = (parsed as { error?: string | { message?: string } } | null)?.error;
@@ -47,5 +54,24 @@ export class ForemanApi {
       throw new CliError(message === "job not found" ? `job not found: ${path.split("/")[2]}` : message);
     }
     return parsed as T;
+  }
+
+  /**
+   * A failure from something else at FOREMAN_URL (Ollama itself, most often, which answers 404 for the
+   * job API) would read as a bare "HTTP 404": foreman answers GET /healthz with its own JSON, so ask it.
+   */
+  async #checkIsForeman(): Promise<void> {
+    let status: number | string;
+    try {
+      const response = await fetch(`${this.config.url}/healthz`, { signal: AbortSignal.timeout(5000) });
+      const body = (await response.json().catch(() => null)) as Record<string, unknown> | null;
+      if (body?.status === "ok" && typeof body.degraded === "boolean") return;
+      status = response.status;
+    } catch {
+      status = "no answer";
+    }
+    throw new CliError(
+      `${this.config.url} does not look like foreman (GET /healthz answered ${status}): is FOREMAN_URL pointing at Ollama?`,
+    );
   }
 }

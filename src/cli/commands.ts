@@ -64,6 +64,9 @@ const COMMANDS: Record<string, (api: ForemanApi, args: string[], io: Io) => Prom
   batch: batchCommand,
 };
 
+/** What follows a misuse's one-line error: the usage is a command away, not 17 lines of scroll. */
+export const USAGE_HINT = "run `foreman --help` for usage\n";
+
 /** The subcommands that talk to a running server. */
 export const CLIENT_COMMANDS = new Set(Object.keys(COMMANDS));
 
@@ -74,12 +77,12 @@ export async function runClientCommand(command: string, args: string[], io: Io =
   } catch (error) {
     if (error instanceof CliError) {
       io.stderr(`foreman ${command}: ${error.message}\n`);
-      if (error.exitCode === 2) io.stderr(`\nUsage:\n${CLIENT_USAGE}\n`);
+      if (error.exitCode === 2) io.stderr(USAGE_HINT);
       return error.exitCode;
     }
     // parseArgs reports unknown or malformed flags as TypeErrors with a code.
     if (error instanceof TypeError && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS")) {
-      io.stderr(`foreman ${command}: ${error.message}\n\nUsage:\n${CLIENT_USAGE}\n`);
+      io.stderr(`foreman ${command}: ${error.message}\n${USAGE_HINT}`);
       return 2;
     }
     io.stderr(`foreman ${command}: ${error instanceof Error ? error.message : String(error)}\n`);

@@ -92,7 +92,8 @@ describe("foreman submit", () => {
     ] as Array<[string[], string]>) {
       const result = await foreman(args);
       expect({ args, code: result.code }).toEqual({ args, code: 2 });
-      expect(result.stderr).toContain("Usage:");
+      // One line, then a one-line hint: not the whole usage.
+      expect(result.stderr.split("\n").slice(1)).toEqual(["run `foreman --help` for usage", ""]);
       expect(result.stderr.split("\n")[0]).toStartWith(`foreman ${args[0]}: `);
       expect(result.stderr.split("\n")[0]).toContain(message);
     }
@@ -162,7 +163,15 @@ describe("foreman jobs, job, cancel, ps", () => {
     expect(result.stdout).toMatch(/RUNNING\s+/);
   });
 
-  test("an unreachable server is named; a missing token is a clear 401", async () => {
+  test("a URL that is not foreman (Ollama itself) is named as such, not a bare HTTP 404", async () => {
+    const ollama = await foreman(["jobs"], { env: { FOREMAN_URL: stack.fake.url } });
+    expect(ollama.code).toBe(1);
+    expect(ollama.stderr).toBe(
+      `foreman jobs: ${stack.fake.url} does not look like foreman (GET /healthz answered 404): is FOREMAN_URL pointing at Ollama?\n`,
+    );
+  });
+
+  test("an unreachable server is named; a missing token and a wrong one are clear 401s", async () => {
     const url = `http://127.0.0.1:${await freePort()}`;
     const down = await foreman(["jobs"], { env: { FOREMAN_URL: url } });
     expect(down.code).toBe(1);
@@ -171,7 +180,14 @@ describe("foreman jobs, job, cancel, ps", () => {
     try {
       const denied = await foreman(["jobs"], { env: { FOREMAN_URL: guarded.foreman.url } });
       expect(denied.code).toBe(1);
-      expect(denied.stderr).toContain("unauthorized");
+      expect(denied.stderr).toBe(
+        `foreman jobs: unauthorized: foreman at ${guarded.foreman.url} wants a token (set FOREMAN_TOKEN)\n`,
+      );
+      const refused = await foreman(["jobs"], { env: { FOREMAN_URL: guarded.foreman.url, FOREMAN_TOKEN: "wrong" } });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toBe(
+        `foreman jobs: unauthorized: foreman at ${guarded.foreman.url} refused the token in FOREMAN_TOKEN\n`,
+      );
       const allowed = await foreman(["jobs"], { env: { FOREMAN_URL: guarded.foreman.url, FOREMAN_TOKEN: "t0ken" } });
       expect(allowed.code).toBe(0);
     } finally {

@@ -20,7 +20,7 @@ describe("the foreman command", () => {
     const unknown = await run(["frobnicate"]);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown command "frobnicate"');
-    expect(unknown.stderr).toContain("Usage:");
+    expect(unknown.stderr).toBe('foreman: unknown command "frobnicate"\nrun `foreman --help` for usage\n');
   });
 
   test("a bad variable stops serve with one line naming it and exit 2, before anything starts", async () => {
