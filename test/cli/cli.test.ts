@@ -221,6 +221,17 @@ describe("a server that estimates start times, and a model kept loaded for good"
     tokens_per_s: null,
     load_ms: null,
   };
+  const answer = "a long answer ".repeat(100);
+  const doneJob = {
+    ...queuedJob,
+    id: "01ARZ3NDEKTSV4RRFFQ69G5FAW",
+    state: "done",
+    queue_position: null,
+    created_at: new Date().toISOString(),
+    started_at: new Date().toISOString(),
+    finished_at: new Date().toISOString(),
+    result: { message: { role: "assistant", content: answer } },
+  };
   let server: ReturnType<typeof Bun.serve>;
   beforeAll(() => {
     server = Bun.serve({
@@ -233,7 +244,10 @@ describe("a server that estimates start times, and a model kept loaded for good"
           ...queuedJob,
           created_at: new Date(Date.now() - 12_000).toISOString(),
           estimated_start_at: new Date(Date.now() + 125_000).toISOString(),
+          // Re-queued (a shutdown refunded its attempt): its last attempt's start stays on the row.
+          started_at: new Date(Date.now() - 30_000).toISOString(),
         };
+        if (path === `/jobs/${doneJob.id}`) return Response.json(doneJob);
         if (path === "/jobs") return Response.json({ jobs: [job], next_cursor: null });
         if (path === `/jobs/${job.id}`) return Response.json(job);
         if (path === "/api/ps") {
@@ -265,7 +279,18 @@ describe("a server that estimates start times, and a model kept loaded for good"
     );
     const one = await against(["job", queuedJob.id]);
     expect(one.stdout).toContain("\nwaiting:  12s so far\n");
+    // Waiting again, it shows no running duration.
+    expect(one.stdout).toContain("\nduration: -\n");
     expect(one.stdout).toMatch(/\nstarts:\s+in ~2m \(\d{4}-\d\d-\d\dT[\d:.]+Z\)\n/);
+  });
+
+  test("job shows the first 500 characters of a long answer, and all of it with --full", async () => {
+    const short = await against(["job", doneJob.id]);
+    expect(short.stdout).toEndWith(
+      `\nanswer:   ${answer.slice(0, 500)}… (${answer.length - 500} more characters; --full for all)\n`,
+    );
+    const full = await against(["job", doneJob.id, "--full"]);
+    expect(full.stdout).toEndWith(`\nanswer:   ${answer}\n`);
   });
 
   test("ps shows a model kept loaded for good (keep_alive -1) as forever", async () => {
