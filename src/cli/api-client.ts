@@ -15,9 +15,19 @@ export class ForemanApi {
   constructor(readonly config: ClientConfig) {}
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    let response: Response;
+    return this.#answer<T>(path, await this.#send(method, path, body));
+  }
+
+  /** GET of a body that is not JSON (a file's content), as a stream; failures as {@link request}'s. */
+  async download(path: string): Promise<ReadableStream<Uint8Array>> {
+    const response = await this.#send("GET", path);
+    if (!response.ok) await this.#answer(path, response);
+    return response.body ?? new Blob([]).stream();
+  }
+
+  async #send(method: string, path: string, body?: unknown): Promise<Response> {
     try {
-      response = await fetch(`${this.config.url}${path}`, {
+      return await fetch(`${this.config.url}${path}`, {
         method,
         headers: {
           // A FormData body (an upload) sets its own multipart content type.
@@ -31,6 +41,9 @@ export class ForemanApi {
         `cannot reach foreman at ${this.config.url} (is \`foreman serve\` running? FOREMAN_URL sets the address)`,
       );
     }
+  }
+
+  async #answer<T>(path: string, response: Response): Promise<T> {
     const text = await response.text();
     let parsed: unknown;
     try {
