@@ -1,14 +1,14 @@
 import { Elysia } from "elysia";
 import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
-import { framingFor, splitRecords } from "../adapters/framing";
+import { FRAMING_CONTENT_TYPES, framingFor, splitRecords } from "../adapters/framing";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
 import { type JobListInclude, JobView, toJobSummary } from "../queue/job-view";
 import { JobModel } from "./job-model";
 import { modelKeySummary } from "./queue-summary";
 
 const SSE_HEARTBEAT_MS = 15_000;
-const SSE_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-cache" };
+const SSE_HEADERS = { "content-type": FRAMING_CONTENT_TYPES.sse, "cache-control": "no-cache" };
 
 /**
  * The job API: submit batch work without holding a connection, watch it, cancel it, fetch what it
@@ -222,7 +222,7 @@ function jobEvents(jobs: JobService, jobId: string): Response {
   const decoder = new TextDecoder();
   const watch = jobs.watch(jobId);
   let heartbeat: Timer | undefined;
-  let contentType = "application/x-ndjson";
+  let contentType: string = FRAMING_CONTENT_TYPES.ndjson;
   let live = false;
   const sse = (event: string, data: string) => new TextEncoder().encode(`event: ${event}\n${data.replace(/^/gm, "data: ")}\n\n`);
   const stop = () => {
