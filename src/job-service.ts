@@ -9,7 +9,7 @@ import { StorageHealth } from "./queue/storage-health";
 import type { ModelInventory } from "./ollama/inventory";
 import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
-import { type QueuePlan, estimatedStart, planQueue } from "./queue/start-estimate";
+import { type QueuePlan, estimatedStart, planQueue, plannedGroup } from "./queue/start-estimate";
 import { CLIENT_CANCELED, type JobRow, type JobStore, type NewJob } from "./queue/store";
 import type { JobLink } from "./worker/job-events";
 
@@ -230,12 +230,28 @@ export class JobService {
   }
 
   /**
-   * The API shape of a job, with its queue position (looked up unless given), webhook delivery state and,
-   * while queued, its estimated start (from `plan`, made here unless given: a list makes one for its page).
+   * The API shape of a job, with its queue position and, while queued, its estimated start (both from
+   * `plan`, made here unless given: a list makes one for its page) and its webhook delivery state.
    */
-  view(job: JobRow, queuePosition: number | null = this.store.queuePosition(job), plan?: QueuePlan): JobView {
-    const estimatedStartAt = job.state === "queued" ? estimatedStart(job, plan ?? this.queuePlan()) : null;
-    return toJobView(job, { queuePosition, webhook: this.webhookView(job), estimatedStartAt });
+  view(job: JobRow, plan?: QueuePlan): JobView {
+    if (job.state !== "queued") return toJobView(job, { queuePosition: null, webhook: this.webhookView(job) });
+    const { position, estimatedStartAt } = this.queuePlace(job, plan ?? this.queuePlan());
+    return toJobView(job, { queuePosition: position, webhook: this.webhookView(job), estimatedStartAt });
+  }
+
+  /**
+   * A queued job's place in the order the scheduler will run the queue as it stands (1 runs next), and
+   * its expected start: the jobs of the groups planned before its group (planQueue: priority, the loaded
+   * model, the schedule's group choice) plus its rank in its own group, so positions and estimates agree.
+   * Under fifo, priority and age alone. Starvation-guard promotions are not foreseen (see planQueue).
+   */
+  queuePlace(job: JobRow, plan: QueuePlan): { position: number | null; estimatedStartAt: number | null } {
+    const group = plannedGroup(job, plan);
+    if (!group || this.config.schedule === "fifo") {
+      return { position: this.store.queuePosition(job), estimatedStartAt: estimatedStart(job, plan) };
+    }
+    const rank = this.store.rankInGroup(job, group.queued);
+    return { position: group.ahead + rank + 1, estimatedStartAt: estimatedStart(job, plan, rank) };
   }
 
   #turnPlan: QueuePlan | undefined;

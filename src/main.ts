@@ -1,10 +1,11 @@
 #!/usr/bin/env bun
 // The `foreman` command: `serve` runs the server; the other subcommands talk to a running one.
 import pkg from "../package.json";
-import { runClientCommand, CLIENT_COMMANDS, CLIENT_USAGE } from "./cli/commands";
+import { runClientCommand, CLIENT_COMMANDS, CLIENT_USAGE, USAGE_HINT } from "./cli/commands";
 import { HEALTH_USAGE, runHealthCommand } from "./cli/health";
 import { SERVICE_USAGE, runServiceCommand } from "./cli/service";
 import { ConfigError, loadConfig } from "./config";
+import { type Logger, createLogger } from "./log";
 import { startServer } from "./server";
 import { StartupError } from "./startup-error";
 
@@ -37,16 +38,37 @@ async function serve(): Promise<number> {
     process.stderr.write(`foreman: ${message}\n`);
     return 1;
   }
-  await new Promise<void>((resolve) => {
-    const shutdown = () => {
-      process.off("SIGINT", shutdown);
-      process.off("SIGTERM", shutdown);
-      void server.stop().then(resolve);
-    };
-    process.on("SIGINT", shutdown);
-    process.on("SIGTERM", shutdown);
-  });
+  const log = createLogger(config.logLevel, "http", config.logFormat);
+  await new Promise<void>((resolve) => onStopSignals(() => void server.stop().then(resolve), log));
   return 0;
+}
+
+/** Signals closer than this to the one before are echoes of the same key press (see {@link onStopSignals}). */
+const ECHO_MS = 1000;
+
+/**
+ * The first SIGINT or SIGTERM starts the graceful stop, and the handlers stay, so later ones cannot kill
+ * the process mid-stop. A terminal's Ctrl-C reaches every process of its group and `bun run` forwards
+ * it once more, so one key press arrives as two or three SIGINTs within milliseconds: signals within
+ * ECHO_MS of the one before count as that one. A second press is ignored, saying how to force; a third
+ * ends the process at once (its running job is recovered at the next start, as after a crash).
+ */
+function onStopSignals(stop: () => void, log: Logger): void {
+  let presses = 0;
+  let last = -Infinity;
+  const onSignal = (signal: NodeJS.Signals) => {
+    const now = performance.now();
+    const echo = now - last < ECHO_MS;
+    last = now;
+    if (echo) return;
+    presses++;
+    if (presses === 1) return stop();
+    if (presses === 2) return log.warn(`${signal} ignored: already stopping (send it once more to stop at once)`);
+    log.warn(`${signal} again: stopping at once, without waiting for the running job`);
+    process.exit(130);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -63,7 +85,8 @@ async function main(argv: string[]): Promise<number> {
   if (command === "service") return runServiceCommand(rest);
   if (command === "health") return runHealthCommand(rest);
   if (command && CLIENT_COMMANDS.has(command)) return runClientCommand(command, rest);
-  process.stderr.write(`${command ? `foreman: unknown command "${command}"\n\n` : ""}${USAGE}\n`);
+  // Misuse is one line and a hint (the README's promise: errors are one line on stderr); bare \`foreman\` shows the usage.
+  process.stderr.write(command ? `foreman: unknown command "${command}"\n${USAGE_HINT}` : `${USAGE}\n`);
   return 2;
 }
 

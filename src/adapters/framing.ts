@@ -7,6 +7,12 @@ export type Framing = "ndjson" | "sse" | "whole";
 const NEWLINE = 10;
 const decoder = new TextDecoder();
 
+/** The content type each streamed framing is served and stored with (a stream's artifact, the job events feed). */
+export const FRAMING_CONTENT_TYPES = {
+  ndjson: "application/x-ndjson",
+  sse: "text/event-stream",
+} as const satisfies Record<Exclude<Framing, "whole">, string>;
+
 /** The framing of an upstream answer from its Content-Type. */
 export function framingFor(contentType: string): Framing {
   if (contentType.includes("ndjson")) return "ndjson";

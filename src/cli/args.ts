@@ -12,16 +12,16 @@ export function usage(message: string): never {
  */
 export function oneId(
   args: string[],
-  expect: { command: string; kind: string; pattern: RegExp; shape: string },
-): { id: string; json: boolean } {
+  expect: { command: string; kind: string; pattern: RegExp; shape: string; flags?: readonly string[] },
+): { id: string; json: boolean; flags: Set<string> } {
   const { values, positionals } = parseArgs({
     args,
     strict: true,
     allowPositionals: true,
-    options: { json: { type: "boolean" } },
+    options: Object.fromEntries(["json", ...(expect.flags ?? [])].map((flag) => [flag, { type: "boolean" as const }])),
   });
   if (positionals.length !== 1) usage(`${expect.command} takes one ${expect.kind} id`);
   const id = positionals[0]!;
   if (!expect.pattern.test(id)) usage(`a ${expect.kind} id is ${expect.shape}, not "${id}"`);
-  return { id, json: Boolean(values.json) };
+  return { id, json: Boolean(values.json), flags: new Set((expect.flags ?? []).filter((flag) => values[flag])) };
 }

@@ -2,7 +2,7 @@ import { parseArgs } from "node:util";
 import type { batchObject } from "../batch/view";
 import type { fileObject } from "../batch/files";
 import { BATCH_ENDPOINTS } from "../batch/validate";
-import type { ForemanApi } from "./api-client";
+import { CliError, type ForemanApi } from "./api-client";
 import { oneId, usage } from "./args";
 import { formatAge, formatTable } from "./format";
 
@@ -17,7 +17,9 @@ export const BATCH_USAGE = `  foreman batch submit FILE.jsonl [--endpoint PATH] 
   foreman batch list [--limit N] [--json]
                                 batches, newest first, with progress
   foreman batch get ID [--json] one batch, with progress and its output and error file ids
-  foreman batch cancel ID       cancel a batch: lines not yet started are dropped, finished ones kept`;
+  foreman batch cancel ID       cancel a batch: lines not yet started are dropped, finished ones kept
+  foreman batch output ID [--errors] [-o FILE]
+                                its output file (--errors: its error file) to stdout, or to FILE`;
 
 const ENDED = new Set(["completed", "failed", "cancelled", "expired"]);
 
@@ -33,11 +35,13 @@ export async function batchCommand(api: ForemanApi, args: string[], io: Io): Pro
       return get(api, rest, io);
     case "cancel":
       return cancel(api, rest, io);
+    case "output":
+      return output(api, rest, io);
     default:
       usage(
         sub
-          ? `unknown batch subcommand "${sub}": use submit, list, get or cancel`
-          : "batch needs a subcommand: submit, list, get or cancel",
+          ? `unknown batch subcommand "${sub}": use submit, list, get, cancel or output`
+          : "batch needs a subcommand: submit, list, get, cancel or output",
       );
   }
 }
@@ -167,5 +171,32 @@ async function cancel(api: ForemanApi, args: string[], io: Io): Promise<number> 
   const { id } = oneBatchId(args, "cancel");
   const batch = await api.request<Batch>("POST", `/v1/batches/${encodeURIComponent(id)}/cancel`);
   io.stdout(`${batch.status} ${batch.id} (${progress(batch)} completed/failed/total)\n`);
+  return 0;
+}
+
+/** `batch output`: the output (or error) file's JSONL, streamed, never whole in memory. */
+async function output(api: ForemanApi, args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: true,
+    options: { errors: { type: "boolean" }, output: { type: "string", short: "o" } },
+  });
+  const { id } = oneBatchId(positionals, "output");
+  if (values.output === "") usage("-o must name a file");
+  const batch = await api.request<Batch>("GET", `/v1/batches/${encodeURIComponent(id)}`);
+  const fileId = values.errors ? batch.error_file_id : batch.output_file_id;
+  if (!fileId) {
+    const which = values.errors ? "error file (no line failed, or it has not ended)" : "output file yet";
+    throw new CliError(`batch ${id} (${batch.status}) has no ${which}`);
+  }
+  const body = await api.download(`/v1/files/${encodeURIComponent(fileId)}/content`);
+  if (values.output !== undefined) {
+    await Bun.write(values.output, new Response(body));
+    return 0;
+  }
+  const decoder = new TextDecoder();
+  for await (const chunk of body) io.stdout(decoder.decode(chunk, { stream: true }));
+  io.stdout(decoder.decode());
   return 0;
 }

@@ -40,7 +40,8 @@ export const CLIENT_USAGE = `  foreman submit --model M (--prompt TEXT | --messa
                                 queue a job (TEXT or PATH "-" reads stdin); prints its id, or with --wait its answer
   foreman jobs [--state S] [--model M] [--limit N] [--json]
                                 list jobs, newest first
-  foreman job ID [--json]       show one job
+  foreman job ID [--full] [--json]
+                                show one job (--full: all of a long answer)
   foreman cancel ID             cancel a queued or running job
   foreman ps                    loaded models and the queue
 ${BATCH_USAGE}
@@ -64,6 +65,9 @@ const COMMANDS: Record<string, (api: ForemanApi, args: string[], io: Io) => Prom
   batch: batchCommand,
 };
 
+/** What follows a misuse's one-line error: the usage is a command away, not 17 lines of scroll. */
+export const USAGE_HINT = "run `foreman --help` for usage\n";
+
 /** The subcommands that talk to a running server. */
 export const CLIENT_COMMANDS = new Set(Object.keys(COMMANDS));
 
@@ -74,12 +78,12 @@ export async function runClientCommand(command: string, args: string[], io: Io =
   } catch (error) {
     if (error instanceof CliError) {
       io.stderr(`foreman ${command}: ${error.message}\n`);
-      if (error.exitCode === 2) io.stderr(`\nUsage:\n${CLIENT_USAGE}\n`);
+      if (error.exitCode === 2) io.stderr(USAGE_HINT);
       return error.exitCode;
     }
     // parseArgs reports unknown or malformed flags as TypeErrors with a code.
     if (error instanceof TypeError && "code" in error && String(error.code).startsWith("ERR_PARSE_ARGS")) {
-      io.stderr(`foreman ${command}: ${error.message}\n\nUsage:\n${CLIENT_USAGE}\n`);
+      io.stderr(`foreman ${command}: ${error.message}\n${USAGE_HINT}`);
       return 2;
     }
     io.stderr(`foreman ${command}: ${error instanceof Error ? error.message : String(error)}\n`);
@@ -186,6 +190,16 @@ function answerText(job: JobView): string {
   return result?.message?.content ?? result?.response ?? "";
 }
 
+/** How much of an answer `foreman job` shows without --full: a screenful, not a 1,000-word essay. */
+export const ANSWER_PREVIEW_CHARS = 500;
+
+function shortened(text: string): string {
+  const chars = [...text];
+  if (chars.length <= ANSWER_PREVIEW_CHARS) return text;
+  const rest = chars.length - ANSWER_PREVIEW_CHARS;
+  return `${chars.slice(0, ANSWER_PREVIEW_CHARS).join("")}… (${rest} more characters; --full for all)`;
+}
+
 async function jobs(api: ForemanApi, args: string[], io: Io): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -218,7 +232,7 @@ async function jobs(api: ForemanApi, args: string[], io: Io): Promise<number> {
       j.type,
       formatAge(j.created_at),
       formatDuration(j.wait_ms) + (estimate ? ` (${estimate})` : ""),
-      formatRunTime(j.started_at, j.finished_at),
+      formatRunTime(j.state === "queued" ? null : j.started_at, j.finished_at),
       `${j.attempts}/${j.max_attempts}`,
     ];
   });
@@ -226,9 +240,10 @@ async function jobs(api: ForemanApi, args: string[], io: Io): Promise<number> {
   return 0;
 }
 
-function oneJobId(args: string[], command: string): { id: string; json: boolean } {
+function oneJobId(args: string[], command: string, flags: readonly string[] = []) {
   return oneId(args, {
     command,
+    flags,
     kind: "job",
     pattern: /^[0-9A-HJKMNP-TV-Z]{26}$/,
     shape: "26 characters of 0-9 and A-Z (a ULID, as submit prints it)",
@@ -236,7 +251,7 @@ function oneJobId(args: string[], command: string): { id: string; json: boolean 
 }
 
 async function job(api: ForemanApi, args: string[], io: Io): Promise<number> {
-  const { id, json } = oneJobId(args, "job");
+  const { id, json, flags } = oneJobId(args, "job", ["full"]);
   const view = await api.request<ShownJob>("GET", `/jobs/${encodeURIComponent(id)}`);
   if (json) {
     io.stdout(`${JSON.stringify(view, null, 2)}\n`);
@@ -254,7 +269,8 @@ async function job(api: ForemanApi, args: string[], io: Io): Promise<number> {
   ];
   const estimate = startEstimate(view);
   if (estimate) lines.push(["starts", `${estimate.replace(/^starts /, "")} (${view.estimated_start_at})`]);
-  lines.push(["duration", formatRunTime(view.started_at, view.finished_at)]);
+  // A re-queued job keeps its last attempt's started_at: while it waits, it is not running.
+  lines.push(["duration", formatRunTime(view.state === "queued" ? null : view.started_at, view.finished_at)]);
   if (view.output_tokens !== null) {
     const rate = view.tokens_per_s === null ? "" : `, ${view.tokens_per_s}/s`;
     lines.push([
@@ -264,7 +280,7 @@ async function job(api: ForemanApi, args: string[], io: Io): Promise<number> {
   }
   if (view.error) lines.push(["error", view.error]);
   if (view.webhook) lines.push(["webhook", `${view.webhook.url} (${view.webhook.state}, ${view.webhook.attempts} attempts)`]);
-  if (view.state === "done") lines.push(["answer", answerText(view)]);
+  if (view.state === "done") lines.push(["answer", flags.has("full") ? answerText(view) : shortened(answerText(view))]);
   io.stdout(`${lines.map(([k, v]) => `${`${k}:`.padEnd(10)}${v}`).join("\n")}\n`);
   return 0;
 }

@@ -5,7 +5,8 @@ type Env = Record<string, string | undefined>;
 type Io = { stdout: (text: string) => void; stderr: (text: string) => void };
 
 /** Usage line of `foreman health`, for `foreman --help`. */
-export const HEALTH_USAGE = `  foreman health                exit 0 if the server answers /healthz (at FOREMAN_URL, else FOREMAN_LISTEN's address)`;
+export const HEALTH_USAGE = `  foreman health                exit 0 if the server answers /healthz (at FOREMAN_URL, else FOREMAN_LISTEN's address);
+                                prints "degraded: …" while it cannot reach Ollama`;
 
 /** How long one probe waits for an answer, in milliseconds. */
 const TIMEOUT_MS = 5_000;
@@ -28,14 +29,18 @@ export function healthUrl(env: Env): string {
 /** Runs `foreman health`: one line on stdout when healthy, on stderr when not. */
 export async function runHealthCommand(args: string[], env: Env = process.env, io: Io = defaultIo): Promise<number> {
   if (args.length) {
-    io.stderr(`foreman health: takes no arguments\n\nUsage:\n${HEALTH_USAGE}\n`);
+    io.stderr("foreman health: takes no arguments\nrun `foreman --help` for usage\n");
     return 2;
   }
   const url = healthUrl(env);
   try {
     const response = await fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) });
     if (response.status === 200) {
-      io.stdout(`healthy: ${url}\n`);
+      // Degraded still exits 0: foreman runs and queues; restarting it (what a supervisor does on a
+      // failed probe) would not bring Ollama back.
+      const body = (await response.json().catch(() => null)) as { degraded?: unknown } | null;
+      if (body?.degraded === true) io.stdout(`degraded: ${url}: foreman runs but cannot reach Ollama; jobs wait in the queue\n`);
+      else io.stdout(`healthy: ${url}\n`);
       return 0;
     }
     io.stderr(`foreman health: ${url} answered ${response.status}\n`);

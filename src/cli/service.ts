@@ -72,7 +72,7 @@ export function runServiceCommand(args: string[], env: Env = process.env, io: Io
       error instanceof UsageError ||
       (error instanceof TypeError && String((error as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS"))
     ) {
-      io.stderr(`foreman service: ${error.message}\n\nUsage:\n${SERVICE_USAGE}\n`);
+      io.stderr(`foreman service: ${error.message}\nrun \`foreman --help\` for usage\n`);
       return 2;
     }
     if (error instanceof ConfigError || error instanceof ServiceFileError) {

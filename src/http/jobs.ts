@@ -3,7 +3,7 @@ import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
 import type { JobRow } from "../queue/store";
 import { MAX_CLIENT_BACKLOG_BYTES } from "../job-response";
-import { framingFor, splitRecords } from "../adapters/framing";
+import { FRAMING_CONTENT_TYPES, framingFor, splitRecords } from "../adapters/framing";
 import type { WebhookDispatcher } from "../webhook/dispatcher";
 import { type JobListInclude, JobView, toJobSummary } from "../queue/job-view";
 import { JobModel } from "./job-model";
@@ -18,7 +18,7 @@ const SSE_HEARTBEAT_MS = 15_000;
 const LIST_BODY_BUDGET_BYTES = 8 * 1024 * 1024;
 /** What the `overflow` event of a job's SSE stream says. */
 const OVERFLOW_MESSAGE = `this reader fell more than ${MAX_CLIENT_BACKLOG_BYTES / 1024 / 1024} MiB behind: the chunks from here on are skipped; the job's stream artifact holds them all`;
-const SSE_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-cache" };
+const SSE_HEADERS = { "content-type": FRAMING_CONTENT_TYPES.sse, "cache-control": "no-cache" };
 
 /**
  * The job API: submit batch work without holding a connection, watch it, cancel it, fetch what it
@@ -84,7 +84,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         // One plan for the page: the estimates of all its queued jobs cost O(model keys) together.
         const plan = page.some((job) => job.state === "queued") ? jobs.queuePlan() : undefined;
         return {
-          jobs: page.map((job) => toJobSummary(jobs.view(job, undefined, plan), job, include)),
+          jobs: page.map((job) => toJobSummary(jobs.view(job, plan), job, include)),
           next_cursor: more ? page[page.length - 1]!.id : null,
         };
       },
@@ -239,7 +239,7 @@ function jobEvents(jobs: JobService, jobId: string): Response {
   const decoder = new TextDecoder();
   const watch = jobs.watch(jobId, MAX_CLIENT_BACKLOG_BYTES);
   let heartbeat: Timer | undefined;
-  let contentType = "application/x-ndjson";
+  let contentType: string = FRAMING_CONTENT_TYPES.ndjson;
   let live = false;
   const sse = (event: string, data: string) => new TextEncoder().encode(`event: ${event}\n${data.replace(/^/gm, "data: ")}\n\n`);
   const stop = () => {

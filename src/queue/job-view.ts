@@ -35,7 +35,10 @@ export const JobView = t.Object(
     started_at: Timestamp,
     finished_at: Timestamp,
     error: t.Union([t.String(), t.Null()]),
-    queue_position: t.Union([Type.Integer({ minimum: 1 }), t.Null()], { description: "While queued: 1 runs next" }),
+    queue_position: t.Union([Type.Integer({ minimum: 1 }), t.Null()], {
+      description:
+        "While queued: its place in the order the scheduler will run the queue as it stands (priority, then the loaded model's jobs, then the schedule's choice of model; 1 runs next). It can change as jobs arrive or wait past FOREMAN_MAX_WAIT. Null otherwise.",
+    }),
     estimated_start_at: t.Union([t.String({ format: "date-time" }), t.Null()], {
       description:
         "While queued: when it is expected to start, from the running job's remainder and each model's learned load and " +

@@ -8,7 +8,7 @@
 // it. So the holding process never opens the lock file except through SQLite (which shares one lock
 // per file among its connections); an in-process second attempt is recognised by the file's inode.
 import { Database } from "bun:sqlite";
-import { readSync, openSync, closeSync, statSync } from "node:fs";
+import { readSync, openSync, closeSync, rmSync, statSync } from "node:fs";
 import { createPrivateFile } from "./private-files";
 
 /** Another live foreman holds the database; `pid` is undefined if it had not yet written it. */
@@ -49,9 +49,37 @@ function inodeKey(path: string): string | undefined {
  */
 export function lockDatabase(dbPath: string): DatabaseLock {
   const path = lockPathFor(dbPath);
-  const existing = inodeKey(path);
-  if (existing && heldHere.has(existing)) throw new DatabaseLockedError(dbPath, process.pid);
-  if (!existing) createPrivateFile(path);
+  // A clean stop removes the file while it holds the lock (release); an opener that opened it just
+  // before may then win the lock on a file no longer at `path`, while the next opener creates a new one.
+  // So a lock counts only if `path` still names the file locked, checked before and after; else retry.
+  for (;;) {
+    const before = inodeKey(path);
+    if (before && heldHere.has(before)) throw new DatabaseLockedError(dbPath, process.pid);
+    if (before === undefined) {
+      // Created owner-only before SQLite opens it (whatever the umask), then locked on the next turn.
+      createPrivateFile(path);
+      continue;
+    }
+    const db = lockFile(dbPath, path);
+    const key = inodeKey(path);
+    if (key !== before) {
+      db.close();
+      continue;
+    }
+    heldHere.add(key);
+    return {
+      path,
+      release() {
+        if (!heldHere.delete(key)) return;
+        // Removed while still locked: nobody can hold it meanwhile, and a later opener retries (above).
+        rmSync(path, { force: true });
+        db.close();
+      },
+    };
+  }
+}
+
+function lockFile(dbPath: string, path: string): Database {
   const db = new Database(path, { create: true });
   try {
     // EXCLUSIVE keeps the write lock after the first write until the connection closes; a memory
@@ -59,20 +87,12 @@ export function lockDatabase(dbPath: string): DatabaseLock {
     db.run("PRAGMA locking_mode = EXCLUSIVE");
     db.run("PRAGMA journal_mode = MEMORY");
     db.run(`PRAGMA user_version = ${process.pid}`);
+    return db;
   } catch (error) {
     db.close();
     if ((error as { code?: string }).code === "SQLITE_BUSY") throw new DatabaseLockedError(dbPath, holderPid(path));
     throw error;
   }
-  const key = inodeKey(path)!;
-  heldHere.add(key);
-  return {
-    path,
-    release() {
-      if (!heldHere.delete(key)) return;
-      db.close();
-    },
-  };
 }
 
 /** The pid in the lock file's header (user_version, offset 60, big-endian), read without SQLite. */

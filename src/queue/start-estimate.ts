@@ -8,6 +8,8 @@ export interface PlannedGroup extends QueueGroup {
   startAt: number;
   /** Expected run time of each of its jobs, ms. */
   runMs: number;
+  /** Queued jobs in the groups planned to run before it: its first job's queue position is ahead + 1. */
+  ahead: number;
 }
 
 /** The queue's expected order at one moment, group by group; see {@link planQueue}. */
@@ -42,6 +44,7 @@ export function planQueue(input: PlanInput): QueuePlan {
   const cost = expectedCosts(input.costs);
   const groups = new Map<string, PlannedGroup>();
   let t = input.now;
+  let ahead = 0;
   let loaded: string | undefined = input.residentKeys[0];
   if (input.running) {
     const { loadMs, runMs } = cost(input.running.modelKey);
@@ -59,25 +62,33 @@ export function planQueue(input: PlanInput): QueuePlan {
     for (const group of [...first, ...ordered]) {
       const { loadMs, runMs } = cost(group.modelKey);
       const startAt = t + (group.modelKey === loaded ? 0 : loadMs);
-      groups.set(groupId(group.priority, group.modelKey), { ...group, startAt, runMs });
+      groups.set(groupId(group.priority, group.modelKey), { ...group, startAt, runMs, ahead });
       t = startAt + group.queued * runMs;
+      ahead += group.queued;
       loaded = group.modelKey;
     }
   }
   return { now: input.now, groups, cost };
 }
 
+/** The planned group a queued job is in, or undefined (not queued, or queued since the plan was made). */
+export function plannedGroup(job: JobRow, plan: QueuePlan): PlannedGroup | undefined {
+  return job.state === "queued" ? plan.groups.get(groupId(job.priority, job.modelKey)) : undefined;
+}
+
 /**
- * When a queued job is expected to start (epoch ms), or null when it is not queued. Within its group
- * its rank is interpolated from its age between the group's oldest and newest job (no count of the
- * jobs ahead of it, which would cost O(queue)), so it is exact at the ends and approximate between.
+ * When a queued job is expected to start (epoch ms), or null when it is not queued. `rank` is its place
+ * in its group (0 runs first; see JobStore.rankInGroup), the same its queue position is made of, so a
+ * later position never starts earlier. Without it, the rank is interpolated from the job's age between
+ * the group's oldest and newest job: exact at the ends and approximate between.
  */
-export function estimatedStart(job: JobRow, plan: QueuePlan): number | null {
-  if (job.state !== "queued") return null;
-  const group = plan.groups.get(groupId(job.priority, job.modelKey));
+export function estimatedStart(job: JobRow, plan: QueuePlan, rank?: number): number | null {
+  const group = plannedGroup(job, plan);
   if (!group) return null;
-  const span = group.newestCreatedAt - group.oldestCreatedAt;
-  const fraction = span > 0 ? Math.min(1, Math.max(0, (job.createdAt - group.oldestCreatedAt) / span)) : 0;
-  const rank = job.id === group.oldestId ? 0 : Math.round(fraction * (group.queued - 1));
+  if (rank === undefined) {
+    const span = group.newestCreatedAt - group.oldestCreatedAt;
+    const fraction = span > 0 ? Math.min(1, Math.max(0, (job.createdAt - group.oldestCreatedAt) / span)) : 0;
+    rank = job.id === group.oldestId ? 0 : Math.round(fraction * (group.queued - 1));
+  }
   return Math.max(plan.now, job.runAfter, Math.round(group.startAt + rank * group.runMs));
 }

@@ -156,6 +156,8 @@ export class JobStore {
   readonly #queuedCountByModelStmt;
   readonly #queuedAbovePriorityStmt;
   readonly #slotsAheadStmt;
+  readonly #queuedAtPriorityStmt;
+  readonly #aheadInGroupStmt;
   readonly #aheadInSlotStmt;
   readonly #runningJobStmt;
   readonly #topPriorityStmt;
@@ -206,6 +208,12 @@ export class JobStore {
     );
     this.#queuedAbovePriorityStmt = db.query<{ above: number }, [number]>(
       `SELECT coalesce(sum(n), 0) AS above FROM queued_counts WHERE priority > ?1`,
+    );
+    this.#queuedAtPriorityStmt = db.query<{ n: number }, [number]>(
+      `SELECT coalesce(sum(n), 0) AS n FROM queued_counts WHERE priority = ?1`,
+    );
+    this.#aheadInGroupStmt = db.query<{ n: number }, [number, string, string]>(
+      `SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND id < ?3`,
     );
     this.#slotsAheadStmt = db.query<{ n: number }, [number, string]>(
       `SELECT coalesce(sum(n), 0) AS n FROM queued_slots WHERE priority = ?1 AND slot < ?2`,
@@ -395,7 +403,8 @@ export class JobStore {
   }
 
   /**
-   * 1 for the job that runs next by priority and age; null when the job is not queued. Exact, and cheap
+   * The job's place by priority and age alone (FOREMAN_SCHEDULE=fifo's order; JobService.queuePosition
+   * gives the scheduler's order for the others), 1 first; null when the job is not queued. Exact, and cheap
    * at any depth: higher priorities from queued_counts, older jobs of its priority from queued_slots (per
    * 32 ms of creation time), then the few ahead of it in its own slot from the index.
    */
@@ -406,6 +415,17 @@ export class JobStore {
     const olderSlots = this.#slotsAheadStmt.get(job.priority, slot)!.n;
     const inSlot = this.#aheadInSlotStmt.get(job.priority, slot, job.id)!.n;
     return above + olderSlots + inSlot + 1;
+  }
+
+  /**
+   * The job's place among the queued jobs of its model key and priority, 0 first, in the claim's order
+   * there (by id). When its group is all its priority holds (a lone deep queue), that is
+   * {@link queuePosition}'s count, from queued_slots; otherwise an index count of the jobs ahead of it.
+   */
+  rankInGroup(job: JobRow, groupSize: number): number {
+    if (this.#queuedAtPriorityStmt.get(job.priority)!.n === groupSize)
+      return this.queuePosition(job)! - 1 - this.#queuedAbovePriorityStmt.get(job.priority)!.above;
+    return this.#aheadInGroupStmt.get(job.priority, job.modelKey, job.id)!.n;
   }
 
   queuedCount(): number {

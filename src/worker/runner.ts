@@ -1,6 +1,14 @@
 import { IncompleteAnswerError } from "../adapters/adapter";
 import { adapterFor } from "../adapters";
-import { type Framing, framingFor, lastRecord, recordChunks, splitRecords, tryJson } from "../adapters/framing";
+import {
+  FRAMING_CONTENT_TYPES,
+  type Framing,
+  framingFor,
+  lastRecord,
+  recordChunks,
+  splitRecords,
+  tryJson,
+} from "../adapters/framing";
 import { asObject } from "../adapters/sse-json";
 import { formatDuration } from "../duration";
 import { ConnectionError, ConnectionRefusedError, HttpError, OllamaClient, fetchErrorText } from "../ollama/client";
@@ -516,8 +524,8 @@ function upstreamErrorKind(error: unknown): UpstreamErrorKind | undefined {
 /** The records relayed, exactly: stream.ndjson, or stream.sse for Server-Sent Events. */
 function streamArtifact(bytes: Uint8Array, framing: Framing): ArtifactInput {
   return framing === "sse"
-    ? { name: "stream.sse", contentType: "text/event-stream", data: bytes }
-    : { name: "stream.ndjson", contentType: "application/x-ndjson", data: bytes };
+    ? { name: "stream.sse", contentType: FRAMING_CONTENT_TYPES.sse, data: bytes }
+    : { name: "stream.ndjson", contentType: FRAMING_CONTENT_TYPES.ndjson, data: bytes };
 }
 
 /** Ollama's records by network read; a body that breaks off (not by our abort) is a connection error, worth a retry. */

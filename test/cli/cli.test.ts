@@ -92,7 +92,8 @@ describe("foreman submit", () => {
     ] as Array<[string[], string]>) {
       const result = await foreman(args);
       expect({ args, code: result.code }).toEqual({ args, code: 2 });
-      expect(result.stderr).toContain("Usage:");
+      // One line, then a one-line hint: not the whole usage.
+      expect(result.stderr.split("\n").slice(1)).toEqual(["run `foreman --help` for usage", ""]);
       expect(result.stderr.split("\n")[0]).toStartWith(`foreman ${args[0]}: `);
       expect(result.stderr.split("\n")[0]).toContain(message);
     }
@@ -162,7 +163,15 @@ describe("foreman jobs, job, cancel, ps", () => {
     expect(result.stdout).toMatch(/RUNNING\s+/);
   });
 
-  test("an unreachable server is named; a missing token is a clear 401", async () => {
+  test("a URL that is not foreman (Ollama itself) is named as such, not a bare HTTP 404", async () => {
+    const ollama = await foreman(["jobs"], { env: { FOREMAN_URL: stack.fake.url } });
+    expect(ollama.code).toBe(1);
+    expect(ollama.stderr).toBe(
+      `foreman jobs: ${stack.fake.url} does not look like foreman (GET /healthz answered 404): is FOREMAN_URL pointing at Ollama?\n`,
+    );
+  });
+
+  test("an unreachable server is named; a missing token and a wrong one are clear 401s", async () => {
     const url = `http://127.0.0.1:${await freePort()}`;
     const down = await foreman(["jobs"], { env: { FOREMAN_URL: url } });
     expect(down.code).toBe(1);
@@ -171,7 +180,14 @@ describe("foreman jobs, job, cancel, ps", () => {
     try {
       const denied = await foreman(["jobs"], { env: { FOREMAN_URL: guarded.foreman.url } });
       expect(denied.code).toBe(1);
-      expect(denied.stderr).toContain("unauthorized");
+      expect(denied.stderr).toBe(
+        `foreman jobs: unauthorized: foreman at ${guarded.foreman.url} wants a token (set FOREMAN_TOKEN)\n`,
+      );
+      const refused = await foreman(["jobs"], { env: { FOREMAN_URL: guarded.foreman.url, FOREMAN_TOKEN: "wrong" } });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toBe(
+        `foreman jobs: unauthorized: foreman at ${guarded.foreman.url} refused the token in FOREMAN_TOKEN\n`,
+      );
       const allowed = await foreman(["jobs"], { env: { FOREMAN_URL: guarded.foreman.url, FOREMAN_TOKEN: "t0ken" } });
       expect(allowed.code).toBe(0);
     } finally {
@@ -205,6 +221,17 @@ describe("a server that estimates start times, and a model kept loaded for good"
     tokens_per_s: null,
     load_ms: null,
   };
+  const answer = "a long answer ".repeat(100);
+  const doneJob = {
+    ...queuedJob,
+    id: "01ARZ3NDEKTSV4RRFFQ69G5FAW",
+    state: "done",
+    queue_position: null,
+    created_at: new Date().toISOString(),
+    started_at: new Date().toISOString(),
+    finished_at: new Date().toISOString(),
+    result: { message: { role: "assistant", content: answer } },
+  };
   let server: ReturnType<typeof Bun.serve>;
   beforeAll(() => {
     server = Bun.serve({
@@ -217,7 +244,10 @@ describe("a server that estimates start times, and a model kept loaded for good"
           ...queuedJob,
           created_at: new Date(Date.now() - 12_000).toISOString(),
           estimated_start_at: new Date(Date.now() + 125_000).toISOString(),
+          // Re-queued (a shutdown refunded its attempt): its last attempt's start stays on the row.
+          started_at: new Date(Date.now() - 30_000).toISOString(),
         };
+        if (path === `/jobs/${doneJob.id}`) return Response.json(doneJob);
         if (path === "/jobs") return Response.json({ jobs: [job], next_cursor: null });
         if (path === `/jobs/${job.id}`) return Response.json(job);
         if (path === "/api/ps") {
@@ -249,7 +279,18 @@ describe("a server that estimates start times, and a model kept loaded for good"
     );
     const one = await against(["job", queuedJob.id]);
     expect(one.stdout).toContain("\nwaiting:  12s so far\n");
+    // Waiting again, it shows no running duration.
+    expect(one.stdout).toContain("\nduration: -\n");
     expect(one.stdout).toMatch(/\nstarts:\s+in ~2m \(\d{4}-\d\d-\d\dT[\d:.]+Z\)\n/);
+  });
+
+  test("job shows the first 500 characters of a long answer, and all of it with --full", async () => {
+    const short = await against(["job", doneJob.id]);
+    expect(short.stdout).toEndWith(
+      `\nanswer:   ${answer.slice(0, 500)}… (${answer.length - 500} more characters; --full for all)\n`,
+    );
+    const full = await against(["job", doneJob.id, "--full"]);
+    expect(full.stdout).toEndWith(`\nanswer:   ${answer}\n`);
   });
 
   test("ps shows a model kept loaded for good (keep_alive -1) as forever", async () => {

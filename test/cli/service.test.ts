@@ -143,7 +143,7 @@ describe("foreman service install --dry-run", () => {
     expect(written(home)).toEqual([]);
   });
 
-  test("misuse exits 2 with the usage", async () => {
+  test("misuse exits 2 with one line and a hint to the usage", async () => {
     for (const args of [
       ["service"],
       ["service", "start"],
@@ -152,7 +152,9 @@ describe("foreman service install --dry-run", () => {
     ]) {
       const result = await runForeman(args);
       expect(result.code, args.join(" ")).toBe(2);
-      expect(result.stderr).toContain("foreman service install|uninstall");
+      const [line, hint, end] = result.stderr.split("\n");
+      expect(line).toStartWith("foreman service: ");
+      expect([hint, end]).toEqual(["run `foreman --help` for usage", ""]);
     }
   });
 });

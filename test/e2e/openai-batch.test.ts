@@ -218,6 +218,25 @@ describe("one foreman", () => {
     expect(cancelled.stderr).toBe("foreman batch: Cannot cancel a batch with status completed.\n");
     const misused = await runForeman(["batch", "get", "nope"], { env });
     expect(misused.code).toBe(2);
+    // The output file: to stdout, or to a file with -o; the same bytes as the Files API serves.
+    const served = await (await client.files.content(JSON.parse(got.stdout).output_file_id)).text();
+    const printed = await runForeman(["batch", "output", id], { env });
+    expect(printed).toEqual({ code: 0, stdout: served, stderr: "" });
+    expect(
+      printed.stdout
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line).custom_id)
+        .sort(),
+    ).toEqual(["p", "q", "r"]);
+    const saved = join(dir.path, "cli-output.jsonl");
+    expect((await runForeman(["batch", "output", id, "-o", saved], { env })).code).toBe(0);
+    expect(await Bun.file(saved).text()).toBe(served);
+    const noErrors = await runForeman(["batch", "output", id, "--errors"], { env });
+    expect(noErrors.code).toBe(1);
+    expect(noErrors.stderr).toBe(
+      `foreman batch: batch ${id} (completed) has no error file (no line failed, or it has not ended)\n`,
+    );
   });
 
   test("files: upload, list, retrieve, content, delete; too large a file is a 413 in OpenAI's shape", async () => {

@@ -6,7 +6,7 @@ import { chmodSync } from "node:fs";
 import { join } from "node:path";
 import { Ollama } from "ollama";
 import { FakeOllama } from "../fake-ollama";
-import { type ForemanProcess, foremanCommand, foremanEnv, runForeman, spawnForeman, tempDir, until } from "../harness";
+import { type ForemanProcess, foremanCommand, foremanEnv, freePort, runForeman, spawnForeman, tempDir, until } from "../harness";
 
 const run = (args: string[], env: Record<string, string> = {}) => runForeman(args, { env });
 
@@ -20,7 +20,7 @@ describe("the foreman command", () => {
     const unknown = await run(["frobnicate"]);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown command "frobnicate"');
-    expect(unknown.stderr).toContain("Usage:");
+    expect(unknown.stderr).toBe('foreman: unknown command "frobnicate"\nrun `foreman --help` for usage\n');
   });
 
   test("a bad variable stops serve with one line naming it and exit 2, before anything starts", async () => {
@@ -134,6 +134,97 @@ describe("foreman as a process", () => {
       attempts: 0,
     });
     db.close();
+  });
+
+  test("Ctrl-C on `bun run start` (SIGINT to the whole process group, twice) stops gracefully: waiting clients get a 503", async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const env = foremanEnv(fake.url, dir.path, {
+      FOREMAN_DB: join(dir.path, "ctrl-c.db"),
+      FOREMAN_SHUTDOWN_GRACE: "10s",
+      FOREMAN_LOG_LEVEL: "info",
+      FOREMAN_LOG_FORMAT: "json",
+      FOREMAN_LISTEN: `127.0.0.1:${port}`,
+    });
+    // The README's command, leading its own process group as a terminal's foreground job does.
+    const child = Bun.spawn(["bun", "run", "start"], {
+      cwd: join(import.meta.dir, "..", ".."),
+      env: { ...process.env, ...env },
+      stdout: "pipe",
+      stderr: "pipe",
+      detached: true,
+    });
+    const log = new Response(child.stdout).text();
+    try {
+      await until(
+        () =>
+          fetch(`${url}/healthz`).then(
+            (r) => r.ok,
+            () => false,
+          ),
+        20_000,
+        "bun run start to listen",
+      );
+      const release = fake.hold();
+      const arrived = fake.nextArrival();
+      const running = fetch(`${url}/api/chat`, {
+        method: "POST",
+        body: JSON.stringify({ model: "llama3.2", stream: false, messages: [{ role: "user", content: "running" }] }),
+      });
+      await arrived;
+      const waiting = fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        body: JSON.stringify({ model: "qwen3", messages: [{ role: "user", content: "waiting" }] }),
+      });
+      await until(async () => ((await (await fetch(`${url}/queue`)).json()) as { depth: number }).depth === 1);
+      // A terminal's Ctrl-C pressed twice: each reaches bun and foreman, and bun forwards it again.
+      process.kill(-child.pid, "SIGINT");
+      await Bun.sleep(50);
+      process.kill(-child.pid, "SIGINT");
+      const turnedAway = await waiting;
+      expect(turnedAway.status).toBe(503);
+      const body = (await turnedAway.json()) as { error: { message: string; type: string } };
+      expect(body.error.message).toContain("shutting down");
+      release();
+      expect(((await (await running).json()) as { message: { content: string } }).message.content).toBe("You said: running");
+      expect(await child.exited).toBe(0);
+      expect(await log).toContain('"msg":"stopped"');
+    } finally {
+      if (child.exitCode === null) process.kill(-child.pid, "SIGKILL");
+    }
+  });
+
+  test("the binary: a second SIGINT is ignored, saying so; a third forces an immediate stop, saying so", async () => {
+    const env = foremanEnv(fake.url, dir.path, {
+      FOREMAN_DB: join(dir.path, "force.db"),
+      FOREMAN_SHUTDOWN_GRACE: "30s",
+      FOREMAN_LOG_LEVEL: "info",
+      FOREMAN_LOG_FORMAT: "json",
+    });
+    const foreman = await spawnForeman(env);
+    const release = fake.hold();
+    const arrived = fake.nextArrival();
+    void fetch(`${foreman.url}/api/chat`, {
+      method: "POST",
+      body: JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "held" }] }),
+    }).catch(() => {});
+    await arrived;
+    try {
+      foreman.process.kill("SIGINT");
+      await until(() => foreman.stdout().includes("shutting down"), 10_000, "foreman to start shutting down");
+      // Beyond the echo window, so each counts as a key press of its own.
+      await Bun.sleep(1200);
+      foreman.process.kill("SIGINT");
+      await until(() => foreman.stdout().includes("SIGINT ignored: already stopping"), 10_000, "the ignored line");
+      expect(foreman.process.exitCode).toBeNull();
+      await Bun.sleep(1200);
+      foreman.process.kill("SIGINT");
+      expect(await foreman.process.exited).toBe(130);
+      expect(foreman.stdout()).toContain("stopping at once");
+      expect(foreman.stdout()).not.toContain('"msg":"stopped"');
+    } finally {
+      release();
+    }
   });
 
   // The binary test/preload.ts built; pointless (so skipped) when FOREMAN_BIN=source.

@@ -2,7 +2,7 @@
 // that print one line, exit 1 and leave nothing behind. Real processes, real kill -9.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { chmodSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { loadConfig } from "../../src/config";
 import { startServer } from "../../src/server";
@@ -172,9 +172,12 @@ describe("one foreman per database", () => {
       await first.stop();
       await other.stop();
     }
-    // Stopped, the database is free again.
+    // A clean stop removes the lock file (no stray inproc.db.lock left behind); the database is free again.
+    expect(existsSync(join(dir.path, "inproc.db.lock"))).toBe(false);
     const again = await startServer(config("inproc.db"));
+    expect(existsSync(join(dir.path, "inproc.db.lock"))).toBe(true);
     await again.stop();
+    expect(existsSync(join(dir.path, "inproc.db.lock"))).toBe(false);
   }, 60_000);
 });
 

@@ -58,3 +58,35 @@ test("queued jobs carry an estimated start in the scheduler's order; /queue show
   expect((await call("GET", `/jobs/${other.id}`)).estimated_start_at).toBeNull();
   expect((await call("GET", "/queue")).by_model_key["qwen3:latest"]).toMatchObject({ queued: 0, learned_from: 1 });
 });
+
+test("queue_position is the order the scheduler runs the queue in, and agrees with the start estimates", async () => {
+  stack = await startStack();
+  const release = stack.fake.hold();
+  const running = await call("POST", "/jobs", generate("llama3.2", "running"));
+  await until(() => stack!.fake.inFlight === 1, 5000, "the llama3.2 job to run");
+  // The newcomer's mix: five jobs of another model, then one of the running model, then one at a higher priority.
+  const queued: Record<string, any>[] = [];
+  for (const prompt of ["q1", "q2", "q3", "q4", "q5"]) queued.push(await call("POST", "/jobs", generate("qwen3", prompt)));
+  queued.push(await call("POST", "/jobs", generate("llama3.2", "l1")));
+  queued.push(await call("POST", "/jobs", { ...generate("llama3.2", "p1"), priority: 1 }));
+  const views = await Promise.all(queued.map((job) => call("GET", `/jobs/${job.id}`)));
+  const byPosition = [...views].sort((a, b) => a.queue_position - b.queue_position);
+  expect(byPosition.map((view) => view.queue_position)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  // A later position never starts earlier.
+  const starts = byPosition.map((view) => Date.parse(view.estimated_start_at));
+  for (let i = 1; i < starts.length; i++) expect(starts[i]).toBeGreaterThanOrEqual(starts[i - 1]!);
+  // The list shows the same positions.
+  const listed = (await call("GET", "/jobs?state=queued")).jobs as Record<string, any>[];
+  expect(Object.fromEntries(listed.map((job) => [job.id, job.queue_position]))).toEqual(
+    Object.fromEntries(views.map((view) => [view.id, view.queue_position])),
+  );
+
+  release();
+  await until(async () => (await call("GET", `/jobs/${queued[5]!.id}`)).state === "done", 10_000, "the queue to drain");
+  await until(async () => (await call("GET", "/queue")).depth === 0, 10_000, "the queue to drain");
+  const prompts = ["q1", "q2", "q3", "q4", "q5", "l1", "p1"];
+  const promptOf = (view: Record<string, any>) => prompts[queued.findIndex((job) => job.id === view.id)];
+  const served = stack.fake.generations.map((seen) => seen.body.prompt);
+  expect(served).toEqual(["running", ...byPosition.map(promptOf)]);
+  expect(running.state).toBe("queued");
+});
