@@ -59,7 +59,7 @@ const servedFor = (content: string) =>
 test.skipIf(!mounted)(
   "a full disk answers 503 + Retry-After in each API's shape, holds the queue, and loses and repeats nothing",
   async () => {
-    const env = foremanEnv(fake.url, mountPoint, { FOREMAN_LOG_LEVEL: "info" });
+    const env = foremanEnv(fake.url, mountPoint, { FOREMAN_LOG_LEVEL: "info", FOREMAN_WEBHOOK_ALLOW: "127.0.0.1" });
     foreman = await spawnForeman(env);
     expect((await post("/api/chat", chat("warm up"))).status).toBe(200);
     // A job whose webhook is on its way when the disk fills: its delivery cannot be recorded.

@@ -15,7 +15,12 @@ let dbPath: string;
 beforeEach(async () => {
   fake = new FakeOllama().start();
   dir = tempDir();
-  const env = foremanEnv(fake.url, dir.path, { FOREMAN_MAX_QUEUE: String(CLIENTS + 10), FOREMAN_LOG_LEVEL: "error" });
+  const env = foremanEnv(fake.url, dir.path, {
+    FOREMAN_MAX_QUEUE: String(CLIENTS + 10),
+    // Every client holds a request open: the bound on open requests must not refuse them first.
+    FOREMAN_MAX_CONNECTIONS: String(CLIENTS + 100),
+    FOREMAN_LOG_LEVEL: "error",
+  });
   dbPath = env.FOREMAN_DB!;
   foreman = await spawnForeman(env);
 });
@@ -44,7 +49,7 @@ async function spawnClients(port: number, count: number) {
     const open = (n) => new Promise((resolve, reject) => {
       const body = JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "client-" + n }], stream: false });
       const socket = connect(port, "127.0.0.1", () => {
-        socket.write("POST /api/chat HTTP/1.1\\r\\nhost: foreman\\r\\ncontent-type: application/json\\r\\ncontent-length: " + Buffer.byteLength(body) + "\\r\\n\\r\\n" + body);
+        socket.write("POST /api/chat HTTP/1.1\\r\\nhost: 127.0.0.1\\r\\ncontent-type: application/json\\r\\ncontent-length: " + Buffer.byteLength(body) + "\\r\\n\\r\\n" + body);
         resolve(socket);
       });
       socket.on("error", reject);

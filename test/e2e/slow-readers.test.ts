@@ -42,7 +42,7 @@ function pausedReader(port: number, n: number) {
   const done = new Promise<void>((resolve) => (closed = resolve));
   const socket: Socket = connect(port, "127.0.0.1", () =>
     socket.write(
-      `POST /api/generate HTTP/1.1\r\nhost: foreman\r\nconnection: close\r\ncontent-type: application/json\r\n` +
+      `POST /api/generate HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     ),
   );

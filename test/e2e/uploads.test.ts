@@ -76,7 +76,8 @@ const typeHeader = `content-type: multipart/form-data; boundary=${boundary}\r\n`
 test("a delimiter line padded to 100 MiB is refused at its bound, at once, with a 400 that says the bound", async () => {
   const total = 100 * 1024 * 1024;
   const head =
-    `POST /v1/files HTTP/1.1\r\nhost: x\r\n${typeHeader}content-length: ${total + boundary.length + 2}\r\n\r\n` + `--${boundary}`;
+    `POST /v1/files HTTP/1.1\r\nhost: 127.0.0.1\r\n${typeHeader}content-length: ${total + boundary.length + 2}\r\n\r\n` +
+    `--${boundary}`;
   const { status, body, ms, sent, peakMb } = await sendUntilAnswered(defaults, head, Buffer.alloc(64 * 1024, " "), total, "\r\n");
   if (process.env.UPLOADS_REPORT) console.log({ ms, sent, peakMb });
   expect(status).toBe(400);
@@ -95,7 +96,7 @@ test.each(["file", "extra"])(
     const start = `--${boundary}\r\ncontent-disposition: form-data; name="${name}"; filename="a.jsonl"\r\n\r\n`;
     const end = `\r\n--${boundary}--\r\n`;
     const head =
-      `POST /v1/files HTTP/1.1\r\nhost: x\r\n${typeHeader}transfer-encoding: chunked\r\n\r\n` +
+      `POST /v1/files HTTP/1.1\r\nhost: 127.0.0.1\r\n${typeHeader}transfer-encoding: chunked\r\n\r\n` +
       `${start.length.toString(16)}\r\n${start}\r\n`;
     const data = Buffer.alloc(64 * 1024, "x");
     const chunk = Buffer.concat([Buffer.from(`${data.length.toString(16)}\r\n`), data, Buffer.from("\r\n")]);
