@@ -55,9 +55,24 @@ const LOAD_OPTIONS = new RegExp(`(?: (?:${LOAD_OPTION_NAMES.join("|")})=[^ ]+)+$
  */
 const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#ff9da7", "#a0cbe8"];
 
-/** A model key's colour, the same on every page and every snapshot: a hash of the key into the palette. */
+/** The colours given out on this page, by model key. */
+const colours = new Map<string, string>();
+
+/**
+ * A model key's colour, the same for the life of the page: a hash of the key into the palette, moving on
+ * to the next colour no other model on the page has yet, so that models shown together are told apart
+ * (9 colours: three models collided on a plain hash about one time in three).
+ */
 export function modelColour(key: string): string {
+  const known = colours.get(key);
+  if (known) return known;
   let hash = 2166136261;
   for (let i = 0; i < key.length; i++) hash = Math.imul(hash ^ key.charCodeAt(i), 16777619);
-  return PALETTE[(hash >>> 0) % PALETTE.length]!;
+  const start = (hash >>> 0) % PALETTE.length;
+  const taken = new Set(colours.values());
+  let slot = start;
+  for (let step = 0; step < PALETTE.length && taken.has(PALETTE[slot]!); step++) slot = (start + step + 1) % PALETTE.length;
+  const colour = PALETTE[slot]!;
+  colours.set(key, colour);
+  return colour;
 }
