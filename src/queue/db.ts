@@ -13,7 +13,16 @@ import { PRIVATE_FOLDER_MODE, createPrivateFile } from "./private-files";
 import { spinForWriteLock } from "./write-lock";
 
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
-const MIGRATIONS: readonly string[] = [init, openTypes, jobStats, batches, modelCosts, queuedCounts, batchAdmission, tokensEstimated];
+const MIGRATIONS: readonly string[] = [
+  init,
+  openTypes,
+  jobStats,
+  batches,
+  modelCosts,
+  queuedCounts,
+  batchAdmission,
+  tokensEstimated,
+];
 
 /** The database was written by a newer foreman; this one must not touch it. */
 export class NewerSchemaError extends Error {
