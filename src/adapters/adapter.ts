@@ -57,6 +57,12 @@ export interface WireAdapter {
   failureRecord(message: string, framing: Framing, last?: string): string;
   /** The token counts and timings of an assembled answer (what {@link assemble} returned, parsed). */
   usage(answer: Record<string, unknown>): AnswerUsage;
+  /**
+   * For a stream whose answer carried no usage (an OpenAI stream without `stream_options.include_usage`):
+   * the tokens generated, counted as the records that carry output (Ollama sends one per token). Absent
+   * where every answer carries usage.
+   */
+  countOutputRecords?(records: readonly string[]): number;
 }
 
 /** The OpenAI and Anthropic rule: a stream only when `stream` is true. */
@@ -70,6 +76,8 @@ export interface AnswerUsage {
   /** Ollama's load_duration and eval_duration, in ms (only the native APIs report them). */
   loadMs: number | null;
   evalMs: number | null;
+  /** True when outputTokens (and evalMs) were counted and timed by foreman, not reported by Ollama. */
+  estimated?: boolean;
 }
 
 /** The answer stopped before its final record: the connection broke or Ollama gave up. */

@@ -2,7 +2,7 @@ import { IncompleteAnswerError, type WireAdapter } from "./adapter";
 import { errorBody } from "./error-shapes";
 import type { Framing } from "./framing";
 import { type Json, asObject, sseJson, wholeError, wholeIsFinal } from "./sse-json";
-import { usageFields } from "./usage";
+import { countOutputFrames, usageFields } from "./usage";
 
 /** The sentinel that ends an OpenAI chat or completion stream. */
 const DONE = "data: [DONE]";
@@ -33,6 +33,7 @@ export const openaiDataStream = {
     return framing === "whole" ? body : `data: ${body}\n\n`;
   },
   usage: usageFields("prompt_tokens", "completion_tokens"),
+  countOutputRecords: countOutputFrames,
 } satisfies Partial<WireAdapter>;
 
 /** What every streamed choice keeps, whatever else its API adds. */

@@ -1,4 +1,5 @@
 import type { AnswerUsage } from "./adapter";
+import { sseJson } from "./sse-json";
 
 /** A count or duration from an answer: a finite non-negative number, or null. */
 function numberOrNull(value: unknown): number | null {
@@ -32,4 +33,27 @@ export function usageFields(promptField: string, outputField: string) {
       evalMs: null,
     };
   };
+}
+
+const nonEmpty = (value: unknown) => (typeof value === "string" ? value.length > 0 : Array.isArray(value) && value.length > 0);
+
+/**
+ * The frames of an OpenAI data stream (chat or completions) that carry output: a choice's text, or its
+ * delta's content, reasoning or tool calls. Ollama's OpenAI layer sends one such frame per token generated
+ * (the role-only first frame and the finish frame carry none), so this is the output-token count of a
+ * stream that was not asked for its usage frame.
+ */
+export function countOutputFrames(records: readonly string[]): number {
+  let count = 0;
+  for (const record of records) {
+    const choices = sseJson(record).json?.choices;
+    if (!Array.isArray(choices)) continue;
+    const carries = choices.some((choice) => {
+      const c = (choice ?? {}) as Record<string, unknown>;
+      const delta = (c.delta ?? {}) as Record<string, unknown>;
+      return nonEmpty(c.text) || nonEmpty(delta.content) || nonEmpty(delta.reasoning) || nonEmpty(delta.tool_calls);
+    });
+    if (carries) count++;
+  }
+  return count;
 }

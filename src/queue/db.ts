@@ -8,11 +8,21 @@ import batches from "./migrations/004_batches.sql" with { type: "text" };
 import modelCosts from "./migrations/005_model_costs.sql" with { type: "text" };
 import queuedCounts from "./migrations/006_queued_counts.sql" with { type: "text" };
 import batchAdmission from "./migrations/007_batch_admission.sql" with { type: "text" };
+import tokensEstimated from "./migrations/008_tokens_estimated.sql" with { type: "text" };
 import { PRIVATE_FOLDER_MODE, createPrivateFile } from "./private-files";
 import { spinForWriteLock } from "./write-lock";
 
 /** Forward migrations, applied in order; the count applied is kept in PRAGMA user_version. */
-const MIGRATIONS: readonly string[] = [init, openTypes, jobStats, batches, modelCosts, queuedCounts, batchAdmission];
+const MIGRATIONS: readonly string[] = [
+  init,
+  openTypes,
+  jobStats,
+  batches,
+  modelCosts,
+  queuedCounts,
+  batchAdmission,
+  tokensEstimated,
+];
 
 /** The database was written by a newer foreman; this one must not touch it. */
 export class NewerSchemaError extends Error {

@@ -60,6 +60,13 @@ export const JobView = t.Object(
     tokens_per_s: t.Union([t.Number(), t.Null()], {
       description: "Tokens generated per second: Ollama's eval_count over eval_duration where reported, else over run_ms",
     }),
+    tokens_estimated: t.Union([t.Boolean(), t.Null()], {
+      description:
+        "True when output_tokens and tokens_per_s are foreman's estimate: an OpenAI stream not asked for " +
+        "stream_options.include_usage carries no usage, so its output records are counted (Ollama sends one per " +
+        "token) and timed from the first to the last; prompt_tokens then stays null. False when the API reported " +
+        "them; null until done",
+    }),
     load_ms: t.Union([t.Number(), t.Null()], { description: "Ollama's load_duration in ms (native APIs only)" }),
   },
   { additionalProperties: false },
@@ -133,7 +140,18 @@ export function toJobView(
 
 /** What running a job cost, as the job view and the job-end log line show it. */
 export function jobStats(
-  job: Pick<JobRow, "state" | "createdAt" | "startedAt" | "finishedAt" | "swapped" | "promptTokens" | "outputTokens" | "evalMs">,
+  job: Pick<
+    JobRow,
+    | "state"
+    | "createdAt"
+    | "startedAt"
+    | "finishedAt"
+    | "swapped"
+    | "promptTokens"
+    | "outputTokens"
+    | "evalMs"
+    | "tokensEstimated"
+  >,
   now = Date.now(),
 ) {
   const { waitMs, runMs } = jobTimes(job, now);
@@ -144,6 +162,7 @@ export function jobStats(
     prompt_tokens: job.promptTokens,
     output_tokens: job.outputTokens,
     tokens_per_s: tokensPerSecond(job, runMs),
+    tokens_estimated: job.tokensEstimated === null ? null : job.tokensEstimated === 1,
   };
 }
 

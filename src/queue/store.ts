@@ -46,6 +46,8 @@ export interface JobRow {
   /** Ollama's load_duration and eval_duration in ms; null where its API does not report them. */
   loadMs: number | null;
   evalMs: number | null;
+  /** 1 when outputTokens and evalMs are foreman's count and timing of the stream, 0 when the API's; null before done. */
+  tokensEstimated: number | null;
 }
 
 /** What a finished answer reports about its cost (see WireAdapter.usage). */
@@ -122,7 +124,8 @@ const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, st
   max_attempts AS maxAttempts, run_after AS runAfter, error, error_status AS errorStatus, created_at AS createdAt,
   started_at AS startedAt, finished_at AS finishedAt, result, idempotency_key AS idempotencyKey,
   webhook_url AS webhookUrl, webhook_secret AS webhookSecret, swapped, prompt_tokens AS promptTokens,
-  output_tokens AS outputTokens, load_ms AS loadMs, eval_ms AS evalMs`;
+  output_tokens AS outputTokens, load_ms AS loadMs, eval_ms AS evalMs,
+  tokens_estimated AS tokensEstimated`;
 
 /**
  * The columns a state change returns: the request and the result (megabytes, possibly) come back as ""
@@ -265,9 +268,12 @@ export class JobStore {
     this.#markWorkingStmt = db.query<JobRow, [string]>(
       `UPDATE jobs SET state = 'working' WHERE id = ? AND state = 'loading' RETURNING ${HEAD_COLUMNS}`,
     );
-    this.#markDoneStmt = db.query<JobRow, [number, string, string, number | null, number | null, number | null, number | null]>(
+    this.#markDoneStmt = db.query<
+      JobRow,
+      [number, string, string, number | null, number | null, number | null, number | null, number]
+    >(
       `UPDATE jobs SET state = 'done', finished_at = ?1, result = ?2, error = NULL, error_status = NULL,
-         prompt_tokens = ?4, output_tokens = ?5, load_ms = ?6, eval_ms = ?7
+         prompt_tokens = ?4, output_tokens = ?5, load_ms = ?6, eval_ms = ?7, tokens_estimated = ?8
        WHERE id = ?3 AND state IN ('loading', 'working') RETURNING ${HEAD_COLUMNS}`,
     );
     this.#markFailedStmt = db.query<JobRow, [number, string, number | null, string]>(
@@ -521,10 +527,10 @@ export class JobStore {
     usage: JobUsage = NO_USAGE,
     now = Date.now(),
   ): JobRow | null {
-    const { promptTokens, outputTokens, loadMs, evalMs } = usage;
+    const { promptTokens, outputTokens, loadMs, evalMs, estimated } = usage;
     return this.#db
       .transaction(() => {
-        const done = this.#markDoneStmt.get(now, result, id, promptTokens, outputTokens, loadMs, evalMs);
+        const done = this.#markDoneStmt.get(now, result, id, promptTokens, outputTokens, loadMs, evalMs, estimated ? 1 : 0);
         // The statement leaves the result out of what it returns (HEAD_COLUMNS); the batch ledger needs it.
         if (done) done.result = result;
         const job = this.#ended(done, artifacts, now);

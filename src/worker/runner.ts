@@ -304,9 +304,11 @@ export class JobRunner {
       const contentType = response.headers.get("content-type") ?? "application/json";
       framing = framingFor(contentType);
       let size = 0;
+      let firstOutputAt = Date.now();
       for await (const bytes of readChunks(response.body!, framing, controller.signal)) {
         dispatch.lastOutputAt = Date.now();
         const first = chunks.length === 0;
+        if (first) firstOutputAt = dispatch.lastOutputAt;
         // Bounded memory: past FOREMAN_MAX_RESULT the answer is neither kept nor stored (the relayed part is).
         size += bytes.byteLength;
         if (size > this.#settings.maxResultBytes) {
@@ -330,10 +332,22 @@ export class JobRunner {
       next = this.#dispatchClaimed(claimed ?? this.#claimAhead());
       claimed = undefined; // handed over: sent, or given back at shutdown
       const answer = Buffer.concat(chunks);
-      const resultText = adapter.assemble(splitRecords(answer.toString("utf8"), framing), framing);
+      const records = splitRecords(answer.toString("utf8"), framing);
+      const resultText = adapter.assemble(records, framing);
       const artifacts: ArtifactInput[] = [{ name: "result.json", contentType: "application/json", data: resultText }];
       if (framing !== "whole") artifacts.push(streamArtifact(answer, framing));
-      const usage = adapter.usage(asObject(tryJson(resultText)) ?? {});
+      let usage = adapter.usage(asObject(tryJson(resultText)) ?? {});
+      // A stream not asked for its usage (most OpenAI clients) is counted instead, its bytes untouched:
+      // one output record per token, timed from the first record to the last as seen here.
+      if (usage.outputTokens === null && framing !== "whole" && adapter.countOutputRecords) {
+        const evalMs = dispatch.lastOutputAt - firstOutputAt;
+        usage = {
+          ...usage,
+          outputTokens: adapter.countOutputRecords(records),
+          evalMs: evalMs > 0 ? evalMs : null,
+          estimated: true,
+        };
+      }
       // The client may already hold its whole answer (the relay sends before this write): the end is
       // written once, however long the disk stays full, so the job is never left running to be re-run.
       if (await this.#untilWritten(() => this.#store.finishJob(job.id, resultText, artifacts, usage))) {
