@@ -103,7 +103,7 @@ export class ForemanMetrics {
     });
     this.#outputTokens = new Counter({
       name: "foreman_tokens_generated_total",
-      help: "Output tokens of ended jobs, as their API's usage reported them (Ollama's eval_count), by model",
+      help: "Output tokens of ended jobs, by model: as their API's usage reported them (Ollama's eval_count), or counted from the stream where an OpenAI stream carried no usage (tokens_estimated)",
       labelNames: ["model"] as const,
       registers,
     });
