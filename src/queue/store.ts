@@ -1,5 +1,5 @@
 import type { Database } from "bun:sqlite";
-import { monotonicFactory } from "ulid";
+import { encodeTime, monotonicFactory } from "ulid";
 import type { JobType } from "../adapters";
 import type { AnswerUsage } from "../adapters/adapter";
 import { QueueFullError } from "../errors";
@@ -176,6 +176,8 @@ export class JobStore {
   readonly #groupsStmt;
   readonly #groupEdgeStmt;
   readonly #overdueGroupsStmt;
+  readonly #batchGroupsStmt;
+  readonly #overdueCountStmt;
   readonly #overdueAheadStmt;
   readonly #overdueAheadInGroupStmt;
   readonly #markClaimedStmt;
@@ -268,6 +270,16 @@ export class JobStore {
       `SELECT model_key AS modelKey, count(*) AS n, min(created_at) AS first, max(created_at) AS last
        FROM jobs INDEXED BY jobs_overdue WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND source != 'batch'
        GROUP BY model_key`,
+    );
+    // Groups holding batch lines: only theirs need the walk above; the others count their overdue jobs by id
+    // (a ULID starts with its creation time), from jobs_by_model alone, which reads no rows.
+    this.#batchGroupsStmt = db.query<{ modelKey: string; priority: number }, []>(
+      `SELECT model_key AS modelKey, priority FROM queued_counts WHERE batch = 1 AND n > 0`,
+    );
+    this.#overdueCountStmt = db.query<{ n: number; last: number | null }, [number, string, string]>(
+      `SELECT (SELECT count(*) FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND id < ?3) AS n,
+         (SELECT created_at FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND id < ?3
+          ORDER BY id DESC LIMIT 1) AS last`,
     );
     // An overdue job's place in the guard's order (created_at, id) at its priority: an index range count.
     this.#overdueAheadStmt = db.query<{ n: number }, [number, number, string]>(
@@ -478,15 +490,25 @@ export class JobStore {
   queueGroups(overdueBefore?: number): QueueGroup[] {
     const rows = this.#groupsStmt.all();
     const overdue = new Map<string, { n: number; first: number; last: number }>();
+    const withBatch = new Set<string>();
     if (overdueBefore !== undefined) {
-      for (const priority of new Set(rows.map((g) => g.priority))) {
-        for (const o of this.#overdueGroupsStmt.all(priority, overdueBefore)) overdue.set(`${priority}\t${o.modelKey}`, o);
+      for (const b of this.#batchGroupsStmt.all()) withBatch.add(`${b.priority}\t${b.modelKey}`);
+      for (const priority of new Set(rows.filter((g) => withBatch.has(`${g.priority}\t${g.modelKey}`)).map((g) => g.priority))) {
+        for (const o of this.#overdueGroupsStmt.all(priority, overdueBefore)) {
+          if (withBatch.has(`${priority}\t${o.modelKey}`)) overdue.set(`${priority}\t${o.modelKey}`, o);
+        }
       }
     }
+    const cutoffId = overdueBefore === undefined ? "" : encodeTime(Math.max(0, overdueBefore), 10);
     return rows.flatMap((g) => {
       const edge = this.#groupEdgeStmt.get(g.priority, g.modelKey);
       if (!edge?.firstId) return [];
-      const o = overdue.get(`${g.priority}\t${g.modelKey}`);
+      const key = `${g.priority}\t${g.modelKey}`;
+      let o = overdue.get(key);
+      if (overdueBefore !== undefined && !withBatch.has(key) && edge.first < overdueBefore) {
+        const c = this.#overdueCountStmt.get(g.priority, g.modelKey, cutoffId)!;
+        if (c.n > 0 && c.last !== null) o = { n: c.n, first: edge.first, last: c.last };
+      }
       return [
         {
           ...g,
