@@ -201,12 +201,13 @@ describe("start estimates", () => {
   });
 
   test("the starvation guard's jobs run first at their priority, oldest first across model keys, and leave their groups", () => {
-    run("a", T0 - 60_000, 1100, { loadMs: 1000 }); // a: load 1000, run 100
-    run("b", T0 - 50_000, 3200, { loadMs: 3000 }); // b: load 3000, run 200
-    const now = T0;
+    run("a", T0 + 60 * MINUTE - 300_000, 1100, { loadMs: 1000 }); // a: load 1000, run 100
+    run("b", T0 + 60 * MINUTE - 200_000, 3200, { loadMs: 3000 }); // b: load 3000, run 200
+    const now = T0 + 60 * MINUTE; // later than the other tests' jobs: the ULID factory is monotonic across them
     const maxWaitMs = MINUTE;
     const overdueBefore = now - maxWaitMs;
-    const running = add("a", now - 100);
+    // Enqueued in time order, as the server does (a ULID starts with its creation time).
+    const running = add("a", now - 95_000);
     store.claimNextJob(policy("drain", ["a:latest"], maxWaitMs), now - 50); // warm, 50 ms in: 50 ms left
     const oldB = add("b", now - 90_000);
     const batchLine = add("b", now - 85_000, { source: "batch" }); // as old, but batch lines are never promoted
