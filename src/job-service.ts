@@ -9,7 +9,7 @@ import { StorageHealth } from "./queue/storage-health";
 import type { ModelInventory } from "./ollama/inventory";
 import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
-import { type QueuePlan, estimatedStart, planQueue, plannedGroup } from "./queue/start-estimate";
+import { type QueuePlan, estimatedStart, overdueRun, planQueue, plannedGroup } from "./queue/start-estimate";
 import { CLIENT_CANCELED, type JobRow, type JobStore, type NewJob } from "./queue/store";
 import type { JobLink } from "./worker/job-events";
 
@@ -52,7 +52,7 @@ export class JobService {
     readonly store: JobStore,
     readonly link: JobLink,
     readonly inventory: ModelInventory,
-    readonly config: Pick<Config, "maxAttempts" | "maxQueue" | "schedule">,
+    readonly config: Pick<Config, "maxAttempts" | "maxQueue" | "schedule"> & Partial<Pick<Config, "maxWaitMs">>,
     readonly log: Logger,
   ) {}
 
@@ -243,14 +243,22 @@ export class JobService {
    * A queued job's place in the order the scheduler will run the queue as it stands (1 runs next), and
    * its expected start: the jobs of the groups planned before its group (planQueue: priority, the loaded
    * model, the schedule's group choice) plus its rank in its own group, so positions and estimates agree.
-   * Under fifo, priority and age alone. Starvation-guard promotions are not foreseen (see planQueue).
+   * A job past FOREMAN_MAX_WAIT (not a batch line) is in its priority's starvation-guard run instead, ahead
+   * of the drain order, by age across model keys, as the claim takes it; the other jobs of its group move up.
+   * Under fifo, priority and age alone.
    */
   queuePlace(job: JobRow, plan: QueuePlan): { position: number | null; estimatedStartAt: number | null } {
     const group = plannedGroup(job, plan);
     if (!group || this.config.schedule === "fifo") {
       return { position: this.store.queuePosition(job), estimatedStartAt: estimatedStart(job, plan) };
     }
-    const rank = this.store.rankInGroup(job, group.queued);
+    const run = overdueRun(job, plan);
+    if (run) {
+      const rank = Math.min(this.store.overdueRank(job), run.count - 1);
+      return { position: run.ahead + rank + 1, estimatedStartAt: estimatedStart(job, plan, rank) };
+    }
+    const inGroup = this.store.rankInGroup(job, group.queued);
+    const rank = Math.max(0, inGroup - this.store.overdueAheadInGroup(job, plan.overdueBefore ?? Number.NEGATIVE_INFINITY, group.overdue));
     return { position: group.ahead + rank + 1, estimatedStartAt: estimatedStart(job, plan, rank) };
   }
 
@@ -270,8 +278,11 @@ export class JobService {
   }
 
   #plan(now: number): QueuePlan {
+    const { schedule, maxWaitMs } = this.config;
+    const overdueBefore = schedule === "fifo" || maxWaitMs === undefined ? undefined : now - maxWaitMs;
     return planQueue({
-      groups: this.store.queueGroups(),
+      groups: this.store.queueGroups(overdueBefore),
+      overdueBefore,
       costs: this.store.costs.all(),
       running: this.store.runningJob(),
       residentKeys: this.inventory.residentKeys(),

@@ -1,5 +1,5 @@
 import type { Database } from "bun:sqlite";
-import { monotonicFactory } from "ulid";
+import { encodeTime, monotonicFactory } from "ulid";
 import type { JobType } from "../adapters";
 import type { AnswerUsage } from "../adapters/adapter";
 import { QueueFullError } from "../errors";
@@ -98,6 +98,13 @@ export interface QueueGroup {
   oldestId: string;
   oldestCreatedAt: number;
   newestCreatedAt: number;
+  /**
+   * Of them, those the starvation guard promotes as the queue stands (not batch lines, created before the
+   * cutoff given to {@link JobStore.queueGroups}), with their oldest and newest creation times; 0 without a cutoff.
+   */
+  overdue: number;
+  overdueOldestAt: number | null;
+  overdueNewestAt: number | null;
 }
 
 /** A claim candidate: its id and the model it needs loaded. */
@@ -171,6 +178,11 @@ export class JobStore {
   readonly #groupsAtPriorityStmt;
   readonly #groupsStmt;
   readonly #groupEdgeStmt;
+  readonly #overdueGroupsStmt;
+  readonly #batchGroupsStmt;
+  readonly #overdueCountStmt;
+  readonly #overdueAheadStmt;
+  readonly #overdueAheadInGroupStmt;
   readonly #markClaimedStmt;
   readonly #markWorkingStmt;
   readonly #markDoneStmt;
@@ -254,6 +266,35 @@ export class JobStore {
     this.#groupsStmt = db.query<{ modelKey: string; priority: number; queued: number }, []>(
       `SELECT model_key AS modelKey, priority, sum(n) AS queued FROM queued_counts
        GROUP BY priority, model_key ORDER BY priority DESC, model_key`,
+    );
+    // The starvation guard's jobs per model key at one priority: one seek of jobs_overdue when none are
+    // overdue (the usual case), else a walk over the overdue jobs alone (index and rows), never the rest.
+    this.#overdueGroupsStmt = db.query<{ modelKey: string; n: number; first: number; last: number }, [number, number]>(
+      `SELECT model_key AS modelKey, count(*) AS n, min(created_at) AS first, max(created_at) AS last
+       FROM jobs INDEXED BY jobs_overdue WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND source != 'batch'
+       GROUP BY model_key`,
+    );
+    // Groups holding batch lines: only theirs need the walk above; the others count their overdue jobs by id
+    // (a ULID starts with its creation time), from jobs_by_model alone, which reads no rows.
+    this.#batchGroupsStmt = db.query<{ modelKey: string; priority: number }, []>(
+      `SELECT model_key AS modelKey, priority FROM queued_counts WHERE batch = 1 AND n > 0`,
+    );
+    this.#overdueCountStmt = db.query<{ n: number; last: number | null }, [number, string, string]>(
+      `SELECT (SELECT count(*) FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND id < ?3) AS n,
+         (SELECT created_at FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND id < ?3
+          ORDER BY id DESC LIMIT 1) AS last`,
+    );
+    // An overdue job's place in the guard's order (created_at, id) at its priority: an index range count.
+    this.#overdueAheadStmt = db.query<{ n: number }, [number, number, string]>(
+      `SELECT (SELECT count(*) FROM jobs INDEXED BY jobs_overdue
+                WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND source != 'batch')
+            + (SELECT count(*) FROM jobs INDEXED BY jobs_overdue
+                WHERE state = 'queued' AND priority = ?1 AND created_at = ?2 AND source != 'batch' AND id < ?3) AS n`,
+    );
+    // Overdue jobs of a batch line's group ahead of it (a batch line is never promoted, but may be as old).
+    this.#overdueAheadInGroupStmt = db.query<{ n: number }, [number, number, string, string]>(
+      `SELECT count(*) AS n FROM jobs INDEXED BY jobs_overdue
+       WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND source != 'batch' AND model_key = ?3 AND id < ?4`,
     );
     this.#groupEdgeStmt = db.query<{ firstId: string; first: number; last: number }, [number, string]>(
       `SELECT (SELECT id FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 ORDER BY id LIMIT 1) AS firstId,
@@ -448,14 +489,62 @@ export class JobStore {
 
   /**
    * Queued jobs per (model key, priority), highest priority first, with each group's oldest and newest:
-   * O(groups) index seeks, whatever the queue's depth.
+   * O(groups) index seeks, whatever the queue's depth. Given `overdueBefore` (now - FOREMAN_MAX_WAIT),
+   * each group also carries its jobs the starvation guard promotes: one seek per priority when none are
+   * overdue, else a walk over the overdue jobs (not the rest of the queue).
    */
-  queueGroups(): QueueGroup[] {
-    return this.#groupsStmt.all().flatMap((g) => {
+  queueGroups(overdueBefore?: number): QueueGroup[] {
+    const rows = this.#groupsStmt.all();
+    const overdue = new Map<string, { n: number; first: number; last: number }>();
+    const withBatch = new Set<string>();
+    if (overdueBefore !== undefined) {
+      for (const b of this.#batchGroupsStmt.all()) withBatch.add(`${b.priority}\t${b.modelKey}`);
+      for (const priority of new Set(rows.filter((g) => withBatch.has(`${g.priority}\t${g.modelKey}`)).map((g) => g.priority))) {
+        for (const o of this.#overdueGroupsStmt.all(priority, overdueBefore)) {
+          if (withBatch.has(`${priority}\t${o.modelKey}`)) overdue.set(`${priority}\t${o.modelKey}`, o);
+        }
+      }
+    }
+    const cutoffId = overdueBefore === undefined ? "" : encodeTime(Math.max(0, overdueBefore), 10);
+    return rows.flatMap((g) => {
       const edge = this.#groupEdgeStmt.get(g.priority, g.modelKey);
       if (!edge?.firstId) return [];
-      return [{ ...g, oldestId: edge.firstId, oldestCreatedAt: edge.first, newestCreatedAt: edge.last }];
+      const key = `${g.priority}\t${g.modelKey}`;
+      let o = overdue.get(key);
+      if (overdueBefore !== undefined && !withBatch.has(key) && edge.first < overdueBefore) {
+        const c = this.#overdueCountStmt.get(g.priority, g.modelKey, cutoffId)!;
+        if (c.n > 0 && c.last !== null) o = { n: c.n, first: edge.first, last: c.last };
+      }
+      return [
+        {
+          ...g,
+          oldestId: edge.firstId,
+          oldestCreatedAt: edge.first,
+          newestCreatedAt: edge.last,
+          overdue: o?.n ?? 0,
+          overdueOldestAt: o?.first ?? null,
+          overdueNewestAt: o?.last ?? null,
+        },
+      ];
     });
+  }
+
+  /**
+   * An overdue job's place, 0 first, among the starvation guard's jobs of its priority, in the claim's
+   * order for them (created_at, then id, across model keys): an index range count.
+   */
+  overdueRank(job: JobRow): number {
+    return this.#overdueAheadStmt.get(job.priority, job.createdAt, job.id)!.n;
+  }
+
+  /**
+   * How many of the job's group's overdue jobs (created before `overdueBefore`, not batch lines) are ahead
+   * of it by id: all of them for a job created since the cutoff; counted for an old batch line.
+   */
+  overdueAheadInGroup(job: JobRow, overdueBefore: number, groupOverdue: number): number {
+    if (groupOverdue === 0) return 0;
+    if (job.createdAt >= overdueBefore) return groupOverdue;
+    return this.#overdueAheadInGroupStmt.get(job.priority, overdueBefore, job.modelKey, job.id)!.n;
   }
 
   /**

@@ -90,3 +90,35 @@ test("queue_position is the order the scheduler runs the queue in, and agrees wi
   expect(served).toEqual(["running", ...byPosition.map(promptOf)]);
   expect(running.state).toBe("queued");
 });
+
+test("a job past FOREMAN_MAX_WAIT is placed where the starvation guard runs it: positions, estimates and the serving order agree", async () => {
+  stack = await startStack({ env: { FOREMAN_MAX_WAIT: "1s" } });
+  const release = stack.fake.hold();
+  await call("POST", "/jobs", generate("llama3.2", "running"));
+  await until(() => stack!.fake.inFlight === 1, 5000, "the llama3.2 job to run");
+  // Two jobs that pass the guard while llama3.2 holds the GPU: one of qwen3, then one of a third model.
+  const queued: Record<string, any>[] = [];
+  queued.push(await call("POST", "/jobs", generate("qwen3", "q0")));
+  queued.push(await call("POST", "/jobs", generate("mistral", "m0")));
+  await Bun.sleep(1200);
+  // Then a group of qwen3 that is not overdue. Drain-by-model alone would run qwen3's four before mistral's one;
+  // the guard takes q0 and m0 first, oldest first, and the rest of qwen3 after them.
+  for (const prompt of ["q1", "q2", "q3"]) queued.push(await call("POST", "/jobs", generate("qwen3", prompt)));
+  const views = await Promise.all(queued.map((job) => call("GET", `/jobs/${job.id}`)));
+  const byPosition = [...views].sort((a, b) => a.queue_position - b.queue_position);
+  expect(byPosition.map((view) => view.queue_position)).toEqual([1, 2, 3, 4, 5]);
+  const starts = byPosition.map((view) => Date.parse(view.estimated_start_at));
+  for (let i = 1; i < starts.length; i++) expect(starts[i]).toBeGreaterThanOrEqual(starts[i - 1]!);
+  const listed = (await call("GET", "/jobs?state=queued")).jobs as Record<string, any>[];
+  expect(Object.fromEntries(listed.map((job) => [job.id, job.queue_position]))).toEqual(
+    Object.fromEntries(views.map((view) => [view.id, view.queue_position])),
+  );
+
+  release();
+  await until(async () => (await call("GET", "/queue")).depth === 0, 10_000, "the queue to drain");
+  const prompts = ["q0", "m0", "q1", "q2", "q3"];
+  const promptOf = (view: Record<string, any>) => prompts[queued.findIndex((job) => job.id === view.id)];
+  const served = stack.fake.generations.map((seen) => seen.body.prompt);
+  expect(served).toEqual(["running", ...byPosition.map(promptOf)]);
+  expect(served).toEqual(["running", "q0", "m0", "q1", "q2", "q3"]);
+});

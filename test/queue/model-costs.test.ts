@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { Database } from "bun:sqlite";
 import { openDatabase } from "../../src/queue/db";
 import { expectedCosts, rankGroups } from "../../src/queue/model-costs";
-import { estimatedStart, planQueue } from "../../src/queue/start-estimate";
+import { estimatedStart, overdueRun, planQueue, plannedGroup } from "../../src/queue/start-estimate";
 import { type ClaimPolicy, JobStore, type NewJob } from "../../src/queue/store";
 import { tempDir } from "../harness";
 
@@ -198,5 +198,52 @@ describe("start estimates", () => {
     expect([at(b[0]!.id), at(b[1]!.id)]).toEqual([3250, 3450]);
     expect(a.map((job) => at(job.id))).toEqual([4650, 4750, 4850]);
     expect(estimatedStart(store.getJob(running.id)!, plan)).toBeNull();
+  });
+
+  test("the starvation guard's jobs run first at their priority, oldest first across model keys, and leave their groups", () => {
+    run("a", T0 + 60 * MINUTE - 300_000, 1100, { loadMs: 1000 }); // a: load 1000, run 100
+    run("b", T0 + 60 * MINUTE - 200_000, 3200, { loadMs: 3000 }); // b: load 3000, run 200
+    const now = T0 + 60 * MINUTE; // later than the other tests' jobs: the ULID factory is monotonic across them
+    const maxWaitMs = MINUTE;
+    const overdueBefore = now - maxWaitMs;
+    // Enqueued in time order, as the server does (a ULID starts with its creation time).
+    const running = add("a", now - 95_000);
+    store.claimNextJob(policy("drain", ["a:latest"], maxWaitMs), now - 50); // warm, 50 ms in: 50 ms left
+    const oldB = add("b", now - 90_000);
+    const batchLine = add("b", now - 85_000, { source: "batch" }); // as old, but batch lines are never promoted
+    const oldA = add("a", now - 80_000);
+    const a1 = add("a", now + 1);
+    const b1 = add("b", now + 2);
+    const plan = planQueue({
+      groups: store.queueGroups(overdueBefore),
+      costs: store.costs.all(),
+      running: store.getJob(running.id),
+      residentKeys: ["a:latest"],
+      schedule: "drain",
+      now,
+      overdueBefore,
+    });
+    // Positions as JobService.queuePlace makes them.
+    const place = (id: string) => {
+      const job = store.getJob(id)!;
+      const run = overdueRun(job, plan);
+      if (run) return run.ahead + store.overdueRank(job) + 1;
+      const group = plannedGroup(job, plan)!;
+      return group.ahead + store.rankInGroup(job, group.queued) - store.overdueAheadInGroup(job, overdueBefore, group.overdue) + 1;
+    };
+    const jobs = [oldB, oldA, a1, batchLine, b1];
+    expect(jobs.map((job) => place(job.id))).toEqual([1, 2, 3, 4, 5]);
+    // The claim's order, a job at a time, with the model it last took loaded.
+    const claimed: string[] = [];
+    for (let resident = "a:latest"; ; ) {
+      const job = store.claimNextJob(policy("drain", [resident], maxWaitMs), now + 10);
+      if (!job) break;
+      claimed.push(job.id);
+      resident = job.modelKey;
+    }
+    expect(claimed).toEqual(jobs.map((job) => job.id));
+    // The guard's run: b's load and run and a's run, spread over its two jobs; then a (loaded) and b (a load).
+    const at = (job: { id: string; state?: string }) => estimatedStart({ ...store.getJob(job.id)!, state: "queued" }, plan)! - now;
+    expect(jobs.map(at)).toEqual([50, 50 + 1650, 3350, 3350 + 100 + 3000, 3350 + 100 + 3000 + 200]);
   });
 });
