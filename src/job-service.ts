@@ -258,7 +258,10 @@ export class JobService {
       return { position: run.ahead + rank + 1, estimatedStartAt: estimatedStart(job, plan, rank) };
     }
     const inGroup = this.store.rankInGroup(job, group.queued);
-    const rank = Math.max(0, inGroup - this.store.overdueAheadInGroup(job, plan.overdueBefore ?? Number.NEGATIVE_INFINITY, group.overdue));
+    const rank = Math.max(
+      0,
+      inGroup - this.store.overdueAheadInGroup(job, plan.overdueBefore ?? Number.NEGATIVE_INFINITY, group.overdue),
+    );
     return { position: group.ahead + rank + 1, estimatedStartAt: estimatedStart(job, plan, rank) };
   }
 

@@ -116,7 +116,9 @@ export function planQueue(input: PlanInput): QueuePlan {
     const rest = level.filter((g) => !first.includes(g));
     const waiting = rest.filter((g) => left(g) > 0).map((g) => ({ ...g, queued: left(g) }));
     const ordered =
-      input.schedule === "drain" ? rankGroups(waiting, cost, []) : [...waiting].sort((a, b) => (a.oldestId < b.oldestId ? -1 : 1));
+      input.schedule === "drain"
+        ? rankGroups(waiting, cost, [])
+        : [...waiting].sort((a, b) => (a.oldestId < b.oldestId ? -1 : 1));
     const byId = new Map(level.map((g) => [g.modelKey, g]));
     for (const group of [...first, ...ordered.map((g) => byId.get(g.modelKey)!), ...rest.filter((g) => left(g) <= 0)]) {
       const drained = left(group);

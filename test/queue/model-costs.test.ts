@@ -229,13 +229,15 @@ describe("start estimates", () => {
       const run = overdueRun(job, plan);
       if (run) return run.ahead + store.overdueRank(job) + 1;
       const group = plannedGroup(job, plan)!;
-      return group.ahead + store.rankInGroup(job, group.queued) - store.overdueAheadInGroup(job, overdueBefore, group.overdue) + 1;
+      return (
+        group.ahead + store.rankInGroup(job, group.queued) - store.overdueAheadInGroup(job, overdueBefore, group.overdue) + 1
+      );
     };
     const jobs = [oldB, oldA, a1, batchLine, b1];
     expect(jobs.map((job) => place(job.id))).toEqual([1, 2, 3, 4, 5]);
     // The claim's order, a job at a time, with the model it last took loaded.
     const claimed: string[] = [];
-    for (let resident = "a:latest"; ; ) {
+    for (let resident = "a:latest"; ;) {
       const job = store.claimNextJob(policy("drain", [resident], maxWaitMs), now + 10);
       if (!job) break;
       claimed.push(job.id);
@@ -243,7 +245,8 @@ describe("start estimates", () => {
     }
     expect(claimed).toEqual(jobs.map((job) => job.id));
     // The guard's run: b's load and run and a's run, spread over its two jobs; then a (loaded) and b (a load).
-    const at = (job: { id: string; state?: string }) => estimatedStart({ ...store.getJob(job.id)!, state: "queued" }, plan)! - now;
+    const at = (job: { id: string; state?: string }) =>
+      estimatedStart({ ...store.getJob(job.id)!, state: "queued" }, plan)! - now;
     expect(jobs.map(at)).toEqual([50, 50 + 1650, 3350, 3350 + 100 + 3000, 3350 + 100 + 3000 + 200]);
   });
 });
