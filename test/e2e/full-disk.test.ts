@@ -86,6 +86,19 @@ test.skipIf(!mounted)(
       expect(response.status).toBe(202);
       accepted.push(((await response.json()) as { id: string }).id);
     }
+    // A sync client queued behind them, which hangs up while the disk is full.
+    const hangUp = new AbortController();
+    const hungUp = fetch(`${foreman.url}/api/chat`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(chat("hung up")),
+      signal: hangUp.signal,
+    }).catch(() => undefined);
+    await until(
+      async () => ((await (await fetch(`${foreman!.url}/queue`)).json()) as { depth: number }).depth === 3,
+      10_000,
+      "the sync job queued",
+    );
 
     fillDisk();
     // Every write fails for space: 503 and Retry-After, in the shape of the API it came to.
@@ -125,6 +138,15 @@ test.skipIf(!mounted)(
     const degraded = await health();
     expect(degraded.degraded).toBe(true);
     expect(degraded.reasons).toEqual([expect.stringContaining("storage")]);
+    const queueWhileFull = (await (await fetch(`${foreman.url}/queue`)).json()) as { degraded: boolean; reasons: string[] };
+    expect(queueWhileFull.degraded).toBe(true);
+    expect(queueWhileFull.reasons).toEqual([expect.stringContaining("database cannot be written")]);
+    const metricsWhileFull = await (await fetch(`${foreman.url}/metrics`)).text();
+    expect(metricsWhileFull).toContain('foreman_degraded{reason="storage"} 1');
+
+    // The sync client hangs up: its cancel cannot be written now, and must still land.
+    hangUp.abort();
+    await hungUp;
 
     // The webhook's answer arrives; its outcome's write fails, so the row stays due.
     answerHooks();
@@ -156,6 +178,8 @@ test.skipIf(!mounted)(
     expect([servedFor("the whole answer"), servedFor("accepted one"), servedFor("accepted two"), servedFor("no room")]).toEqual([
       1, 1, 1, 0,
     ]);
+    // The hung-up client's job was canceled once space returned, and never sent.
+    expect(servedFor("hung up")).toBe(0);
 
     // After a restart nothing runs again: a new job is served, and only it.
     foreman.process.kill("SIGTERM");
