@@ -164,9 +164,14 @@ test.skipIf(!mounted)(
     expect(await jobState(runningId)).toBe("working");
     expect(await Promise.all(accepted.map(jobState))).toEqual(["queued", "queued"]);
 
-    // Space returns: the end lands, the queue resumes, each job ran once, and health clears.
+    // Space returns: the end lands, the queue resumes, each job ran once, and health clears. The next job
+    // is held on the GPU: the hung-up client's cancel lands meanwhile, not only once the worker reaches it.
+    const releaseNext = fake.hold(0);
     freeDisk();
     await until(async () => (await jobState(runningId)) === "done", 10_000, "the pending end write");
+    const depth = async () => ((await (await fetch(`${foreman!.url}/queue`)).json()) as { depth: number }).depth;
+    await until(async () => (await depth()) === 1, 10_000, "the hung-up client's cancel to land");
+    releaseNext();
     await until(async () => (await Promise.all(accepted.map(jobState))).every((state) => state === "done"), 10_000, "the queue");
     await until(async () => !(await health()).degraded, 10_000, "healthy again");
     expect(await health()).toEqual({ status: "ok", degraded: false, reasons: [] });
