@@ -1,7 +1,8 @@
 // A full disk is an outage, not a crash. The database sits on a small tmpfs that a filler file fills:
 // every write answers 503 with Retry-After in its API's shape, /healthz says degraded and why, the worker
 // holds the queue with its running job's end pending; once space returns that end is written once, the
-// queue resumes, nothing accepted is lost and nothing runs twice, not even after a restart.
+// queue resumes, nothing accepted is lost and nothing runs twice, not even after a restart. A client that
+// hangs up meanwhile has its job canceled once space returns; crash recovery waits the disk out too.
 // Needs root's `mount -t tmpfs`; where it is refused the test is skipped, visibly.
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, rmdirSync } from "node:fs";
@@ -9,6 +10,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FakeOllama } from "../fake-ollama";
 import { type ForemanProcess, foremanEnv, spawnForeman, until } from "../harness";
+import { capturingLogger } from "../in-process";
+import { loadConfig } from "../../src/config";
+import { openDatabase } from "../../src/queue/db";
+import { JobStore } from "../../src/queue/store";
+import { type FromWorker, workerSettings } from "../../src/worker/protocol";
+import { JobRunner } from "../../src/worker/runner";
 
 const mountPoint = mkdtempSync(join(tmpdir(), "foreman-full-disk-"));
 const mounted = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", mountPoint], { stderr: "pipe" }).exitCode === 0;
@@ -197,4 +204,57 @@ test.skipIf(!mounted)(
     expect(hooks.length).toBe(delivered);
   },
   60_000,
+);
+
+test.skipIf(!mounted)(
+  "crash recovery that fails for space is retried until it lands, the worker saying so; only then does the loop start",
+  async () => {
+    foreman?.process.kill(9);
+    await foreman?.process.exited;
+    foreman = undefined;
+    const config = loadConfig(foremanEnv(fake.url, join(mountPoint, "recovery")));
+    const db = openDatabase(config.dbPath, { durability: config.durability });
+    const store = new JobStore(db);
+    // A job API job that a dead process left working.
+    const request = JSON.stringify(chat("interrupted"));
+    const { job } = store.enqueue(
+      { type: "chat", model: "llama3.2", modelKey: "llama3.2:latest", request, source: "jobs", maxAttempts: 3 },
+      100,
+    );
+    store.claimNextJob({ schedule: config.schedule, residentKeys: [], maxWaitMs: config.maxWaitMs });
+    store.markWorking(job.id);
+    // An empty WAL: recovery's write must grow it, and the disk has no room.
+    db.run("PRAGMA wal_checkpoint(TRUNCATE)");
+    fillDisk();
+    const messages: FromWorker[] = [];
+    const runner = new JobRunner(
+      store,
+      workerSettings(config),
+      (message) => messages.push(message),
+      capturingLogger("worker", []),
+    );
+    let ready = false;
+    const running = runner.run(() => (ready = true));
+    try {
+      await until(
+        () => messages.some((m) => m.type === "storage" && m.error !== undefined),
+        10_000,
+        "the worker to report storage trouble",
+      );
+      await Bun.sleep(1500);
+      expect(ready).toBe(false);
+      expect(store.jobState(job.id)).toBe("working");
+      freeDisk();
+      await until(() => ready, 10_000, "recovery to land");
+      expect(messages.some((m) => m.type === "storage" && m.error === undefined)).toBe(true);
+      await until(() => store.jobState(job.id) === "done", 10_000, "the recovered job to run");
+      expect(servedFor("interrupted")).toBe(1);
+    } finally {
+      rmSync(filler, { force: true });
+      runner.shutdown(0);
+      await running;
+      db.close();
+    }
+  },
+  30_000,
 );
