@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FakeOllama } from "../fake-ollama";
-import { type ForemanProcess, foremanEnv, spawnForeman, until } from "../harness";
+import { type ForemanProcess, foremanEnv, runForeman, spawnForeman, until } from "../harness";
 import { capturingLogger } from "../in-process";
 import { loadConfig } from "../../src/config";
 import { openDatabase } from "../../src/queue/db";
@@ -150,6 +150,11 @@ test.skipIf(!mounted)(
     expect(queueWhileFull.reasons).toEqual([expect.stringContaining("database cannot be written")]);
     const metricsWhileFull = await (await fetch(`${foreman.url}/metrics`)).text();
     expect(metricsWhileFull).toContain('foreman_degraded{reason="storage"} 1');
+    expect(await runForeman(["health"], { env: { FOREMAN_URL: foreman.url } })).toEqual({
+      code: 0,
+      stdout: `degraded: ${foreman.url}/healthz: foreman runs but cannot write its database (disk full?); new requests get 503 and the queue is held\n`,
+      stderr: "",
+    });
 
     // The sync client hangs up: its cancel cannot be written now, and must still land.
     hangUp.abort();
