@@ -82,7 +82,7 @@ export function composeForeman(
     return batch ? batchWebhookPayload(batch) : null;
   };
 
-  const metrics = new ForemanMetrics({ store, inventory });
+  const metrics = new ForemanMetrics({ store, inventory, storage: jobs.storage });
   // Every job end, whichever thread ended it, is reported once from its row: the log line and the metrics.
   const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"));
 

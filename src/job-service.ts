@@ -5,7 +5,7 @@ import { BadRequestError, NotFoundError } from "./errors";
 import { respondToClient } from "./job-response";
 import { watchJob } from "./job-watch";
 import type { Logger } from "./log";
-import { StorageHealth } from "./queue/storage-health";
+import { StorageHealth, isStorageError } from "./queue/storage-health";
 import type { ModelInventory } from "./ollama/inventory";
 import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
@@ -22,6 +22,9 @@ const HANG_UP_QUIET_MS = 50;
 const HANG_UP_BATCH_MS = 2000;
 /** Jobs of a batch of hang-ups canceled per transaction, one per turn of the event loop. */
 const HANG_UP_CHUNK = 500;
+
+/** How often (ms) hang-ups whose cancel failed for space are tried again (see JobService.#cancelInTurns). */
+const HANG_UP_RETRY_MS = 1000;
 
 /** Why a waiting client's job is canceled at shutdown: it is told to come back (503, Retry-After). */
 export const SHUTTING_DOWN = { error: "foreman is shutting down; send the request again shortly", status: 503 } as const;
@@ -175,11 +178,41 @@ export class JobService {
    * already knows them gone, and would cancel one itself rather than send it).
    */
   #cancelInTurns(ids: string[], canceled: JobRow[]): void {
-    const rows = this.#cancelRows(ids.splice(0, HANG_UP_CHUNK), CLIENT_CANCELED);
+    const chunk = ids.splice(0, HANG_UP_CHUNK);
+    let rows: JobRow[] = [];
+    try {
+      rows = chunk.length === 0 ? [] : this.store.cancelJobs(chunk, CLIENT_CANCELED);
+    } catch (error) {
+      if (!isStorageError(error)) this.log.error("could not cancel jobs", { jobs: chunk.length, error });
+      else this.#cancelLater(chunk, error);
+    }
     for (const job of rows) this.link.jobEnded(job.id);
     canceled.push(...rows);
     if (ids.length > 0) setImmediate(() => this.#cancelInTurns(ids, canceled));
     else for (const job of canceled) this.link.cancel(job.id);
+  }
+
+  /** Hang-ups whose cancel failed for space, tried again every {@link HANG_UP_RETRY_MS} until it lands. */
+  #cancelPending = new Set<string>();
+  #cancelRetry: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * A full disk must not let a hung-up client's job run later for nobody: its cancel is kept and tried
+   * again until it lands, as the worker does with a job's end. Meanwhile the worker, told at the hang-up
+   * (clientGone), holds the queue while it cannot write, and cancels the job itself if it claims it first.
+   */
+  #cancelLater(ids: readonly string[], error: unknown): void {
+    if (this.#cancelPending.size === 0)
+      this.log.warn("could not cancel jobs (disk full?): trying again", { jobs: ids.length, error });
+    this.storage.failed(error);
+    for (const id of ids) this.#cancelPending.add(id);
+    this.#cancelRetry ??= setTimeout(() => {
+      this.#cancelRetry = undefined;
+      const retry = [...this.#cancelPending];
+      this.#cancelPending.clear();
+      this.#cancelInTurns(retry, []);
+    }, HANG_UP_RETRY_MS);
+    this.#cancelRetry.unref?.();
   }
 
   /**

@@ -11,6 +11,8 @@ export type WebhookOutcome = "delivered" | "retrying" | "failed";
 export interface MetricsSources {
   store: Pick<JobStore, "queuedCount" | "queuedCountByModel" | "runningJob">;
   inventory: { readonly snapshot: { readonly degraded: boolean } };
+  /** Whether the database cannot be written (a full disk); read at scrape time. */
+  storage?: { readonly degraded: boolean };
 }
 
 /** Seconds a job waits for its turn: from a blink to an hour behind a long queue. */
@@ -38,7 +40,7 @@ export class ForemanMetrics {
   readonly #retries;
   readonly #webhookDeliveries;
 
-  constructor({ store, inventory }: MetricsSources) {
+  constructor({ store, inventory, storage }: MetricsSources) {
     const registers = [this.registry];
     new Gauge({
       name: "foreman_queue_depth",
@@ -67,6 +69,16 @@ export class ForemanMetrics {
       registers,
       collect() {
         this.set(inventory.snapshot.degraded ? 0 : 1);
+      },
+    });
+    new Gauge({
+      name: "foreman_degraded",
+      help: "1 while foreman is degraded for this reason (ollama: unreachable; storage: the database cannot be written), else 0",
+      labelNames: ["reason"] as const,
+      registers,
+      collect() {
+        this.set({ reason: "ollama" }, inventory.snapshot.degraded ? 1 : 0);
+        this.set({ reason: "storage" }, storage?.degraded ? 1 : 0);
       },
     });
     new Gauge({

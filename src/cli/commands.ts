@@ -315,7 +315,9 @@ async function ps(api: ForemanApi, args: string[], io: Io): Promise<number> {
   ]);
   let out = `${formatTable(["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL"], rows)}\n\n`;
   const perModel = Object.entries(queue.by_model).map(([model, n]) => [model, String(n)]);
-  out += `QUEUE  ${queue.depth} queued${queue.degraded ? "  (ollama unreachable: degraded)" : ""}\n`;
+  // An older server's /queue has no reasons: its degraded meant Ollama alone.
+  const held = queue.degraded ? `  (degraded: ${queue.reasons?.join(" ") || "ollama unreachable"})` : "";
+  out += `QUEUE  ${queue.depth} queued${held}\n`;
   if (perModel.length) out += `${formatTable(["MODEL", "QUEUED"], perModel)}\n`;
   const run = queue.running;
   out += run

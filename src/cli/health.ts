@@ -6,7 +6,19 @@ type Io = { stdout: (text: string) => void; stderr: (text: string) => void };
 
 /** Usage line of `foreman health`, for `foreman --help`. */
 export const HEALTH_USAGE = `  foreman health                exit 0 if the server answers /healthz (at FOREMAN_URL, else FOREMAN_LISTEN's address);
-                                prints "degraded: …" while it cannot reach Ollama`;
+                                prints "degraded: …" while it cannot reach Ollama or write its database`;
+
+/** What `foreman health` says of /healthz's reasons (an older server sends none: Ollama was its only one). */
+function degradedText(reasons: unknown): string {
+  const list = Array.isArray(reasons) ? reasons.map(String) : ["ollama unreachable"];
+  const texts: string[] = [];
+  if (list.some((reason) => reason.startsWith("ollama")))
+    texts.push("foreman runs but cannot reach Ollama; jobs wait in the queue");
+  if (list.some((reason) => reason.startsWith("storage"))) {
+    texts.push("foreman runs but cannot write its database (disk full?); new requests get 503 and the queue is held");
+  }
+  return texts.length ? texts.join("; ") : list.join("; ");
+}
 
 /** How long one probe waits for an answer, in milliseconds. */
 const TIMEOUT_MS = 5_000;
@@ -38,8 +50,8 @@ export async function runHealthCommand(args: string[], env: Env = process.env, i
     if (response.status === 200) {
       // Degraded still exits 0: foreman runs and queues; restarting it (what a supervisor does on a
       // failed probe) would not bring Ollama back.
-      const body = (await response.json().catch(() => null)) as { degraded?: unknown } | null;
-      if (body?.degraded === true) io.stdout(`degraded: ${url}: foreman runs but cannot reach Ollama; jobs wait in the queue\n`);
+      const body = (await response.json().catch(() => null)) as { degraded?: unknown; reasons?: unknown } | null;
+      if (body?.degraded === true) io.stdout(`degraded: ${url}: ${degradedText(body.reasons)}\n`);
       else io.stdout(`healthy: ${url}\n`);
       return 0;
     }

@@ -26,7 +26,7 @@ const sse = (event: string, data: string) => encoder.encode(`event: ${event}\nda
 
 /**
  * The dashboard's live feed (GET /ui/events): a full snapshot on connect, then a new one whenever a
- * job is queued, changes state or ends, or the inventory changes, at most every {@link FEED_INTERVAL_MS};
+ * job is queued, changes state or ends, the inventory changes or storage turns degraded or healthy, at most every {@link FEED_INTERVAL_MS};
  * between snapshots, `tokens` events with the running job's live count. Unchanged snapshots are not
  * sent again. Snapshots are built only while someone watches; the token count is kept always (cheap),
  * so a page opened mid-job shows the whole count.
@@ -47,10 +47,12 @@ export class DashboardFeed {
 
   constructor(jobs: JobService, limits: SnapshotLimits = DEFAULT_LIMITS) {
     this.#jobs = jobs;
-    this.#builder = new SnapshotBuilder(jobs.store, jobs.inventory, () => jobs.queuePlan(), limits);
+    this.#builder = new SnapshotBuilder(jobs.store, jobs.inventory, () => jobs.queuePlan(), limits, jobs.storage);
     jobs.link.subscribeAll((jobId, event) => this.#onJobEvent(jobId, event));
     jobs.onQueued = () => this.#changed();
     jobs.inventory.onChange(() => this.#changed());
+    // A full disk, or space back: the banner says so at once, not at the next job event.
+    jobs.storage.onChange(() => this.#changed());
   }
 
   /** The feed's headers alone, for HEAD: no watcher is added (nothing would ever read or close it). */

@@ -3,6 +3,7 @@ import type { QueuedJobRow } from "../queue/dashboard-queries";
 import type { JobRow, JobStore, QueueGroup as StoreQueueGroup } from "../queue/store";
 import { jobTimes, tokensPerSecond } from "../queue/job-view";
 import { type QueuePlan, estimatedStart } from "../queue/start-estimate";
+import { STORAGE_DEGRADED_MESSAGE } from "../queue/storage-health";
 import { promptPreview } from "./preview";
 import type {
   DashboardSnapshot,
@@ -40,6 +41,14 @@ const OLLAMA_AWAY: DegradedReason = {
   message: "Ollama is unreachable: the queue is held (nothing is sent to it) and resumes when Ollama answers again.",
 };
 
+/** What the page says while the database cannot be written: new requests fail, the worker claims nothing. */
+const STORAGE_FULL: DegradedReason = { reason: "storage", message: STORAGE_DEGRADED_MESSAGE };
+
+/** Why foreman works below its best, for the dashboard's banner and GET /queue; empty while all is well. */
+export function degradedList(ollamaAway: boolean, storageDegraded: boolean): DegradedReason[] {
+  return [...(ollamaAway ? [OLLAMA_AWAY] : []), ...(storageDegraded ? [STORAGE_FULL] : [])];
+}
+
 /** The running job's live counts, kept by the feed from the job's streamed records. */
 export interface LiveCount {
   tokens: number;
@@ -65,6 +74,7 @@ export class SnapshotBuilder {
     readonly inventory: ModelInventory,
     readonly plan: () => QueuePlan,
     readonly limits: SnapshotLimits = DEFAULT_LIMITS,
+    readonly storage: { readonly degraded: boolean } = { degraded: false },
   ) {}
 
   build(live: (jobId: string) => LiveCount, now = Date.now()): Omit<DashboardSnapshot, "now"> {
@@ -146,7 +156,7 @@ export class SnapshotBuilder {
     return {
       ollama: { reachable, resident: snapshot.running.map((model) => model.name) },
       // Not yet polled (updatedAt 0) is not an outage.
-      degraded: snapshot.degraded ? [OLLAMA_AWAY] : [],
+      degraded: degradedList(snapshot.degraded, this.storage.degraded),
       running,
       queue: { total: groups.reduce((sum, group) => sum + group.count, 0), groups },
       recent,

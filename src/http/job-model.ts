@@ -156,7 +156,8 @@ export namespace JobModel {
     ]),
     by_model_key: modelKeySummary,
     resident: t.Array(t.String(), { description: "Models Ollama has loaded (/api/ps)" }),
-    degraded: t.Boolean({ description: "True while Ollama is unreachable" }),
+    degraded: t.Boolean({ description: "True while Ollama is unreachable or the database cannot be written (a full disk)" }),
+    reasons: t.Array(t.String(), { description: "Why it is degraded and what that means for the queue; empty while healthy" }),
   });
 
   export const error = OllamaError;

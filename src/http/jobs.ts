@@ -1,4 +1,5 @@
 import { Elysia } from "elysia";
+import { degradedList } from "../dashboard/snapshot";
 import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
 import type { JobRow } from "../queue/store";
@@ -205,6 +206,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
       "/queue",
       () => {
         const running = store.runningJob();
+        const reasons = degradedList(jobs.inventory.snapshot.degraded, jobs.storage.degraded).map((reason) => reason.message);
         return {
           depth: store.queuedCount(),
           by_model: Object.fromEntries(store.queuedCountByModel().map((row) => [row.model, row.n])),
@@ -216,7 +218,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           },
           by_model_key: modelKeySummary(jobs.queuePlan(), store.costs.all()),
           resident: jobs.inventory.snapshot.running.map((m) => m.name),
-          degraded: jobs.inventory.snapshot.degraded,
+          degraded: reasons.length > 0,
+          reasons,
         };
       },
       {
@@ -225,7 +228,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           tags: ["queue"],
           summary: "Queue summary",
           description:
-            "Depth in total and per model, each model key's learned costs and estimated start, the running job, resident models, degraded flag.",
+            "Depth in total and per model, each model key's learned costs and estimated start, the running job, resident models, whether foreman is degraded and why.",
         },
       },
     );

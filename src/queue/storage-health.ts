@@ -17,6 +17,10 @@ export function isStorageError(error: unknown): boolean {
 export const STORAGE_FULL_MESSAGE = "foreman cannot write its database (the disk is full); try again later";
 export const STORAGE_RETRY_AFTER_SECONDS = 5;
 
+/** What the dashboard and GET /queue say while storage is degraded: what it means for clients and the queue. */
+export const STORAGE_DEGRADED_MESSAGE =
+  "The database cannot be written (disk full?): new requests get 503 and the queue is held until space returns.";
+
 /** How often, while degraded, the HTTP thread tries a write to see whether space has returned. */
 const PROBE_MS = 1000;
 
@@ -29,6 +33,7 @@ export class StorageHealth {
   #workerError: string | undefined;
   #probe: ReturnType<typeof setInterval> | undefined;
   readonly #write: () => void;
+  readonly #listeners = new Set<() => void>();
 
   /** `write` is the cheapest write that still needs room on disk (see {@link probeWrite}). */
   constructor(write: () => void) {
@@ -41,16 +46,34 @@ export class StorageHealth {
     return error === undefined ? undefined : `storage: cannot write the database (${error})`;
   }
 
+  /** Whether storage is degraded now (see {@link reason}). */
+  get degraded(): boolean {
+    return this.reason !== undefined;
+  }
+
+  /** Calls `listener` whenever storage turns degraded or healthy (the dashboard's feed); returns its removal. */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
   /** A write on this thread failed for space: degraded until a probe write lands. */
   failed(error: unknown): void {
-    this.#httpError = error instanceof Error ? error.message : String(error);
+    this.#change(() => (this.#httpError = error instanceof Error ? error.message : String(error)));
     this.#probe ??= setInterval(() => this.#tryProbe(), PROBE_MS);
     (this.#probe as { unref?: () => void }).unref?.();
   }
 
   /** The worker's word: `error` while its pending write fails for space, undefined once it landed. */
   worker(error: string | undefined): void {
-    this.#workerError = error;
+    this.#change(() => (this.#workerError = error));
+  }
+
+  /** Applies `update`, telling the listeners when it turned storage degraded or healthy. */
+  #change(update: () => void): void {
+    const was = this.degraded;
+    update();
+    if (this.degraded !== was) for (const listener of this.#listeners) listener();
   }
 
   #tryProbe(): void {
@@ -59,7 +82,7 @@ export class StorageHealth {
     } catch (error) {
       if (isStorageError(error)) return;
     }
-    this.#httpError = undefined;
+    this.#change(() => (this.#httpError = undefined));
     clearInterval(this.#probe);
     this.#probe = undefined;
   }

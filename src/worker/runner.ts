@@ -98,7 +98,7 @@ export class JobRunner {
    * so recovery never touches a request of this process).
    */
   async run(onRecovered: () => void = () => {}): Promise<void> {
-    this.#recover();
+    await this.#recover();
     onRecovered();
     // A job dispatched ahead is run even when stopping: shutdown aborts and re-queues it after the grace.
     let next: Dispatch | undefined;
@@ -134,9 +134,15 @@ export class JobRunner {
     }
   }
 
-  #recover(): void {
+  /**
+   * Crash recovery. A full disk is waited out, as a job's end is (#untilWritten): the loop, which would
+   * otherwise start on rows recovery has not settled, starts once it lands (or at shutdown, without it).
+   */
+  async #recover(): Promise<void> {
     try {
-      const { requeued, failed, canceled } = this.#store.recoverInterruptedJobs();
+      const result = await this.#untilWritten(() => this.#store.recoverInterruptedJobs());
+      if (!result) return;
+      const { requeued, failed, canceled } = result;
       if (requeued.length || failed.length || canceled.length) {
         this.#log.warn("recovered interrupted jobs", {
           requeued: requeued.length,

@@ -1,14 +1,21 @@
 // A full disk is an outage, not a crash. The database sits on a small tmpfs that a filler file fills:
 // every write answers 503 with Retry-After in its API's shape, /healthz says degraded and why, the worker
 // holds the queue with its running job's end pending; once space returns that end is written once, the
-// queue resumes, nothing accepted is lost and nothing runs twice, not even after a restart.
+// queue resumes, nothing accepted is lost and nothing runs twice, not even after a restart. A client that
+// hangs up meanwhile has its job canceled once space returns; crash recovery waits the disk out too.
 // Needs root's `mount -t tmpfs`; where it is refused the test is skipped, visibly.
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, rmdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FakeOllama } from "../fake-ollama";
-import { type ForemanProcess, foremanEnv, spawnForeman, until } from "../harness";
+import { type ForemanProcess, foremanEnv, runForeman, spawnForeman, until } from "../harness";
+import { capturingLogger } from "../in-process";
+import { loadConfig } from "../../src/config";
+import { openDatabase } from "../../src/queue/db";
+import { JobStore } from "../../src/queue/store";
+import { type FromWorker, workerSettings } from "../../src/worker/protocol";
+import { JobRunner } from "../../src/worker/runner";
 
 const mountPoint = mkdtempSync(join(tmpdir(), "foreman-full-disk-"));
 const mounted = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", mountPoint], { stderr: "pipe" }).exitCode === 0;
@@ -86,6 +93,19 @@ test.skipIf(!mounted)(
       expect(response.status).toBe(202);
       accepted.push(((await response.json()) as { id: string }).id);
     }
+    // A sync client queued behind them, which hangs up while the disk is full.
+    const hangUp = new AbortController();
+    const hungUp = fetch(`${foreman.url}/api/chat`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(chat("hung up")),
+      signal: hangUp.signal,
+    }).catch(() => undefined);
+    await until(
+      async () => ((await (await fetch(`${foreman!.url}/queue`)).json()) as { depth: number }).depth === 3,
+      10_000,
+      "the sync job queued",
+    );
 
     fillDisk();
     // Every write fails for space: 503 and Retry-After, in the shape of the API it came to.
@@ -125,6 +145,20 @@ test.skipIf(!mounted)(
     const degraded = await health();
     expect(degraded.degraded).toBe(true);
     expect(degraded.reasons).toEqual([expect.stringContaining("storage")]);
+    const queueWhileFull = (await (await fetch(`${foreman.url}/queue`)).json()) as { degraded: boolean; reasons: string[] };
+    expect(queueWhileFull.degraded).toBe(true);
+    expect(queueWhileFull.reasons).toEqual([expect.stringContaining("database cannot be written")]);
+    const metricsWhileFull = await (await fetch(`${foreman.url}/metrics`)).text();
+    expect(metricsWhileFull).toContain('foreman_degraded{reason="storage"} 1');
+    expect(await runForeman(["health"], { env: { FOREMAN_URL: foreman.url } })).toEqual({
+      code: 0,
+      stdout: `degraded: ${foreman.url}/healthz: foreman runs but cannot write its database (disk full?); new requests get 503 and the queue is held\n`,
+      stderr: "",
+    });
+
+    // The sync client hangs up: its cancel cannot be written now, and must still land.
+    hangUp.abort();
+    await hungUp;
 
     // The webhook's answer arrives; its outcome's write fails, so the row stays due.
     answerHooks();
@@ -142,9 +176,14 @@ test.skipIf(!mounted)(
     expect(await jobState(runningId)).toBe("working");
     expect(await Promise.all(accepted.map(jobState))).toEqual(["queued", "queued"]);
 
-    // Space returns: the end lands, the queue resumes, each job ran once, and health clears.
+    // Space returns: the end lands, the queue resumes, each job ran once, and health clears. The next job
+    // is held on the GPU: the hung-up client's cancel lands meanwhile, not only once the worker reaches it.
+    const releaseNext = fake.hold(0);
     freeDisk();
     await until(async () => (await jobState(runningId)) === "done", 10_000, "the pending end write");
+    const depth = async () => ((await (await fetch(`${foreman!.url}/queue`)).json()) as { depth: number }).depth;
+    await until(async () => (await depth()) === 1, 10_000, "the hung-up client's cancel to land");
+    releaseNext();
     await until(async () => (await Promise.all(accepted.map(jobState))).every((state) => state === "done"), 10_000, "the queue");
     await until(async () => !(await health()).degraded, 10_000, "healthy again");
     expect(await health()).toEqual({ status: "ok", degraded: false, reasons: [] });
@@ -156,6 +195,8 @@ test.skipIf(!mounted)(
     expect([servedFor("the whole answer"), servedFor("accepted one"), servedFor("accepted two"), servedFor("no room")]).toEqual([
       1, 1, 1, 0,
     ]);
+    // The hung-up client's job was canceled once space returned, and never sent.
+    expect(servedFor("hung up")).toBe(0);
 
     // After a restart nothing runs again: a new job is served, and only it.
     foreman.process.kill("SIGTERM");
@@ -168,4 +209,57 @@ test.skipIf(!mounted)(
     expect(hooks.length).toBe(delivered);
   },
   60_000,
+);
+
+test.skipIf(!mounted)(
+  "crash recovery that fails for space is retried until it lands, the worker saying so; only then does the loop start",
+  async () => {
+    foreman?.process.kill(9);
+    await foreman?.process.exited;
+    foreman = undefined;
+    const config = loadConfig(foremanEnv(fake.url, join(mountPoint, "recovery")));
+    const db = openDatabase(config.dbPath, { durability: config.durability });
+    const store = new JobStore(db);
+    // A job API job that a dead process left working.
+    const request = JSON.stringify(chat("interrupted"));
+    const { job } = store.enqueue(
+      { type: "chat", model: "llama3.2", modelKey: "llama3.2:latest", request, source: "jobs", maxAttempts: 3 },
+      100,
+    );
+    store.claimNextJob({ schedule: config.schedule, residentKeys: [], maxWaitMs: config.maxWaitMs });
+    store.markWorking(job.id);
+    // An empty WAL: recovery's write must grow it, and the disk has no room.
+    db.run("PRAGMA wal_checkpoint(TRUNCATE)");
+    fillDisk();
+    const messages: FromWorker[] = [];
+    const runner = new JobRunner(
+      store,
+      workerSettings(config),
+      (message) => messages.push(message),
+      capturingLogger("worker", []),
+    );
+    let ready = false;
+    const running = runner.run(() => (ready = true));
+    try {
+      await until(
+        () => messages.some((m) => m.type === "storage" && m.error !== undefined),
+        10_000,
+        "the worker to report storage trouble",
+      );
+      await Bun.sleep(1500);
+      expect(ready).toBe(false);
+      expect(store.jobState(job.id)).toBe("working");
+      freeDisk();
+      await until(() => ready, 10_000, "recovery to land");
+      expect(messages.some((m) => m.type === "storage" && m.error === undefined)).toBe(true);
+      await until(() => store.jobState(job.id) === "done", 10_000, "the recovered job to run");
+      expect(servedFor("interrupted")).toBe(1);
+    } finally {
+      rmSync(filler, { force: true });
+      runner.shutdown(0);
+      await running;
+      db.close();
+    }
+  },
+  30_000,
 );

@@ -10,6 +10,7 @@ import { SnapshotBuilder } from "../../src/dashboard/snapshot";
 import { JobEventHub } from "../../src/worker/job-events";
 import { openDatabase } from "../../src/queue/db";
 import { JobStore } from "../../src/queue/store";
+import { StorageHealth } from "../../src/queue/storage-health";
 import { tempDir, until } from "../harness";
 import { type InProcessStack, capturingLogger, startInProcess } from "../in-process";
 
@@ -254,6 +255,46 @@ describe("the feed while Ollama is away", () => {
   }, 10_000);
 });
 
+describe("the feed while the database cannot be written", () => {
+  test("says so in the banner at once, in GET /queue and /metrics, and clears when a write lands", async () => {
+    const local = await startInProcess({ env: { FOREMAN_TOKEN: TOKEN } });
+    const events = readSse((await local.request("GET", "/ui/events", undefined, auth)).body!);
+    const snapshot = async (check: (s: DashboardSnapshot) => boolean) => {
+      for (;;) {
+        const { value, done } = await events.next();
+        if (done) throw new Error("the feed ended");
+        const parsed = JSON.parse(value.data) as DashboardSnapshot;
+        if (value.event === "snapshot" && check(parsed)) return parsed;
+      }
+    };
+    const queue = async () => (await (await local.request("GET", "/queue", undefined, auth)).json()) as Record<string, unknown>;
+    const metric = async () =>
+      (await (await local.request("GET", "/metrics", undefined, auth)).text()).match(
+        /^foreman_degraded\{reason="storage"\} (\d)$/m,
+      )?.[1];
+    try {
+      expect((await snapshot(() => true)).degraded).toEqual([]);
+      expect(await queue()).toMatchObject({ degraded: false, reasons: [] });
+      expect(await metric()).toBe("0");
+      // The worker's word that its pending write fails for space: nothing else happens, yet the page is told.
+      local.jobs.storage.worker("database or disk is full");
+      const full = await snapshot((s) => s.degraded.length > 0);
+      expect(full.degraded).toEqual([
+        { reason: "storage", message: expect.stringContaining("queue is held until space returns") },
+      ]);
+      expect(await queue()).toMatchObject({ degraded: true, reasons: [expect.stringContaining("database cannot be written")] });
+      expect(await metric()).toBe("1");
+      local.jobs.storage.worker(undefined);
+      expect((await snapshot((s) => s.degraded.length === 0)).degraded).toEqual([]);
+      expect(await queue()).toMatchObject({ degraded: false, reasons: [] });
+      expect(await metric()).toBe("0");
+    } finally {
+      await events.return(undefined);
+      await local.stop();
+    }
+  }, 10_000);
+});
+
 describe("what the snapshot carries of a request", () => {
   test("the first words of the prompt, whatever the API, and nothing more of a large request", async () => {
     const local = await startInProcess({ fake: { tokenDelayMs: 5 }, env: { FOREMAN_TOKEN: TOKEN } });
@@ -405,6 +446,7 @@ describe("the running job's live count", () => {
       store,
       inventory,
       link: hub,
+      storage: new StorageHealth(() => {}),
       log: capturingLogger("test", []),
       queuePlan: () => ({ now: Date.now(), groups: new Map(), cost: () => ({}) }),
     };
