@@ -140,7 +140,7 @@ export class JobRunner {
    */
   async #recover(): Promise<void> {
     try {
-      const result = await this.#untilWritten(() => this.#store.recoverInterruptedJobs());
+      const result = await this.#untilWritten("crash recovery", () => this.#store.recoverInterruptedJobs());
       if (!result) return;
       const { requeued, failed, canceled } = result;
       if (requeued.length || failed.length || canceled.length) {
@@ -356,7 +356,7 @@ export class JobRunner {
       }
       // The client may already hold its whole answer (the relay sends before this write): the end is
       // written once, however long the disk stays full, so the job is never left running to be re-run.
-      if (await this.#untilWritten(() => this.#store.finishJob(job.id, resultText, artifacts, usage))) {
+      if (await this.#untilWritten("a job's end", () => this.#store.finishJob(job.id, resultText, artifacts, usage))) {
         this.#post({ type: "ended", jobId: job.id });
       }
       if (answer.byteLength >= COLLECT_AFTER_BYTES) this.#collect = true;
@@ -365,7 +365,7 @@ export class JobRunner {
       const relayed = chunks.length ? streamArtifact(Buffer.concat(chunks), framing) : undefined;
       try {
         const settled = cause instanceof IncompleteAnswerError ? new ConnectionError(cause.message) : cause;
-        await this.#untilWritten(() => this.#settle(job, settled, relayed));
+        await this.#untilWritten("a job's end", () => this.#settle(job, settled, relayed));
       } catch (settleError) {
         if (!claimed && !next) throw settleError;
         // A next job is already claimed (or on the GPU) and must run; this row stays running until recovery.
@@ -436,7 +436,7 @@ export class JobRunner {
    * and the loop, awaiting it, claims nothing. Other errors are thrown. At shutdown it is given up when the
    * grace period ends (undefined): the row stays running, and the next start's recovery decides its fate.
    */
-  async #untilWritten<T>(write: () => T): Promise<T | undefined> {
+  async #untilWritten<T>(what: string, write: () => T): Promise<T | undefined> {
     for (;;) {
       try {
         const result = write();
@@ -446,7 +446,7 @@ export class JobRunner {
         if (!isStorageError(error)) throw error;
         this.#storageFails(error);
         if (this.#stopping && Date.now() >= this.#stopDeadline) {
-          this.#log.error("gave up a job's end write at shutdown: the disk is still full", { error });
+          this.#log.error(`gave up writing ${what} at shutdown: the disk is still full`, { error });
           return undefined;
         }
         await Bun.sleep(STORAGE_RETRY_MS);
