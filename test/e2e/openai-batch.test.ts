@@ -298,8 +298,10 @@ test("a kill -9 mid-batch: after the restart the batch completes with every cust
     expect(batch.status).toBe("completed");
     expect(batch.request_counts).toEqual({ total: 150, completed: 150, failed: 0 });
     expectEachOnce(await fileLines(client, batch.output_file_id), ids);
-    // Only the line the kill cut short ran twice upstream.
-    expect(fake.generations.length).toBeLessThanOrEqual(ids.length + 1);
+    // Only lines the kill cut short ran twice upstream: the one running, and the next one, which the worker
+    // sends as soon as Ollama's body ends and before the previous line's end is written (runner.ts #runJob),
+    // so a kill in that window leaves both rows running for recovery to re-queue. CI hit that window once.
+    expect(fake.generations.length).toBeLessThanOrEqual(ids.length + 2);
   } finally {
     foreman.process.kill(9);
     await fake.stop();
