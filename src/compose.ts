@@ -82,6 +82,7 @@ export function composeForeman(
   const batchStore = new BatchStore(db, files, store.batchLedger);
   const batches = new BatchService(batchStore, files, jobs, config, logFor("batch"));
   batches.onBatchEnded = () => webhooks.wake();
+  batches.keyOf = (keyId) => keys.find(keyId);
   webhooks.batchPayload = (id) => {
     const batch = batchStore.get(id);
     return batch ? batchWebhookPayload(batch) : null;
