@@ -53,7 +53,7 @@ export class JobService {
   onQueued: (job: JobRow) => void = () => {};
   /** Whether writes fail for space; composeForeman gives it the database's probe write. */
   storage = new StorageHealth(() => {});
-  /** The time admission checks limits at (a key's daily quota): Date.now, or a test's own clock. */
+  /** The time a key's limits are checked at (its daily quota's day): Date.now, or a test's own clock. */
   clock: () => number = Date.now;
   /** A key's name by id (job views name who asked); composeForeman sets it. */
   keyName: (keyId: string) => string | null = () => null;
@@ -95,7 +95,9 @@ export class JobService {
       idempotencyKey:
         options.idempotencyKey === undefined || key === null ? options.idempotencyKey : `${key.id}:${options.idempotencyKey}`,
       webhook: options.webhook,
-      owner: key ? { keyId: key.id, name: key.name, maxJobs: key.maxJobs, dailyTokens: key.dailyTokens } : undefined,
+      owner: key
+        ? { keyId: key.id, name: key.name, maxJobs: key.maxJobs, dailyTokens: key.dailyTokens, at: this.clock() }
+        : undefined,
     });
     if (result.created) this.onQueued(result.job);
     return { ...result, facts };
@@ -127,7 +129,6 @@ export class JobService {
       outcomes = this.store.enqueueMany(
         batch.map((entry) => entry.job),
         this.config.maxQueue,
-        this.clock(),
       );
     } catch (error) {
       for (const entry of batch) entry.reject(error);

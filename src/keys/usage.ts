@@ -12,6 +12,8 @@ export interface KeyAdmission {
   name: string;
   maxJobs: number | null;
   dailyTokens: number | null;
+  /** When the limits are checked (the quota's day), epoch ms; default the enqueue's time. Tests inject it. */
+  at?: number;
 }
 
 /** A key over one of its limits: 429 with Retry-After, in the shape of the API it came to. */
@@ -77,7 +79,8 @@ export class KeyUsage {
    * Refuses a new job of the key (inside the transaction that would queue it) when it already has
    * max_jobs queued or running, or has used its daily tokens today; the message names the limit and value.
    */
-  admitTx(owner: KeyAdmission, now: number): void {
+  admitTx(owner: KeyAdmission, enqueuedAt: number): void {
+    const now = owner.at ?? enqueuedAt;
     if (owner.dailyTokens !== null) this.checkQuota(owner, now);
     if (owner.maxJobs !== null && this.activeJobs(owner.keyId) >= owner.maxJobs) {
       throw new KeyLimitError(
