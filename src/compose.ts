@@ -75,7 +75,16 @@ export function composeForeman(
   const jobs = new JobService(store, loop, inventory, config, log);
   const keys = new KeyStore(db);
   const principals = new PrincipalResolver(config.token, keys);
-  jobs.keyName = (keyId) => keys.find(keyId)?.name ?? null;
+  // A key's name never changes and its id is never reused: each is read once.
+  const keyNames = new Map<string, string>();
+  jobs.keyName = (keyId) => {
+    let name = keyNames.get(keyId);
+    if (name === undefined) {
+      name = keys.find(keyId)?.name;
+      if (name !== undefined) keyNames.set(keyId, name);
+    }
+    return name ?? null;
+  };
   jobs.storage = new StorageHealth(probeWrite(db));
   const webhooks = new WebhookDispatcher(store, config, logFor("webhook"));
   const files = new FileStore(db);
@@ -83,14 +92,16 @@ export function composeForeman(
   const batches = new BatchService(batchStore, files, jobs, config, logFor("batch"));
   batches.onBatchEnded = () => webhooks.wake();
   batches.keyOf = (keyId) => keys.find(keyId);
+  webhooks.keyName = jobs.keyName;
   webhooks.batchPayload = (id) => {
     const batch = batchStore.get(id);
     return batch ? batchWebhookPayload(batch) : null;
   };
 
   const metrics = new ForemanMetrics({ store, inventory, storage: jobs.storage });
+  metrics.keyName = jobs.keyName;
   // Every job end, whichever thread ended it, is reported once from its row: the log line and the metrics.
-  const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"));
+  const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"), jobs.keyName);
 
   loop.onUnreachable = () => void inventory.refresh();
   loop.onAttemptFailed = (kind, retry) => metrics.attemptFailed(kind, retry);

@@ -284,9 +284,10 @@ export class JobService {
    * `plan`, made here unless given: a list makes one for its page) and its webhook delivery state.
    */
   view(job: JobRow, plan?: QueuePlan): JobView {
-    if (job.state !== "queued") return toJobView(job, { queuePosition: null, webhook: this.webhookView(job) });
+    const key = job.keyId === null ? null : this.keyName(job.keyId);
+    if (job.state !== "queued") return toJobView(job, { queuePosition: null, webhook: this.webhookView(job), key });
     const { position, estimatedStartAt } = this.queuePlace(job, plan ?? this.queuePlan());
-    return toJobView(job, { queuePosition: position, webhook: this.webhookView(job), estimatedStartAt });
+    return toJobView(job, { queuePosition: position, webhook: this.webhookView(job), estimatedStartAt, key });
   }
 
   /**

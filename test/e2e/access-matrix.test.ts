@@ -98,7 +98,8 @@ async function upload(auth: string, text: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  env = foremanEnv(fake.url, dir.path, { FOREMAN_LOG_LEVEL: "error" });
+  // Logging at info, JSON: the attribution test reads the request and job-end lines.
+  env = foremanEnv(fake.url, dir.path, { FOREMAN_LOG_LEVEL: "info", FOREMAN_LOG_FORMAT: "json" });
   // Made on the database, before any server runs.
   secrets.admin = await makeKey("ops", "admin");
   secrets.alice = await makeKey("alice", "client");
@@ -273,6 +274,32 @@ describe("lists and feeds", () => {
       const answer = await raw("GET", "/queue", auth);
       expect(answer.status).toBe(200);
       expect(JSON.parse(answer.body)).toMatchObject({ depth: 0, running: null });
+    }
+  });
+});
+
+describe("attribution", () => {
+  test("job views, the job-end and request log lines and /metrics name the key; no secret is ever logged", async () => {
+    expect(JSON.parse((await raw("GET", `/jobs/${own.job}`, secrets.admin!)).body).key).toBe("alice");
+    expect(JSON.parse((await raw("GET", `/jobs/${own.job}`, secrets.alice!)).body).key).toBe("alice");
+    const metrics = await raw("GET", "/metrics", secrets.admin!);
+    expect(metrics.body).toContain('foreman_key_jobs_ended_total{key="alice",outcome="done"} 2');
+    expect(metrics.body).toMatch(/foreman_key_tokens_total\{key="alice",kind="output"\} [1-9]/);
+    // Every key's usage is an operator's to read, not another client's.
+    expect((await raw("GET", "/metrics", secrets.bob!)).status).toBe(403);
+    const lines = foreman
+      .stdout()
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(lines.filter((line) => line.msg === "job ended").map((line) => line.key)).toEqual(["alice", "alice"]);
+    expect(lines.some((line) => line.msg === "request" && line.key === "bob")).toBe(true);
+    const log = foreman.stdout();
+    for (const secret of Object.values(secrets)) expect(log).not.toContain(secret.slice(4));
+    // Nor is one forwarded to Ollama.
+    expect(fake.generations.length).toBe(2);
+    for (const seen of fake.generations) {
+      for (const secret of Object.values(secrets)) expect(JSON.stringify(seen.headers)).not.toContain(secret.slice(4));
     }
   });
 });
