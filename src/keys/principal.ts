@@ -152,7 +152,8 @@ export class PrincipalResolver {
   }
 
   #keyFor(hash: Buffer): Principal | null {
-    if (!this.#keys) return null;
+    // A FOREMAN_TOKEN-only deployment reads no key table for a wrong token (whether any key exists is cached).
+    if (!this.#keys || !this.#hasKeys()) return null;
     const now = this.clock();
     // The cache is keyed by the hash, never by the secret: the process holds no secret it was shown.
     const id = hash.toString("base64");

@@ -220,6 +220,25 @@ describe("batches and limits", () => {
   });
 });
 
+describe("idempotency keys", () => {
+  test("are each key's own: another key's repeat makes its own job and never returns the first key's", async () => {
+    const stack = await stackWith();
+    const alice = await key(stack, { name: "alice" });
+    const bob = await key(stack, { name: "bob" });
+    const submit = (auth: Record<string, string>) =>
+      stack.request("POST", "/jobs", { ...job("llama3.2"), idempotency_key: "nightly-1" }, auth);
+    const first = await submit(alice);
+    expect(first.status).toBe(202);
+    const firstId = ((await first.json()) as { id: string }).id;
+    const again = await submit(alice);
+    expect(again.status).toBe(200);
+    expect(((await again.json()) as { id: string }).id).toBe(firstId);
+    const other = await submit(bob);
+    expect(other.status).toBe(202);
+    expect(((await other.json()) as { id: string }).id).not.toBe(firstId);
+  });
+});
+
 describe("scopes", () => {
   test("a model outside the key's globs is Ollama's 404 for a missing model; lists show only allowed models", async () => {
     const stack = await stackWith();
