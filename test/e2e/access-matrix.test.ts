@@ -227,6 +227,29 @@ describe("every route × every caller", () => {
   });
 });
 
+describe("every documented route", () => {
+  test("refuses no key, a wrong key and a revoked key (401) before anything runs", async () => {
+    const doc = JSON.parse((await raw("GET", "/swagger/json", null)).body) as { paths: Record<string, Record<string, unknown>> };
+    const ids: Record<string, string> = { id: own.job, name: "alice", digest: "sha256-00", model: "llama3.2" };
+    const publicPaths = new Set(["/healthz"]);
+    let checked = 0;
+    for (const [template, operations] of Object.entries(doc.paths)) {
+      const path = template.replace(/\{(\w+)\}/g, (_, name: string) => ids[name] ?? "x");
+      for (const method of Object.keys(operations)) {
+        if (publicPaths.has(template)) continue;
+        for (const auth of [null, "fmn_not-a-key", secrets.mallory!]) {
+          const answer = await raw(method.toUpperCase(), path, auth);
+          expect(`${method} ${template} ${answer.status}`).toBe(`${method} ${template} 401`);
+        }
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(40);
+    // Nothing reached Ollama but the two generations of the set-up.
+    expect(fake.generations.length).toBe(2);
+  });
+});
+
 describe("lists and feeds", () => {
   const ids = () => [own.job, own.batch, own.inputFile, own.outputFile];
 
