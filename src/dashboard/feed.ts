@@ -1,5 +1,6 @@
 import { framingFor, splitRecords } from "../adapters/framing";
 import type { JobService } from "../job-service";
+import type { DashboardQueries } from "../queue/dashboard-queries";
 import type { JobEvent } from "../worker/job-events";
 import { DEFAULT_LIMITS, type LiveCount, type SnapshotLimits, SnapshotBuilder } from "./snapshot";
 import type { TokenUpdate } from "./types";
@@ -45,9 +46,9 @@ export class DashboardFeed {
   #tokensDue: string | null = null;
   #lastSnapshot = "";
 
-  constructor(jobs: JobService, limits: SnapshotLimits = DEFAULT_LIMITS) {
+  constructor(jobs: JobService, queries: DashboardQueries, limits: SnapshotLimits = DEFAULT_LIMITS) {
     this.#jobs = jobs;
-    this.#builder = new SnapshotBuilder(jobs.store, jobs.inventory, () => jobs.queuePlan(), limits, jobs.storage);
+    this.#builder = new SnapshotBuilder(jobs.store, queries, jobs.inventory, () => jobs.queuePlan(), limits, jobs.storage);
     jobs.link.subscribeAll((jobId, event) => this.#onJobEvent(jobId, event));
     jobs.onQueued = () => this.#changed();
     jobs.inventory.onChange(() => this.#changed());

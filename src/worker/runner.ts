@@ -13,7 +13,8 @@ import { asObject } from "../adapters/sse-json";
 import { formatDuration } from "../duration";
 import { ConnectionError, ConnectionRefusedError, HttpError, OllamaClient, fetchErrorText } from "../ollama/client";
 import { isStorageError } from "../queue/storage-health";
-import { type ArtifactInput, CLIENT_CANCELED, type JobRow, type JobStore } from "../queue/store";
+import type { RunnerStore } from "../queue/runner-store";
+import { type ArtifactInput, CLIENT_CANCELED, type JobRow } from "../queue/store";
 import type { Logger } from "../log";
 import { retryDelayMs } from "./backoff";
 import type { FromWorker, UpstreamErrorKind, WorkerSettings } from "./protocol";
@@ -61,7 +62,7 @@ const PRUNE_EVERY_MS = 60_000;
  * the outcome. It owns the upstream fetch; it never answers HTTP. The loop never dies on a bad job.
  */
 export class JobRunner {
-  readonly #store: JobStore;
+  readonly #store: RunnerStore;
   readonly #ollama: OllamaClient;
   readonly #settings: WorkerSettings;
   readonly #post: (message: FromWorker) => void;
@@ -84,7 +85,7 @@ export class JobRunner {
   /** Jobs whose clients hung up, their cancel not yet here (see {@link clientGone}). */
   readonly #gone = new Set<string>();
 
-  constructor(store: JobStore, settings: WorkerSettings, post: (message: FromWorker) => void, log: Logger) {
+  constructor(store: RunnerStore, settings: WorkerSettings, post: (message: FromWorker) => void, log: Logger) {
     this.#store = store;
     this.#settings = settings;
     this.#post = post;
