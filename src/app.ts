@@ -20,6 +20,7 @@ import { openaiRoutes } from "./http/openai";
 import { systemRoutes } from "./http/system";
 import { validationMessage } from "./http/validation-message";
 import type { JobService } from "./job-service";
+import type { DashboardQueries } from "./queue/dashboard-queries";
 import { ForemanMetrics } from "./metrics";
 import type { OllamaClient } from "./ollama/client";
 import type { WebhookDispatcher } from "./webhook/dispatcher";
@@ -28,6 +29,8 @@ import type { WebhookDispatcher } from "./webhook/dispatcher";
 export interface AppDependencies {
   config: Config;
   jobs: JobService;
+  /** The dashboard's read-only queries over the jobs table. */
+  dashboard: DashboardQueries;
   ollama: OllamaClient;
   webhooks: Pick<WebhookDispatcher, "rejectUrl">;
   /** OpenAI's Files and Batch APIs; without it (some tests) those routes are absent. */
@@ -86,7 +89,7 @@ export function createAuthorizer(
 }
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, ollama, webhooks, batches, metrics, principals, keys }: AppDependencies) {
+export function createApp({ config, jobs, dashboard, ollama, webhooks, batches, metrics, principals, keys }: AppDependencies) {
   const authorize = createAuthorizer(config, principals);
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
@@ -131,7 +134,7 @@ export function createApp({ config, jobs, ollama, webhooks, batches, metrics, pr
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama))
     .use(openaiRoutes(jobs, ollama))
-    .use(dashboardRoutes(new DashboardFeed(jobs)))
+    .use(dashboardRoutes(new DashboardFeed(jobs, dashboard)))
     .use(
       batches
         ? fileRoutes(batches.files, {

@@ -22,7 +22,8 @@ import type { Logger } from "./log";
 import { OllamaClient } from "./ollama/client";
 import { ModelInventory } from "./ollama/inventory";
 import { StorageHealth, probeWrite } from "./queue/storage-health";
-import type { JobStore } from "./queue/store";
+import { DashboardQueries } from "./queue/dashboard-queries";
+import type { JobTables } from "./tables";
 import { WebhookDispatcher } from "./webhook/dispatcher";
 import type { JobEventHub, JobLink } from "./worker/job-events";
 import type { UpstreamErrorKind } from "./worker/protocol";
@@ -58,21 +59,22 @@ export interface Foreman {
 }
 
 /**
- * Builds the job service, inventory, webhook dispatcher and app over `store` and `loop`, and wires
+ * Builds the job service, inventory, webhook dispatcher and app over `tables` and `loop`, and wires
  * their events to each other. Starts nothing: the caller starts the inventory, the webhooks and the batches.
  * `logFor(scope)` gives each part its logger (server.ts: stdout; tests: one that keeps its lines).
  */
 export function composeForeman(
   config: Config,
   db: Database,
-  store: JobStore,
+  tables: JobTables,
   loop: JobLoop,
   logFor: (scope: string) => Logger,
 ): Foreman {
   const log = logFor("http");
+  const { store, deliveries } = tables;
   const ollama = new OllamaClient({ baseUrl: config.ollamaUrl, token: config.ollamaToken });
   const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
-  const jobs = new JobService(store, loop, inventory, config, log);
+  const jobs = new JobService(store, deliveries, loop, inventory, config, log);
   const keys = new KeyStore(db);
   const principals = new PrincipalResolver(config.token, keys);
   // A key's name never changes and its id is never reused: each is read once.
@@ -86,9 +88,9 @@ export function composeForeman(
     return name ?? null;
   };
   jobs.storage = new StorageHealth(probeWrite(db));
-  const webhooks = new WebhookDispatcher(store, config, logFor("webhook"));
+  const webhooks = new WebhookDispatcher(store, deliveries, config, logFor("webhook"));
   const files = new FileStore(db);
-  const batchStore = new BatchStore(db, files, store.batchLedger);
+  const batchStore = new BatchStore(db, files, tables.batchLedger);
   const batches = new BatchService(batchStore, files, jobs, config, logFor("batch"));
   batches.onBatchEnded = () => webhooks.wake();
   batches.keyOf = (keyId) => keys.find(keyId);
@@ -114,7 +116,17 @@ export function composeForeman(
   };
   inventory.onChange((snapshot) => loop.setInventory(inventory.residentKeys(), !snapshot.degraded));
 
-  const app = createApp({ config, jobs, ollama, webhooks, batches, metrics, principals, keys });
+  const app = createApp({
+    config,
+    jobs,
+    dashboard: new DashboardQueries(db),
+    ollama,
+    webhooks,
+    batches,
+    metrics,
+    principals,
+    keys,
+  });
   const cors = new CorsPolicy(config.origins);
   const hosts = new HostPolicy(config.allowedHosts, isLoopback(config.listen.hostname));
   const authorize = createAuthorizer(config, principals);

@@ -63,7 +63,7 @@ export async function respondToClient(
       continue;
     } else if (event.type === "ended") {
       settle();
-      return endedResponse(adapter, event.job, headers);
+      return endedResponse(service, adapter, event.job, streaming, headers);
     } else {
       const framing = framingFor(contentType);
       const final = adapter.isFinal(lastRecord(event.bytes, framing), framing);
@@ -87,6 +87,15 @@ export async function respondToClient(
   // The watch stopped without an end: the client went away (or the job vanished); nobody reads this.
   settle();
   return errorResponse(adapter.api, 499, "request canceled", headers);
+}
+
+/** The job's whole stored stream (SSE or NDJSON), or null when it streamed none (a one-body answer). */
+function storedWhole(service: JobService, jobId: string) {
+  try {
+    return service.store.artifacts.get(jobId, "stream.sse") ?? service.store.artifacts.get(jobId, "stream.ndjson");
+  } catch {
+    return null; // a database error: the result is the answer
+  }
 }
 
 /** How a job ended, as the end of a relayed stream tells it. */
@@ -179,8 +188,22 @@ function relay(
   );
 }
 
-/** The answer for a job that ended before any record reached its client: its result, or its error with its status. */
-function endedResponse(adapter: WireAdapter, job: JobRow, headers: Record<string, string>): Response {
+/**
+ * The answer for a job that ended before any record reached its client: its result, or its error with its
+ * status. A streaming client is answered the stored stream, byte for byte as it would have been relayed:
+ * the worker, on its own thread, can run a short job to its end before this thread has read the row (CI
+ * saw the openai client handed the non-streaming body, which its stream parser reads as no events).
+ */
+function endedResponse(
+  service: JobService,
+  adapter: WireAdapter,
+  job: JobRow,
+  streaming: boolean,
+  headers: Record<string, string>,
+): Response {
+  const stream = job.state === "done" && streaming ? storedWhole(service, job.id) : null;
+  if (stream)
+    return new Response(stream.data as Uint8Array<ArrayBuffer>, { headers: { "content-type": stream.contentType, ...headers } });
   if (job.state === "done") {
     return new Response(job.result ?? "{}", { headers: { "content-type": "application/json; charset=utf-8", ...headers } });
   }

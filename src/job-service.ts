@@ -11,6 +11,7 @@ import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
 import { type QueuePlan, estimatedStart, overdueRun, planQueue, plannedGroup } from "./queue/start-estimate";
 import { CLIENT_CANCELED, type JobRow, type JobStore, type NewJob } from "./queue/store";
+import type { WebhookDeliveries } from "./webhook/deliveries";
 import type { JobLink } from "./worker/job-events";
 import { OPEN_ADMIN, type Principal, modelAllowed } from "./keys/principal";
 
@@ -60,6 +61,8 @@ export class JobService {
 
   constructor(
     readonly store: JobStore,
+    /** Where each job's webhook delivery stands, for its view. */
+    readonly deliveries: Pick<WebhookDeliveries, "status">,
     readonly link: JobLink,
     readonly inventory: ModelInventory,
     readonly config: Pick<Config, "maxAttempts" | "maxQueue" | "schedule"> & Partial<Pick<Config, "maxWaitMs">>,
@@ -347,7 +350,7 @@ export class JobService {
 
   webhookView(job: JobRow): WebhookView | null {
     if (!job.webhookUrl) return null;
-    const delivery = this.store.deliveries.status(job.id);
+    const delivery = this.deliveries.status(job.id);
     return {
       url: job.webhookUrl,
       state: delivery?.state ?? "pending",

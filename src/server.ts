@@ -15,11 +15,11 @@ import { openDatabase } from "./queue/db";
 import { tightenDatabaseFiles, trackCreatedFiles } from "./queue/db-files";
 import { PRIVATE_FOLDER_MODE } from "./queue/private-files";
 import { type DatabaseLock, lockDatabase, lockPathFor } from "./queue/lock";
-import { JobStore } from "./queue/store";
 import { KeyStore } from "./keys/key-store";
 import { WorkerBridge } from "./worker/bridge";
 import { workerSettings } from "./worker/protocol";
 import { type DatabaseStep, databaseStartupError, listenStartupError } from "./startup-error";
+import { openJobTables } from "./tables";
 
 /** A running foreman: its address and how to stop it. */
 export interface RunningServer {
@@ -54,11 +54,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
       listen: `${config.listen.hostname}:${config.listen.port}`,
     });
   }
-  const store = new JobStore(db);
+  const tables = openJobTables(db);
   // Resolved from this file so that, compiled, it names the worker entry point bundled beside main.
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
   const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker", config.logFormat));
-  const { ollama, inventory, jobs, webhooks, batches, handle } = composeForeman(config, db, store, bridge, (scope) =>
+  const { ollama, inventory, jobs, webhooks, batches, handle } = composeForeman(config, db, tables, bridge, (scope) =>
     scope === "http" ? log : createLogger(config.logLevel, scope, config.logFormat),
   );
 

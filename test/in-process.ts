@@ -6,7 +6,8 @@ import { loadConfig } from "../src/config";
 import type { Logger } from "../src/log";
 import { openDatabase } from "../src/queue/db";
 import { isTerminal } from "../src/queue/job-states";
-import { JobStore } from "../src/queue/store";
+import type { JobStore } from "../src/queue/store";
+import { openJobTables } from "../src/tables";
 import { applyWorkerMessage } from "../src/worker/bridge";
 import { JobEventHub } from "../src/worker/job-events";
 import { type FromWorker, workerSettings } from "../src/worker/protocol";
@@ -58,7 +59,8 @@ export async function startInProcess(
   const config = loadConfig(foremanEnv(fake.url, dir.path, { FOREMAN_POLL_INTERVAL: "1h", ...options.env }));
   const logs: string[] = [];
   const db = openDatabase(config.dbPath, { durability: config.durability });
-  const store = new JobStore(db);
+  const tables = openJobTables(db);
+  const { store } = tables;
   const messages: FromWorker[] = [];
   const hub = new JobEventHub(capturingLogger("http", logs));
   // The Worker's loop, on this thread: its messages are applied as the bridge applies them.
@@ -87,7 +89,7 @@ export async function startInProcess(
     cancel: (jobId) => runner.cancel(jobId),
     clientGone: (jobId) => runner.clientGone(jobId),
   };
-  const { inventory, jobs, webhooks, handle } = composeForeman(config, db, store, loop, (scope) => capturingLogger(scope, logs));
+  const { inventory, jobs, webhooks, handle } = composeForeman(config, db, tables, loop, (scope) => capturingLogger(scope, logs));
   await inventory.start();
   webhooks.start();
   const running = runner.run();

@@ -1,6 +1,6 @@
 import type { Database } from "bun:sqlite";
 import { errorBody } from "../adapters/error-shapes";
-import type { JobRow } from "../queue/store";
+import type { JobRow } from "../queue/job-row";
 import type { WebhookDeliveries } from "../webhook/deliveries";
 
 /** What the end of a batch line records about its batch. */
@@ -19,7 +19,7 @@ const FINAL_STATUS = { none: "completed", cancel: "cancelled", expire: "expired"
 
 /**
  * The batch side of a job's end: writes the line's output (or error) line, counts it, and ends the
- * batch when it was the last one, all inside the transaction that ends the job (see JobStore#ended).
+ * batch when it was the last one, all inside the transaction that ends the job (a JobEndHook, see src/tables.ts).
  * Both threads build one over their own connection.
  */
 export class BatchLedger {

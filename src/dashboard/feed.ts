@@ -1,5 +1,6 @@
 import { framingFor, splitRecords } from "../adapters/framing";
 import type { JobService } from "../job-service";
+import type { DashboardQueries } from "../queue/dashboard-queries";
 import type { JobEvent } from "../worker/job-events";
 import { DEFAULT_LIMITS, type LiveCount, type SnapshotLimits, SnapshotBuilder } from "./snapshot";
 import type { TokenUpdate } from "./types";
@@ -53,10 +54,11 @@ export class DashboardFeed {
   /** The last snapshot broadcast, per viewer scope (see {@link scopeOf}). */
   #lastSnapshot = new Map<string, string>();
 
-  constructor(jobs: JobService, limits: SnapshotLimits = DEFAULT_LIMITS) {
+  constructor(jobs: JobService, queries: DashboardQueries, limits: SnapshotLimits = DEFAULT_LIMITS) {
     this.#jobs = jobs;
     this.#builder = new SnapshotBuilder(
       jobs.store,
+      queries,
       jobs.inventory,
       () => jobs.queuePlan(),
       limits,

@@ -1,5 +1,5 @@
 import type { ModelInventory } from "../ollama/inventory";
-import type { QueuedJobRow } from "../queue/dashboard-queries";
+import type { DashboardQueries, QueuedJobRow } from "../queue/dashboard-queries";
 import type { JobRow, JobStore, QueueGroup as StoreQueueGroup } from "../queue/store";
 import { jobTimes, tokensPerSecond } from "../queue/job-view";
 import { type QueuePlan, estimatedStart } from "../queue/start-estimate";
@@ -72,6 +72,7 @@ export class SnapshotBuilder {
   /** `plan` is the queue's plan now (JobService.queuePlan): the expected starts the API reports too. */
   constructor(
     readonly store: JobStore,
+    readonly queries: DashboardQueries,
     readonly inventory: ModelInventory,
     readonly plan: () => QueuePlan,
     readonly limits: SnapshotLimits = DEFAULT_LIMITS,
@@ -93,7 +94,7 @@ export class SnapshotBuilder {
     const reachable = !snapshot.degraded && snapshot.updatedAt > 0;
     const previews = new Map<string, string>();
     const preview = (id: string) => {
-      const text = this.#previews.get(id) ?? promptPreview(store.dashboard.promptHead(id));
+      const text = this.#previews.get(id) ?? promptPreview(this.queries.promptHead(id));
       previews.set(id, text);
       return text;
     };
@@ -126,7 +127,7 @@ export class SnapshotBuilder {
           (a.oldest < b.oldest ? -1 : 1),
       )
       .map((group): QueueGroup => {
-        const jobs = store.dashboard.queuedJobs(group.modelKey, group.priorities, this.limits.perGroup, own).map((job) => ({
+        const jobs = this.queries.queuedJobs(group.modelKey, group.priorities, this.limits.perGroup, own).map((job) => ({
           id: job.id,
           key: name(job.keyId),
           model: job.model,
@@ -147,7 +148,7 @@ export class SnapshotBuilder {
       });
     this.#previews = previews;
 
-    const recent = store.dashboard.recentJobs(this.limits.recent, own).map((job) => {
+    const recent = this.queries.recentJobs(this.limits.recent, own).map((job) => {
       const { waitMs, runMs } = jobTimes(job, now);
       return {
         id: job.id,
@@ -184,7 +185,7 @@ export class SnapshotBuilder {
    */
   #timeline(now: number, mine: (keyId: string | null) => boolean, name: (keyId: string | null) => string | null): Timeline {
     const since = Math.floor((now - TIMELINE_MS) / MINUTE_MS) * MINUTE_MS;
-    const rows = this.store.dashboard.ranSince(since, this.limits.timeline);
+    const rows = this.queries.ranSince(since, this.limits.timeline);
     const jobs = rows.reverse().map((job): TimelineBar => ({
       id: mine(job.keyId) ? job.id : "",
       key: name(job.keyId),
@@ -207,14 +208,14 @@ export class SnapshotBuilder {
       // A new minute: count the window's finished minutes once (the current one is counted every time).
       const done = new Array<number>(HOUR_BUCKETS).fill(0);
       const swaps = new Array<number>(HOUR_BUCKETS).fill(0);
-      for (const row of this.store.dashboard.endedPerBucket(since, MINUTE_MS)) {
+      for (const row of this.queries.endedPerBucket(since, MINUTE_MS)) {
         if (row.bucket < 0 || row.bucket >= HOUR_BUCKETS - 1) continue;
         done[row.bucket] = row.done;
         swaps[row.bucket] = row.swaps;
       }
       this.#hour = { since, done, swaps };
     }
-    const thisMinute = this.store.dashboard.endedPerBucket(current, MINUTE_MS).find((row) => row.bucket === 0);
+    const thisMinute = this.queries.endedPerBucket(current, MINUTE_MS).find((row) => row.bucket === 0);
     const done = [...this.#hour.done];
     const swaps = [...this.#hour.swaps];
     done[HOUR_BUCKETS - 1] = thisMinute?.done ?? 0;

@@ -1,6 +1,6 @@
 import type { Database } from "bun:sqlite";
 import { PROMPT_HEAD_SQL } from "../dashboard/preview";
-import type { JobRow } from "./store";
+import type { JobRow } from "./job-row";
 
 /** A queued job as the dashboard lists it (what its expected start needs, too). */
 export type QueuedJobRow = Pick<

@@ -1,5 +1,5 @@
 import type { Database } from "bun:sqlite";
-import type { JobRow } from "./store";
+import type { JobRow } from "./job-row";
 
 /** What running one model key has cost, learned from its finished jobs (rolling averages, ms). */
 export interface ModelCost {

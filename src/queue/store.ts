@@ -3,10 +3,8 @@ import { encodeTime, monotonicFactory } from "ulid";
 import type { JobType } from "../adapters";
 import type { AnswerUsage } from "../adapters/adapter";
 import { QueueFullError } from "../errors";
-import { BatchLedger } from "../batch/ledger";
-import { WebhookDeliveries } from "../webhook/deliveries";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
-import { DashboardQueries } from "./dashboard-queries";
+import type { JobRow } from "./job-row";
 import { type KeyAdmission, KeyLimitError, KeyUsage } from "../keys/usage";
 import { ModelCosts, type WaitingGroup, expectedCosts, rankGroups } from "./model-costs";
 import { type JobSource, type JobState, NOBODY_WAITING_SOURCES, isNobodyWaiting } from "./job-states";
@@ -14,44 +12,10 @@ import { type JobSource, type JobState, NOBODY_WAITING_SOURCES, isNobodyWaiting 
 export type { JobType } from "../adapters";
 export type { JobSource, JobState } from "./job-states";
 export type { ArtifactInput } from "./artifacts";
+export type { JobRow } from "./job-row";
 
 // Monotonic: ids made in the same millisecond still sort in the order they were made (the FIFO tie-break).
 const ulid = monotonicFactory();
-
-/** One row of `jobs`, columns aliased to camelCase. */
-export interface JobRow {
-  id: string;
-  type: JobType;
-  model: string;
-  modelKey: string;
-  request: string;
-  source: JobSource;
-  state: JobState;
-  priority: number;
-  attempts: number;
-  maxAttempts: number;
-  runAfter: number;
-  error: string | null;
-  errorStatus: number | null;
-  createdAt: number;
-  startedAt: number | null;
-  finishedAt: number | null;
-  result: string | null;
-  idempotencyKey: string | null;
-  webhookUrl: string | null;
-  webhookSecret: string | null;
-  /** 1 when its model was not loaded at its last claim (a swap), 0 when it was; null before any claim. */
-  swapped: number | null;
-  promptTokens: number | null;
-  outputTokens: number | null;
-  /** Ollama's load_duration and eval_duration in ms; null where its API does not report them. */
-  loadMs: number | null;
-  evalMs: number | null;
-  /** 1 when outputTokens and evalMs are foreman's count and timing of the stream, 0 when the API's; null before done. */
-  tokensEstimated: number | null;
-  /** The API key that made it; null for FOREMAN_TOKEN, an open foreman, and jobs made before keys. */
-  keyId: string | null;
-}
 
 /** What a finished answer reports about its cost (see WireAdapter.usage). */
 export type JobUsage = AnswerUsage;
@@ -114,6 +78,14 @@ export interface QueueGroup {
   overdueNewestAt: number | null;
 }
 
+/**
+ * Work that another table's owner does when a job ends (its webhook's delivery, its batch line), run
+ * inside the transaction that ends the job: what it writes commits with the end, and a throw rolls the
+ * end back. Registered with {@link JobStore.onJobEnd} where the store is built (src/tables.ts), so the
+ * queue knows none of those tables.
+ */
+export type JobEndHook = (job: JobRow, now: number) => void;
+
 /** A claim candidate: its id and the model it needs loaded. */
 type Pick = { id: string; modelKey: string };
 
@@ -155,12 +127,6 @@ export class JobStore {
   readonly #db: Database;
   /** The job's artifacts, written in the transaction that ends it. */
   readonly artifacts: ArtifactTable;
-  /** The job's webhook deliveries, queued in the transaction that ends it. */
-  readonly deliveries: WebhookDeliveries;
-  /** The dashboard's bounded read-only queries. */
-  readonly dashboard: DashboardQueries;
-  /** The batch lines' output and progress, recorded in the transaction that ends their jobs. */
-  readonly batchLedger: BatchLedger;
   /** What each model key costs to run, learned in the transaction that ends a job done. */
   readonly costs: ModelCosts;
   /** Tokens per API key per day, charged in the transaction that ends a job done; its limits, checked at admission. */
@@ -205,13 +171,12 @@ export class JobStore {
   readonly #bodiesStmt;
   readonly #nextRunAfterStmt;
   readonly #pruneStmt;
+  /** What other tables' owners write at every job's end, in registration order (see {@link onJobEnd}). */
+  readonly #endHooks: JobEndHook[] = [];
 
   constructor(db: Database) {
     this.#db = db;
     this.artifacts = new ArtifactTable(db);
-    this.deliveries = new WebhookDeliveries(db);
-    this.dashboard = new DashboardQueries(db);
-    this.batchLedger = new BatchLedger(db, this.deliveries);
     this.costs = new ModelCosts(db);
     this.keyUsage = new KeyUsage(db);
     this.#insertJobStmt = db.query<JobRow, Record<string, string | number | null>>(
@@ -633,7 +598,7 @@ export class JobStore {
     return this.#db
       .transaction(() => {
         const done = this.#markDoneStmt.get(now, result, id, promptTokens, outputTokens, loadMs, evalMs, estimated ? 1 : 0);
-        // The statement leaves the result out of what it returns (HEAD_COLUMNS); the batch ledger needs it.
+        // The statement leaves the result out of what it returns (HEAD_COLUMNS); the end hooks need it (a batch line).
         if (done) done.result = result;
         const job = this.#ended(done, artifacts, now);
         if (job) this.costs.learnTx(job);
@@ -736,12 +701,20 @@ export class JobStore {
     return pruned;
   }
 
-  /** What every job's end records with it, inside the same transaction: its artifacts, its webhook, its batch line. */
+  /**
+   * Adds work to every job's end, whichever way it ends (done, failed, canceled, by either thread), run
+   * inside the ending transaction after the hooks registered before it. Each thread registers the same
+   * hooks on its own store (src/tables.ts).
+   */
+  onJobEnd(hook: JobEndHook): void {
+    this.#endHooks.push(hook);
+  }
+
+  /** What every job's end records with it, inside the same transaction: its artifacts, then the end hooks' rows. */
   #ended(job: JobRow | null, artifacts: readonly ArtifactInput[], now: number): JobRow | null {
     if (!job) return null;
     this.artifacts.saveTx(job.id, artifacts, now);
-    this.deliveries.queueTx(job, now);
-    this.batchLedger.recordTx(job, now);
+    for (const hook of this.#endHooks) hook(job, now);
     return job;
   }
 }

@@ -47,13 +47,14 @@ export class WebhookDispatcher {
   /** `attemptTimeoutMs` bounds each attempt (default 15 s). */
   constructor(
     store: JobStore,
+    deliveries: WebhookDeliveries,
     config: Pick<Config, "webhookBackoffMs" | "webhookSecret" | "webhookAllow">,
     log: Logger,
     { attemptTimeoutMs = ATTEMPT_TIMEOUT_MS }: { attemptTimeoutMs?: number } = {},
   ) {
     this.#attemptTimeoutMs = attemptTimeoutMs;
     this.#store = store;
-    this.#deliveries = store.deliveries;
+    this.#deliveries = deliveries;
     this.#log = log;
     this.#backoffMs = config.webhookBackoffMs;
     this.#defaultSecret = config.webhookSecret;

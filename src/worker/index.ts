@@ -2,7 +2,7 @@
 // The worker thread's entry point: owns the job loop and the upstream fetch, talks only by postMessage.
 import { createLogger } from "../log";
 import { openDatabase, startCheckpoints } from "../queue/db";
-import { JobStore } from "../queue/store";
+import { openJobTables } from "../tables";
 import type { FromWorker, ToWorker } from "./protocol";
 import { JobRunner } from "./runner";
 
@@ -18,7 +18,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       const { settings } = message;
       const log = createLogger(settings.logLevel, "worker", settings.logFormat);
       const db = openDatabase(settings.dbPath, { durability: settings.durability });
-      runner = new JobRunner(new JobStore(db), settings, post, log);
+      runner = new JobRunner(openJobTables(db).store, settings, post, log);
       // The worker does most of the writing, so it keeps the WAL short too.
       const stopCheckpoints = startCheckpoints(db, settings.dbPath);
       runner

@@ -13,7 +13,8 @@ import { asObject } from "../adapters/sse-json";
 import { formatDuration } from "../duration";
 import { ConnectionError, ConnectionRefusedError, HttpError, OllamaClient, fetchErrorText } from "../ollama/client";
 import { isStorageError } from "../queue/storage-health";
-import { type ArtifactInput, CLIENT_CANCELED, type JobRow, type JobStore } from "../queue/store";
+import type { RunnerStore } from "../queue/runner-store";
+import { type ArtifactInput, CLIENT_CANCELED, type JobRow } from "../queue/store";
 import type { Logger } from "../log";
 import { retryDelayMs } from "./backoff";
 import type { FromWorker, UpstreamErrorKind, WorkerSettings } from "./protocol";
@@ -55,13 +56,20 @@ const COLLECT_AFTER_BYTES = 8 * 1024 * 1024;
 
 /** How often finished jobs past their TTL are pruned while the loop idles. */
 const PRUNE_EVERY_MS = 60_000;
+/**
+ * How long a request sent after an aborted one waits. Aborting closes that connection, but Ollama (or a
+ * fake) learns of it only when its event loop reads the close, and the next request on another socket
+ * can be read first: for a moment it would serve two. Aborts are rare (a cancel, a hang-up, a timeout),
+ * so the next job waits this long after one rather than race it (CI saw the fake count two in flight).
+ */
+const ABORT_SETTLE_MS = 50;
 
 /**
  * The worker's loop: claims one job at a time, streams it from Ollama, relays each line, and records
  * the outcome. It owns the upstream fetch; it never answers HTTP. The loop never dies on a bad job.
  */
 export class JobRunner {
-  readonly #store: JobStore;
+  readonly #store: RunnerStore;
   readonly #ollama: OllamaClient;
   readonly #settings: WorkerSettings;
   readonly #post: (message: FromWorker) => void;
@@ -81,10 +89,12 @@ export class JobRunner {
   #stopDeadline = Infinity;
   /** Set after a big answer: collect once the job's frame is gone (see COLLECT_AFTER_BYTES). */
   #collect = false;
+  /** When an upstream request in flight was last aborted (see ABORT_SETTLE_MS). */
+  #abortedAt = 0;
   /** Jobs whose clients hung up, their cancel not yet here (see {@link clientGone}). */
   readonly #gone = new Set<string>();
 
-  constructor(store: JobStore, settings: WorkerSettings, post: (message: FromWorker) => void, log: Logger) {
+  constructor(store: RunnerStore, settings: WorkerSettings, post: (message: FromWorker) => void, log: Logger) {
     this.#store = store;
     this.#settings = settings;
     this.#post = post;
@@ -277,7 +287,9 @@ export class JobRunner {
         );
         dispatch.timers.push(() => clearInterval(check));
       }
-      dispatch.response = this.#ollama.request("POST", adapter.upstreamPath, JSON.stringify(body), controller.signal);
+      const send = () => this.#ollama.request("POST", adapter.upstreamPath, JSON.stringify(body), controller.signal);
+      const settle = this.#abortedAt + ABORT_SETTLE_MS - Date.now();
+      dispatch.response = settle > 0 ? Bun.sleep(settle).then(send) : send();
     } catch (error) {
       dispatch.response = Promise.reject(error);
     }
@@ -362,6 +374,7 @@ export class JobRunner {
       if (answer.byteLength >= COLLECT_AFTER_BYTES) this.#collect = true;
     } catch (error) {
       const cause = controller.signal.aborted ? controller.signal.reason : error;
+      if (controller.signal.aborted) this.#abortedAt = Date.now();
       const relayed = chunks.length ? streamArtifact(Buffer.concat(chunks), framing) : undefined;
       try {
         const settled = cause instanceof IncompleteAnswerError ? new ConnectionError(cause.message) : cause;

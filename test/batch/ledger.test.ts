@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { FileStore } from "../../src/batch/files";
 import { type AdmittedLine, BatchStore } from "../../src/batch/store";
 import { openDatabase } from "../../src/queue/db";
-import { JobStore } from "../../src/queue/store";
+import type { JobStore } from "../../src/queue/store";
+import { openJobTables } from "../../src/tables";
 import { tempDir } from "../harness";
 
 let dir: ReturnType<typeof tempDir>;
@@ -18,9 +19,10 @@ let batches: BatchStore;
 beforeEach(() => {
   dir = tempDir();
   db = openDatabase(join(dir.path, "q.db"));
-  store = new JobStore(db);
+  const tables = openJobTables(db);
+  store = tables.store;
   files = new FileStore(db);
-  batches = new BatchStore(db, files, store.batchLedger);
+  batches = new BatchStore(db, files, tables.batchLedger);
 });
 afterEach(() => {
   db.close();

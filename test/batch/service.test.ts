@@ -10,13 +10,15 @@ import { JobService } from "../../src/job-service";
 import { createLogger } from "../../src/log";
 import type { ModelInventory } from "../../src/ollama/inventory";
 import { openDatabase } from "../../src/queue/db";
-import { JobStore } from "../../src/queue/store";
+import type { JobStore } from "../../src/queue/store";
+import { type JobTables, openJobTables } from "../../src/tables";
 import type { JobLink } from "../../src/worker/job-events";
 import { tempDir, until } from "../harness";
 
 let dir: ReturnType<typeof tempDir>;
 let db: Database;
 let store: JobStore;
+let tables: JobTables;
 let files: FileStore;
 let batches: BatchStore;
 let service: BatchService | undefined;
@@ -31,9 +33,10 @@ const inventory = {
 beforeEach(() => {
   dir = tempDir();
   db = openDatabase(join(dir.path, "q.db"));
-  store = new JobStore(db);
+  tables = openJobTables(db);
+  store = tables.store;
   files = new FileStore(db);
-  batches = new BatchStore(db, files, store.batchLedger);
+  batches = new BatchStore(db, files, tables.batchLedger);
   inventory.degraded = false;
 });
 afterEach(() => {
@@ -55,6 +58,7 @@ const link: JobLink = {
 function startService(windowMs = 60_000): BatchService {
   const jobs = new JobService(
     store,
+    tables.deliveries,
     link,
     inventory as unknown as ModelInventory,
     { maxAttempts: 3, maxQueue: 10, schedule: "drain" },
@@ -165,9 +169,10 @@ test("a big batch is queued in slices while it stays validating; a crash between
   db.close();
   await service!.settled();
   db = openDatabase(join(dir.path, "q.db"));
-  store = new JobStore(db);
+  tables = openJobTables(db);
+  store = tables.store;
   files = new FileStore(db);
-  batches = new BatchStore(db, files, store.batchLedger);
+  batches = new BatchStore(db, files, tables.batchLedger);
   await startService().settled();
   const batch = batches.get(created.id)!;
   expect(batch).toMatchObject({ status: "in_progress", total: lines, failed: lines / 10, admittedThrough: lines });

@@ -8,7 +8,7 @@ import fc from "fast-check";
 import { composeForeman, type JobLoop } from "../../src/compose";
 import { loadConfig } from "../../src/config";
 import { openDatabase } from "../../src/queue/db";
-import { JobStore } from "../../src/queue/store";
+import { openJobTables } from "../../src/tables";
 import { JobEventHub } from "../../src/worker/job-events";
 import { capturingLogger } from "../in-process";
 
@@ -53,7 +53,7 @@ export function declaredRoutes(): Array<{ method: string; path: string }> {
     clientGone: () => {},
   };
   try {
-    return composeForeman(loadConfig({}), db, new JobStore(db), loop, () => log).routes;
+    return composeForeman(loadConfig({}), db, openJobTables(db), loop, () => log).routes;
   } finally {
     db.close();
   }

@@ -9,6 +9,7 @@ import { DashboardFeed } from "../../src/dashboard/feed";
 import { SnapshotBuilder } from "../../src/dashboard/snapshot";
 import { JobEventHub } from "../../src/worker/job-events";
 import { openDatabase } from "../../src/queue/db";
+import { DashboardQueries } from "../../src/queue/dashboard-queries";
 import { JobStore } from "../../src/queue/store";
 import { StorageHealth } from "../../src/queue/storage-health";
 import { tempDir, until } from "../harness";
@@ -410,6 +411,7 @@ describe("the GPU timeline", () => {
       })();
       const builder = new SnapshotBuilder(
         store,
+        new DashboardQueries(db),
         { snapshot: { models: [], running: [], degraded: false, updatedAt: now } } as never,
         () => ({ now, groups: new Map(), cost: () => ({}) }) as never,
       );
@@ -450,7 +452,7 @@ describe("the running job's live count", () => {
       log: capturingLogger("test", []),
       queuePlan: () => ({ now: Date.now(), groups: new Map(), cost: () => ({}) }),
     };
-    const feed = new DashboardFeed(jobs as never);
+    const feed = new DashboardFeed(jobs as never, new DashboardQueries(db));
     const running = (id: string, state: string, startedAt: number) =>
       db.run(
         `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after, created_at, started_at)

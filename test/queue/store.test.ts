@@ -6,6 +6,7 @@ import init from "../../src/queue/migrations/001_init.sql" with { type: "text" }
 import { QueueFullError } from "../../src/errors";
 import { openDatabase } from "../../src/queue/db";
 import { type ClaimPolicy, JobStore, type NewJob } from "../../src/queue/store";
+import { openJobTables } from "../../src/tables";
 import { tempDir } from "../harness";
 
 let dir: ReturnType<typeof tempDir>;
@@ -70,10 +71,10 @@ describe("the database", () => {
     );
     old.close();
     const upgraded = openDatabase(path);
-    const store2 = new JobStore(upgraded);
+    const { store: store2, deliveries } = openJobTables(upgraded);
     expect(store2.getJob("01J0000000000000000000000A")?.state).toBe("done");
     expect(store2.artifacts.list("01J0000000000000000000000A").map((a) => a.name)).toEqual(["result.json"]);
-    expect(store2.deliveries.status("01J0000000000000000000000A")?.state).toBe("pending");
+    expect(deliveries.status("01J0000000000000000000000A")?.state).toBe("pending");
     // A type and source outside the first migration's CHECKs are accepted now.
     upgraded.run(
       `INSERT INTO jobs (id, type, model, model_key, request, source, state, max_attempts, run_after, created_at)

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { createLogger } from "../../src/log";
 import { openDatabase } from "../../src/queue/db";
-import { JobStore } from "../../src/queue/store";
+import { openJobTables } from "../../src/tables";
 import { DEFAULT_ALLOW, parseAllowList, WebhookAllowList } from "../../src/webhook/allow-list";
 import { WebhookDispatcher } from "../../src/webhook/dispatcher";
 import { tempDir, until } from "../harness";
@@ -92,7 +92,7 @@ describe("WebhookDispatcher", () => {
   test("an attempt that gets no answer in time counts as a failure and is retried", async () => {
     const dir = tempDir();
     const db = openDatabase(join(dir.path, "w.db"));
-    const store = new JobStore(db);
+    const { store, deliveries } = openJobTables(db);
     let calls = 0;
     // Never answers the first call; answers the second at once.
     const receiver = Bun.serve({
@@ -105,6 +105,7 @@ describe("WebhookDispatcher", () => {
     });
     const dispatcher = new WebhookDispatcher(
       store,
+      deliveries,
       { webhookBackoffMs: [50], webhookSecret: undefined, webhookAllow: parseAllowList(["127.0.0.1"]) },
       createLogger("error", "webhook"),
       { attemptTimeoutMs: 200 },
@@ -129,8 +130,8 @@ describe("WebhookDispatcher", () => {
     );
     store.cancelJob(job.id);
     dispatcher.start();
-    await until(() => store.deliveries.status(job.id)?.state === "delivered", 5000, "the retry to land");
-    expect(store.deliveries.status(job.id)).toMatchObject({ attempts: 2, lastStatus: 204 });
+    await until(() => deliveries.status(job.id)?.state === "delivered", 5000, "the retry to land");
+    expect(deliveries.status(job.id)).toMatchObject({ attempts: 2, lastStatus: 204 });
     expect(calls).toBe(2);
   });
 });

@@ -156,6 +156,24 @@ test("a job claimed at the last answer's final record and canceled before that b
   expect(stack.fake.maxInFlight).toBe(1);
 });
 
+test("after a running job is aborted the next request waits for Ollama to have seen the abort", async () => {
+  stack = await startInProcess();
+  const prompt = (p: string) => ({ model: "llama3.2", prompt: p });
+  const release = stack.fake.hold();
+  const first = (await stack.jobs.submit("generate", prompt("first"), { source: "jobs" })).job;
+  await stack.fake.nextArrival();
+  const next = (await stack.jobs.submit("generate", prompt("next"), { source: "jobs" })).job;
+  const canceledAt = performance.now();
+  expect(stack.jobs.cancel(first.id)?.state).toBe("canceled");
+  release();
+  for await (const event of stack.jobs.watch(next.id)) if (event.type === "ended") expect(event.job.state).toBe("done");
+  const [aborted, sent] = stack.fake.seen;
+  // The first request was over at the fake before the next arrived, and not by luck: the runner waited.
+  expect(sent!.arrivedMs).toBeGreaterThanOrEqual(aborted!.servedMs!);
+  expect(sent!.arrivedMs - canceledAt).toBeGreaterThanOrEqual(45);
+  expect(stack.fake.maxInFlight).toBe(1);
+});
+
 test("a job claimed ahead whose row was canceled before its cancel message arrived is never sent", async () => {
   stack = await startInProcess({ fake: { finalDelayMs: 300 } });
   const prompt = (p: string) => ({ model: "llama3.2", prompt: p });
