@@ -4,10 +4,13 @@ import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { ApiError, StorageFullError } from "./errors";
 import { isStorageError } from "./queue/storage-health";
 import { DashboardFeed } from "./dashboard/feed";
-import { isPublicRoute, tokenMatches } from "./http/auth";
+import { isPublicRoute } from "./http/auth";
+import { NOBODY, PrincipalResolver, keyApiForPath, setPrincipal } from "./keys/principal";
 import { DASHBOARD_PATHS, dashboardRoutes } from "./http/dashboard";
 import type { BatchService } from "./batch/service";
 import { batchRoutes } from "./http/batches";
+import { adminKeyRoutes } from "./http/admin-keys";
+import type { KeyStore } from "./keys/key-store";
 import { fileRoutes } from "./http/files";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
@@ -34,6 +37,10 @@ export interface AppDependencies {
   batches?: BatchService;
   /** What GET /metrics shows; server.ts passes the one its job ends feed, tests may leave it out. */
   metrics?: ForemanMetrics;
+  /** Who is asking (keys and FOREMAN_TOKEN); without it, FOREMAN_TOKEN alone decides. */
+  principals?: PrincipalResolver;
+  /** The API keys, for the admin API (/admin/keys); without it (some tests) those routes are absent. */
+  keys?: KeyStore;
 }
 
 /**
@@ -42,23 +49,48 @@ export interface AppDependencies {
  */
 const PUBLIC_PATHS: ReadonlySet<string> = new Set(["/healthz", ...DOCS_PATHS, ...DASHBOARD_PATHS]);
 
+/** Routes only an admin may use: key management, Ollama's model management, and /metrics (every key's usage). */
+function adminOnly(method: string, path: string): boolean {
+  if (path === "/admin" || path.startsWith("/admin/") || path.startsWith("/api/blobs/") || path === "/metrics") return true;
+  return (
+    (method === "POST" && ["/api/pull", "/api/push", "/api/create", "/api/copy"].includes(path)) ||
+    (method === "DELETE" && path === "/api/delete")
+  );
+}
+
 /**
  * The token decision, one implementation for both places that make it: the transport (src/compose.ts,
  * before any body is read) and the app's onRequest (defence in depth). `path` must be the very string the
- * router routes on. Returns the 401 in the path's API shape, or undefined when the request may go on.
+ * router routes on. Resolves the request's principal (see PrincipalResolver) and records it on the request
+ * (principalOf); returns the refusal in the path's API shape (401 without a valid secret, 403 for a key
+ * outside its scope), or undefined when the request may go on.
  */
-export function createAuthorizer(config: Pick<Config, "token" | "metricsPublic">) {
+export function createAuthorizer(
+  config: Pick<Config, "token" | "metricsPublic">,
+  resolver: PrincipalResolver = new PrincipalResolver(config.token, undefined),
+) {
   const publicPaths = config.metricsPublic ? new Set([...PUBLIC_PATHS, "/metrics"]) : PUBLIC_PATHS;
-  const token = config.token;
-  return (method: string, path: string, headers: Headers): Response | undefined => {
-    if (!token || isPublicRoute(method, path, publicPaths) || tokenMatches(headers, token)) return undefined;
-    return errorResponse(apiForPath(path), 401, "unauthorized", { "www-authenticate": "Bearer" });
+  return (request: Request, path: string): Response | undefined => {
+    const { method, headers } = request;
+    const principal = resolver.resolve(headers);
+    if (isPublicRoute(method, path, publicPaths)) {
+      setPrincipal(request, principal ?? NOBODY);
+      return undefined;
+    }
+    if (!principal) return errorResponse(apiForPath(path), 401, "unauthorized", { "www-authenticate": "Bearer" });
+    setPrincipal(request, principal);
+    if (principal.role === "admin") return undefined;
+    if (adminOnly(method, path)) return errorResponse(apiForPath(path), 403, `key "${principal.name}" is not an admin key`);
+    const api = keyApiForPath(path);
+    if (api && principal.key?.apis && !principal.key.apis.includes(api))
+      return errorResponse(apiForPath(path), 403, `key "${principal.name}" may not use the ${api} API`);
+    return undefined;
   };
 }
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, dashboard, ollama, webhooks, batches, metrics }: AppDependencies) {
-  const authorize = createAuthorizer(config);
+export function createApp({ config, jobs, dashboard, ollama, webhooks, batches, metrics, principals, keys }: AppDependencies) {
+  const authorize = createAuthorizer(config, principals);
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
   //
@@ -73,7 +105,7 @@ export function createApp({ config, jobs, dashboard, ollama, webhooks, batches, 
       // `path` is the string the router is about to route on, so the decision is about the route that runs.
       // Elysia sets it at run time without typing it; were it ever missing, no path would be public.
       const path = (context as { path?: unknown }).path;
-      return authorize(context.request.method, typeof path === "string" ? path : "", context.request.headers);
+      return authorize(context.request, typeof path === "string" ? path : "");
     })
     .onError(({ code, error, path }) => {
       // Each API's routes answer errors in that API's shape.
@@ -112,5 +144,6 @@ export function createApp({ config, jobs, dashboard, ollama, webhooks, batches, 
           })
         : new Elysia(),
     )
-    .use(batches ? batchRoutes(batches, webhooks) : new Elysia());
+    .use(batches ? batchRoutes(batches, webhooks) : new Elysia())
+    .use(keys ? adminKeyRoutes(keys, jobs.store.keyUsage) : new Elysia());
 }

@@ -14,6 +14,8 @@ import { rejectMalformedTarget, routedPath } from "./http/request-target";
 import { RouteTable } from "./http/route-table";
 import { readChunkedBody, rejectDeclaredLength } from "./http/body-limit";
 import { JobService } from "./job-service";
+import { KeyStore } from "./keys/key-store";
+import { PrincipalResolver, principalOf, setPrincipal } from "./keys/principal";
 import { jobEndReporter } from "./job-ended";
 import { ForemanMetrics } from "./metrics";
 import type { Logger } from "./log";
@@ -73,20 +75,35 @@ export function composeForeman(
   const ollama = new OllamaClient({ baseUrl: config.ollamaUrl, token: config.ollamaToken });
   const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
   const jobs = new JobService(store, deliveries, loop, inventory, config, log);
+  const keys = new KeyStore(db);
+  const principals = new PrincipalResolver(config.token, keys);
+  // A key's name never changes and its id is never reused: each is read once.
+  const keyNames = new Map<string, string>();
+  jobs.keyName = (keyId) => {
+    let name = keyNames.get(keyId);
+    if (name === undefined) {
+      name = keys.find(keyId)?.name;
+      if (name !== undefined) keyNames.set(keyId, name);
+    }
+    return name ?? null;
+  };
   jobs.storage = new StorageHealth(probeWrite(db));
   const webhooks = new WebhookDispatcher(store, deliveries, config, logFor("webhook"));
   const files = new FileStore(db);
   const batchStore = new BatchStore(db, files, tables.batchLedger);
   const batches = new BatchService(batchStore, files, jobs, config, logFor("batch"));
   batches.onBatchEnded = () => webhooks.wake();
+  batches.keyOf = (keyId) => keys.find(keyId);
+  webhooks.keyName = jobs.keyName;
   webhooks.batchPayload = (id) => {
     const batch = batchStore.get(id);
     return batch ? batchWebhookPayload(batch) : null;
   };
 
   const metrics = new ForemanMetrics({ store, inventory, storage: jobs.storage });
+  metrics.keyName = jobs.keyName;
   // Every job end, whichever thread ended it, is reported once from its row: the log line and the metrics.
-  const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"));
+  const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"), jobs.keyName);
 
   loop.onUnreachable = () => void inventory.refresh();
   loop.onAttemptFailed = (kind, retry) => metrics.attemptFailed(kind, retry);
@@ -99,10 +116,20 @@ export function composeForeman(
   };
   inventory.onChange((snapshot) => loop.setInventory(inventory.residentKeys(), !snapshot.degraded));
 
-  const app = createApp({ config, jobs, dashboard: new DashboardQueries(db), ollama, webhooks, batches, metrics });
+  const app = createApp({
+    config,
+    jobs,
+    dashboard: new DashboardQueries(db),
+    ollama,
+    webhooks,
+    batches,
+    metrics,
+    principals,
+    keys,
+  });
   const cors = new CorsPolicy(config.origins);
   const hosts = new HostPolicy(config.allowedHosts, isLoopback(config.listen.hostname));
-  const authorize = createAuthorizer(config);
+  const authorize = createAuthorizer(config, principals);
   const table = new RouteTable(app.routes);
   /**
    * Past the Host and CORS checks: the token and the route are decided before any body is read, so a
@@ -111,7 +138,7 @@ export function composeForeman(
   const admit = async (request: Request): Promise<Response> => {
     // The very string the router will route on (Elysia's own computation): the decision is about the route that runs.
     const path = routedPath(request.url);
-    const denied = authorize(request.method, path, request.headers);
+    const denied = authorize(request, path);
     if (denied) return unread(request, denied);
     if (hasBody(request) && !table.has(request.method, path))
       return unread(request, errorResponse(apiForPath(path), 404, "not found"));
@@ -134,6 +161,7 @@ export function composeForeman(
       const read = await readChunkedBody(request, config.maxBodyBytes);
       if (read instanceof Response) return unread(request, read);
       sameConnection(read, request);
+      setPrincipal(read, principalOf(request));
       return app.handle(read);
     }
     return app.handle(request);

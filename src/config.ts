@@ -312,3 +312,14 @@ export interface ClientConfig {
 export function loadClientConfig(env: Env = process.env): ClientConfig {
   return { url: httpUrl(env, "FOREMAN_URL", "http://127.0.0.1:8080"), token: text(env, "FOREMAN_TOKEN") };
 }
+
+/** What `foreman keys` needs: the database it manages the keys of, directly (the server need not run). */
+export interface KeysConfig {
+  /** FOREMAN_DB: SQLite file, default ./foreman.db, as `foreman serve` reads it. */
+  dbPath: string;
+}
+
+/** Reads FOREMAN_DB for `foreman keys`. */
+export function loadKeysConfig(env: Env = process.env): KeysConfig {
+  return { dbPath: text(env, "FOREMAN_DB") ?? "./foreman.db" };
+}

@@ -12,6 +12,7 @@ export function jobEndReporter(
   store: Pick<JobStore, "getJobHead">,
   metrics: ForemanMetrics,
   log: Logger,
+  keyName: (keyId: string) => string | null = () => null,
 ): (jobId: string) => void {
   return (jobId) => {
     // The head: figures only, never a result of megabytes read back per end.
@@ -25,6 +26,7 @@ export function jobEndReporter(
       type: job.type,
       model: job.model,
       source: job.source,
+      key: job.keyId === null ? undefined : (keyName(job.keyId) ?? undefined),
       outcome: job.state,
       attempts: job.attempts,
       ...jobStats(job, now),

@@ -13,6 +13,7 @@ import { type QueuePlan, estimatedStart, overdueRun, planQueue, plannedGroup } f
 import { CLIENT_CANCELED, type JobRow, type JobStore, type NewJob } from "./queue/store";
 import type { WebhookDeliveries } from "./webhook/deliveries";
 import type { JobLink } from "./worker/job-events";
+import { OPEN_ADMIN, type Principal, modelAllowed } from "./keys/principal";
 
 /** Priorities accepted from clients: integers in this range (inclusive). */
 export const PRIORITY_RANGE = { min: -1000, max: 1000 } as const;
@@ -36,6 +37,8 @@ export interface SubmitOptions {
   priority?: number;
   idempotencyKey?: string;
   webhook?: { url: string; secret?: string };
+  /** Who asks (see src/keys/principal.ts); without it, nobody's in particular (FOREMAN_TOKEN, an open foreman). */
+  principal?: Principal;
 }
 
 /**
@@ -51,6 +54,10 @@ export class JobService {
   onQueued: (job: JobRow) => void = () => {};
   /** Whether writes fail for space; composeForeman gives it the database's probe write. */
   storage = new StorageHealth(() => {});
+  /** The time a key's limits are checked at (its daily quota's day): Date.now, or a test's own clock. */
+  clock: () => number = Date.now;
+  /** A key's name by id (job views name who asked); composeForeman sets it. */
+  keyName: (keyId: string) => string | null = () => null;
 
   constructor(
     readonly store: JobStore,
@@ -73,17 +80,27 @@ export class JobService {
     options: SubmitOptions,
   ): Promise<{ job: JobRow; created: boolean; facts: RequestFacts }> {
     const facts = adapterFor(type).describe(body);
-    if (!facts.model || !(await this.inventory.knows(facts.model))) throw new NotFoundError(`model '${facts.model}' not found`);
+    const principal = options.principal ?? OPEN_ADMIN;
+    // A model outside the key's scope is answered as one Ollama lacks: the scope leaks no model list.
+    if (!facts.model || !modelAllowed(principal, facts.model) || !(await this.inventory.knows(facts.model)))
+      throw new NotFoundError(`model '${facts.model}' not found`);
+    const key = principal.key;
+    const ceiling = key?.maxPriority ?? null;
     const result = await this.#enqueue({
       type,
       model: facts.model,
       modelKey: facts.modelKey,
       request: JSON.stringify(body),
       source: options.source,
-      priority: options.priority,
+      priority: ceiling === null ? options.priority : Math.min(options.priority ?? 0, ceiling),
       maxAttempts: this.config.maxAttempts,
-      idempotencyKey: options.idempotencyKey,
+      // Idempotency keys are each key's own: another key's repeat of one is a new job, not a look at theirs.
+      idempotencyKey:
+        options.idempotencyKey === undefined || key === null ? options.idempotencyKey : `${key.id}:${options.idempotencyKey}`,
       webhook: options.webhook,
+      owner: key
+        ? { keyId: key.id, name: key.name, maxJobs: key.maxJobs, dailyTokens: key.dailyTokens, at: this.clock() }
+        : undefined,
     });
     if (result.created) this.onQueued(result.job);
     return { ...result, facts };
@@ -270,9 +287,10 @@ export class JobService {
    * `plan`, made here unless given: a list makes one for its page) and its webhook delivery state.
    */
   view(job: JobRow, plan?: QueuePlan): JobView {
-    if (job.state !== "queued") return toJobView(job, { queuePosition: null, webhook: this.webhookView(job) });
+    const key = job.keyId === null ? null : this.keyName(job.keyId);
+    if (job.state !== "queued") return toJobView(job, { queuePosition: null, webhook: this.webhookView(job), key });
     const { position, estimatedStartAt } = this.queuePlace(job, plan ?? this.queuePlan());
-    return toJobView(job, { queuePosition: position, webhook: this.webhookView(job), estimatedStartAt });
+    return toJobView(job, { queuePosition: position, webhook: this.webhookView(job), estimatedStartAt, key });
   }
 
   /**

@@ -3,6 +3,7 @@
 import pkg from "../package.json";
 import { runClientCommand, CLIENT_COMMANDS, CLIENT_USAGE, USAGE_HINT } from "./cli/commands";
 import { HEALTH_USAGE, runHealthCommand } from "./cli/health";
+import { KEYS_USAGE, runKeysCommand } from "./cli/keys-command";
 import { SERVICE_USAGE, runServiceCommand } from "./cli/service";
 import { ConfigError, loadConfig } from "./config";
 import { type Logger, createLogger } from "./log";
@@ -15,6 +16,7 @@ Usage:
   foreman serve                 run the server (configured by FOREMAN_* variables; see README)
 ${CLIENT_USAGE}
 ${HEALTH_USAGE}
+${KEYS_USAGE}
 ${SERVICE_USAGE}
   foreman --help | --version`;
 
@@ -84,6 +86,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === "service") return runServiceCommand(rest);
   if (command === "health") return runHealthCommand(rest);
+  if (command === "keys") return runKeysCommand(rest);
   if (command && CLIENT_COMMANDS.has(command)) return runClientCommand(command, rest);
   // Misuse is one line and a hint (the README's promise: errors are one line on stderr); bare \`foreman\` shows the usage.
   process.stderr.write(command ? `foreman: unknown command "${command}"\n${USAGE_HINT}` : `${USAGE}\n`);

@@ -36,6 +36,10 @@ export class ForemanMetrics {
   readonly #outputTokens;
   readonly #promptTokens;
   readonly #tokensPerSecond;
+  readonly #keyJobs;
+  readonly #keyTokens;
+  /** A key's name by id, for the per-key series; composeForeman sets it. */
+  keyName: (keyId: string) => string | null = () => null;
   readonly #upstreamErrors;
   readonly #retries;
   readonly #webhookDeliveries;
@@ -132,6 +136,20 @@ export class ForemanMetrics {
       buckets: RATE_BUCKETS,
       registers,
     });
+    // Per API key: series of their own (names only, never secrets; keys are few), so the series above stay as
+    // they were for deployments without keys.
+    this.#keyJobs = new Counter({
+      name: "foreman_key_jobs_ended_total",
+      help: "Jobs of each API key that ended, by key name and outcome (done, failed, canceled)",
+      labelNames: ["key", "outcome"] as const,
+      registers,
+    });
+    this.#keyTokens = new Counter({
+      name: "foreman_key_tokens_total",
+      help: "Tokens of each API key's ended jobs (what its daily quota counts), by key name and kind (prompt, output)",
+      labelNames: ["key", "kind"] as const,
+      registers,
+    });
     this.#upstreamErrors = new Counter({
       name: "foreman_upstream_errors_total",
       help: "Failed attempts at Ollama by kind: refused, connection (lost), timeout, http_4xx, http_5xx",
@@ -168,6 +186,11 @@ export class ForemanMetrics {
     if (job.promptTokens !== null) this.#promptTokens.inc({ model }, job.promptTokens);
     const rate = job.state === "done" ? tokensPerSecond(job, runMs) : null;
     if (rate !== null) this.#tokensPerSecond.observe({ model }, rate);
+    const key = job.keyId === null ? null : this.keyName(job.keyId);
+    if (key === null) return;
+    this.#keyJobs.inc({ key, outcome: job.state });
+    if (job.promptTokens !== null) this.#keyTokens.inc({ key, kind: "prompt" }, job.promptTokens);
+    if (job.outputTokens !== null) this.#keyTokens.inc({ key, kind: "output" }, job.outputTokens);
   }
 
   /** Counts a failed attempt at Ollama, and a retry when the job goes back to the queue. */

@@ -15,6 +15,7 @@ import { openDatabase } from "./queue/db";
 import { tightenDatabaseFiles, trackCreatedFiles } from "./queue/db-files";
 import { PRIVATE_FOLDER_MODE } from "./queue/private-files";
 import { type DatabaseLock, lockDatabase, lockPathFor } from "./queue/lock";
+import { KeyStore } from "./keys/key-store";
 import { WorkerBridge } from "./worker/bridge";
 import { workerSettings } from "./worker/protocol";
 import { type DatabaseStep, databaseStartupError, listenStartupError } from "./startup-error";
@@ -35,11 +36,6 @@ export async function startServer(config: Config): Promise<RunningServer> {
   for (const { name, didYouMean } of unknownSettings()) {
     log.warn(`unknown setting ${name} is ignored`, didYouMean ? { did_you_mean: didYouMean } : {});
   }
-  if (!isLoopback(config.listen.hostname) && !config.token) {
-    log.warn("listening beyond this machine without FOREMAN_TOKEN: anyone who can reach it can use it", {
-      listen: `${config.listen.hostname}:${config.listen.port}`,
-    });
-  }
   warnIfFewDescriptors(log, config.maxConnections);
   // The port first: a port in use must fail before anything touches the database. Until the app is
   // built, requests get a 503.
@@ -52,6 +48,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
     throw error;
   }
   const { db, lock } = owned;
+  // API keys close foreman as FOREMAN_TOKEN does (a revoked one too: revoking never opens it).
+  if (!isLoopback(config.listen.hostname) && !config.token && new KeyStore(db).count() === 0) {
+    log.warn("listening beyond this machine without FOREMAN_TOKEN or API keys: anyone who can reach it can use it", {
+      listen: `${config.listen.hostname}:${config.listen.port}`,
+    });
+  }
   const tables = openJobTables(db);
   // Resolved from this file so that, compiled, it names the worker entry point bundled beside main.
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;

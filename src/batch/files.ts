@@ -17,9 +17,11 @@ export interface FileRow {
   bytes: number;
   status: "uploading" | "processed";
   createdAt: number;
+  /** The API key it belongs to (its uploader's, or its batch's); null without one. */
+  keyId: string | null;
 }
 
-const FILE_COLUMNS = `id, purpose, filename, bytes, status, created_at AS createdAt`;
+const FILE_COLUMNS = `id, purpose, filename, bytes, status, created_at AS createdAt, key_id AS keyId`;
 
 /** A new file id, as OpenAI spells them. */
 export function newFileId(now = Date.now()): string {
@@ -45,8 +47,9 @@ export class FileStore {
 
   constructor(db: Database) {
     this.#db = db;
-    this.#insertStmt = db.query<FileRow, [string, string, string, string, number]>(
-      `INSERT INTO files (id, purpose, filename, bytes, status, created_at) VALUES (?, ?, ?, 0, ?, ?) RETURNING ${FILE_COLUMNS}`,
+    this.#insertStmt = db.query<FileRow, [string, string, string, string, number, string | null]>(
+      `INSERT INTO files (id, purpose, filename, bytes, status, created_at, key_id) VALUES (?, ?, ?, 0, ?, ?, ?)
+       RETURNING ${FILE_COLUMNS}`,
     );
     this.#appendStmt = db.query<null, [string, Uint8Array]>(`INSERT INTO file_chunks (file_id, data) VALUES (?, ?)`);
     this.#growStmt = db.query<null, [number, string]>(`UPDATE files SET bytes = bytes + ? WHERE id = ?`);
@@ -63,8 +66,8 @@ export class FileStore {
   }
 
   /** Starts an upload: the row exists but is not listed until {@link finishUpload}. */
-  beginUpload(purpose: string, filename: string, now = Date.now()): FileRow {
-    return this.#insertStmt.get(newFileId(now), purpose, filename, "uploading", now)!;
+  beginUpload(purpose: string, filename: string, keyId: string | null = null, now = Date.now()): FileRow {
+    return this.#insertStmt.get(newFileId(now), purpose, filename, "uploading", now, keyId)!;
   }
 
   /** Appends bytes to an upload (one small transaction, so the worker's writes are never held up long). */
@@ -84,8 +87,8 @@ export class FileStore {
   }
 
   /** Creates a file that is listed at once (a batch's output or error file); call inside the caller's transaction. */
-  createTx(id: string, purpose: string, filename: string, now: number): FileRow {
-    return this.#insertStmt.get(id, purpose, filename, "processed", now)!;
+  createTx(id: string, purpose: string, filename: string, now: number, keyId: string | null = null): FileRow {
+    return this.#insertStmt.get(id, purpose, filename, "processed", now, keyId)!;
   }
 
   /** A listed file, or null. */
@@ -94,9 +97,10 @@ export class FileStore {
   }
 
   /** Files newest first, `limit` after the id `after`, optionally of one purpose; `order` "asc" reverses. */
-  list(options: { purpose?: string; after?: string; limit: number; order: "asc" | "desc" }): FileRow[] {
+  list(options: { purpose?: string; after?: string; limit: number; order: "asc" | "desc"; keyId?: string }): FileRow[] {
     const where = ["status = 'processed'"];
     const params: (string | number)[] = [];
+    if (options.keyId !== undefined) (where.push("key_id = ?"), params.push(options.keyId));
     if (options.purpose) (where.push("purpose = ?"), params.push(options.purpose));
     if (options.after) (where.push(options.order === "asc" ? "id > ?" : "id < ?"), params.push(options.after));
     params.push(options.limit);

@@ -77,18 +77,28 @@ export class BatchLedger {
     )!;
     // A batch still validating is queued in slices and its total still grows: the last slice ends it if need be.
     const running = counts.status === "in_progress" || counts.status === "cancelling";
-    if (running && counts.done >= counts.total) this.finishTx(owner.batchId, owner, now);
+    if (running && counts.done >= counts.total) this.finishTx(owner.batchId, { ...owner, keyId: job.keyId }, now);
   }
 
   /** Ends a batch whose lines have all ended (completed, cancelled or expired) and queues its webhook. */
-  finishTx(batchId: string, owner: Pick<LineOwner, "ending" | "webhookUrl" | "webhookSecret">, now: number): void {
+  finishTx(
+    batchId: string,
+    owner: Pick<LineOwner, "ending" | "webhookUrl" | "webhookSecret"> & { keyId?: string | null },
+    now: number,
+  ): void {
     const status = FINAL_STATUS[owner.ending ?? "none"];
     this.#finishStmt.run(status, now, batchId);
-    this.queueWebhookTx({ id: batchId, webhookUrl: owner.webhookUrl, webhookSecret: owner.webhookSecret }, now);
+    this.queueWebhookTx(
+      { id: batchId, webhookUrl: owner.webhookUrl, webhookSecret: owner.webhookSecret, keyId: owner.keyId },
+      now,
+    );
   }
 
   /** Queues the webhook of a batch that just ended, inside the transaction that ended it. */
-  queueWebhookTx(batch: { id: string; webhookUrl: string | null; webhookSecret: string | null }, now: number): void {
+  queueWebhookTx(
+    batch: { id: string; webhookUrl: string | null; webhookSecret: string | null; keyId?: string | null },
+    now: number,
+  ): void {
     this.#deliveries.queueBatchTx(batch, now);
   }
 }

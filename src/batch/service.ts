@@ -2,6 +2,8 @@ import { BadRequestError, ConflictError, NotFoundError } from "../errors";
 import type { JobService } from "../job-service";
 import type { Logger } from "../log";
 import type { FileStore } from "./files";
+import type { KeyRow } from "../keys/key-store";
+import { OPEN_ADMIN, type Principal, keyPrincipal, modelAllowed, sees } from "../keys/principal";
 import { type AdmittedLine, type BatchError, type BatchRow, type BatchStore } from "./store";
 import { BATCH_ENDPOINTS, type BatchEndpoint, type ClassifiedLine, classifyLine } from "./validate";
 
@@ -50,6 +52,8 @@ export class BatchService {
   readonly #validations = new Set<Promise<void>>();
   /** Called when a batch ended on this thread, so its webhook goes out now. */
   onBatchEnded: () => void = () => {};
+  /** A key's row by id (a batch's lines are checked against its key's models); composeForeman sets it. */
+  keyOf: (keyId: string) => KeyRow | null = () => null;
 
   constructor(
     readonly store: BatchStore,
@@ -76,8 +80,11 @@ export class BatchService {
     clearTimeout(this.#expiryTimer);
   }
 
-  /** Checks a create request and records the batch (status validating); validation goes on in the background. */
-  create(request: BatchRequest): BatchRow {
+  /**
+   * Checks a create request and records the batch (status validating), the principal's; validation goes on
+   * in the background. A key must name its own input file, and not have used its daily tokens.
+   */
+  create(request: BatchRequest, principal: Principal = OPEN_ADMIN): BatchRow {
     if (!(request.endpoint in BATCH_ENDPOINTS)) {
       throw new BadRequestError(`endpoint must be one of ${Object.keys(BATCH_ENDPOINTS).join(", ")}`);
     }
@@ -88,19 +95,24 @@ export class BatchService {
       throw new BadRequestError("metadata may have at most 16 keys");
     }
     const file = this.files.get(request.input_file_id);
-    if (!file) throw new NotFoundError(`No such File object: ${request.input_file_id}`);
-    if (file.purpose !== "batch") throw new BadRequestError(`input_file_id must name a file uploaded with purpose "batch"`);
+    if (!file || !sees(principal, file.keyId)) throw new NotFoundError(`No such File object: ${request.input_file_id}`);
+    const key = principal.key;
     const now = Date.now();
+    if (key)
+      this.jobs.store.keyUsage.checkQuota({ keyId: key.id, name: key.name, dailyTokens: key.dailyTokens }, this.jobs.clock());
+    const ceiling = key?.maxPriority ?? null;
+    if (file.purpose !== "batch") throw new BadRequestError(`input_file_id must name a file uploaded with purpose "batch"`);
     const batch = this.store.create(
       {
         endpoint: request.endpoint,
         inputFileId: file.id,
         completionWindow: request.completion_window,
         metadata: request.metadata ?? null,
-        priority: this.settings.batchPriority,
+        priority: ceiling === null ? this.settings.batchPriority : Math.min(this.settings.batchPriority, ceiling),
         maxAttempts: this.settings.maxAttempts,
         expiresAt: now + this.settings.batchWindowMs,
         webhook: request.webhook,
+        keyId: principal.keyId,
       },
       now,
     );
@@ -119,9 +131,9 @@ export class BatchService {
   }
 
   /** Cancels a batch: unstarted lines are canceled, running ones finish; ends `cancelled`. 409 once it has ended. */
-  cancel(id: string): BatchRow {
+  cancel(id: string, principal: Principal = OPEN_ADMIN): BatchRow {
     const batch = this.store.get(id);
-    if (!batch) throw new NotFoundError(`No batch found with id '${id}'.`);
+    if (!batch || !sees(principal, batch.keyId)) throw new NotFoundError(`No batch found with id '${id}'.`);
     if (batch.status === "validating") {
       const cancelled = this.store.cancelValidating(id);
       // Part of it queued already (it was being admitted): its queued lines are canceled as a running batch's.
@@ -240,10 +252,13 @@ export class BatchService {
         return;
       }
       const unknown = new Set<string>();
+      const ownerKey = batch.keyId === null ? null : (this.keyOf(batch.keyId) ?? null);
+      const owner = ownerKey ? keyPrincipal(ownerKey) : OPEN_ADMIN;
       for (const model of models) {
         // While Ollama is unreachable its model list may be stale: such lines run and fail on their own if need be.
         const known = (await this.jobs.inventory.knows(model)) || this.jobs.inventory.snapshot.degraded;
-        if (!model || !known) unknown.add(model);
+        // A model outside the batch's key's scope is one it does not have, as on the interactive routes.
+        if (!model || !known || !modelAllowed(owner, model)) unknown.add(model);
       }
       let slice: AdmittedLine[] = [];
       let through = batch.admittedThrough;

@@ -43,6 +43,8 @@ export interface BatchRow {
   cancelledAt: number | null;
   /** The input line number the admission has queued through (see {@link BatchStore.admitSlice}). */
   admittedThrough: number;
+  /** The API key that made it (its lines and files are the key's too); null without one. */
+  keyId: string | null;
 }
 
 const BATCH_COLUMNS = `id, endpoint, input_file_id AS inputFileId, completion_window AS completionWindow, status, metadata,
@@ -50,7 +52,7 @@ const BATCH_COLUMNS = `id, endpoint, input_file_id AS inputFileId, completion_wi
   max_attempts AS maxAttempts, ending, webhook_url AS webhookUrl, webhook_secret AS webhookSecret, created_at AS createdAt,
   in_progress_at AS inProgressAt, expires_at AS expiresAt, finalizing_at AS finalizingAt, completed_at AS completedAt,
   failed_at AS failedAt, expired_at AS expiredAt, cancelling_at AS cancellingAt, cancelled_at AS cancelledAt,
-  admitted_through AS admittedThrough`;
+  admitted_through AS admittedThrough, key_id AS keyId`;
 
 /** What a new batch needs. */
 export interface NewBatch {
@@ -62,6 +64,7 @@ export interface NewBatch {
   maxAttempts: number;
   expiresAt: number;
   webhook?: { url: string; secret?: string };
+  keyId?: string | null;
 }
 
 /** A validated line (`number`: its line in the input file): a job to queue, or a per-line failure for the error file. */
@@ -97,15 +100,15 @@ export class BatchStore {
     this.#ledger = ledger;
     this.#insertStmt = db.query<BatchRow, Record<string, string | number | null>>(
       `INSERT INTO batches (id, endpoint, input_file_id, completion_window, status, metadata, output_file_id, error_file_id,
-         priority, max_attempts, webhook_url, webhook_secret, created_at, expires_at)
+         priority, max_attempts, webhook_url, webhook_secret, created_at, expires_at, key_id)
        VALUES ($id, $endpoint, $inputFileId, $completionWindow, 'validating', $metadata, $outputFileId, $errorFileId,
-         $priority, $maxAttempts, $webhookUrl, $webhookSecret, $now, $expiresAt)
+         $priority, $maxAttempts, $webhookUrl, $webhookSecret, $now, $expiresAt, $keyId)
        RETURNING ${BATCH_COLUMNS}`,
     );
     this.#getStmt = db.query<BatchRow, [string]>(`SELECT ${BATCH_COLUMNS} FROM batches WHERE id = ?`);
-    this.#insertJobStmt = db.query<null, [string, string, string, string, string, number, number, number]>(
+    this.#insertJobStmt = db.query<null, [string, string, string, string, string, number, number, number, string | null]>(
       `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
-         created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'batch', 'queued', ?6, 0, ?7, ?8, ?8)`,
+         created_at, key_id) VALUES (?1, ?2, ?3, ?4, ?5, 'batch', 'queued', ?6, 0, ?7, ?8, ?8, ?9)`,
     );
     this.#insertRequestStmt = db.query<null, [string, string, string]>(
       `INSERT INTO batch_requests (job_id, batch_id, custom_id) VALUES (?, ?, ?)`,
@@ -170,6 +173,7 @@ export class BatchStore {
       webhookSecret: batch.webhook?.secret ?? null,
       now,
       expiresAt: batch.expiresAt,
+      keyId: batch.keyId ?? null,
     })!;
   }
 
@@ -178,11 +182,16 @@ export class BatchStore {
   }
 
   /** Batches newest first, `limit` of them after the id `after`. */
-  list(options: { after?: string; limit: number }): BatchRow[] {
-    const where = options.after ? "WHERE id < ?" : "";
-    const params: (string | number)[] = options.after ? [options.after, options.limit] : [options.limit];
+  list(options: { after?: string; limit: number; keyId?: string }): BatchRow[] {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (options.after) (where.push("id < ?"), params.push(options.after));
+    if (options.keyId !== undefined) (where.push("key_id = ?"), params.push(options.keyId));
+    params.push(options.limit);
     return this.#db
-      .query<BatchRow, (string | number)[]>(`SELECT ${BATCH_COLUMNS} FROM batches ${where} ORDER BY id DESC LIMIT ?`)
+      .query<BatchRow, (string | number)[]>(
+        `SELECT ${BATCH_COLUMNS} FROM batches ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`,
+      )
       .all(...params);
   }
 
@@ -200,8 +209,8 @@ export class BatchStore {
         const batch = this.#getStmt.get(batchId);
         if (!batch || batch.status !== "validating") return false;
         if (!this.#files.get(batch.outputFileId)) {
-          this.#files.createTx(batch.outputFileId, "batch_output", `${batch.id}_output.jsonl`, now);
-          this.#files.createTx(batch.errorFileId, "batch_output", `${batch.id}_error.jsonl`, now);
+          this.#files.createTx(batch.outputFileId, "batch_output", `${batch.id}_output.jsonl`, now, batch.keyId);
+          this.#files.createTx(batch.errorFileId, "batch_output", `${batch.id}_error.jsonl`, now, batch.keyId);
         }
         let failed = 0;
         for (const line of lines) {
@@ -228,6 +237,7 @@ export class BatchStore {
             batch.priority,
             batch.maxAttempts,
             now,
+            batch.keyId,
           );
           this.#insertRequestStmt.run(jobId, batch.id, line.customId);
         }

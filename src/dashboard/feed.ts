@@ -4,6 +4,12 @@ import type { DashboardQueries } from "../queue/dashboard-queries";
 import type { JobEvent } from "../worker/job-events";
 import { DEFAULT_LIMITS, type LiveCount, type SnapshotLimits, SnapshotBuilder } from "./snapshot";
 import type { TokenUpdate } from "./types";
+import { OPEN_ADMIN, type Principal, sees } from "../keys/principal";
+
+/** Viewers who see the same snapshot: every admin alike, each client key on its own. */
+function scopeOf(viewer: Principal): string {
+  return viewer.role === "admin" ? "*" : `key:${viewer.keyId}`;
+}
 
 /** How often the feed may push at most, in ms: changes within it are sent together. */
 export const FEED_INTERVAL_MS = 250;
@@ -35,7 +41,8 @@ const sse = (event: string, data: string) => encoder.encode(`event: ${event}\nda
 export class DashboardFeed {
   readonly #jobs: JobService;
   readonly #builder: SnapshotBuilder;
-  readonly #clients = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  /** Each watcher and who it is: a client key's snapshot holds its own jobs and the anonymous aggregate. */
+  readonly #clients = new Map<ReadableStreamDefaultController<Uint8Array>, Principal>();
   readonly #live = new Map<string, Live>();
   readonly #decoder = new TextDecoder();
   #timer: Timer | undefined;
@@ -44,11 +51,20 @@ export class DashboardFeed {
   #lastFlush = 0;
   #snapshotDue = false;
   #tokensDue: string | null = null;
-  #lastSnapshot = "";
+  /** The last snapshot broadcast, per viewer scope (see {@link scopeOf}). */
+  #lastSnapshot = new Map<string, string>();
 
   constructor(jobs: JobService, queries: DashboardQueries, limits: SnapshotLimits = DEFAULT_LIMITS) {
     this.#jobs = jobs;
-    this.#builder = new SnapshotBuilder(jobs.store, queries, jobs.inventory, () => jobs.queuePlan(), limits, jobs.storage);
+    this.#builder = new SnapshotBuilder(
+      jobs.store,
+      queries,
+      jobs.inventory,
+      () => jobs.queuePlan(),
+      limits,
+      jobs.storage,
+      (keyId) => jobs.keyName(keyId),
+    );
     jobs.link.subscribeAll((jobId, event) => this.#onJobEvent(jobId, event));
     jobs.onQueued = () => this.#changed();
     jobs.inventory.onChange(() => this.#changed());
@@ -61,16 +77,16 @@ export class DashboardFeed {
     return new Response(null, { headers: FEED_HEADERS });
   }
 
-  /** The SSE response of one watcher. */
-  connect(): Response {
+  /** The SSE response of one watcher, who sees what `viewer` may (see SnapshotBuilder.build). */
+  connect(viewer: Principal = OPEN_ADMIN): Response {
     let self: ReadableStreamDefaultController<Uint8Array>;
     const body = new ReadableStream<Uint8Array>({
       start: (controller) => {
         self = controller;
-        this.#clients.add(controller);
+        this.#clients.set(controller, viewer);
         this.#startTimers();
         // Built for this watcher alone: the others are compared with what they were last sent.
-        controller.enqueue(sse("snapshot", this.#snapshotJson(Date.now(), false).full));
+        controller.enqueue(sse("snapshot", this.#snapshotJson(Date.now(), viewer, false).full));
       },
       cancel: () => this.#drop(self),
     });
@@ -91,7 +107,7 @@ export class DashboardFeed {
   /** Unref'd, like every timer here: an open dashboard never holds up the process's exit. */
   #startTimers(): void {
     this.#refresh ??= setInterval(() => this.#changed(), REFRESH_MS).unref();
-    this.#heartbeat ??= setInterval(() => this.#broadcast(encoder.encode(": keep-alive\n\n")), HEARTBEAT_MS).unref();
+    this.#heartbeat ??= setInterval(() => this.#broadcast(() => encoder.encode(": keep-alive\n\n")), HEARTBEAT_MS).unref();
   }
 
   #onJobEvent(jobId: string, event: JobEvent): void {
@@ -152,14 +168,23 @@ export class DashboardFeed {
     if (this.#snapshotDue) {
       this.#snapshotDue = false;
       this.#tokensDue = null;
-      const { full, changed } = this.#snapshotJson(this.#lastFlush);
-      if (changed) return this.#broadcast(sse("snapshot", full));
+      // One snapshot per viewer scope (admins share one, each client key has its own), each sent only if it changed.
+      const built = new Map<string, { full: string; changed: boolean }>();
+      return this.#broadcast((viewer) => {
+        const scope = scopeOf(viewer);
+        let snapshot = built.get(scope);
+        if (!snapshot) built.set(scope, (snapshot = this.#snapshotJson(this.#lastFlush, viewer)));
+        return snapshot.changed ? sse("snapshot", snapshot.full) : undefined;
+      });
     }
     if (this.#tokensDue !== null) {
       const id = this.#tokensDue;
       this.#tokensDue = null;
       const update: TokenUpdate = { id, ...this.#liveCount(id, this.#lastFlush) };
-      this.#broadcast(sse("tokens", JSON.stringify(update)));
+      const bytes = sse("tokens", JSON.stringify(update));
+      // The running job's id goes only to who may see it (its snapshot names it; the others' show it anonymous).
+      const owner = this.#jobs.store.getJobHead(id)?.keyId ?? null;
+      this.#broadcast((viewer) => (sees(viewer, owner) ? bytes : undefined));
     }
   }
 
@@ -167,26 +192,30 @@ export class DashboardFeed {
    * The snapshot as JSON with `now`, and whether it differs (apart from `now`) from the last one broadcast;
    * `broadcast` marks it as the one every watcher now has.
    */
-  #snapshotJson(now: number, broadcast = true): { full: string; changed: boolean } {
+  #snapshotJson(now: number, viewer: Principal, broadcast = true): { full: string; changed: boolean } {
+    const scope = scopeOf(viewer);
+    const last = this.#lastSnapshot.get(scope) ?? "";
     let json: string;
     try {
-      const snapshot = this.#builder.build((id) => this.#liveCount(id, now), now);
+      const snapshot = this.#builder.build((id) => this.#liveCount(id, now), now, viewer);
       json = JSON.stringify(snapshot);
     } catch (error) {
       // The database is closing (shutdown): keep the last picture, if there is one.
       this.#jobs.log.warn("dashboard snapshot failed", { error });
-      if (!this.#lastSnapshot) return { full: JSON.stringify({ now }), changed: false };
-      json = this.#lastSnapshot;
+      if (!last) return { full: JSON.stringify({ now }), changed: false };
+      json = last;
     }
-    const changed = json !== this.#lastSnapshot;
-    if (broadcast) this.#lastSnapshot = json;
+    const changed = json !== last;
+    if (broadcast) this.#lastSnapshot.set(scope, json);
     return { full: `{"now":${now},${json.slice(1)}`, changed };
   }
 
-  #broadcast(bytes: Uint8Array): void {
-    for (const controller of [...this.#clients]) {
+  /** Sends each watcher what `bytesFor` gives for it (undefined: nothing). */
+  #broadcast(bytesFor: (viewer: Principal) => Uint8Array | undefined): void {
+    for (const [controller, viewer] of [...this.#clients]) {
       try {
-        controller.enqueue(bytes);
+        const bytes = bytesFor(viewer);
+        if (bytes) controller.enqueue(bytes);
       } catch {
         this.#drop(controller); // Its client is gone.
       }

@@ -5,6 +5,7 @@ import { jobTimes, tokensPerSecond } from "../queue/job-view";
 import { type QueuePlan, estimatedStart } from "../queue/start-estimate";
 import { STORAGE_DEGRADED_MESSAGE } from "../queue/storage-health";
 import { promptPreview } from "./preview";
+import { OPEN_ADMIN, type Principal, ownerFilter, sees } from "../keys/principal";
 import type {
   DashboardSnapshot,
   DegradedReason,
@@ -76,10 +77,19 @@ export class SnapshotBuilder {
     readonly plan: () => QueuePlan,
     readonly limits: SnapshotLimits = DEFAULT_LIMITS,
     readonly storage: { readonly degraded: boolean } = { degraded: false },
+    readonly keyName: (keyId: string) => string | null = () => null,
   ) {}
 
-  build(live: (jobId: string) => LiveCount, now = Date.now()): Omit<DashboardSnapshot, "now"> {
+  /**
+   * The snapshot as `viewer` may see it: an admin everything and who asked; a client key its own jobs (queued,
+   * running, recent) and the anonymous aggregate (counts per model, the running model, expected starts, the
+   * GPU timeline's bars and the hour's counts), another key's job never by id, prompt or key.
+   */
+  build(live: (jobId: string) => LiveCount, now = Date.now(), viewer: Principal = OPEN_ADMIN): Omit<DashboardSnapshot, "now"> {
     const { store } = this;
+    const own = ownerFilter(viewer);
+    const mine = (keyId: string | null) => sees(viewer, keyId);
+    const name = (keyId: string | null) => (keyId === null || !mine(keyId) ? null : this.keyName(keyId));
     const { snapshot } = this.inventory;
     const reachable = !snapshot.degraded && snapshot.updatedAt > 0;
     const previews = new Map<string, string>();
@@ -94,12 +104,13 @@ export class SnapshotBuilder {
 
     const row = store.runningJob();
     const running: RunningJob | null = row && {
-      id: row.id,
+      id: mine(row.keyId) ? row.id : "",
       model: row.model,
       modelKey: row.modelKey,
       state: row.state === "working" ? "working" : "loading",
       type: row.type,
-      preview: preview(row.id),
+      preview: mine(row.keyId) ? preview(row.id) : "",
+      key: name(row.keyId),
       source: row.source,
       priority: row.priority,
       createdAt: row.createdAt,
@@ -116,8 +127,9 @@ export class SnapshotBuilder {
           (a.oldest < b.oldest ? -1 : 1),
       )
       .map((group): QueueGroup => {
-        const jobs = this.queries.queuedJobs(group.modelKey, group.priorities, this.limits.perGroup).map((job) => ({
+        const jobs = this.queries.queuedJobs(group.modelKey, group.priorities, this.limits.perGroup, own).map((job) => ({
           id: job.id,
+          key: name(job.keyId),
           model: job.model,
           type: job.type,
           preview: preview(job.id),
@@ -136,7 +148,7 @@ export class SnapshotBuilder {
       });
     this.#previews = previews;
 
-    const recent = this.queries.recentJobs(this.limits.recent).map((job) => {
+    const recent = this.queries.recentJobs(this.limits.recent, own).map((job) => {
       const { waitMs, runMs } = jobTimes(job, now);
       return {
         id: job.id,
@@ -151,6 +163,7 @@ export class SnapshotBuilder {
         runMs,
         outputTokens: job.outputTokens,
         tokensPerS: tokensPerSecond(job, runMs),
+        key: name(job.keyId),
       };
     });
 
@@ -162,7 +175,7 @@ export class SnapshotBuilder {
       queue: { total: groups.reduce((sum, group) => sum + group.count, 0), groups },
       recent,
       hour: this.#hourChart(now),
-      timeline: this.#timeline(now),
+      timeline: this.#timeline(now, mine, name),
     };
   }
 
@@ -170,11 +183,12 @@ export class SnapshotBuilder {
    * The jobs that ended in the last ten minutes and a little more (from a whole minute, so the list
    * changes only when a job ends or a minute passes), oldest first; the page draws the window up to its clock.
    */
-  #timeline(now: number): Timeline {
+  #timeline(now: number, mine: (keyId: string | null) => boolean, name: (keyId: string | null) => string | null): Timeline {
     const since = Math.floor((now - TIMELINE_MS) / MINUTE_MS) * MINUTE_MS;
     const rows = this.queries.ranSince(since, this.limits.timeline);
     const jobs = rows.reverse().map((job): TimelineBar => ({
-      id: job.id,
+      id: mine(job.keyId) ? job.id : "",
+      key: name(job.keyId),
       modelKey: job.modelKey,
       type: job.type,
       state: job.state,

@@ -22,6 +22,8 @@ export interface RunningJob {
   startedAt: number | null;
   /** Whether its claim had to load its model. */
   swapped: boolean | null;
+  /** The name of the API key that asked for it; null without one, or when it is not the viewer's to see. */
+  key: string | null;
   /** Records streamed so far (one per token on Ollama's streams). */
   tokens: number;
   /** Tokens over the time since its first record; null before there is a measure. */
@@ -47,6 +49,8 @@ export interface QueuedJob {
   priority: number;
   createdAt: number;
   estimatedStartAt: ExpectedStart;
+  /** The name of the API key that asked for it; null without one. */
+  key: string | null;
 }
 
 /** One model's jobs in the queue: the first few in claim order, and how many more wait. */
@@ -76,6 +80,8 @@ export interface RecentJob {
   runMs: number | null;
   outputTokens: number | null;
   tokensPerS: number | null;
+  /** The name of the API key that asked for it; null without one. */
+  key: string | null;
 }
 
 /** Jobs done and model swaps per minute over the last hour, oldest minute first. */
@@ -100,6 +106,8 @@ export interface TimelineBar {
   swapped: boolean;
   /** Ollama's load_duration, ms (native APIs only; null elsewhere). */
   loadMs: number | null;
+  /** The name of the API key that asked for it; null without one, or another key's (its id is "" then). */
+  key: string | null;
 }
 
 /** What the GPU did lately: the jobs that ended since `since`, oldest first (the running job is `running`). */

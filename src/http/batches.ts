@@ -10,6 +10,7 @@ import { t } from "elysia";
 import { routeDoc } from "./api-docs";
 import { BatchDocs } from "./batch-docs";
 import { limitParam, listPage } from "./files";
+import { ownerFilter, principalOf, sees } from "../keys/principal";
 
 /** Body of POST /v1/batches: OpenAI's fields, plus foreman's `webhook` extension (as POST /jobs has it). */
 export const BatchCreateRequest = t.Object(
@@ -34,9 +35,10 @@ export const BatchCreateRequest = t.Object(
  * model; progress and files are read from counters and rows, never by scanning the lines.
  */
 export function batchRoutes(batches: BatchService, webhooks: Pick<WebhookDispatcher, "rejectUrl">) {
-  const find = (id: string) => {
+  // Another key's batch is answered exactly as one that does not exist.
+  const find = (id: string, request: Request) => {
     const batch = batches.store.get(id);
-    if (!batch) throw new NotFoundError(`No batch found with id '${id}'.`);
+    if (!batch || !sees(principalOf(request), batch.keyId)) throw new NotFoundError(`No batch found with id '${id}'.`);
     return batch;
   };
   return new Elysia({ tags: ["batches"] })
@@ -49,7 +51,7 @@ export function batchRoutes(batches: BatchService, webhooks: Pick<WebhookDispatc
           const rejected = webhooks.rejectUrl(body.webhook.url);
           if (rejected) throw new BadRequestError(rejected);
         }
-        return batchObject(batches.create(body as BatchRequest));
+        return batchObject(batches.create(body as BatchRequest, principalOf(request)));
       },
       {
         parse: "none",
@@ -63,18 +65,19 @@ export function batchRoutes(batches: BatchService, webhooks: Pick<WebhookDispatc
     )
     .get(
       "/v1/batches",
-      ({ query }) => {
+      ({ query, request }) => {
         const limit = limitParam(query.limit, 20, 100);
-        return listPage(batches.store.list({ after: query.after, limit: limit + 1 }).map(batchObject), limit);
+        const keyId = ownerFilter(principalOf(request));
+        return listPage(batches.store.list({ after: query.after, limit: limit + 1, keyId }).map(batchObject), limit);
       },
       routeDoc("List batches (OpenAI)", "Newest first, paged with `after` and `limit` (1-100, default 20).", BatchDocs.list),
     )
     .get(
       "/v1/batches/:id",
-      ({ params }) => batchObject(find(params.id)),
+      ({ params, request }) => batchObject(find(params.id, request)),
       routeDoc("A batch (OpenAI)", "Its status, request counts and files.", BatchDocs.get),
     )
-    .post("/v1/batches/:id/cancel", ({ params }) => batchObject(batches.cancel(params.id)), {
+    .post("/v1/batches/:id/cancel", ({ params, request }) => batchObject(batches.cancel(params.id, principalOf(request))), {
       parse: "none",
       // No request body: OpenAI's cancel is a bare POST.
       ...routeDoc(

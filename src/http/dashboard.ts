@@ -1,6 +1,7 @@
 import { Elysia } from "elysia";
 import type { DashboardFeed } from "../dashboard/feed";
 import { keepOpen } from "./long-lived";
+import { principalOf } from "../keys/principal";
 import { uiAssets } from "../ui/assets" with { type: "macro" };
 
 // Inlined when foreman is bundled (see src/ui/assets.ts): the page works offline, from the binary alone.
@@ -51,20 +52,24 @@ export function dashboardRoutes(feed: DashboardFeed) {
       // An SVG at the path browsers ask for by default: one icon for the dashboard and Swagger UI alike.
       .get("/favicon.ico", asset(UI.icon, "image/svg+xml"), { detail: { hide: true } })
       // HEAD (answered for every GET route) sends no body: a feed opened for it would never be read nor closed.
-      .get("/ui/events", ({ request }) => (request.method === "HEAD" ? feed.head() : (keepOpen(request), feed.connect())), {
-        detail: {
-          summary: "Dashboard feed (Server-Sent Events)",
-          description:
-            "What /ui shows, live: a `snapshot` event on connect and on each change (at most every 250 ms): Ollama's state and " +
-            "why foreman is degraded (e.g. the queue held while Ollama is unreachable), the resident models, the running job " +
-            "with its live token count, the queue grouped by model key (the first 20 jobs of each with their type, the first " +
-            "words of their prompt and their expected start, and a count), recent jobs, the jobs that ran in the last ten " +
-            "minutes (the GPU timeline), and jobs done and model swaps per minute over the last hour. Between snapshots, " +
-            "`tokens` events carry the running job's count. Read it with fetch() to send the token (EventSource cannot).",
-          responses: {
-            200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
+      .get(
+        "/ui/events",
+        ({ request }) => (request.method === "HEAD" ? feed.head() : (keepOpen(request), feed.connect(principalOf(request)))),
+        {
+          detail: {
+            summary: "Dashboard feed (Server-Sent Events)",
+            description:
+              "What /ui shows, live: a `snapshot` event on connect and on each change (at most every 250 ms): Ollama's state and " +
+              "why foreman is degraded (e.g. the queue held while Ollama is unreachable), the resident models, the running job " +
+              "with its live token count, the queue grouped by model key (the first 20 jobs of each with their type, the first " +
+              "words of their prompt and their expected start, and a count), recent jobs, the jobs that ran in the last ten " +
+              "minutes (the GPU timeline), and jobs done and model swaps per minute over the last hour. Between snapshots, " +
+              "`tokens` events carry the running job's count. Read it with fetch() to send the token (EventSource cannot).",
+            responses: {
+              200: { description: "text/event-stream", content: { "text/event-stream": { schema: { type: "string" } } } },
+            },
           },
         },
-      })
+      )
   );
 }

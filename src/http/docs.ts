@@ -58,7 +58,8 @@ export function docs() {
             description:
               "One Ollama GPU, many clients. Ollama's own API (`/api/*`) and the OpenAI and Anthropic APIs it serves (`/v1/*`), " +
               "queued one generation at a time, plus the job API " +
-              "for batch work. With FOREMAN_TOKEN set, every call needs `Authorization: Bearer <token>`.",
+              "for batch work. With FOREMAN_TOKEN set or API keys made, every call needs `Authorization: Bearer <token or key>` " +
+              "(or `x-api-key`); a client key sees only its own jobs, batches and files.",
           },
           tags: [
             { name: "jobs", description: "Asynchronous jobs: submit, watch, cancel, fetch results" },
@@ -69,6 +70,7 @@ export function docs() {
             { name: "files", description: "OpenAI's Files API, for batch input and output files" },
             { name: "batches", description: "OpenAI's Batch API: a file of requests queued below interactive traffic" },
             { name: "system", description: "Health and metrics" },
+            { name: "admin", description: "API keys (admin keys and FOREMAN_TOKEN only)" },
           ],
           components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
           security: [{ bearer: [] }],

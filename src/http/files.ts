@@ -4,6 +4,7 @@ import { ApiError, BadRequestError, ConflictError, NotFoundError } from "../erro
 import { routeDoc } from "./api-docs";
 import { FileDocs } from "./batch-docs";
 import { multipartBoundary, multipartParts } from "./multipart";
+import { ownerFilter, principalOf, sees } from "../keys/principal";
 
 /** The purposes an upload may have: foreman keeps files for its Batch API only. */
 const UPLOAD_PURPOSES = ["batch"];
@@ -49,9 +50,10 @@ export interface FileLimits {
  */
 export function fileRoutes(files: FileStore, limits: FileLimits) {
   const { maxFileBytes } = limits;
-  const find = (id: string) => {
+  // Another key's file is answered exactly as one that does not exist.
+  const find = (id: string, request: Request) => {
     const file = files.get(id);
-    if (!file) throw new NotFoundError(`No such File object: ${id}`);
+    if (!file || !sees(principalOf(request), file.keyId)) throw new NotFoundError(`No such File object: ${id}`);
     return file;
   };
   return new Elysia({ tags: ["files"] })
@@ -66,26 +68,27 @@ export function fileRoutes(files: FileStore, limits: FileLimits) {
     })
     .get(
       "/v1/files",
-      ({ query }) => {
+      ({ query, request }) => {
         const limit = limitParam(query.limit, 10_000, 10_000);
         const order = query.order === "asc" ? "asc" : "desc";
         if (query.order !== undefined && query.order !== "asc" && query.order !== "desc") {
           throw new BadRequestError('order must be "asc" or "desc"');
         }
-        const rows = files.list({ purpose: query.purpose, after: query.after, limit: limit + 1, order });
+        const keyId = ownerFilter(principalOf(request));
+        const rows = files.list({ purpose: query.purpose, after: query.after, limit: limit + 1, order, keyId });
         return listPage(rows.map(fileObject), limit);
       },
       routeDoc("List files (OpenAI)", "Newest first; `purpose`, `after`, `limit`, `order` filter and page.", FileDocs.list),
     )
     .get(
       "/v1/files/:id",
-      ({ params }) => fileObject(find(params.id)),
+      ({ params, request }) => fileObject(find(params.id, request)),
       routeDoc("A file (OpenAI)", "Its size, name and purpose.", FileDocs.get),
     )
     .get(
       "/v1/files/:id/content",
-      ({ params }) => {
-        const file = find(params.id);
+      ({ params, request }) => {
+        const file = find(params.id, request);
         return new Response(files.stream(file.id), { headers: { "content-type": "application/octet-stream" } });
       },
       routeDoc(
@@ -96,8 +99,8 @@ export function fileRoutes(files: FileStore, limits: FileLimits) {
     )
     .delete(
       "/v1/files/:id",
-      ({ params }) => {
-        const batch = limits.openBatchUsing(find(params.id).id);
+      ({ params, request }) => {
+        const batch = limits.openBatchUsing(find(params.id, request).id);
         if (batch) {
           throw new ConflictError(
             `File ${params.id} is used by batch ${batch.id} (status ${batch.status}): it can be deleted once the batch has ended (or been cancelled).`,
@@ -135,7 +138,7 @@ async function upload(files: FileStore, request: Request, limits: FileLimits): P
       else if (part.name === "file") {
         if (fileId) throw new BadRequestError('only one "file" part is allowed');
         filename = part.filename || filename;
-        fileId = files.beginUpload("", filename).id;
+        fileId = files.beginUpload("", filename, principalOf(request).keyId).id;
         await storeChunks(files, fileId, part.data, limits);
       }
     }

@@ -147,7 +147,10 @@ export namespace JobModel {
     by_model: t.Record(t.String(), Type.Integer(), { description: "Queued jobs per model" }),
     running: t.Union([
       t.Object({
-        id: t.String(),
+        id: t.Union([t.String(), t.Null()], { description: "Null when another API key's job runs (a client key sees its own)" }),
+        key: t.Union([t.String(), t.Null()], {
+          description: "The name of the API key that asked for it, where the caller may see it",
+        }),
         model: t.String(),
         state: state,
         started_at: t.Union([t.String({ format: "date-time" }), t.Null()]),

@@ -10,6 +10,7 @@ import { type JobListInclude, JobView, toJobSummary } from "../queue/job-view";
 import { JobModel } from "./job-model";
 import { keepOpen } from "./long-lived";
 import { modelKeySummary } from "./queue-summary";
+import { ownerFilter, principalOf, sees } from "../keys/principal";
 
 const SSE_HEARTBEAT_MS = 15_000;
 /**
@@ -27,16 +28,22 @@ const SSE_HEADERS = { "content-type": FRAMING_CONTENT_TYPES.sse, "cache-control"
  */
 export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "rejectUrl">) {
   const { store } = jobs;
-  const findJob = (id: string) => {
+  // Another key's job is answered exactly as one that does not exist.
+  const findJob = (id: string, request: Request) => {
     const job = store.getJob(id);
-    if (!job) throw new NotFoundError("job not found");
+    if (!job || !sees(principalOf(request), job.keyId)) throw new NotFoundError("job not found");
+    return job;
+  };
+  const findHead = (id: string, request: Request) => {
+    const job = store.getJobHead(id);
+    if (!job || !sees(principalOf(request), job.keyId)) throw new NotFoundError("job not found");
     return job;
   };
 
   return new Elysia({ tags: ["jobs"] })
     .post(
       "/jobs",
-      async ({ body, set }) => {
+      async ({ body, set, request }) => {
         if (body.webhook) {
           const rejected = webhooks.rejectUrl(body.webhook.url);
           if (rejected) throw new BadRequestError(rejected);
@@ -46,6 +53,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           priority: body.priority,
           idempotencyKey: body.idempotency_key,
           webhook: body.webhook,
+          principal: principalOf(request),
         });
         set.status = created ? 202 : 200;
         // As a generation route's answer carries it: the request log line names the job this way.
@@ -68,10 +76,17 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/jobs",
-      ({ query }) => {
+      ({ query, request }) => {
         const limit = query.limit ?? 50;
         const include = new Set(query.include?.split(",").filter(Boolean) as JobListInclude[] | undefined);
-        const filter = { state: query.state, model: query.model, type: query.type, cursor: query.cursor, limit };
+        const filter = {
+          state: query.state,
+          model: query.model,
+          type: query.type,
+          cursor: query.cursor,
+          keyId: ownerFilter(principalOf(request)),
+          limit,
+        };
         const withBodies = { request: include.has("request"), result: include.has("result") };
         let page: JobRow[];
         let more: boolean;
@@ -102,7 +117,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         },
       },
     )
-    .get("/jobs/:id", ({ params }) => jobs.view(findJob(params.id)), {
+    .get("/jobs/:id", ({ params, request }) => jobs.view(findJob(params.id, request)), {
       params: JobModel.idParams,
       response: { 200: JobView, 404: JobModel.error },
       detail: {
@@ -113,10 +128,11 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     })
     .delete(
       "/jobs/:id",
-      ({ params }) => {
+      ({ params, request }) => {
+        findHead(params.id, request);
         const canceled = jobs.cancel(params.id);
         if (canceled) return jobs.view(canceled);
-        const job = findJob(params.id);
+        const job = findHead(params.id, request);
         throw new ConflictError(`job already ended: ${job.state}`);
       },
       {
@@ -132,7 +148,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     .get(
       "/jobs/:id/events",
       ({ params, request }) => {
-        findJob(params.id);
+        findHead(params.id, request);
         // HEAD (answered for every GET route) sends no body: a watch opened for it would never be read nor closed.
         if (request.method === "HEAD") return new Response(null, { headers: SSE_HEADERS });
         keepOpen(request); // A watch lasts as long as the job: silent while it waits in the queue.
@@ -155,8 +171,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/jobs/:id/artifacts",
-      ({ params }) => {
-        findJob(params.id);
+      ({ params, request }) => {
+        findHead(params.id, request);
         return {
           artifacts: store.artifacts.list(params.id).map((a) => ({
             name: a.name,
@@ -178,8 +194,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/jobs/:id/artifacts/:name",
-      ({ params }) => {
-        findJob(params.id);
+      ({ params, request }) => {
+        findHead(params.id, request);
         const artifact = store.artifacts.get(params.id, params.name);
         if (!artifact) throw new NotFoundError("artifact not found");
         return new Response(artifact.data as Uint8Array<ArrayBuffer>, { headers: { "content-type": artifact.contentType } });
@@ -204,14 +220,18 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/queue",
-      () => {
+      ({ request }) => {
+        const principal = principalOf(request);
         const running = store.runningJob();
+        // Another key's running job is shown as the aggregate shows it: its model and state, not its id.
+        const own = running !== null && sees(principal, running.keyId);
         const reasons = degradedList(jobs.inventory.snapshot.degraded, jobs.storage.degraded).map((reason) => reason.message);
         return {
           depth: store.queuedCount(),
           by_model: Object.fromEntries(store.queuedCountByModel().map((row) => [row.model, row.n])),
           running: running && {
-            id: running.id,
+            id: own ? running.id : null,
+            key: own && running.keyId !== null ? jobs.keyName(running.keyId) : null,
             model: running.model,
             state: running.state,
             started_at: running.startedAt === null ? null : new Date(running.startedAt).toISOString(),

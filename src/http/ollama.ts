@@ -3,7 +3,9 @@ import type { JobService } from "../job-service";
 import type { OllamaClient } from "../ollama/client";
 import { OllamaDocs, routeDoc } from "./api-docs";
 import { queuedGeneration } from "./generation";
-import { relayRequest } from "./relay";
+import { outsideScope, relayRequest } from "./relay";
+import { modelAllowed, principalOf } from "../keys/principal";
+import type { ModelEntry } from "../ollama/inventory";
 
 const TEXT_PLAIN = { "content-type": "text/plain; charset=utf-8" };
 const JSON_UTF8 = { "content-type": "application/json; charset=utf-8" };
@@ -22,7 +24,13 @@ const MANAGEMENT_ROUTES = [
  * and model information go straight to Ollama; model lists come from the inventory cache.
  */
 export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
-  const relay = (method: string, path: string, request: Request) => relayRequest(ollama, "ollama", method, path, request);
+  const relay = (method: string, path: string, request: Request) =>
+    relayRequest(ollama, "ollama", method, path, request, { refuse: outsideScope("ollama", request) });
+  // A key limited to some models is shown only those.
+  const allowed = (request: Request, models: readonly ModelEntry[]) => {
+    const principal = principalOf(request);
+    return principal.key?.models ? models.filter((m) => modelAllowed(principal, m.name)) : models;
+  };
 
   const queued =
     "Queued and run one at a time; streams NDJSON unless `stream` is false. Header X-Foreman-Priority (integer) orders it; the answer carries X-Foreman-Job-Id.";
@@ -42,13 +50,15 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
     .get("/api/version", ({ request }) => relay("GET", "/api/version", request), OllamaDocs.version)
     .get(
       "/api/tags",
-      () => new Response(JSON.stringify({ models: jobs.inventory.snapshot.models }), { headers: JSON_UTF8 }),
+      ({ request }) =>
+        new Response(JSON.stringify({ models: allowed(request, jobs.inventory.snapshot.models) }), { headers: JSON_UTF8 }),
       OllamaDocs.tags,
     )
     .head("/api/tags", () => new Response(null, { headers: JSON_UTF8 }), { detail: { hide: true } })
     .get(
       "/api/ps",
-      () => new Response(JSON.stringify({ models: jobs.inventory.snapshot.running }), { headers: JSON_UTF8 }),
+      ({ request }) =>
+        new Response(JSON.stringify({ models: allowed(request, jobs.inventory.snapshot.running) }), { headers: JSON_UTF8 }),
       OllamaDocs.ps,
     );
 

@@ -6,7 +6,8 @@ import type { OllamaClient } from "../ollama/client";
 import { normalizeModel } from "../ollama/model-key";
 import { OpenAIDocs } from "./api-docs";
 import { queuedGeneration } from "./generation";
-import { relayRequest } from "./relay";
+import { outsideScope, relayRequest } from "./relay";
+import { modelAllowed, principalOf } from "../keys/principal";
 
 const JSON_UTF8 = { "content-type": "application/json; charset=utf-8" };
 
@@ -31,11 +32,14 @@ export function openaiRoutes(jobs: JobService, ollama: OllamaClient) {
   const queued =
     "Queued and run one at a time like /api/chat, in this API's own format (streamed as Server-Sent Events when " +
     "`stream` is true). X-Foreman-Priority orders it; the answer carries X-Foreman-Job-Id.";
-  const retrieveModel = (name: string | null | undefined): Response => {
+  const retrieveModel = (name: string | null | undefined, request: Request): Response => {
     // Elysia gives null for a name that is not valid percent-encoding (e.g. /v1/models/%ff).
     if (typeof name !== "string") return errorResponse("openai", 400, "the model name in the path is not valid percent-encoding");
     const wanted = normalizeModel(name);
-    const entry = jobs.inventory.snapshot.models.find((m) => normalizeModel(m.name) === wanted);
+    const principal = principalOf(request);
+    const entry = jobs.inventory.snapshot.models.find(
+      (m) => normalizeModel(m.name) === wanted && modelAllowed(principal, m.name),
+    );
     if (!entry) return errorResponse("openai", 404, `model '${name}' not found`);
     return new Response(JSON.stringify(openaiModel(entry, name)), { headers: JSON_UTF8 });
   };
@@ -58,19 +62,28 @@ export function openaiRoutes(jobs: JobService, ollama: OllamaClient) {
         tags: ["anthropic"],
         ...OpenAIDocs.messages("Messages (Anthropic, queued)", queued),
       })
-      .post("/v1/embeddings", ({ request }) => relayRequest(ollama, "openai", "POST", "/v1/embeddings", request), {
-        parse: "none",
-        ...OpenAIDocs.embeddings,
-      })
+      .post(
+        "/v1/embeddings",
+        ({ request }) =>
+          relayRequest(ollama, "openai", "POST", "/v1/embeddings", request, { refuse: outsideScope("openai", request) }),
+        {
+          parse: "none",
+          ...OpenAIDocs.embeddings,
+        },
+      )
       .get(
         "/v1/models",
         // Ollama sends `data: null` for an empty list (its slice is never allocated); clients cope with [] better.
-        () => ({ object: "list", data: jobs.inventory.snapshot.models.map((entry) => openaiModel(entry)) }),
+        ({ request }) => {
+          const principal = principalOf(request);
+          const models = jobs.inventory.snapshot.models.filter((entry) => modelAllowed(principal, entry.name));
+          return { object: "list", data: models.map((entry) => openaiModel(entry)) };
+        },
         OpenAIDocs.models,
       )
       // The documented route takes a one-segment name, so Swagger UI can fill it in; a name with a namespace
       // (/v1/models/library/llama3.2:latest) has slashes, and the wildcard, hidden from the document, takes it.
-      .get("/v1/models/:model", ({ params }) => retrieveModel(params.model), OpenAIDocs.model)
-      .get("/v1/models/*", ({ params }) => retrieveModel(params["*"]), { detail: { hide: true } })
+      .get("/v1/models/:model", ({ params, request }) => retrieveModel(params.model, request), OpenAIDocs.model)
+      .get("/v1/models/*", ({ params, request }) => retrieveModel(params["*"], request), { detail: { hide: true } })
   );
 }

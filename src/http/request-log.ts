@@ -1,5 +1,6 @@
 import type { Server } from "bun";
 import type { Logger } from "../log";
+import { principalOf } from "../keys/principal";
 
 type Handler = (request: Request, server: Server<undefined>) => Response | Promise<Response>;
 
@@ -26,6 +27,8 @@ export function logRequests(log: Logger, handle: Handler): Handler {
       status,
       duration_ms: Math.round((performance.now() - started) * 10) / 10,
       job: response?.headers.get("x-foreman-job-id") ?? undefined,
+      // The key's name, never its secret (no header is logged).
+      key: principalOf(request).name ?? undefined,
     });
   };
   return (request, server) => {

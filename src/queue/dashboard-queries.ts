@@ -5,11 +5,11 @@ import type { JobRow } from "./job-row";
 /** A queued job as the dashboard lists it (what its expected start needs, too). */
 export type QueuedJobRow = Pick<
   JobRow,
-  "id" | "state" | "model" | "modelKey" | "type" | "source" | "priority" | "createdAt" | "runAfter"
+  "id" | "state" | "model" | "modelKey" | "type" | "source" | "priority" | "createdAt" | "runAfter" | "keyId"
 >;
 
 /** A job's time on the GPU, for the timeline. */
-export type TimelineRow = Pick<JobRow, "id" | "modelKey" | "type" | "state" | "swapped" | "loadMs"> & {
+export type TimelineRow = Pick<JobRow, "id" | "modelKey" | "type" | "state" | "swapped" | "loadMs" | "keyId"> & {
   startedAt: number;
   finishedAt: number;
 };
@@ -31,6 +31,7 @@ export type EndedJobRow = Pick<
   | "swapped"
   | "outputTokens"
   | "evalMs"
+  | "keyId"
 >;
 
 /** Jobs ended in one bucket of time: `bucket` counts buckets from the window's start. */
@@ -46,21 +47,32 @@ export interface HourBucketRow {
  */
 export class DashboardQueries {
   readonly #groupJobsStmt;
+  readonly #groupJobsOfKeyStmt;
   readonly #recentStmt;
+  readonly #recentOfKeyStmt;
   readonly #bucketsStmt;
   readonly #timelineStmt;
   readonly #promptHeadStmt;
 
   constructor(db: Database) {
     // One priority level of one model in claim order: a seek into jobs_by_model (state, priority, model_key, id).
+    const queued = `SELECT id, state, model, model_key AS modelKey, type, source, priority, created_at AS createdAt,
+       run_after AS runAfter, key_id AS keyId FROM jobs`;
     this.#groupJobsStmt = db.query<QueuedJobRow, [number, string, number]>(
-      `SELECT id, state, model, model_key AS modelKey, type, source, priority, created_at AS createdAt, run_after AS runAfter
-       FROM jobs WHERE state = 'queued' AND priority = ? AND model_key = ? ORDER BY id LIMIT ?`,
+      `${queued} WHERE state = 'queued' AND priority = ? AND model_key = ? ORDER BY id LIMIT ?`,
     );
+    // A client key's own jobs of the group: jobs_by_key holds only the key's (its job cap keeps them few).
+    this.#groupJobsOfKeyStmt = db.query<QueuedJobRow, [number, string, number, string]>(
+      `${queued} WHERE key_id = ?4 AND state = 'queued' AND priority = ?1 AND model_key = ?2 ORDER BY id LIMIT ?3`,
+    );
+    const ended = `SELECT id, model, model_key AS modelKey, type, source, state, priority, error, created_at AS createdAt,
+       started_at AS startedAt, finished_at AS finishedAt, swapped, output_tokens AS outputTokens, eval_ms AS evalMs,
+       key_id AS keyId FROM jobs`;
     this.#recentStmt = db.query<EndedJobRow, [number]>(
-      `SELECT id, model, model_key AS modelKey, type, source, state, priority, error, created_at AS createdAt, started_at AS startedAt,
-         finished_at AS finishedAt, swapped, output_tokens AS outputTokens, eval_ms AS evalMs
-       FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?`,
+      `${ended} WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?`,
+    );
+    this.#recentOfKeyStmt = db.query<EndedJobRow, [number, string]>(
+      `${ended} WHERE key_id = ?2 AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?1`,
     );
     // A range of the jobs_by_finish index; a job whose claim loaded its model counts as one swap.
     this.#bucketsStmt = db.query<HourBucketRow, [number, number]>(
@@ -71,7 +83,7 @@ export class DashboardQueries {
     // cost is bounded by the limit whatever the table holds. Jobs canceled before they started never ran.
     this.#timelineStmt = db.query<TimelineRow, [number, number]>(
       `SELECT id, model_key AS modelKey, type, state, started_at AS startedAt, finished_at AS finishedAt, swapped,
-         load_ms AS loadMs
+         load_ms AS loadMs, key_id AS keyId
        FROM jobs WHERE finished_at >= ? AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?`,
     );
     this.#promptHeadStmt = db.query<{ head: string | null }, [string]>(
@@ -83,18 +95,23 @@ export class DashboardQueries {
    * The first `limit` queued jobs of one model key in claim order (priority, then age), over the
    * priorities it holds, highest first: one index seek per priority level.
    */
-  queuedJobs(modelKey: string, priorities: readonly number[], limit: number): QueuedJobRow[] {
+  queuedJobs(modelKey: string, priorities: readonly number[], limit: number, keyId?: string): QueuedJobRow[] {
     const jobs: QueuedJobRow[] = [];
     for (const p of priorities) {
       if (jobs.length >= limit) break;
-      jobs.push(...this.#groupJobsStmt.all(p, modelKey, limit - jobs.length));
+      const left = limit - jobs.length;
+      jobs.push(
+        ...(keyId === undefined
+          ? this.#groupJobsStmt.all(p, modelKey, left)
+          : this.#groupJobsOfKeyStmt.all(p, modelKey, left, keyId)),
+      );
     }
     return jobs;
   }
 
-  /** The `limit` jobs that ended last, newest first. */
-  recentJobs(limit: number): EndedJobRow[] {
-    return this.#recentStmt.all(limit);
+  /** The `limit` jobs that ended last, newest first; given `keyId`, that key's alone. */
+  recentJobs(limit: number, keyId?: string): EndedJobRow[] {
+    return keyId === undefined ? this.#recentStmt.all(limit) : this.#recentOfKeyStmt.all(limit, keyId);
   }
 
   /** Up to `limit` jobs that ran and ended since `since` (epoch ms), the newest first. */

@@ -32,4 +32,6 @@ export interface JobRow {
   evalMs: number | null;
   /** 1 when outputTokens and evalMs are foreman's count and timing of the stream, 0 when the API's; null before done. */
   tokensEstimated: number | null;
+  /** The API key that made it; null for FOREMAN_TOKEN, an open foreman, and jobs made before keys. */
+  keyId: string | null;
 }

@@ -68,6 +68,9 @@ export const JobView = t.Object(
         "them; null until done",
     }),
     load_ms: t.Union([t.Number(), t.Null()], { description: "Ollama's load_duration in ms (native APIs only)" }),
+    key: t.Union([t.String(), t.Null()], {
+      description: "The name of the API key that asked for it; null for FOREMAN_TOKEN, an open foreman, or jobs older than keys",
+    }),
   },
   { additionalProperties: false },
 );
@@ -113,7 +116,7 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 /** Turns a row into its API shape; `now` measures the wait and run of a job still queued or running. */
 export function toJobView(
   job: JobRow,
-  extras: { queuePosition: number | null; webhook: WebhookView | null; estimatedStartAt?: number | null },
+  extras: { queuePosition: number | null; webhook: WebhookView | null; estimatedStartAt?: number | null; key?: string | null },
   now = Date.now(),
 ): JobView {
   return {
@@ -135,6 +138,7 @@ export function toJobView(
     webhook: extras.webhook,
     ...jobStats(job, now),
     load_ms: job.loadMs,
+    key: extras.key ?? null,
   };
 }
 
@@ -191,10 +195,11 @@ export function tokensPerSecond(job: Pick<JobRow, "outputTokens" | "evalMs">, ru
  * The Standard Webhooks body for an ended job: `{type, timestamp, data}`. Built from the row alone
  * (the timestamp is when the job ended), so every attempt sends the same bytes.
  */
-export function webhookPayload(job: JobRow): string {
+export function webhookPayload(job: JobRow, key: string | null = null): string {
   const data = toJobView(job, {
     queuePosition: null,
     webhook: { url: job.webhookUrl ?? "", state: "pending", attempts: 0, last_status: null, last_error: null },
+    key,
   });
   return JSON.stringify({ type: `job.${job.state}`, timestamp: new Date(job.finishedAt ?? job.createdAt).toISOString(), data });
 }

@@ -5,6 +5,7 @@ import type { AnswerUsage } from "../adapters/adapter";
 import { QueueFullError } from "../errors";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
 import type { JobRow } from "./job-row";
+import { type KeyAdmission, KeyLimitError, KeyUsage } from "../keys/usage";
 import { ModelCosts, type WaitingGroup, expectedCosts, rankGroups } from "./model-costs";
 import { type JobSource, type JobState, NOBODY_WAITING_SOURCES, isNobodyWaiting } from "./job-states";
 
@@ -30,6 +31,8 @@ export interface NewJob {
   maxAttempts: number;
   idempotencyKey?: string;
   webhook?: { url: string; secret?: string };
+  /** The key that asks for it, and the limits its admission checks (job cap, daily quota); none without a key. */
+  owner?: KeyAdmission;
 }
 
 /** How the next job is chosen; see {@link JobStore.claimNextJob}. */
@@ -50,6 +53,8 @@ export interface JobFilter {
   state?: JobState;
   model?: string;
   type?: JobType;
+  /** Only this key's jobs (a client key's view). */
+  keyId?: string;
   limit: number;
   cursor?: string;
   /** Read the request and result columns too; without, they come back as "{}" and null (a page stays small). */
@@ -106,7 +111,7 @@ const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, st
   started_at AS startedAt, finished_at AS finishedAt, result, idempotency_key AS idempotencyKey,
   webhook_url AS webhookUrl, webhook_secret AS webhookSecret, swapped, prompt_tokens AS promptTokens,
   output_tokens AS outputTokens, load_ms AS loadMs, eval_ms AS evalMs,
-  tokens_estimated AS tokensEstimated`;
+  tokens_estimated AS tokensEstimated, key_id AS keyId`;
 
 /**
  * The columns a state change returns: the request and the result (megabytes, possibly) come back as ""
@@ -124,6 +129,8 @@ export class JobStore {
   readonly artifacts: ArtifactTable;
   /** What each model key costs to run, learned in the transaction that ends a job done. */
   readonly costs: ModelCosts;
+  /** Tokens per API key per day, charged in the transaction that ends a job done; its limits, checked at admission. */
+  readonly keyUsage: KeyUsage;
 
   readonly #insertJobStmt;
   readonly #jobByIdStmt;
@@ -171,11 +178,12 @@ export class JobStore {
     this.#db = db;
     this.artifacts = new ArtifactTable(db);
     this.costs = new ModelCosts(db);
+    this.keyUsage = new KeyUsage(db);
     this.#insertJobStmt = db.query<JobRow, Record<string, string | number | null>>(
       `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
-         created_at, idempotency_key, webhook_url, webhook_secret)
+         created_at, idempotency_key, webhook_url, webhook_secret, key_id)
        VALUES ($id, $type, $model, $modelKey, $request, $source, 'queued', $priority, 0, $maxAttempts, $now,
-         $now, $idempotencyKey, $webhookUrl, $webhookSecret)
+         $now, $idempotencyKey, $webhookUrl, $webhookSecret, $keyId)
        RETURNING ${HEAD_COLUMNS}`,
     );
     this.#jobByIdStmt = db.query<JobRow, [string]>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`);
@@ -332,7 +340,7 @@ export class JobStore {
           try {
             return this.#enqueueTx(job, maxQueue, now);
           } catch (error) {
-            if (error instanceof QueueFullError) return error;
+            if (error instanceof QueueFullError || error instanceof KeyLimitError) return error;
             throw error;
           }
         }),
@@ -346,6 +354,7 @@ export class JobStore {
       if (existing) return { job: existing, created: false };
     }
     if (this.#admittedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
+    if (job.owner) this.keyUsage.admitTx(job.owner, now);
     const row = this.#insertJobStmt.get({
       id: ulid(now),
       type: job.type,
@@ -359,6 +368,7 @@ export class JobStore {
       idempotencyKey: job.idempotencyKey ?? null,
       webhookUrl: job.webhook?.url ?? null,
       webhookSecret: job.webhook?.secret ?? null,
+      keyId: job.owner?.keyId ?? null,
     })!;
     return { job: row, created: true };
   }
@@ -379,6 +389,7 @@ export class JobStore {
     if (filter.state) (where.push("state = ?"), params.push(filter.state));
     if (filter.model) (where.push("model = ?"), params.push(filter.model));
     if (filter.type) (where.push("type = ?"), params.push(filter.type));
+    if (filter.keyId !== undefined) (where.push("key_id = ?"), params.push(filter.keyId));
     if (filter.cursor) (where.push("id < ?"), params.push(filter.cursor));
     params.push(filter.limit);
     // 32 filter and column combinations at most; bun:sqlite caches each prepared query by its text.
@@ -591,6 +602,7 @@ export class JobStore {
         if (done) done.result = result;
         const job = this.#ended(done, artifacts, now);
         if (job) this.costs.learnTx(job);
+        if (job) this.keyUsage.chargeTx(job, now);
         return job;
       })
       .immediate();

@@ -38,13 +38,14 @@ export class WebhookDeliveries {
   readonly #recordStmt;
 
   constructor(db: Database) {
-    this.#insertStmt = db.query<null, [string, string, string, string | null, number]>(
-      `INSERT OR IGNORE INTO webhook_deliveries (id, job_id, url, secret, state, next_attempt_at, created_at)
-       VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)`,
+    // key_id: whose job or batch it tells of (migration 010), so a delivery is attributed like what it reports.
+    this.#insertStmt = db.query<null, [string, string, string, string | null, number, string | null]>(
+      `INSERT OR IGNORE INTO webhook_deliveries (id, job_id, url, secret, state, next_attempt_at, created_at, key_id)
+       VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6)`,
     );
-    this.#insertBatchStmt = db.query<null, [string, string, string, string | null, number]>(
-      `INSERT OR IGNORE INTO webhook_deliveries (id, batch_id, url, secret, state, next_attempt_at, created_at)
-       VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)`,
+    this.#insertBatchStmt = db.query<null, [string, string, string, string | null, number, string | null]>(
+      `INSERT OR IGNORE INTO webhook_deliveries (id, batch_id, url, secret, state, next_attempt_at, created_at, key_id)
+       VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6)`,
     );
     this.#statusStmt = db.query<DeliveryStatus, [string]>(
       `SELECT state, attempts, last_status AS lastStatus, last_error AS lastError FROM webhook_deliveries WHERE job_id = ?`,
@@ -63,15 +64,21 @@ export class WebhookDeliveries {
   }
 
   /** Queues the delivery of an ended job's webhook; call it inside the transaction that ends the job. */
-  queueTx(job: { id: string; webhookUrl: string | null; webhookSecret: string | null }, now: number): void {
+  queueTx(
+    job: { id: string; webhookUrl: string | null; webhookSecret: string | null; keyId?: string | null },
+    now: number,
+  ): void {
     if (!job.webhookUrl) return;
-    this.#insertStmt.run(`msg_${ulid(now)}`, job.id, job.webhookUrl, job.webhookSecret, now);
+    this.#insertStmt.run(`msg_${ulid(now)}`, job.id, job.webhookUrl, job.webhookSecret, now, job.keyId ?? null);
   }
 
   /** Queues the delivery of an ended batch's webhook; call it inside the transaction that ends the batch. */
-  queueBatchTx(batch: { id: string; webhookUrl: string | null; webhookSecret: string | null }, now: number): void {
+  queueBatchTx(
+    batch: { id: string; webhookUrl: string | null; webhookSecret: string | null; keyId?: string | null },
+    now: number,
+  ): void {
     if (!batch.webhookUrl) return;
-    this.#insertBatchStmt.run(`msg_${ulid(now)}`, batch.id, batch.webhookUrl, batch.webhookSecret, now);
+    this.#insertBatchStmt.run(`msg_${ulid(now)}`, batch.id, batch.webhookUrl, batch.webhookSecret, now, batch.keyId ?? null);
   }
 
   /** The delivery state of the job's webhook; null before the job ended (nothing queued yet). */

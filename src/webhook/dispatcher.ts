@@ -39,6 +39,8 @@ export class WebhookDispatcher {
   #running = false;
   /** The body of a batch's webhook (set where batches are served); null when the batch no longer exists. */
   batchPayload: (batchId: string) => string | null = () => null;
+  /** A key's name by id: a job's payload names the key that asked; composeForeman sets it. */
+  keyName: (keyId: string) => string | null = () => null;
   /** Called after each delivery attempt with how it went (the metrics count them). */
   onDelivery: (outcome: WebhookOutcome) => void = () => {};
 
@@ -171,7 +173,7 @@ export class WebhookDispatcher {
     }
     const job = this.#store.getJob(delivery.jobId!);
     if (!job) throw new Error("the job no longer exists");
-    return webhookPayload(job);
+    return webhookPayload(job, job.keyId === null ? null : this.keyName(job.keyId));
   }
 
   #record(

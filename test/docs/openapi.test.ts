@@ -138,9 +138,14 @@ const operations = () =>
 
 /**
  * POSTs that take no body, so the document rightly shows none (one written in would be invented, and
- * Swagger UI would send it). OpenAI's batch cancel is a bare POST: its SDK sends no body and the route reads none.
+ * Swagger UI would send it). OpenAI's batch cancel is a bare POST: its SDK sends no body and the route reads none;
+ * so are revoking and rotating a key.
  */
-const BODILESS_POSTS = new Set(["POST /v1/batches/{id}/cancel"]);
+const BODILESS_POSTS = new Set([
+  "POST /v1/batches/{id}/cancel",
+  "POST /admin/keys/{name}/revoke",
+  "POST /admin/keys/{name}/rotate",
+]);
 
 test("every operation documents its answers, and every POST its request body, each with a schema", () => {
   const problems: string[] = [];

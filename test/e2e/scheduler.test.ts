@@ -1,7 +1,10 @@
 // The scheduling policy end to end: priority header, starvation guard, outages, timeouts.
 import { afterEach, describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import { loadConfig } from "../../src/config";
 import { startServer } from "../../src/server";
+import { KeyStore } from "../../src/keys/key-store";
+import { openDatabase } from "../../src/queue/db";
 import { FakeOllama } from "../fake-ollama";
 import { type Stack, foremanEnv, freePort, startStack, tempDir, until } from "../harness";
 
@@ -166,8 +169,9 @@ describe("FOREMAN_EMBED_MODEL", () => {
 });
 
 describe("listening beyond loopback", () => {
-  test("without FOREMAN_TOKEN logs a warning at start; with one it does not", async () => {
+  test("without FOREMAN_TOKEN or API keys logs a warning at start; with either it does not", async () => {
     const written: string[] = [];
+    const keyed = tempDir();
     // The log goes to stdout.
     const original = process.stdout.write.bind(process.stdout);
     process.stdout.write = ((chunk: string) => (written.push(String(chunk)), true)) as typeof process.stdout.write;
@@ -175,9 +179,19 @@ describe("listening beyond loopback", () => {
       stack = await startStack({ env: { FOREMAN_LISTEN: "0.0.0.0:0", FOREMAN_LOG_LEVEL: "warn" } });
       await stack.stop();
       stack = await startStack({ env: { FOREMAN_LISTEN: "0.0.0.0:0", FOREMAN_LOG_LEVEL: "warn", FOREMAN_TOKEN: "t" } });
+      await stack.stop();
+      // A database with a key made in it: closed as with FOREMAN_TOKEN.
+      const dbPath = join(keyed.path, "foreman.db");
+      const db = openDatabase(dbPath);
+      new KeyStore(db).create("ops", "admin");
+      db.close();
+      stack = await startStack({ env: { FOREMAN_LISTEN: "0.0.0.0:0", FOREMAN_LOG_LEVEL: "warn", FOREMAN_DB: dbPath } });
     } finally {
       process.stdout.write = original;
     }
+    await stack?.stop();
+    stack = undefined;
+    keyed.cleanup();
     const warnings = written.filter((line) => line.includes("without FOREMAN_TOKEN"));
     expect(warnings.length).toBe(1);
     expect(warnings[0]).toMatch(/warn/i);

@@ -1,0 +1,111 @@
+import type { Database } from "bun:sqlite";
+import { ApiError } from "../errors";
+
+/** How long a client over its job cap is told to wait (s): a job of its own may end any moment. */
+export const JOB_CAP_RETRY_AFTER_S = 5;
+
+const DAY_MS = 86_400_000;
+
+/** A key's limits as admission checks them (from its row; see KeyRow). */
+export interface KeyAdmission {
+  keyId: string;
+  name: string;
+  maxJobs: number | null;
+  dailyTokens: number | null;
+  /** When the limits are checked (the quota's day), epoch ms; default the enqueue's time. Tests inject it. */
+  at?: number;
+}
+
+/** A key over one of its limits: 429 with Retry-After, in the shape of the API it came to. */
+export class KeyLimitError extends ApiError {
+  constructor(message: string, retryAfterSeconds: number) {
+    super(429, message, { "retry-after": String(retryAfterSeconds) });
+  }
+}
+
+/** The UTC day of an epoch-ms time, as `key_usage` keys it: YYYY-MM-DD. */
+export function utcDay(now: number): string {
+  return new Date(now).toISOString().slice(0, 10);
+}
+
+/** The next UTC midnight after `now` (epoch ms): when a daily quota starts over. */
+export function nextUtcMidnight(now: number): number {
+  return (Math.floor(now / DAY_MS) + 1) * DAY_MS;
+}
+
+/** Today's figures of one key. */
+export interface DayUsage {
+  promptTokens: number;
+  outputTokens: number;
+  jobs: number;
+}
+
+/**
+ * The `key_usage` table, its one owner: tokens charged per key per UTC day in the transaction that ends a
+ * job done, and the admission check (job cap, daily quota) run in the transaction that queues one. Both
+ * threads build one over their own connection, as they do the JobStore that calls it.
+ */
+export class KeyUsage {
+  readonly #dayStmt;
+  readonly #activeStmt;
+  readonly #chargeStmt;
+
+  constructor(db: Database) {
+    this.#dayStmt = db.query<DayUsage, [string, string]>(
+      `SELECT prompt_tokens AS promptTokens, output_tokens AS outputTokens, jobs FROM key_usage WHERE key_id = ? AND day = ?`,
+    );
+    // jobs_by_key (migration 010): a range of the key's own active jobs, which its cap keeps few.
+    this.#activeStmt = db.query<{ n: number }, [string]>(
+      `SELECT count(*) AS n FROM jobs WHERE key_id = ? AND state IN ('queued', 'loading', 'working')`,
+    );
+    this.#chargeStmt = db.query<null, [string, string, number, number]>(
+      `INSERT INTO key_usage (key_id, day, prompt_tokens, output_tokens, jobs) VALUES (?1, ?2, ?3, ?4, 1)
+       ON CONFLICT (key_id, day) DO UPDATE SET prompt_tokens = prompt_tokens + ?3, output_tokens = output_tokens + ?4,
+         jobs = jobs + 1`,
+    );
+  }
+
+  /** The key's usage on the UTC day of `now`. */
+  today(keyId: string, now = Date.now()): DayUsage {
+    return this.#dayStmt.get(keyId, utcDay(now)) ?? { promptTokens: 0, outputTokens: 0, jobs: 0 };
+  }
+
+  /** The key's queued and running jobs. */
+  activeJobs(keyId: string): number {
+    return this.#activeStmt.get(keyId)!.n;
+  }
+
+  /**
+   * Refuses a new job of the key (inside the transaction that would queue it) when it already has
+   * max_jobs queued or running, or has used its daily tokens today; the message names the limit and value.
+   */
+  admitTx(owner: KeyAdmission, enqueuedAt: number): void {
+    const now = owner.at ?? enqueuedAt;
+    if (owner.dailyTokens !== null) this.checkQuota(owner, now);
+    if (owner.maxJobs !== null && this.activeJobs(owner.keyId) >= owner.maxJobs) {
+      throw new KeyLimitError(
+        `job cap reached: key "${owner.name}" may have ${owner.maxJobs} jobs queued or running (max_jobs); try again when one ends`,
+        JOB_CAP_RETRY_AFTER_S,
+      );
+    }
+  }
+
+  /** Refuses when the key has used its daily tokens on the UTC day of `now` (a batch's creation checks this alone). */
+  checkQuota(owner: Pick<KeyAdmission, "name" | "keyId" | "dailyTokens">, now: number): void {
+    if (owner.dailyTokens === null) return;
+    const used = this.today(owner.keyId, now);
+    const tokens = used.promptTokens + used.outputTokens;
+    if (tokens < owner.dailyTokens) return;
+    const reset = nextUtcMidnight(now);
+    throw new KeyLimitError(
+      `daily token quota reached: key "${owner.name}" used ${tokens} of its ${owner.dailyTokens} tokens (daily_tokens) today; it resets at ${new Date(reset).toISOString()}`,
+      Math.max(1, Math.ceil((reset - now) / 1000)),
+    );
+  }
+
+  /** Charges a job done to its key's day (inside the transaction that ends it); jobs without a key are not counted. */
+  chargeTx(job: { keyId: string | null; promptTokens: number | null; outputTokens: number | null }, now: number): void {
+    if (job.keyId === null) return;
+    this.#chargeStmt.run(job.keyId, utcDay(now), job.promptTokens ?? 0, job.outputTokens ?? 0);
+  }
+}
