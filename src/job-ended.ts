@@ -27,6 +27,7 @@ export function jobEndReporter(
       source: job.source,
       outcome: job.state,
       attempts: job.attempts,
+      target: job.target ?? undefined,
       ...jobStats(job, now),
       status: job.errorStatus ?? undefined,
       error: job.error ?? undefined,

@@ -6,7 +6,7 @@ import { respondToClient } from "./job-response";
 import { watchJob } from "./job-watch";
 import type { Logger } from "./log";
 import { StorageHealth, isStorageError } from "./queue/storage-health";
-import type { ModelInventory } from "./ollama/inventory";
+import type { TargetInventory } from "./ollama/targets";
 import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
 import { type QueuePlan, estimatedStart, overdueRun, planQueue, plannedGroup } from "./queue/start-estimate";
@@ -54,7 +54,7 @@ export class JobService {
   constructor(
     readonly store: JobStore,
     readonly link: JobLink,
-    readonly inventory: ModelInventory,
+    readonly inventory: TargetInventory,
     readonly config: Pick<Config, "maxAttempts" | "maxQueue" | "schedule"> & Partial<Pick<Config, "maxWaitMs">>,
     readonly log: Logger,
   ) {}

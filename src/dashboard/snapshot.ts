@@ -1,4 +1,4 @@
-import type { ModelInventory } from "../ollama/inventory";
+import type { TargetInventory } from "../ollama/targets";
 import type { QueuedJobRow } from "../queue/dashboard-queries";
 import type { JobRow, JobStore, QueueGroup as StoreQueueGroup } from "../queue/store";
 import { jobTimes, tokensPerSecond } from "../queue/job-view";
@@ -71,7 +71,7 @@ export class SnapshotBuilder {
   /** `plan` is the queue's plan now (JobService.queuePlan): the expected starts the API reports too. */
   constructor(
     readonly store: JobStore,
-    readonly inventory: ModelInventory,
+    readonly inventory: TargetInventory,
     readonly plan: () => QueuePlan,
     readonly limits: SnapshotLimits = DEFAULT_LIMITS,
     readonly storage: { readonly degraded: boolean } = { degraded: false },

@@ -68,6 +68,10 @@ export const JobView = t.Object(
         "them; null until done",
     }),
     load_ms: t.Union([t.Number(), t.Null()], { description: "Ollama's load_duration in ms (native APIs only)" }),
+    target: t.Union([t.String(), t.Null()], {
+      description:
+        "The Ollama target (its FOREMAN_OLLAMA_URL name; one plain URL: its host:port) that runs or last ran an attempt; null before any",
+    }),
   },
   { additionalProperties: false },
 );
@@ -135,6 +139,7 @@ export function toJobView(
     webhook: extras.webhook,
     ...jobStats(job, now),
     load_ms: job.loadMs,
+    target: job.target,
   };
 }
 
