@@ -1,0 +1,119 @@
+// Several Ollama targets behind the compiled binary: the runners live in the Worker thread, the claim in
+// its SQLite connection. Two fakes with overlapping models; each one's serving log is the witness.
+import { afterEach, expect, test } from "bun:test";
+import { FakeOllama } from "../fake-ollama";
+import { type ForemanProcess, foremanCommand, foremanEnv, freePort, spawnForeman, tempDir, until } from "../harness";
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function fake(options: ConstructorParameters<typeof FakeOllama>[0]): FakeOllama {
+  const instance = new FakeOllama(options).start();
+  cleanups.push(() => instance.stop());
+  return instance;
+}
+
+async function serve(env: Record<string, string>): Promise<ForemanProcess> {
+  const foreman = await spawnForeman(env);
+  cleanups.push(() => {
+    foreman.process.kill(9);
+  });
+  return foreman;
+}
+
+const submit = async (url: string, model: string, content: string) => {
+  const response = await fetch(`${url}/jobs`, {
+    method: "POST",
+    body: JSON.stringify({ type: "chat", request: { model, messages: [{ role: "user", content }] } }),
+  });
+  expect(response.status).toBe(202);
+  return ((await response.json()) as { id: string }).id;
+};
+
+const job = async (url: string, id: string) => (await (await fetch(`${url}/jobs/${id}`)).json()) as Record<string, unknown>;
+
+test("two targets behind the binary: every job once, on a target with its model, no overlap; per-target views and metrics", async () => {
+  const mac = fake({ models: ["llama3.2", "qwen3"], loadDelayMs: 20, tokenDelayMs: 2 });
+  const box = fake({ models: ["qwen3", "mistral"], loadDelayMs: 5, tokenDelayMs: 2 });
+  const dir = tempDir();
+  cleanups.push(dir.cleanup);
+  const foreman = await serve(foremanEnv(`mac=${mac.url},box=${box.url}`, dir.path, { FOREMAN_LOG_FORMAT: "json" }));
+  const models = ["mistral", "llama3.2", "qwen3"];
+  const ids: string[] = [];
+  for (let i = 0; i < 24; i++) ids.push(await submit(foreman.url, models[i % 3]!, `job ${i}`));
+  await until(
+    async () => (await Promise.all(ids.map((id) => job(foreman.url, id)))).every((j) => j.state === "done"),
+    20_000,
+    "every job done",
+  );
+  expect(mac.violations).toEqual([]);
+  expect(box.violations).toEqual([]);
+  const served = [...mac.seen.map((s) => ["mac", s]), ...box.seen.map((s) => ["box", s])] as const;
+  expect(served).toHaveLength(24);
+  for (const [i, id] of ids.entries()) {
+    const view = await job(foreman.url, id);
+    const where = served.filter(([, s]) => JSON.stringify(s.body).includes(`"job ${i}"`));
+    expect(where.map(([name]) => name)).toEqual([view.target as string]);
+    expect(view.attempts).toBe(1);
+  }
+  expect(mac.seen.some((s) => s.model === "mistral")).toBe(false);
+  expect(box.seen.some((s) => s.model === "llama3.2")).toBe(false);
+
+  const health = (await (await fetch(`${foreman.url}/healthz`)).json()) as Record<string, unknown>;
+  expect(health).toEqual({
+    status: "ok",
+    degraded: false,
+    reasons: [],
+    targets: [
+      { name: "mac", reachable: true },
+      { name: "box", reachable: true },
+    ],
+  });
+  const metrics = await (await fetch(`${foreman.url}/metrics`)).text();
+  expect(metrics).toContain('foreman_target_up{target="mac"} 1');
+  expect(metrics).toMatch(/foreman_jobs_ended_total\{[^}]*model="mistral"[^}]*target="box"\} 8/);
+  // The job-end line names where the attempt ran.
+  const ended = foreman
+    .stdout()
+    .split("\n")
+    .filter((line) => line.includes('"job ended"'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  expect(ended.filter((line) => line.model === "mistral").every((line) => line.target === "box")).toBe(true);
+}, 60_000);
+
+test("kill -9 with a job running on the second target: recovery re-queues it once, and a second serve is still refused", async () => {
+  const a = fake({ models: ["llama3.2"] });
+  const b = fake({ models: ["qwen3"] });
+  const dir = tempDir();
+  cleanups.push(dir.cleanup);
+  const port = await freePort();
+  const env = foremanEnv(`a=${a.url},b=${b.url}`, dir.path, { FOREMAN_LISTEN: `127.0.0.1:${port}` });
+  const release = b.hold(1);
+  const first = await spawnForeman(env);
+  const id = await submit(first.url, "qwen3", "one two three");
+  await until(async () => (await job(first.url, id)).state === "working", 10_000, "the job to run on b");
+  expect((await job(first.url, id)).target).toBe("b");
+
+  // One process per database, as with one target.
+  const second = Bun.spawn([...foremanCommand(), "serve"], {
+    env: { ...process.env, ...env, FOREMAN_LISTEN: `127.0.0.1:${await freePort()}` },
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  const [stderr, code] = await Promise.all([new Response(second.stderr).text(), second.exited]);
+  expect(code).toBe(1);
+  expect(stderr).toContain(`another foreman (pid ${first.process.pid})`);
+
+  first.process.kill(9);
+  await first.process.exited;
+  release();
+  const again = await serve(env);
+  await until(async () => (await job(again.url, id)).state === "done", 10_000, "the job to run again");
+  const view = await job(again.url, id);
+  expect(view).toMatchObject({ attempts: 2, target: "b" });
+  expect(b.seen).toHaveLength(2);
+  expect(a.seen).toHaveLength(0);
+  expect(b.violations).toEqual([]);
+}, 60_000);
