@@ -22,6 +22,8 @@ export interface InProcessStack {
   fakes: Map<string, FakeOllama>;
   /** The job loops, one runner per target. */
   runners: TargetRunners;
+  /** The HTTP side's connection (tests seed learned costs through it). */
+  db: ReturnType<typeof openDatabase>;
   store: JobStore;
   jobs: Foreman["jobs"];
   inventory: Foreman["inventory"];
@@ -116,6 +118,7 @@ export async function startInProcess(
     fake,
     fakes,
     runners: runner,
+    db,
     store,
     jobs,
     inventory,

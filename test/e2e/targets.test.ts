@@ -1,7 +1,7 @@
 // Several Ollama targets behind the compiled binary: the runners live in the Worker thread, the claim in
 // its SQLite connection. Two fakes with overlapping models; each one's serving log is the witness.
 import { afterEach, expect, test } from "bun:test";
-import { FakeOllama } from "../fake-ollama";
+import { FakeOllama, type SeenRequest } from "../fake-ollama";
 import { type ForemanProcess, foremanCommand, foremanEnv, freePort, spawnForeman, tempDir, until } from "../harness";
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -50,7 +50,10 @@ test("two targets behind the binary: every job once, on a target with its model,
   );
   expect(mac.violations).toEqual([]);
   expect(box.violations).toEqual([]);
-  const served = [...mac.seen.map((s) => ["mac", s]), ...box.seen.map((s) => ["box", s])] as const;
+  const served: Array<[string, SeenRequest]> = [
+    ...mac.seen.map((s): [string, SeenRequest] => ["mac", s]),
+    ...box.seen.map((s): [string, SeenRequest] => ["box", s]),
+  ];
   expect(served).toHaveLength(24);
   for (const [i, id] of ids.entries()) {
     const view = await job(foreman.url, id);
@@ -116,4 +119,28 @@ test("kill -9 with a job running on the second target: recovery re-queues it onc
   expect(b.seen).toHaveLength(2);
   expect(a.seen).toHaveLength(0);
   expect(b.violations).toEqual([]);
+}, 60_000);
+
+test("a client that hangs up aborts its job on the target running it", async () => {
+  const a = fake({ models: ["llama3.2"] });
+  const b = fake({ models: ["qwen3"] });
+  const dir = tempDir();
+  cleanups.push(dir.cleanup);
+  const foreman = await serve(foremanEnv(`a=${a.url},b=${b.url}`, dir.path));
+  const release = b.hold(1);
+  cleanups.push(release);
+  const client = new AbortController();
+  const answer = await fetch(`${foreman.url}/api/chat`, {
+    method: "POST",
+    body: JSON.stringify({ model: "qwen3", messages: [{ role: "user", content: "one two three" }] }),
+    signal: client.signal,
+  });
+  expect(answer.status).toBe(200);
+  const id = answer.headers.get("x-foreman-job-id")!;
+  await until(() => b.seen.length === 1, 10_000, "b to run it");
+  client.abort();
+  await until(() => b.seen[0]!.aborted === true, 10_000, "b's request to be aborted");
+  await until(async () => (await job(foreman.url, id)).state === "canceled", 10_000, "the job to end canceled");
+  expect((await job(foreman.url, id)).target).toBe("b");
+  expect(a.seen).toHaveLength(0);
 }, 60_000);

@@ -190,3 +190,58 @@ test("cancel aborts the job on whichever target runs it", async () => {
   release();
   expect((await stack.ended(id)).state).toBe("canceled");
 });
+
+/** Seeds what each target has learned a model key costs there (as finished jobs would have taught it). */
+function learned(target: string, modelKey: string, loadMs: number, runMs: number): void {
+  stack!.db.run(
+    `INSERT INTO target_costs (target, model_key, load_ms, run_ms, jobs, loads, updated_at) VALUES (?, ?, ?, ?, 10, 10, 0)
+     ON CONFLICT (target, model_key) DO UPDATE SET load_ms = excluded.load_ms, run_ms = excluded.run_ms`,
+    [target, modelKey, loadMs, runMs],
+  );
+}
+
+async function twoTargetsWithLlamaOnA(): Promise<{ a: FakeOllama; b: FakeOllama }> {
+  stack = await startInProcess({ targets: [{ name: "a" }, { name: "b" }] });
+  const a = stack.fakes.get("a")!;
+  const b = stack.fakes.get("b")!;
+  a.loaded = "llama3.2:latest";
+  await stack.inventory.refresh();
+  return { a, b };
+}
+
+test("placement: a free target leaves a group to the target that has it resident when that one's remaining work is less than a load here", async () => {
+  const { a, b } = await twoTargetsWithLlamaOnA();
+  learned("a", "llama3.2:latest", 50, 10);
+  learned("b", "llama3.2:latest", 5000, 10);
+  const release = a.hold(0);
+  const ids = [await submit("llama3.2", "p1"), await submit("llama3.2", "p2"), await submit("llama3.2", "p3")];
+  await until(() => a.seen.length === 1, 5000, "a to take the first");
+  // b is woken by every enqueue and job change; a's remaining work (3 × 10 ms) is far below b's 5 s load.
+  await Bun.sleep(300);
+  expect(b.seen).toEqual([]);
+  release();
+  const rows = await Promise.all(ids.map((id) => stack!.ended(id)));
+  expect(rows.map((r) => [r.state, r.target])).toEqual([
+    ["done", "a"],
+    ["done", "a"],
+    ["done", "a"],
+  ]);
+  // What ran was learned per target and model key, beside the key's costs anywhere.
+  expect(stack!.store.costs.forTarget("a").get("llama3.2:latest")!.jobs).toBe(13);
+  expect(stack!.store.costs.forTarget("b").get("llama3.2:latest")!.jobs).toBe(10);
+});
+
+test("placement: a load here cheaper than the resident target's remaining work is taken: the group is shared", async () => {
+  const { a, b } = await twoTargetsWithLlamaOnA();
+  learned("a", "llama3.2:latest", 50, 1000);
+  learned("b", "llama3.2:latest", 20, 1000);
+  const release = a.hold(0);
+  const ids = [await submit("llama3.2", "s1"), await submit("llama3.2", "s2"), await submit("llama3.2", "s3")];
+  // a holds one and has two more queued (3 × 1 s left), against a 20 ms load on b.
+  await until(() => b.seen.length > 0, 5000, "b to load the group too");
+  release();
+  const rows = await Promise.all(ids.map((id) => stack!.ended(id)));
+  expect(new Set(rows.map((r) => r.target))).toEqual(new Set(["a", "b"]));
+  expect(a.violations).toEqual([]);
+  expect(b.violations).toEqual([]);
+});
