@@ -197,7 +197,8 @@ export class FakeOllama {
         swaps: this.swaps,
         maxInFlight: this.maxInFlight,
         violations: this.violations,
-        seen: this.seen.map(({ body, headers, ...rest }) => rest),
+        // The prompt alone of each body: a benchmark's job names itself in it.
+        seen: this.seen.map(({ body, headers, ...rest }) => ({ ...rest, prompt: body.prompt })),
       });
     }
     if (path === "/api/tags" && (method === "GET" || method === "HEAD")) {

@@ -105,6 +105,8 @@ export interface Placement {
   cost: (modelKey: string) => ExpectedCost;
   /** True when another target will serve this group sooner than this one could load it (`loadMs` here). */
   leaveTo: (modelKey: string, loadMs: number) => boolean;
+  /** True when no other target that answers has the key's model: only this one can ever run the group. */
+  exclusive: (modelKey: string) => boolean;
 }
 
 /** Filters for {@link JobStore.listJobs}; `cursor` is the last id of the previous page. */
@@ -697,10 +699,16 @@ export class JobStore {
       const best = rankGroups(groups, expectedCosts(this.costs.all()), policy.residentKeys)[0]!;
       return candidates.get(best.modelKey);
     }
-    // Several targets: ranked on this target's costs; a group another target holds and will reach sooner
-    // than a load here would take is left to it (none of these is resident here: those went first).
+    // Several targets: ranked on this target's costs, the groups only this target can run first (nobody
+    // else will take them, while a shared group can still be split to fill another target's idle time);
+    // a group another target holds and will reach sooner than a load here would take is left to it (none
+    // of these is resident here: those went first).
     if (groups.length === 0) return undefined;
-    const ranked = rankGroups(groups, placement.cost, policy.residentKeys);
+    const byRank = rankGroups(groups, placement.cost, policy.residentKeys);
+    const ranked = [
+      ...byRank.filter((g) => placement.exclusive(g.modelKey)),
+      ...byRank.filter((g) => !placement.exclusive(g.modelKey)),
+    ];
     const best = ranked.find((g) => !placement.leaveTo(g.modelKey, placement.cost(g.modelKey).loadMs));
     return best ? candidates.get(best.modelKey) : LEFT;
   }

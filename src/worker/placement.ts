@@ -6,7 +6,9 @@ import type { JobRunner } from "./runner";
 /**
  * How a free runner weighs the groups that are not resident on its target, with several targets:
  *  - each group is ranked by the cost-aware rule (rankGroups) on *this* target's learned costs
- *    (per target and model key; a key it never ran costs what it costs anywhere);
+ *    (per target and model key; a key it never ran costs what it costs anywhere), the groups that no
+ *    other target (answering) has installed first: only this target will ever run them, while a
+ *    shared group can be split later to keep both busy to the end;
  *  - a group another target has resident is left to it when that target's remaining work (the jobs
  *    of the key it is on, in flight and queued, at its run time over its slots; 0 when idle) is less
  *    than the load here: it will reach the group before a load here would even end.
@@ -27,6 +29,7 @@ export function placementFor(self: JobRunner, runners: readonly JobRunner[], sto
   };
   return {
     cost: (modelKey) => costOn(self)(modelKey),
+    exclusive: (modelKey) => !runners.some((other) => other !== self && other.state.reachable && other.hasInstalled(modelKey)),
     leaveTo: (modelKey, loadMs) =>
       runners.some((other) => {
         if (other === self || !other.hasInstalled(modelKey)) return false;
