@@ -6,7 +6,7 @@ import type { OllamaClient } from "../ollama/client";
 import { normalizeModel } from "../ollama/model-key";
 import { OpenAIDocs } from "./api-docs";
 import { queuedGeneration } from "./generation";
-import { relayRequest } from "./relay";
+import { relayByModel } from "./relay";
 
 const JSON_UTF8 = { "content-type": "application/json; charset=utf-8" };
 
@@ -58,7 +58,7 @@ export function openaiRoutes(jobs: JobService, ollama: OllamaClient) {
         tags: ["anthropic"],
         ...OpenAIDocs.messages("Messages (Anthropic, queued)", queued),
       })
-      .post("/v1/embeddings", ({ request }) => relayRequest(ollama, "openai", "POST", "/v1/embeddings", request), {
+      .post("/v1/embeddings", relayByModel(jobs.inventory, "openai", "/v1/embeddings"), {
         parse: "none",
         ...OpenAIDocs.embeddings,
       })

@@ -2,6 +2,7 @@ import type { ApiFamily } from "../adapters/adapter";
 import { errorResponse } from "../adapters/error-shapes";
 import { ConnectionError, type OllamaClient } from "../ollama/client";
 import { keepOpen } from "./long-lived";
+import type { TargetInventory } from "../ollama/targets";
 
 /** Options for {@link relayRequest}. */
 export interface RelayOptions {
@@ -9,6 +10,8 @@ export interface RelayOptions {
   streamBody?: boolean;
   /** Called once Ollama's answer has been relayed to its end (a pull that finished changes the model list). */
   onFinished?: (response: Response) => void;
+  /** The body, already read (to choose the target by its model): sent instead of reading the request's. */
+  body?: string;
 }
 
 /**
@@ -25,7 +28,14 @@ export async function relayRequest(
   options: RelayOptions = {},
 ): Promise<Response> {
   const hasBody = method !== "GET" && method !== "HEAD";
-  const body = !hasBody ? undefined : options.streamBody && request.body ? request.body : await request.text();
+  const body =
+    options.body !== undefined
+      ? options.body
+      : !hasBody
+        ? undefined
+        : options.streamBody && request.body
+          ? request.body
+          : await request.text();
   // Ollama may be silent for long before it answers (a model load for embeddings, a pull's first layer).
   // Lifted once the body is read, so that a stalled body is still cut (a streamed blob is read as it goes).
   keepOpen(request);
@@ -44,4 +54,29 @@ export async function relayRequest(
   }
   const done = new TransformStream<Uint8Array, Uint8Array>({ flush: () => onFinished(response) });
   return new Response(response.body.pipeThrough(done), { status: response.status, headers: response.headers });
+}
+
+/** The model a direct request names (`model`, or `name` as /api/show and /api/delete also accept), if any. */
+export function modelOf(body: string): string | undefined {
+  try {
+    const parsed = JSON.parse(body) as { model?: unknown; name?: unknown };
+    const model = parsed?.model ?? parsed?.name;
+    return typeof model === "string" && model ? model : undefined;
+  } catch {
+    return undefined; // the target answers a bad body with its own 400
+  }
+}
+
+/**
+ * A direct request for one model (embeddings, /api/show) with several targets: to a target that has the
+ * model resident, else installed (taking turns among equals, so embeddings spread), else the first
+ * that answers. One target: as {@link relayRequest} always did.
+ */
+export function relayByModel(inventory: TargetInventory, api: ApiFamily, path: string) {
+  let turn = 0;
+  return async ({ request }: { request: Request }): Promise<Response> => {
+    if (!inventory.several) return relayRequest(inventory.targets[0]!.client, api, "POST", path, request);
+    const body = await request.text();
+    return relayRequest(inventory.pick(modelOf(body), turn++).client, api, "POST", path, request, { body });
+  };
 }

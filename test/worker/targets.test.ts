@@ -245,3 +245,45 @@ test("placement: a load here cheaper than the resident target's remaining work i
   expect(a.violations).toEqual([]);
   expect(b.violations).toEqual([]);
 });
+
+test("around the queue: embeddings and /api/show go to a target that has the model; pull and delete act on every target", async () => {
+  stack = await startInProcess({
+    targets: [
+      { name: "a", fake: { models: ["llama3.2"], embedModels: [] } },
+      { name: "b", fake: { models: ["qwen3"], embedModels: ["all-minilm"] } },
+    ],
+  });
+  const a = stack.fakes.get("a")!;
+  const b = stack.fakes.get("b")!;
+  for (const path of ["/api/embed", "/v1/embeddings"]) {
+    const answer = await stack.request("POST", path, { model: "all-minilm", input: "hello" });
+    expect(answer.status, path).toBe(200);
+  }
+  expect(b.embeds).toHaveLength(2);
+  expect(a.embeds).toHaveLength(0);
+  expect((await stack.request("POST", "/api/show", { model: "llama3.2" })).status).toBe(200);
+  expect((await stack.request("POST", "/api/show", { model: "qwen3" })).status).toBe(200);
+
+  // Pull on every target: one NDJSON stream, each target's progress in turn.
+  const pulled = await stack.request("POST", "/api/pull", { model: "mistral" });
+  expect(pulled.status).toBe(200);
+  const lines = (await pulled.text())
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { status?: string });
+  expect(lines.filter((l) => l.status === "success")).toHaveLength(2);
+  expect(a.has("mistral") && b.has("mistral")).toBe(true);
+  // Named: one target alone.
+  const one = await stack.request("POST", "/api/pull", { model: "gemma3", stream: false }, { "x-foreman-target": "b" });
+  expect(one.status).toBe(200);
+  expect([a.has("gemma3"), b.has("gemma3")]).toEqual([false, true]);
+  expect((await stack.request("POST", "/api/pull", { model: "x" }, { "x-foreman-target": "nope" })).status).toBe(404);
+  // Delete where it is: a model on one target only is deleted there, and that is a success.
+  expect((await stack.request("DELETE", "/api/delete", { model: "gemma3" })).status).toBe(200);
+  expect(b.has("gemma3")).toBe(false);
+  expect((await stack.request("DELETE", "/api/delete", { model: "gemma3" })).status).toBe(404);
+  // The inventory follows: a job for the pulled model is now accepted and runs.
+  await stack.inventory.refresh();
+  const id = await submit("mistral", "pulled");
+  expect((await stack.ended(id)).state).toBe("done");
+});
