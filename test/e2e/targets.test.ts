@@ -2,7 +2,7 @@
 // its SQLite connection. Two fakes with overlapping models; each one's serving log is the witness.
 import { afterEach, expect, test } from "bun:test";
 import { FakeOllama, type SeenRequest } from "../fake-ollama";
-import { type ForemanProcess, foremanCommand, foremanEnv, freePort, spawnForeman, tempDir, until } from "../harness";
+import { type ForemanProcess, foremanCommand, foremanEnv, freePort, runForeman, spawnForeman, tempDir, until } from "../harness";
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -77,6 +77,11 @@ test("two targets behind the binary: every job once, on a target with its model,
   const metrics = await (await fetch(`${foreman.url}/metrics`)).text();
   expect(metrics).toContain('foreman_target_up{target="mac"} 1');
   expect(metrics).toMatch(/foreman_jobs_ended_total\{[^}]*model="mistral"[^}]*target="box"\} 8/);
+  // `foreman ps`: where each model is loaded, and a line per target.
+  const ps = await runForeman(["ps"], { env: { FOREMAN_URL: foreman.url } });
+  expect(ps.code, ps.stderr).toBe(0);
+  expect(ps.stdout).toMatch(/^TARGET\s+NAME\s+ID/);
+  expect(ps.stdout).toMatch(/\nTARGET\s+STATE\s+SLOTS\s+RUNNING\nmac\s+up\s+0\/1\s+-\nbox\s+up\s+0\/1\s+-\n/);
   // The job-end line names where the attempt ran.
   const ended = foreman
     .stdout()
