@@ -70,11 +70,12 @@ async function run(
   slots: number[],
   trace: TraceJob[],
   warmup: TraceJob[] = [],
+  env: Record<string, string> = {},
 ): Promise<Outcome> {
   const started = await Promise.all(fakes.map(startFake));
   const dir = tempDir();
   const url = started.map((f, i) => `t${i}=${f.url}${slots[i]! > 1 ? `;slots=${slots[i]}` : ""}`).join(",");
-  const foreman = await startServer(loadConfig(foremanEnv(url, dir.path, { FOREMAN_POLL_INTERVAL: "1h" })));
+  const foreman = await startServer(loadConfig(foremanEnv(url, dir.path, { FOREMAN_POLL_INTERVAL: "1h", ...env })));
   const submit = async ({ model, tokens }: TraceJob, i: number) => {
     const response = await fetch(`${foreman.url}/jobs`, {
       method: "POST",
@@ -251,6 +252,74 @@ async function benchSlots(): Promise<string> {
   ].join("\n");
 }
 
+// --- 3. Placement against the peers' rules -----------------------------------------------------------
+
+/** Real load times ÷ 10, as bench/schedule.ts's uneven trace: loads 0.3 s, 1 s, 3 s, 8 s; larger ones generate slower. */
+const UNEVEN = [
+  { model: "llama3.2:latest", loadMs: 30, tokenMs: 1, batch: 40 },
+  { model: "qwen3:latest", loadMs: 100, tokenMs: 2, batch: 24 },
+  { model: "mistral:latest", loadMs: 300, tokenMs: 3, batch: 14 },
+  { model: "gemma3:latest", loadMs: 800, tokenMs: 5, batch: 8 },
+];
+
+/** Each model's batch as a block, the largest model's first, within 20 ms (seeded lengths of 5 to 15 tokens). */
+function unevenTrace(): TraceJob[] {
+  const random = seededRandom(7);
+  const jobs = [...UNEVEN]
+    .reverse()
+    .flatMap(({ model, batch }) => Array.from({ length: batch }, () => ({ model, tokens: 5 + Math.floor(random() * 11) })));
+  return jobs.map((job, i) => ({ ...job, offset: Math.floor((i * 20) / jobs.length) }));
+}
+
+async function benchPeers(): Promise<string> {
+  const gpu: FakeSpec = {
+    modelDelays: Object.fromEntries(UNEVEN.map((m) => [m.model, { loadMs: m.loadMs, tokenMs: m.tokenMs }])),
+  };
+  const warmup = [...UNEVEN].reverse().flatMap(({ model }) => [0, 1].map(() => ({ offset: 0, model, tokens: 10 })));
+  // Peers route per request; in foreman's pull model the same rules are the claim orders a free runner uses.
+  const rules: Array<[string, string]> = [
+    ["round-robin to a free host (Olla, llama-swap): fifo", "fifo"],
+    ["loaded first, else the oldest (ollamaMQ, skirnir): drain-oldest", "drain-oldest"],
+    ["foreman: drain with placement", "drain"],
+  ];
+  const outcomes: Outcome[] = [];
+  for (const [label, schedule] of rules) {
+    outcomes.push(await run(label, [gpu, gpu], [1, 1], unevenTrace(), warmup, { FOREMAN_SCHEDULE: schedule }));
+  }
+  const [, loadedFirst, ours] = outcomes as [Outcome, Outcome, Outcome];
+  const waitRatio = mean(ours.waits) / mean(loadedFirst.waits);
+  targets.push({
+    target: "placement vs loaded-first: mean wait (two targets)",
+    figure: waitRatio.toFixed(3),
+    goal: "≤ 0.7",
+    met: waitRatio <= 0.7,
+  });
+  targets.push({
+    target: "placement vs loaded-first: makespan",
+    figure: (ours.makespanMs / loadedFirst.makespanMs).toFixed(3),
+    goal: "≤ 1",
+    met: ours.makespanMs <= loadedFirst.makespanMs,
+  });
+  return [
+    `### Placement on two targets: ${UNEVEN.map((m) => `${m.batch} × ${m.model.split(":")[0]} (load ${m.loadMs} ms)`).join(", ")}, block by block within 20 ms, largest first`,
+    "",
+    "Two identical fakes with all four models; two jobs per model first teach the costs.",
+    "",
+    table(
+      ["rule", "swaps", "makespan s", "wait mean s", "vs loaded-first", "wait p50 s", "wait max s"],
+      outcomes.map((o) => [
+        o.label,
+        o.swaps,
+        s(o.makespanMs),
+        s(mean(o.waits)),
+        `${Math.round((mean(o.waits) / mean(loadedFirst.waits)) * 100)}%`,
+        s(median(o.waits)),
+        s(Math.max(...o.waits)),
+      ]),
+    ),
+  ].join("\n");
+}
+
 export async function benchTargets(): Promise<string> {
-  return [await benchTwoTargets(), await benchSlots()].join("\n\n");
+  return [await benchTwoTargets(), await benchSlots(), await benchPeers()].join("\n\n");
 }

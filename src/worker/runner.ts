@@ -158,7 +158,8 @@ export class JobRunner {
     const keys = [...this.#running.values()].map((r) => r.modelKey);
     return {
       reachable: this.#reachable && !this.#stopping,
-      residentKeys: this.#lastRunKey ? [this.#lastRunKey, ...this.#residentKeys] : this.#residentKeys,
+      // The key in flight counts as resident from its claim: it is loading, or loaded, here.
+      residentKeys: [...keys.slice(0, 1), ...(this.#lastRunKey ? [this.#lastRunKey] : []), ...this.#residentKeys],
       busyKey: keys[0],
       inFlight: keys.length,
     };
