@@ -35,6 +35,11 @@ const ewma = (old: number | null, sample: number | null) =>
  * all of it is O(model keys).
  */
 export class ModelCosts {
+  /**
+   * Learn per target too (several targets; the worker sets it). With one target its costs are the key's
+   * costs: the second row would be the first's copy, written at every job's end for nothing.
+   */
+  perTarget = false;
   readonly #getStmt;
   readonly #allStmt;
   readonly #upsertStmt;
@@ -102,7 +107,7 @@ export class ModelCosts {
       // Warm: Ollama still reports a small load_duration (its scheduler's bookkeeping), part of no load.
       runSample = Math.max(0, totalMs - (job.loadMs ?? 0));
     }
-    if (job.target !== null) this.#learnOnTarget(job, job.target, totalMs);
+    if (this.perTarget && job.target !== null) this.#learnOnTarget(job, job.target, totalMs);
     this.#upsertStmt.run({
       modelKey: job.modelKey,
       loadMs: ewma(old?.loadMs ?? null, loadSample),

@@ -17,6 +17,7 @@ export class TargetRunners {
 
   constructor(store: JobStore, settings: WorkerSettings, post: (message: FromWorker) => void, log: Logger) {
     this.runners = settings.targets.map((target) => new JobRunner(store, settings, post, log, { target, group: this.group }));
+    store.costs.perTarget = this.group.several;
   }
 
   /** Crash recovery once (by the first runner), then `onRecovered`, then every runner's loops; resolves when all stopped. */
