@@ -9,7 +9,7 @@ export type WebhookOutcome = "delivered" | "retrying" | "failed";
 
 /** What the scrape-time gauges read: the same store queries GET /queue answers from, and the inventory. */
 export interface MetricsSources {
-  store: Pick<JobStore, "queuedCount" | "queuedCountByModel" | "runningJob">;
+  store: Pick<JobStore, "queuedCount" | "queuedCountByModel" | "runningJob" | "runningJobs">;
   inventory: { readonly snapshot: { readonly degraded: boolean } };
   /**
    * Several targets: each one's name and whether it answers. Then the per-job metrics, swaps and upstream
@@ -83,6 +83,18 @@ export class ForemanMetrics {
         // Reset first: a model whose jobs all ran must drop out rather than keep its last count.
         this.reset();
         for (const { model, n } of store.queuedCountByModel()) this.set({ model, state: "queued" }, n);
+        if (targets) {
+          // Several targets (and slots): every running job, counted per model and state.
+          const counts = new Map<string, { model: string; state: string; n: number }>();
+          for (const job of store.runningJobs()) {
+            const key = `${job.model}\t${job.state}`;
+            const entry = counts.get(key) ?? { model: job.model, state: job.state, n: 0 };
+            entry.n++;
+            counts.set(key, entry);
+          }
+          for (const { model, state, n } of counts.values()) this.set({ model, state }, n);
+          return;
+        }
         const running = store.runningJob();
         if (running) this.set({ model: running.model, state: running.state }, 1);
       },

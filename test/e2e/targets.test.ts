@@ -76,6 +76,15 @@ test("two targets behind the binary: every job once, on a target with its model,
   });
   const metrics = await (await fetch(`${foreman.url}/metrics`)).text();
   expect(metrics).toContain('foreman_target_up{target="mac"} 1');
+  if (Bun.which("promtool")) {
+    const check = Bun.spawn(["promtool", "check", "metrics"], { stdin: new Blob([metrics]), stdout: "pipe", stderr: "pipe" });
+    const [out, err, exit] = await Promise.all([
+      new Response(check.stdout).text(),
+      new Response(check.stderr).text(),
+      check.exited,
+    ]);
+    expect({ exit, output: out + err }).toEqual({ exit: 0, output: "" });
+  }
   expect(metrics).toMatch(/foreman_jobs_ended_total\{[^}]*model="mistral"[^}]*target="box"\} 8/);
   // `foreman ps`: where each model is loaded, and a line per target.
   const ps = await runForeman(["ps"], { env: { FOREMAN_URL: foreman.url } });
