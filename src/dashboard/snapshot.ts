@@ -12,6 +12,7 @@ import type {
   HourChart,
   QueueGroup,
   RunningJob,
+  TargetLane,
   Timeline,
   TimelineBar,
 } from "./types";
@@ -91,8 +92,7 @@ export class SnapshotBuilder {
     const plan = reachable ? this.plan() : null;
     const expected = (at: number | null): ExpectedStart => (at === null ? null : at <= now + NEXT_MS ? 0 : at);
 
-    const row = store.runningJob();
-    const running: RunningJob | null = row && {
+    const runningJob = (row: JobRow): RunningJob => ({
       id: row.id,
       model: row.model,
       modelKey: row.modelKey,
@@ -105,7 +105,21 @@ export class SnapshotBuilder {
       startedAt: row.startedAt,
       swapped: row.swapped === null ? null : row.swapped === 1,
       ...live(row.id),
-    };
+    });
+    // Several targets: a lane each, with every job running there.
+    const rows = this.inventory.several ? store.runningJobs() : [];
+    const targets: TargetLane[] | undefined = this.inventory.several
+      ? this.inventory.targets.map(({ target, inventory }) => ({
+          name: target.name,
+          reachable: !inventory.snapshot.degraded,
+          slots: target.slots,
+          resident: inventory.snapshot.degraded ? [] : inventory.residentKeys(),
+          running: rows.filter((r) => r.target === target.name).map(runningJob),
+        }))
+      : undefined;
+
+    const row = store.runningJob();
+    const running: RunningJob | null = row && runningJob(row);
 
     const groups = byModelKey(store.queueGroups())
       .sort(
@@ -158,6 +172,7 @@ export class SnapshotBuilder {
       // Not yet polled (updatedAt 0) is not an outage.
       degraded: degradedList(snapshot.degraded, this.storage.degraded),
       running,
+      ...(targets ? { targets } : {}),
       queue: { total: groups.reduce((sum, group) => sum + group.count, 0), groups },
       recent,
       hour: this.#hourChart(now),
