@@ -37,6 +37,12 @@ class AbortedByRunner extends Error {
  */
 export class RunnerGroup {
   readonly gone = new Set<string>();
+  /**
+   * Attempts given back because a target went away under the job, by job id. Bounded by the number of
+   * targets: a job that takes down every host it is sent to (or a network that drops every stream) then
+   * spends its attempts like any connection error, rather than being handed round for ever.
+   */
+  readonly refunds = new Map<string, number>();
   readonly runners: JobRunner[] = [];
 
   /** Several targets: claims are limited to installed models and weigh the other targets. */
@@ -465,6 +471,7 @@ export class JobRunner {
       }
       // The client may already hold its whole answer (the relay sends before this write): the end is
       // written once, however long the disk stays full, so the job is never left running to be re-run.
+      this.#group.refunds.delete(job.id);
       if (await this.#untilWritten("a job's end", () => this.#store.finishJob(job.id, resultText, artifacts, usage))) {
         this.#post({ type: "ended", jobId: job.id });
       }
@@ -623,7 +630,10 @@ export class JobRunner {
       this.#reachable = false;
       this.#post({ type: "unreachable", target: this.target.name });
     }
-    if (unreachable && this.#group.several && (!relayed || isNobodyWaiting(job.source))) {
+    const refunds = this.#group.refunds.get(job.id) ?? 0;
+    const refund = refunds < this.#group.runners.length;
+    if (unreachable && this.#group.several && refund && (!relayed || isNobodyWaiting(job.source))) {
+      this.#group.refunds.set(job.id, refunds + 1);
       // Several targets: the host went away under the job, which is no fault of the job's. It goes back
       // with its attempt refunded, at once, for a target that answers (this one claims nothing until its
       // inventory sees it again).
@@ -649,6 +659,7 @@ export class JobRunner {
       return;
     }
     // Written before anything is told: a write that fails for space runs this again (#untilWritten).
+    this.#group.refunds.delete(job.id);
     const failed = this.#store.failJob(job.id, message, status, relayed ? [relayed] : []);
     if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: false, target: this.target.name });
     if (failed) {

@@ -287,3 +287,23 @@ test("around the queue: embeddings and /api/show go to a target that has the mod
   const id = await submit("mistral", "pulled");
   expect((await stack.ended(id)).state).toBe("done");
 });
+
+test("a job that loses every target it is sent to is refunded once per target, then spends its attempts and fails", async () => {
+  stack = await startInProcess({
+    targets: [
+      { name: "a", fake: {} },
+      { name: "b", fake: {} },
+    ],
+    env: { FOREMAN_MAX_ATTEMPTS: "2", FOREMAN_POLL_INTERVAL: "100ms" },
+  });
+  for (const fake of stack.fakes.values()) {
+    for (let i = 0; i < 5; i++) fake.failures.push({ kind: "drop", afterChunks: 1 });
+  }
+  const id = (await stack.jobs.submit("generate", { model: "llama3.2", prompt: "one two three" }, { source: "jobs" })).job.id;
+  const row = await stack.ended(id);
+  expect(row.state).toBe("failed");
+  expect(row.attempts).toBe(2);
+  // Two refunded losses (one per target), then the two attempts it has.
+  const served = [...stack.fakes.values()].reduce((n, fake) => n + fake.seen.length, 0);
+  expect(served).toBe(4);
+}, 30_000);
