@@ -8,6 +8,7 @@ import { benchClaim } from "./claim";
 import { benchEnqueue } from "./enqueue";
 import { benchOverhead } from "./overhead";
 import { benchSchedule } from "./schedule";
+import { benchTargets } from "./targets";
 import { machineInfo, updateReport } from "./report";
 import { table, targets } from "./stats";
 
@@ -19,6 +20,7 @@ const sections: Array<[string, () => Promise<string>]> = [
   ["claim", benchClaim],
   ["schedule", benchSchedule],
   ["batch", benchBatch],
+  ["targets", benchTargets],
 ];
 
 // The process users run: the compiled binary, built from this tree.

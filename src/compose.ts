@@ -20,7 +20,7 @@ import { jobEndReporter } from "./job-ended";
 import { ForemanMetrics } from "./metrics";
 import type { Logger } from "./log";
 import { OllamaClient } from "./ollama/client";
-import { ModelInventory } from "./ollama/inventory";
+import { TargetInventory } from "./ollama/targets";
 import { StorageHealth, probeWrite } from "./queue/storage-health";
 import { DashboardQueries } from "./queue/dashboard-queries";
 import type { JobTables } from "./tables";
@@ -32,20 +32,23 @@ import type { UpstreamErrorKind } from "./worker/protocol";
 export interface JobLoop extends JobLink {
   /** Where the loop's state changes, chunks and ends are fanned out. */
   readonly hub: JobEventHub;
-  /** Set by {@link composeForeman}: the loop could not reach Ollama. */
-  onUnreachable: () => void;
-  /** Set by {@link composeForeman}: an attempt failed upstream (its kind, and whether the job is tried again). */
-  onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean) => void;
+  /** Set by {@link composeForeman}: the loop could not reach a target (absent: the first). */
+  onUnreachable: (target: string | undefined) => void;
+  /** Set by {@link composeForeman}: an attempt failed upstream (its kind, whether the job is tried again, the target). */
+  onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean, target: string | undefined) => void;
   /** Set by {@link composeForeman}: the loop's pending write fails for space (`error`), or landed (undefined). */
   onStorage?: (error: string | undefined) => void;
-  /** Which models Ollama has resident, and whether it answers at all. */
-  setInventory(residentKeys: string[], reachable: boolean): void;
+  /**
+   * Which models a target (absent: the first) has resident, whether it answers at all and, with several
+   * targets, which models it has installed (the jobs it may claim).
+   */
+  setInventory(residentKeys: string[], reachable: boolean, target?: string, installed?: string[]): void;
 }
 
 /** foreman's HTTP side, wired: what server.ts serves and what the in-process tests call. */
 export interface Foreman {
   ollama: OllamaClient;
-  inventory: ModelInventory;
+  inventory: TargetInventory;
   jobs: JobService;
   webhooks: WebhookDispatcher;
   /** What GET /metrics shows. */
@@ -72,8 +75,9 @@ export function composeForeman(
 ): Foreman {
   const log = logFor("http");
   const { store, deliveries } = tables;
-  const ollama = new OllamaClient({ baseUrl: config.ollamaUrl, token: config.ollamaToken });
-  const inventory = new ModelInventory(ollama, config.pollIntervalMs, log);
+  const inventory = new TargetInventory(config.targets, config.pollIntervalMs, log);
+  // Model management, /api/version and, with one target, everything direct goes to the first target.
+  const ollama = inventory.targets[0]!.client;
   const jobs = new JobService(store, deliveries, loop, inventory, config, log);
   const keys = new KeyStore(db);
   const principals = new PrincipalResolver(config.token, keys);
@@ -100,13 +104,16 @@ export function composeForeman(
     return batch ? batchWebhookPayload(batch) : null;
   };
 
-  const metrics = new ForemanMetrics({ store, inventory, storage: jobs.storage });
+  const targets = inventory.several
+    ? () => inventory.targets.map((t) => ({ name: t.target.name, up: !t.inventory.snapshot.degraded }))
+    : undefined;
+  const metrics = new ForemanMetrics({ store, inventory, storage: jobs.storage, targets });
   metrics.keyName = jobs.keyName;
   // Every job end, whichever thread ended it, is reported once from its row: the log line and the metrics.
   const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"), jobs.keyName);
 
-  loop.onUnreachable = () => void inventory.refresh();
-  loop.onAttemptFailed = (kind, retry) => metrics.attemptFailed(kind, retry);
+  loop.onUnreachable = (target) => void inventory.refresh(target);
+  loop.onAttemptFailed = (kind, retry, target) => metrics.attemptFailed(kind, retry, target);
   loop.onStorage = (error) => jobs.storage.worker(error);
   webhooks.onDelivery = (outcome) => metrics.webhookDelivery(outcome);
   loop.hub.onJobEnded = (jobId) => {
@@ -114,7 +121,10 @@ export function composeForeman(
     webhooks.wake();
     inventory.refreshRunning();
   };
-  inventory.onChange((snapshot) => loop.setInventory(inventory.residentKeys(), !snapshot.degraded));
+  inventory.onTargetChange(({ target, inventory: one }) => {
+    const installed = inventory.several ? one.snapshot.models.map((m) => m.model ?? m.name) : undefined;
+    loop.setInventory(one.residentKeys(), !one.snapshot.degraded, target.name, installed);
+  });
 
   const app = createApp({
     config,

@@ -18,8 +18,13 @@ export type SchedulePolicy = "drain" | "drain-oldest" | "fifo";
 export interface Config {
   /** FOREMAN_LISTEN: host and port to listen on, default 127.0.0.1:8080. */
   listen: { hostname: string; port: number };
-  /** FOREMAN_OLLAMA_URL: the one Ollama behind foreman, default http://127.0.0.1:11434. */
+  /** FOREMAN_OLLAMA_URL's first target's URL, default http://127.0.0.1:11434: where model management goes. */
   ollamaUrl: string;
+  /**
+   * FOREMAN_OLLAMA_URL: the Ollama hosts behind foreman, one or more comma-separated `[name=]url[;slots=N][;token=T]`
+   * entries (name default host:port, slots default 1, token default FOREMAN_OLLAMA_TOKEN). One queue, a runner per target.
+   */
+  targets: OllamaTarget[];
   /** FOREMAN_OLLAMA_TOKEN: sent to Ollama as a bearer token; optional. */
   ollamaToken: string | undefined;
   /** FOREMAN_TOKEN: bearer token every route but /healthz requires; optional. */
@@ -95,6 +100,18 @@ export interface Config {
   batchWindowMs: number;
 }
 
+/** One Ollama host behind the queue: its runner claims for it alone. */
+export interface OllamaTarget {
+  /** Unique; shown in job views, GET /queue, /metrics and the logs. Default: the URL's host:port. */
+  name: string;
+  /** Without a trailing slash. */
+  url: string;
+  /** Generations of its loaded model key in flight at once (Ollama's OLLAMA_NUM_PARALLEL), default 1. */
+  slots: number;
+  /** Bearer token sent to it: its own `token=`, else FOREMAN_OLLAMA_TOKEN. */
+  token: string | undefined;
+}
+
 type Env = Record<string, string | undefined>;
 
 function text(env: Env, name: string): string | undefined {
@@ -144,6 +161,58 @@ function httpUrl(env: Env, name: string, fallback: string): string {
     throw new ConfigError(`${name}: "${raw}" must be an http or https URL`);
   }
   return raw.replace(/\/+$/, "");
+}
+
+/** A target's name: what a URL path segment, a metric label and a log field can all carry as it is. */
+const TARGET_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
+
+/**
+ * FOREMAN_OLLAMA_URL: `[name=]url[;slots=N][;token=T]`, comma-separated. One plain URL (the default) is one
+ * target named after its host:port with one slot: foreman as it always was. Every error names its entry.
+ */
+function ollamaTargets(env: Env, token: string | undefined): OllamaTarget[] {
+  const name = "FOREMAN_OLLAMA_URL";
+  const raw = text(env, name) ?? "http://127.0.0.1:11434";
+  const entries = raw.split(",").map((entry) => entry.trim());
+  const targets: OllamaTarget[] = [];
+  for (const entry of entries) {
+    if (!entry) throw new ConfigError(`${name}: "${raw}" has an empty entry (a stray comma?)`);
+    const [head, ...params] = entry.split(";").map((part) => part.trim());
+    // A URL's own "=" sits after "://" (a query string): only a "name=" before the scheme is a name.
+    const named = /^([^=/:]+)=(.*)$/.exec(head!);
+    const url = httpUrl({ [name]: named ? named[2] : head }, name, "");
+    if (new URL(url).search || new URL(url).hash) {
+      throw new ConfigError(`${name}: entry "${entry}": the URL must not carry a query or fragment`);
+    }
+    const target: OllamaTarget = { name: named ? named[1]!.trim() : new URL(url).host, url, slots: 1, token };
+    if (!TARGET_NAME.test(target.name)) {
+      throw new ConfigError(`${name}: entry "${entry}": name "${target.name}" may hold only letters, digits and . _ : -`);
+    }
+    for (const param of params) {
+      const [key, ...rest] = param.split("=");
+      const value = rest.join("=").trim();
+      if (key?.trim() === "slots") {
+        const slots = Number(value);
+        if (!/^\d+$/.test(value) || !Number.isSafeInteger(slots) || slots < 1 || slots > 64) {
+          throw new ConfigError(`${name}: entry "${entry}": slots "${value}" must be an integer from 1 to 64`);
+        }
+        target.slots = slots;
+      } else if (key?.trim() === "token") {
+        if (!value) throw new ConfigError(`${name}: entry "${entry}": token is empty`);
+        target.token = value;
+      } else {
+        throw new ConfigError(`${name}: entry "${entry}": unknown parameter "${param}" (use slots=N or token=T)`);
+      }
+    }
+    if (targets.some((t) => t.name === target.name)) {
+      throw new ConfigError(`${name}: entry "${entry}": the name "${target.name}" is taken (name each target: name=url)`);
+    }
+    // Two runners on one Ollama would each think they own its GPU: two model keys at once.
+    const twin = targets.find((t) => t.url === target.url);
+    if (twin) throw new ConfigError(`${name}: entry "${entry}": the URL is target "${twin.name}"'s too`);
+    targets.push(target);
+  }
+  return targets;
 }
 
 function listenAddress(env: Env): Config["listen"] {
@@ -214,10 +283,13 @@ function signedInteger(env: Env, name: string, fallback: number, min: number, ma
 
 /** Reads and validates every FOREMAN_* variable; throws ConfigError naming the first bad one. */
 export function loadConfig(env: Env = process.env): Config {
+  const ollamaToken = text(env, "FOREMAN_OLLAMA_TOKEN");
+  const targets = ollamaTargets(env, ollamaToken);
   return {
     listen: listenAddress(env),
-    ollamaUrl: httpUrl(env, "FOREMAN_OLLAMA_URL", "http://127.0.0.1:11434"),
-    ollamaToken: text(env, "FOREMAN_OLLAMA_TOKEN"),
+    ollamaUrl: targets[0]!.url,
+    targets,
+    ollamaToken,
     token: text(env, "FOREMAN_TOKEN"),
     dbPath: text(env, "FOREMAN_DB") ?? "./foreman.db",
     pollIntervalMs: duration(env, "FOREMAN_POLL_INTERVAL", "30s", { min: 100, max: MAX_TIMER_MS }),

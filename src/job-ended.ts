@@ -29,6 +29,7 @@ export function jobEndReporter(
       key: job.keyId === null ? undefined : (keyName(job.keyId) ?? undefined),
       outcome: job.state,
       attempts: job.attempts,
+      target: job.target ?? undefined,
       ...jobStats(job, now),
       status: job.errorStatus ?? undefined,
       error: job.error ?? undefined,

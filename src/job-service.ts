@@ -6,7 +6,7 @@ import { respondToClient } from "./job-response";
 import { watchJob } from "./job-watch";
 import type { Logger } from "./log";
 import { StorageHealth, isStorageError } from "./queue/storage-health";
-import type { ModelInventory } from "./ollama/inventory";
+import type { TargetInventory } from "./ollama/targets";
 import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
 import { type QueuePlan, estimatedStart, overdueRun, planQueue, plannedGroup } from "./queue/start-estimate";
@@ -64,7 +64,7 @@ export class JobService {
     /** Where each job's webhook delivery stands, for its view. */
     readonly deliveries: Pick<WebhookDeliveries, "status">,
     readonly link: JobLink,
-    readonly inventory: ModelInventory,
+    readonly inventory: TargetInventory,
     readonly config: Pick<Config, "maxAttempts" | "maxQueue" | "schedule"> & Partial<Pick<Config, "maxWaitMs">>,
     readonly log: Logger,
   ) {}

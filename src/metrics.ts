@@ -9,8 +9,14 @@ export type WebhookOutcome = "delivered" | "retrying" | "failed";
 
 /** What the scrape-time gauges read: the same store queries GET /queue answers from, and the inventory. */
 export interface MetricsSources {
-  store: Pick<JobStore, "queuedCount" | "queuedCountByModel" | "runningJob">;
+  store: Pick<JobStore, "queuedCount" | "queuedCountByModel" | "runningJob" | "runningJobs">;
   inventory: { readonly snapshot: { readonly degraded: boolean } };
+  /**
+   * Several targets: each one's name and whether it answers. Then the per-job metrics, swaps and upstream
+   * errors carry a `target` label (the target of the attempt) and foreman_target_up has a series per target;
+   * with one target (absent) every series is as it always was.
+   */
+  targets?: () => Array<{ name: string; up: boolean }>;
   /** Whether the database cannot be written (a full disk); read at scrape time. */
   storage?: { readonly degraded: boolean };
 }
@@ -44,8 +50,26 @@ export class ForemanMetrics {
   readonly #retries;
   readonly #webhookDeliveries;
 
-  constructor({ store, inventory, storage }: MetricsSources) {
+  /** Several targets: series carry a `target` label. */
+  readonly #byTarget: boolean;
+
+  constructor({ store, inventory, storage, targets }: MetricsSources) {
     const registers = [this.registry];
+    this.#byTarget = targets !== undefined;
+    // With several targets, the series that belong to one attempt say where it ran.
+    const withTarget = <L extends string>(names: readonly L[]): Array<L | "target"> =>
+      targets ? [...names, "target"] : [...names];
+    if (targets) {
+      new Gauge({
+        name: "foreman_target_up",
+        help: "1 while the Ollama target answers foreman's polls, 0 while it is unreachable (degraded alone)",
+        labelNames: ["target"] as const,
+        registers,
+        collect() {
+          for (const { name, up } of targets()) this.set({ target: name }, up ? 1 : 0);
+        },
+      });
+    }
     new Gauge({
       name: "foreman_queue_depth",
       help: "Jobs queued (waiting to run), as GET /queue's depth",
@@ -63,6 +87,18 @@ export class ForemanMetrics {
         // Reset first: a model whose jobs all ran must drop out rather than keep its last count.
         this.reset();
         for (const { model, n } of store.queuedCountByModel()) this.set({ model, state: "queued" }, n);
+        if (targets) {
+          // Several targets (and slots): every running job, counted per model and state.
+          const counts = new Map<string, { model: string; state: string; n: number }>();
+          for (const job of store.runningJobs()) {
+            const key = `${job.model}\t${job.state}`;
+            const entry = counts.get(key) ?? { model: job.model, state: job.state, n: 0 };
+            entry.n++;
+            counts.set(key, entry);
+          }
+          for (const { model, state, n } of counts.values()) this.set({ model, state }, n);
+          return;
+        }
         const running = store.runningJob();
         if (running) this.set({ model: running.model, state: running.state }, 1);
       },
@@ -94,7 +130,7 @@ export class ForemanMetrics {
     this.#jobsEnded = new Counter({
       name: "foreman_jobs_ended_total",
       help: "Jobs that ended, by type, model, outcome (done, failed, canceled) and source (ollama, openai, anthropic, jobs)",
-      labelNames: ["type", "model", "outcome", "source"] as const,
+      labelNames: withTarget(["type", "model", "outcome", "source"] as const),
       registers,
     });
     this.#waitSeconds = new Histogram({
@@ -107,14 +143,14 @@ export class ForemanMetrics {
     this.#runSeconds = new Histogram({
       name: "foreman_job_run_seconds",
       help: "How long ended jobs' last attempt ran, model load included, by model",
-      labelNames: ["model"] as const,
+      labelNames: withTarget(["model"] as const),
       buckets: RUN_BUCKETS,
       registers,
     });
     this.#swaps = new Counter({
       name: "foreman_model_swaps_total",
       help: "Ended jobs whose model was not loaded when they started (a model swap), by the model loaded",
-      labelNames: ["model"] as const,
+      labelNames: withTarget(["model"] as const),
       registers,
     });
     this.#outputTokens = new Counter({
@@ -153,7 +189,7 @@ export class ForemanMetrics {
     this.#upstreamErrors = new Counter({
       name: "foreman_upstream_errors_total",
       help: "Failed attempts at Ollama by kind: refused, connection (lost), timeout, http_4xx, http_5xx",
-      labelNames: ["kind"] as const,
+      labelNames: withTarget(["kind"] as const),
       registers,
     });
     this.#retries = new Counter({
@@ -168,8 +204,10 @@ export class ForemanMetrics {
       registers,
     });
     // Pre-set label sets whose absence would read as "no data" rather than zero.
-    for (const kind of ["refused", "connection", "timeout", "http_4xx", "http_5xx"] as const)
-      this.#upstreamErrors.inc({ kind }, 0);
+    for (const kind of ["refused", "connection", "timeout", "http_4xx", "http_5xx"] as const) {
+      if (!targets) this.#upstreamErrors.inc({ kind }, 0);
+      else for (const { name } of targets()) this.#upstreamErrors.inc({ kind, target: name }, 0);
+    }
     for (const outcome of ["delivered", "retrying", "failed"] as const) this.#webhookDeliveries.inc({ outcome }, 0);
     processMetrics(registers);
   }
@@ -177,11 +215,13 @@ export class ForemanMetrics {
   /** Counts one ended job from its row: outcome, wait and run time, swap, tokens and speed. */
   jobEnded(job: JobRow, now = Date.now()): void {
     const model = job.model;
-    this.#jobsEnded.inc({ type: job.type, model, outcome: job.state, source: job.source });
+    // A job canceled before any claim ran nowhere: its target is "".
+    const at = this.#byTarget ? { target: job.target ?? "" } : {};
+    this.#jobsEnded.inc({ type: job.type, model, outcome: job.state, source: job.source, ...at });
     const { waitMs, runMs } = jobTimes(job, now);
     this.#waitSeconds.observe({ model }, waitMs / 1000);
-    if (runMs !== null) this.#runSeconds.observe({ model }, runMs / 1000);
-    if (job.swapped === 1) this.#swaps.inc({ model });
+    if (runMs !== null) this.#runSeconds.observe({ model, ...at }, runMs / 1000);
+    if (job.swapped === 1) this.#swaps.inc({ model, ...at });
     if (job.outputTokens !== null) this.#outputTokens.inc({ model }, job.outputTokens);
     if (job.promptTokens !== null) this.#promptTokens.inc({ model }, job.promptTokens);
     const rate = job.state === "done" ? tokensPerSecond(job, runMs) : null;
@@ -194,8 +234,8 @@ export class ForemanMetrics {
   }
 
   /** Counts a failed attempt at Ollama, and a retry when the job goes back to the queue. */
-  attemptFailed(kind: UpstreamErrorKind, retry: boolean): void {
-    this.#upstreamErrors.inc({ kind });
+  attemptFailed(kind: UpstreamErrorKind, retry: boolean, target?: string): void {
+    this.#upstreamErrors.inc(this.#byTarget ? { kind, target: target ?? "" } : { kind });
     if (retry) this.#retries.inc();
   }
 

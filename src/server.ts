@@ -66,7 +66,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
   await inventory.start();
   webhooks.start();
   batches.start();
-  if (config.embedModel) void warmEmbedModel(ollama, config.embedModel, log);
+  // Pinned on each target that has it (one target: the one), so embeddings find it resident wherever they go.
+  if (config.embedModel) {
+    const model = config.embedModel;
+    const views = inventory.several ? inventory.targets.filter((t) => t.inventory.has(model)) : inventory.targets;
+    for (const view of views) void warmEmbedModel(view.client, model, log);
+  }
 
   server.reload({
     fetch: logRequests(
@@ -87,7 +92,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
     ),
   });
   const url = `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
-  log.info("foreman listening", { url, ollama: config.ollamaUrl, db: config.dbPath, schedule: config.schedule });
+  log.info("foreman listening", {
+    url,
+    ollama: config.ollamaUrl,
+    ...(config.targets.length > 1 ? { targets: config.targets.map((t) => `${t.name}=${t.url} (${t.slots} slots)`) } : {}),
+    db: config.dbPath,
+    schedule: config.schedule,
+  });
 
   let stopping: Promise<void> | undefined;
   return {

@@ -44,6 +44,55 @@ describe("loadConfig", () => {
     expect(loadConfig({ FOREMAN_LOG_FORMAT: "text" }).logFormat).toBe("text");
   });
 
+  test("FOREMAN_OLLAMA_URL: one URL is one target named host:port with one slot, as foreman always was", () => {
+    expect(loadConfig({}).targets).toEqual([
+      { name: "127.0.0.1:11434", url: "http://127.0.0.1:11434", slots: 1, token: undefined },
+    ]);
+    expect(loadConfig({ FOREMAN_OLLAMA_URL: "http://gpu.lan:11434/", FOREMAN_OLLAMA_TOKEN: "t" }).targets).toEqual([
+      { name: "gpu.lan:11434", url: "http://gpu.lan:11434", slots: 1, token: "t" },
+    ]);
+  });
+
+  test("FOREMAN_OLLAMA_URL: several targets with names, slots and a per-target token", () => {
+    const config = loadConfig({
+      FOREMAN_OLLAMA_URL: " mac=http://127.0.0.1:11434 , box=https://10.0.0.5:11434;slots=4;token=own, http://laptop:11434",
+      FOREMAN_OLLAMA_TOKEN: "shared",
+    });
+    expect(config.targets).toEqual([
+      { name: "mac", url: "http://127.0.0.1:11434", slots: 1, token: "shared" },
+      { name: "box", url: "https://10.0.0.5:11434", slots: 4, token: "own" },
+      { name: "laptop:11434", url: "http://laptop:11434", slots: 1, token: "shared" },
+    ]);
+    // Model management and the log line's `ollama` go to the first.
+    expect(config.ollamaUrl).toBe("http://127.0.0.1:11434");
+  });
+
+  test("FOREMAN_OLLAMA_URL: each bad entry is one error naming it", () => {
+    const cases: Array<[string, string]> = [
+      ["a=http://x:1,a=http://y:1", 'entry "a=http://y:1": the name "a" is taken'],
+      ["http://x:1,http://x:1", 'entry "http://x:1": the name "x:1" is taken'],
+      ["a=http://x:1,b=http://x:1", `entry "b=http://x:1": the URL is target "a"'s too`],
+      ["a=ftp://x", "must be an http or https URL"],
+      ["a=nothing", '"nothing" is not a URL'],
+      ["http://x:1;slots=0", 'entry "http://x:1;slots=0": slots "0" must be an integer from 1 to 64'],
+      ["http://x:1;slots=two", 'slots "two" must be an integer'],
+      ["http://x:1;slots=1.5", 'slots "1.5" must be an integer'],
+      ["http://x:1;gpu=2", 'unknown parameter "gpu=2"'],
+      ["http://x:1;token=", "token is empty"],
+      ["http://x:1,,http://y:1", "has an empty entry"],
+      ["bad name=http://x:1", 'name "bad name" may hold only'],
+    ];
+    for (const [value, message] of cases) {
+      expect(() => loadConfig({ FOREMAN_OLLAMA_URL: value }), value).toThrow(ConfigError);
+      expect(() => loadConfig({ FOREMAN_OLLAMA_URL: value }), value).toThrow(`FOREMAN_OLLAMA_URL: `);
+      try {
+        loadConfig({ FOREMAN_OLLAMA_URL: value });
+      } catch (error) {
+        expect((error as Error).message, value).toContain(message);
+      }
+    }
+  });
+
   test("each bad value is one error naming its variable", () => {
     const cases: Array<[Record<string, string>, string]> = [
       [{ FOREMAN_LISTEN: "8080" }, "FOREMAN_LISTEN"],

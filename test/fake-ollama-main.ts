@@ -7,5 +7,9 @@ const fake = new FakeOllama({
   tokenDelayMs: Number(process.env.FAKE_TOKEN_MS ?? 0),
   // {"llama3.2:latest": {"loadMs": 30, "tokenMs": 1}, …}: uneven model sizes.
   modelDelays: JSON.parse(process.env.FAKE_MODEL_DELAYS ?? "{}"),
+  // "llama3.2:latest,qwen3:latest": the chat models this host has installed (default: the fake's four).
+  models: process.env.FAKE_MODELS ? process.env.FAKE_MODELS.split(",") : undefined,
+  // {"slots": 4, "slowdown": 1.5}: the parallel mode (OLLAMA_NUM_PARALLEL).
+  parallel: process.env.FAKE_PARALLEL ? JSON.parse(process.env.FAKE_PARALLEL) : undefined,
 }).start();
 console.log(fake.port);

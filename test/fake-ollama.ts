@@ -36,6 +36,12 @@ export interface FakeOllamaOptions {
   embedDelayMs?: number;
   /** Milliseconds between two progress lines of /api/pull, /api/push and /api/create, default 0. */
   pullDelayMs?: number;
+  /**
+   * Parallel mode, as Ollama with OLLAMA_NUM_PARALLEL = `slots`: that many generations of the loaded model
+   * key are served at once, each token `slowdown` times slower while another shares the GPU (batched
+   * decoding). More at once, or two keys at once, is recorded in `violations`. Default 1 slot, no slowdown.
+   */
+  parallel?: { slots: number; slowdown: number };
   port?: number;
 }
 
@@ -55,6 +61,8 @@ export interface SeenRequest {
   servedMs?: number;
   aborted?: boolean;
   swapped: boolean;
+  /** Generations in flight when it arrived, itself included. */
+  inFlight: number;
 }
 
 const JSON_UTF8 = { "content-type": "application/json; charset=utf-8" };
@@ -75,6 +83,14 @@ export class FakeOllama {
   finalDelayMs: number;
   embedDelayMs: number;
   pullDelayMs: number;
+  parallel: { slots: number; slowdown: number };
+  /**
+   * What a GPU behind foreman must never see, in the order it happened: more generations at once than its
+   * slots, or a generation of one model key while another key's is in flight. Tests assert it stays empty.
+   */
+  violations: string[] = [];
+  /** Generations in flight by model key. */
+  readonly inFlightByKey = new Map<string, number>();
   /** Sizes in bytes of the blobs received by POST /api/blobs/:digest, by digest. */
   blobs = new Map<string, number>();
   /** Model key resident on the GPU, or null. */
@@ -92,6 +108,8 @@ export class FakeOllama {
   requests: string[] = [];
   /** While set, generations pause before chunk number `afterChunks` until `open` resolves (see {@link hold}). */
   #hold: { afterChunks: number; open: Promise<void> } | undefined;
+  /** The model key being loaded, and when its load is over. */
+  #loading: { key: string; done: Promise<void> } | undefined;
   /** When each request reached the handler, before its body was read: a generation's arrivedMs. */
   #receivedAt = new WeakMap<Request, number>();
   /** Resolves waiters each time a generation request arrives. */
@@ -108,6 +126,7 @@ export class FakeOllama {
     this.finalDelayMs = options.finalDelayMs ?? 0;
     this.embedDelayMs = options.embedDelayMs ?? 0;
     this.pullDelayMs = options.pullDelayMs ?? 0;
+    this.parallel = options.parallel ?? { slots: 1, slowdown: 1 };
     this.#port = options.port ?? 0;
   }
 
@@ -177,7 +196,9 @@ export class FakeOllama {
       return json({
         swaps: this.swaps,
         maxInFlight: this.maxInFlight,
-        seen: this.seen.map(({ body, headers, ...rest }) => rest),
+        violations: this.violations,
+        // The prompt alone of each body: a benchmark's job names itself in it.
+        seen: this.seen.map(({ body, headers, ...rest }) => ({ ...rest, prompt: body.prompt })),
       });
     }
     if (path === "/api/tags" && (method === "GET" || method === "HEAD")) {
@@ -225,6 +246,12 @@ export class FakeOllama {
       }
     }
     return notFound();
+  }
+
+  /** The model's delay per token now: slowed by the parallel mode's factor while another generation shares the GPU. */
+  #tokenDelay(model: string): number {
+    const base = this.modelDelays[normalize(model)]?.tokenMs ?? this.tokenDelayMs;
+    return this.inFlight > 1 ? base * this.parallel.slowdown : base;
   }
 
   /** Whether the fake has this model (chat or embedding), by its normalized name. */
@@ -310,17 +337,27 @@ export class FakeOllama {
       startedAt: Date.now(),
       arrivedMs: this.#receivedAt.get(request) ?? performance.now(),
       swapped: false,
+      inFlight: this.inFlight + 1,
     };
     this.seen.push(seen);
     for (const resolve of this.#arrivals.splice(0)) resolve(seen);
 
+    const others = [...this.inFlightByKey.keys()].filter((k) => k !== key);
+    if (others.length) this.violations.push(`${key} while ${others.join(", ")} in flight`);
+    if (this.inFlight + 1 > this.parallel.slots) {
+      this.violations.push(`${this.inFlight + 1} generations at once (slots ${this.parallel.slots})`);
+    }
     this.inFlight++;
+    this.inFlightByKey.set(key, (this.inFlightByKey.get(key) ?? 0) + 1);
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     let released = false;
     const release = (aborted = false) => {
       if (released) return;
       released = true;
       this.inFlight--;
+      const left = (this.inFlightByKey.get(key) ?? 1) - 1;
+      if (left > 0) this.inFlightByKey.set(key, left);
+      else this.inFlightByKey.delete(key);
       seen.servedMs = performance.now();
       seen.endedAt = Date.now();
       seen.aborted = aborted;
@@ -333,11 +370,20 @@ export class FakeOllama {
       return json({ error: failure.error }, failure.status);
     }
     const started = performance.now();
+    if (this.#loading?.key === key) {
+      // Parallel mode: a second request for the model being loaded waits for that one load, as Ollama's does.
+      await this.#loading.done;
+    }
     if (this.loaded !== key) {
       seen.swapped = true;
       this.swaps++;
       const loadDelayMs = this.modelDelays[normalize(model)]?.loadMs ?? this.loadDelayMs;
+      let loaded!: () => void;
+      const loading = { key, done: new Promise<void>((resolve) => (loaded = resolve)) };
+      this.#loading = loading;
       if (loadDelayMs) await Bun.sleep(loadDelayMs);
+      if (this.#loading === loading) this.#loading = undefined;
+      loaded();
       // A load whose request went away is abandoned, as a canceled schedule is in Ollama.
       if (request.signal.aborted) return new Response(null, { status: 499 });
       this.loaded = key;
@@ -375,8 +421,7 @@ export class FakeOllama {
 
     if (body.stream === false) {
       await hold?.open;
-      const tokenDelayMs = this.modelDelays[normalize(model)]?.tokenMs ?? this.tokenDelayMs;
-      for (let i = 0; i < chunkCount && tokenDelayMs; i++) await Bun.sleep(tokenDelayMs);
+      for (let i = 0; i < chunkCount && this.#tokenDelay(model); i++) await Bun.sleep(this.#tokenDelay(model));
       release();
       // Without streaming, a failure during generation is an ordinary error status (reference §7.3).
       if (failure?.kind === "mid-stream") return json({ error: failure.error }, 500);
@@ -394,7 +439,7 @@ export class FakeOllama {
     }
 
     const encoder = new TextEncoder();
-    const tokenDelayMs = this.modelDelays[normalize(model)]?.tokenMs ?? this.tokenDelayMs;
+    const tokenDelay = () => this.#tokenDelay(model);
     const finalDelayMs = this.finalDelayMs;
     let index = 0;
     const stream = new ReadableStream<Uint8Array>({
@@ -414,6 +459,7 @@ export class FakeOllama {
           return;
         }
         if (index < chunkCount) {
+          const tokenDelayMs = tokenDelay();
           if (tokenDelayMs && index > 0) await Bun.sleep(tokenDelayMs);
           const chunk = base({ text: tokens[index] ?? "", done: false });
           if (index === tokens.length) (chunk as { message: Record<string, unknown> }).message.tool_calls = toolCalls;

@@ -11,13 +11,20 @@ import { openJobTables } from "../src/tables";
 import { applyWorkerMessage } from "../src/worker/bridge";
 import { JobEventHub } from "../src/worker/job-events";
 import { type FromWorker, workerSettings } from "../src/worker/protocol";
-import { JobRunner } from "../src/worker/runner";
+import { TargetRunners } from "../src/worker/targets";
 import { FakeOllama, type FakeOllamaOptions } from "./fake-ollama";
 import { foremanEnv, tempDir } from "./harness";
 
 /** An in-process foreman in front of a fake Ollama. */
 export interface InProcessStack {
+  /** The first target's fake. */
   fake: FakeOllama;
+  /** Every target's fake, by target name (one target: the fake's host:port). */
+  fakes: Map<string, FakeOllama>;
+  /** The job loops, one runner per target. */
+  runners: TargetRunners;
+  /** The HTTP side's connection (tests seed learned costs through it). */
+  db: ReturnType<typeof openDatabase>;
   store: JobStore;
   jobs: Foreman["jobs"];
   inventory: Foreman["inventory"];
@@ -52,11 +59,22 @@ export function capturingLogger(scope: string, lines: string[]): Logger {
  * side with src/compose.ts, as server.ts does. The inventory polls hourly unless `env` says otherwise.
  */
 export async function startInProcess(
-  options: { fake?: FakeOllamaOptions; env?: Record<string, string> } = {},
+  options: {
+    fake?: FakeOllamaOptions;
+    /** Several targets instead of one: each its own fake (FOREMAN_OLLAMA_URL name=url;slots=N). */
+    targets?: Array<{ name: string; fake?: FakeOllamaOptions; slots?: number }>;
+    env?: Record<string, string>;
+  } = {},
 ): Promise<InProcessStack> {
-  const fake = new FakeOllama(options.fake).start();
+  const targets = options.targets ?? [{ name: "", fake: options.fake }];
+  const started = targets.map((t) => ({ ...t, instance: new FakeOllama(t.fake).start() }));
+  const fake = started[0]!.instance;
+  const ollamaUrl = options.targets
+    ? started.map((t) => `${t.name}=${t.instance.url}${t.slots ? `;slots=${t.slots}` : ""}`).join(",")
+    : fake.url;
   const dir = tempDir();
-  const config = loadConfig(foremanEnv(fake.url, dir.path, { FOREMAN_POLL_INTERVAL: "1h", ...options.env }));
+  const config = loadConfig(foremanEnv(ollamaUrl, dir.path, { FOREMAN_POLL_INTERVAL: "1h", ...options.env }));
+  const fakes = new Map(started.map((t, i) => [config.targets[i]!.name, t.instance]));
   const logs: string[] = [];
   const db = openDatabase(config.dbPath, { durability: config.durability });
   const tables = openJobTables(db);
@@ -64,14 +82,14 @@ export async function startInProcess(
   const messages: FromWorker[] = [];
   const hub = new JobEventHub(capturingLogger("http", logs));
   // The Worker's loop, on this thread: its messages are applied as the bridge applies them.
-  const runner = new JobRunner(
+  const runner = new TargetRunners(
     store,
     workerSettings(config),
     (message) => {
       messages.push(message);
       applyWorkerMessage(hub, message, {
-        onUnreachable: () => loop.onUnreachable(),
-        onAttemptFailed: (kind, retry) => loop.onAttemptFailed(kind, retry),
+        onUnreachable: (target) => loop.onUnreachable(target),
+        onAttemptFailed: (kind, retry, target) => loop.onAttemptFailed(kind, retry, target),
         onStorage: (error) => loop.onStorage?.(error),
       });
     },
@@ -81,13 +99,14 @@ export async function startInProcess(
     hub,
     onUnreachable: () => {},
     onAttemptFailed: () => {},
-    setInventory: (residentKeys, reachable) => runner.setInventory(residentKeys, reachable),
+    setInventory: (residentKeys, reachable, target, installed) =>
+      runner.handle({ type: "inventory", residentKeys, reachable, target, installed }),
     subscribe: (jobId, listener) => hub.subscribe(jobId, listener),
     subscribeAll: (listener) => hub.subscribeAll(listener),
     jobEnded: (jobId) => hub.jobEnded(jobId),
-    wake: () => runner.wake(),
-    cancel: (jobId) => runner.cancel(jobId),
-    clientGone: (jobId) => runner.clientGone(jobId),
+    wake: () => runner.handle({ type: "wake" }),
+    cancel: (jobId) => runner.handle({ type: "cancel", jobId }),
+    clientGone: (jobId) => runner.handle({ type: "client-gone", jobId }),
   };
   const { inventory, jobs, webhooks, handle } = composeForeman(config, db, tables, loop, (scope) => capturingLogger(scope, logs));
   await inventory.start();
@@ -99,6 +118,9 @@ export async function startInProcess(
     fetch: (input, init) =>
       handle(new Request(typeof input === "string" && input.startsWith("/") ? `${url}${input}` : input, init)),
     fake,
+    fakes,
+    runners: runner,
+    db,
     store,
     jobs,
     inventory,
@@ -131,10 +153,10 @@ export async function startInProcess(
     async stop() {
       inventory.stop();
       webhooks.stop();
-      runner.shutdown(0);
+      runner.handle({ type: "shutdown", graceMs: 0 });
       await running;
       db.close();
-      await fake.stop();
+      await Promise.all([...fakes.values()].map((f) => f.stop()));
       dir.cleanup();
     },
   };

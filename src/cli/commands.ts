@@ -294,6 +294,8 @@ async function cancel(api: ForemanApi, args: string[], io: Io): Promise<number> 
 
 interface PsModel {
   name: string;
+  /** With several targets: where it is loaded. */
+  target?: string;
   digest?: string;
   size?: number;
   size_vram?: number;
@@ -306,14 +308,17 @@ async function ps(api: ForemanApi, args: string[], io: Io): Promise<number> {
     api.request<{ models: PsModel[] }>("GET", "/api/ps"),
     api.request<typeof JobModel.queue.static>("GET", "/queue"),
   ]);
+  // Several targets: a column saying where each model is loaded, and a line per target below.
+  const several = queue.targets !== undefined;
   const rows = loaded.models.map((m) => [
+    ...(several ? [m.target ?? "-"] : []),
     m.name,
     (m.digest ?? "").replace(/^sha256:/, "").slice(0, 12),
     m.size === undefined ? "-" : formatBytes(m.size),
     m.size && m.size_vram !== undefined ? `${Math.round((m.size_vram / m.size) * 100)}% GPU` : "-",
     m.expires_at ? formatUntil(m.expires_at) : "-",
   ]);
-  let out = `${formatTable(["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL"], rows)}\n\n`;
+  let out = `${formatTable([...(several ? ["TARGET"] : []), "NAME", "ID", "SIZE", "PROCESSOR", "UNTIL"], rows)}\n\n`;
   const perModel = Object.entries(queue.by_model).map(([model, n]) => [model, String(n)]);
   // An older server's /queue has no reasons: its degraded meant Ollama alone.
   const held = queue.degraded ? `  (degraded: ${queue.reasons?.join(" ") || "ollama unreachable"})` : "";
@@ -323,6 +328,15 @@ async function ps(api: ForemanApi, args: string[], io: Io): Promise<number> {
   out += run
     ? `RUNNING  ${run.id}  ${run.model}  ${run.state}${run.started_at ? `  for ${formatRunTime(run.started_at, null)}` : ""}\n`
     : "RUNNING  nothing\n";
+  if (queue.targets) {
+    const lanes = queue.targets.map((t) => [
+      t.name,
+      t.reachable ? "up" : "unreachable",
+      `${t.running.length}/${t.slots}`,
+      t.running.map((j) => `${j.id} ${j.model} ${j.state}`).join(", ") || "-",
+    ]);
+    out += `\n${formatTable(["TARGET", "STATE", "SLOTS", "RUNNING"], lanes)}\n`;
+  }
   io.stdout(out);
   return 0;
 }

@@ -4,6 +4,11 @@
 /** Settings kept out of world-readable files: they go to a mode 0600 file. */
 export const SECRET_SETTINGS: ReadonlySet<string> = new Set(["FOREMAN_TOKEN", "FOREMAN_WEBHOOK_SECRET", "FOREMAN_OLLAMA_TOKEN"]);
 
+/** A secret setting, or FOREMAN_OLLAMA_URL when one of its targets carries its own `token=`. */
+export function isSecretSetting(name: string, value: string): boolean {
+  return SECRET_SETTINGS.has(name) || (name === "FOREMAN_OLLAMA_URL" && /;\s*token\s*=/.test(value));
+}
+
 /** The launchd label, also the plist's file name; "local." marks a job the user made, not a vendor's. */
 export const LAUNCHD_LABEL = "local.foreman";
 
@@ -96,7 +101,7 @@ function systemdPath(name: string, value: string): string {
  * restart cannot fix). Logs go to the user journal.
  */
 export function systemdUnit(spec: ServiceSpec, secretsFile: string | undefined): string {
-  const settings = spec.env.filter(([name]) => !SECRET_SETTINGS.has(name));
+  const settings = spec.env.filter(([name, value]) => !isSecretSetting(name, value));
   const lines = [
     "# foreman as a systemd user service, written by `foreman service install`; `foreman service uninstall` removes it.",
     "# The settings are the FOREMAN_* variables at install time: change them by installing again.",
@@ -123,7 +128,7 @@ export function systemdUnit(spec: ServiceSpec, secretsFile: string | undefined):
 
 /** The secrets file for EnvironmentFile=: NAME="value", escaped so systemd (and a POSIX shell) read it back exactly. */
 export function secretsEnvFile(spec: ServiceSpec): string | undefined {
-  const secrets = spec.env.filter(([name]) => SECRET_SETTINGS.has(name));
+  const secrets = spec.env.filter(([name, value]) => isSecretSetting(name, value));
   if (secrets.length === 0) return undefined;
   const lines = secrets.map(([name, value]) => `${name}="${plain(name, value).replace(/[\\"`$]/g, "\\$&")}"`);
   return `# foreman's secrets for ${SYSTEMD_UNIT}, written by \`foreman service install\` (mode 0600).\n${lines.join("\n")}\n`;

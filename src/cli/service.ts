@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config";
 import {
   LAUNCHD_LABEL,
-  SECRET_SETTINGS,
+  isSecretSetting,
   SYSTEMD_UNIT,
   ServiceFileError,
   type ServiceSpec,
@@ -242,10 +242,10 @@ function launchdPlan(env: Env): Plan {
   const uid = process.getuid?.() ?? 501;
   const target = `gui/${uid}/${LAUNCHD_LABEL}`;
   const logFile = join(logDir, "foreman.log");
-  const secrets = spec.env.filter(([name]) => SECRET_SETTINGS.has(name));
+  const secrets = spec.env.filter(([name, value]) => isSecretSetting(name, value));
   const hidden: ServiceSpec = {
     ...spec,
-    env: spec.env.map(([name, value]) => [name, SECRET_SETTINGS.has(name) ? "(hidden)" : value]),
+    env: spec.env.map(([name, value]) => [name, isSecretSetting(name, value) ? "(hidden)" : value]),
   };
   return {
     // The plist holds the secrets (launchd reads no environment file), so it is mode 0600; --dry-run prints
@@ -282,7 +282,7 @@ function systemdPlan(env: Env): Plan {
   const secretsPath = join(configHome, "foreman", "secrets.env");
   const spec = serviceSpec(env, dataDir);
   const secrets = secretsEnvFile(spec);
-  const names = spec.env.filter(([name]) => SECRET_SETTINGS.has(name)).map(([name]) => name);
+  const names = spec.env.filter(([name, value]) => isSecretSetting(name, value)).map(([name]) => name);
   return {
     files: [
       { path: unitPath, content: systemdUnit(spec, secrets ? secretsPath : undefined), mode: 0o644 },

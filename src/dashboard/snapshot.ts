@@ -1,4 +1,4 @@
-import type { ModelInventory } from "../ollama/inventory";
+import type { TargetInventory } from "../ollama/targets";
 import type { DashboardQueries, QueuedJobRow } from "../queue/dashboard-queries";
 import type { JobRow, JobStore, QueueGroup as StoreQueueGroup } from "../queue/store";
 import { jobTimes, tokensPerSecond } from "../queue/job-view";
@@ -13,6 +13,7 @@ import type {
   HourChart,
   QueueGroup,
   RunningJob,
+  TargetLane,
   Timeline,
   TimelineBar,
 } from "./types";
@@ -73,7 +74,7 @@ export class SnapshotBuilder {
   constructor(
     readonly store: JobStore,
     readonly queries: DashboardQueries,
-    readonly inventory: ModelInventory,
+    readonly inventory: TargetInventory,
     readonly plan: () => QueuePlan,
     readonly limits: SnapshotLimits = DEFAULT_LIMITS,
     readonly storage: { readonly degraded: boolean } = { degraded: false },
@@ -102,8 +103,7 @@ export class SnapshotBuilder {
     const plan = reachable ? this.plan() : null;
     const expected = (at: number | null): ExpectedStart => (at === null ? null : at <= now + NEXT_MS ? 0 : at);
 
-    const row = store.runningJob();
-    const running: RunningJob | null = row && {
+    const runningJob = (row: JobRow): RunningJob => ({
       id: mine(row.keyId) ? row.id : "",
       model: row.model,
       modelKey: row.modelKey,
@@ -117,7 +117,21 @@ export class SnapshotBuilder {
       startedAt: row.startedAt,
       swapped: row.swapped === null ? null : row.swapped === 1,
       ...live(row.id),
-    };
+    });
+    // Several targets: a lane each, with every job running there.
+    const rows = this.inventory.several ? store.runningJobs() : [];
+    const targets: TargetLane[] | undefined = this.inventory.several
+      ? this.inventory.targets.map(({ target, inventory }) => ({
+          name: target.name,
+          reachable: !inventory.snapshot.degraded,
+          slots: target.slots,
+          resident: inventory.snapshot.degraded ? [] : inventory.residentKeys(),
+          running: rows.filter((r) => r.target === target.name).map(runningJob),
+        }))
+      : undefined;
+
+    const row = store.runningJob();
+    const running: RunningJob | null = row && runningJob(row);
 
     const groups = byModelKey(store.queueGroups())
       .sort(
@@ -172,6 +186,7 @@ export class SnapshotBuilder {
       // Not yet polled (updatedAt 0) is not an outage.
       degraded: degradedList(snapshot.degraded, this.storage.degraded),
       running,
+      ...(targets ? { targets } : {}),
       queue: { total: groups.reduce((sum, group) => sum + group.count, 0), groups },
       recent,
       hour: this.#hourChart(now),

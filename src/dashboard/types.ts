@@ -126,6 +126,18 @@ export interface DegradedReason {
   message: string;
 }
 
+/** One Ollama target (a GPU) when there are several: a lane of its own on the page. */
+export interface TargetLane {
+  name: string;
+  reachable: boolean;
+  /** Generations of its loaded model key it serves at once. */
+  slots: number;
+  /** Model keys it has loaded (its /api/ps). */
+  resident: string[];
+  /** What runs on it now, oldest first. */
+  running: RunningJob[];
+}
+
 /** Everything the page shows, sent whole on connect and on each change. */
 export interface DashboardSnapshot {
   /** The server's clock when it was built, epoch ms. */
@@ -134,6 +146,8 @@ export interface DashboardSnapshot {
   /** Empty when all is well; the page shows each as a banner. */
   degraded: DegradedReason[];
   running: RunningJob | null;
+  /** With several Ollama targets: a lane per target (absent with one). */
+  targets?: TargetLane[];
   /** Groups in the order they are likely to run: the running model's first, then by priority and age. */
   queue: { total: number; groups: QueueGroup[] };
   recent: RecentJob[];

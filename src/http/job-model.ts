@@ -161,6 +161,18 @@ export namespace JobModel {
     resident: t.Array(t.String(), { description: "Models Ollama has loaded (/api/ps)" }),
     degraded: t.Boolean({ description: "True while Ollama is unreachable or the database cannot be written (a full disk)" }),
     reasons: t.Array(t.String(), { description: "Why it is degraded and what that means for the queue; empty while healthy" }),
+    targets: t.Optional(
+      t.Array(
+        t.Object({
+          name: t.String(),
+          slots: Type.Integer({ description: "Generations of one model key it serves at once" }),
+          reachable: t.Boolean({ description: "Whether it answered its last poll" }),
+          resident: t.Array(t.String(), { description: "Models it has loaded (its /api/ps)" }),
+          running: t.Array(t.Object({ id: t.String(), model: t.String(), state: state })),
+        }),
+        { description: "With several Ollama targets (FOREMAN_OLLAMA_URL): each one, what it holds and runs" },
+      ),
+    ),
   });
 
   export const error = OllamaError;

@@ -240,6 +240,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
           resident: jobs.inventory.snapshot.running.map((m) => m.name),
           degraded: reasons.length > 0,
           reasons,
+          ...(jobs.inventory.several ? { targets: targetSummary(jobs, store.runningJobs()) } : {}),
         };
       },
       {
@@ -307,4 +308,15 @@ function jobEvents(jobs: JobService, jobId: string): Response {
     cancel: stop,
   });
   return new Response(body, { headers: SSE_HEADERS });
+}
+
+/** GET /queue's `targets`: each Ollama target, whether it answers, what it holds and what runs on it. */
+function targetSummary(jobs: JobService, running: readonly JobRow[]) {
+  return jobs.inventory.targets.map(({ target, inventory }) => ({
+    name: target.name,
+    slots: target.slots,
+    reachable: !inventory.snapshot.degraded,
+    resident: inventory.snapshot.degraded ? [] : inventory.snapshot.running.map((m) => m.name),
+    running: running.filter((j) => j.target === target.name).map((j) => ({ id: j.id, model: j.model, state: j.state })),
+  }));
 }

@@ -3,7 +3,8 @@ import type { JobService } from "../job-service";
 import type { OllamaClient } from "../ollama/client";
 import { OllamaDocs, routeDoc } from "./api-docs";
 import { queuedGeneration } from "./generation";
-import { outsideScope, relayRequest } from "./relay";
+import { outsideScope, relayByModel, relayRequest } from "./relay";
+import { namedTarget, relayToTargets } from "./targets-relay";
 import { modelAllowed, principalOf } from "../keys/principal";
 import type { ModelEntry } from "../ollama/inventory";
 
@@ -41,12 +42,12 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
     // body comes from OllamaDocs.
     .post("/api/chat", queuedGeneration(jobs, "chat"), { parse: "none", ...OllamaDocs.chat(queued) })
     .post("/api/generate", queuedGeneration(jobs, "generate"), { parse: "none", ...OllamaDocs.generate(queued) })
-    .post("/api/embed", ({ request }) => relay("POST", "/api/embed", request), { parse: "none", ...OllamaDocs.embed })
-    .post("/api/embeddings", ({ request }) => relay("POST", "/api/embeddings", request), {
+    .post("/api/embed", relayByModel(jobs.inventory, "ollama", "/api/embed"), { parse: "none", ...OllamaDocs.embed })
+    .post("/api/embeddings", relayByModel(jobs.inventory, "ollama", "/api/embeddings"), {
       parse: "none",
       ...OllamaDocs.embeddings,
     })
-    .post("/api/show", ({ request }) => relay("POST", "/api/show", request), { parse: "none", ...OllamaDocs.show })
+    .post("/api/show", relayByModel(jobs.inventory, "ollama", "/api/show"), { parse: "none", ...OllamaDocs.show })
     .get("/api/version", ({ request }) => relay("GET", "/api/version", request), OllamaDocs.version)
     .get(
       "/api/tags",
@@ -67,10 +68,12 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
       method,
       path,
       ({ request }: { request: Request }) =>
-        // A pull or create reports progress for minutes: the list is refreshed when its answer ends.
-        relayRequest(ollama, "ollama", method, path, request, {
-          onFinished: (response) => response.ok && void jobs.inventory.refresh(),
-        }),
+        jobs.inventory.several
+          ? relayToTargets(jobs.inventory, method, path, request)
+          : // A pull or create reports progress for minutes: the list is refreshed when its answer ends.
+            relayRequest(ollama, "ollama", method, path, request, {
+              onFinished: (response) => response.ok && void jobs.inventory.refresh(),
+            }),
       {
         parse: "none",
         ...routeDoc(
@@ -82,10 +85,18 @@ export function ollamaRoutes(jobs: JobService, ollama: OllamaClient) {
     );
   }
   // `ollama create` uploads model files here: streamed through, never held in memory (they are gigabytes).
+  // Several targets: blobs and /api/create go to one (X-Foreman-Target, else the first; see targets-relay.ts).
   const blob =
     (method: "HEAD" | "POST") =>
     ({ request, params }: { request: Request; params: { digest: string } }) =>
-      relayRequest(ollama, "ollama", method, `/api/blobs/${encodeURIComponent(params.digest)}`, request, { streamBody: true });
+      relayRequest(
+        jobs.inventory.several ? namedTarget(jobs.inventory, request).client : ollama,
+        "ollama",
+        method,
+        `/api/blobs/${encodeURIComponent(params.digest)}`,
+        request,
+        { streamBody: true },
+      );
   app
     .head("/api/blobs/:digest", blob("HEAD"), { detail: { hide: true } })
     .post("/api/blobs/:digest", blob("POST"), { parse: "none", ...OllamaDocs.blob });

@@ -6,7 +6,7 @@ import type { OllamaClient } from "../ollama/client";
 import { normalizeModel } from "../ollama/model-key";
 import { OpenAIDocs } from "./api-docs";
 import { queuedGeneration } from "./generation";
-import { outsideScope, relayRequest } from "./relay";
+import { relayByModel } from "./relay";
 import { modelAllowed, principalOf } from "../keys/principal";
 
 const JSON_UTF8 = { "content-type": "application/json; charset=utf-8" };
@@ -62,15 +62,10 @@ export function openaiRoutes(jobs: JobService, ollama: OllamaClient) {
         tags: ["anthropic"],
         ...OpenAIDocs.messages("Messages (Anthropic, queued)", queued),
       })
-      .post(
-        "/v1/embeddings",
-        ({ request }) =>
-          relayRequest(ollama, "openai", "POST", "/v1/embeddings", request, { refuse: outsideScope("openai", request) }),
-        {
-          parse: "none",
-          ...OpenAIDocs.embeddings,
-        },
-      )
+      .post("/v1/embeddings", relayByModel(jobs.inventory, "openai", "/v1/embeddings"), {
+        parse: "none",
+        ...OpenAIDocs.embeddings,
+      })
       .get(
         "/v1/models",
         // Ollama sends `data: null` for an empty list (its slice is never allocated); clients cope with [] better.

@@ -3,6 +3,7 @@ import { errorResponse } from "../adapters/error-shapes";
 import { ConnectionError, type OllamaClient } from "../ollama/client";
 import { keepOpen } from "./long-lived";
 import { modelAllowed, principalOf } from "../keys/principal";
+import type { TargetInventory } from "../ollama/targets";
 
 /** Options for {@link relayRequest}. */
 export interface RelayOptions {
@@ -12,6 +13,8 @@ export interface RelayOptions {
   onFinished?: (response: Response) => void;
   /** Reads the body first: a refusal it returns is the answer, and nothing goes to Ollama (a key's model scope). */
   refuse?: (body: string) => Response | undefined;
+  /** The body, already read (to choose the target by its model): sent instead of reading the request's. */
+  body?: string;
 }
 
 /**
@@ -28,7 +31,14 @@ export async function relayRequest(
   options: RelayOptions = {},
 ): Promise<Response> {
   const hasBody = method !== "GET" && method !== "HEAD";
-  const body = !hasBody ? undefined : options.streamBody && request.body ? request.body : await request.text();
+  const body =
+    options.body !== undefined
+      ? options.body
+      : !hasBody
+        ? undefined
+        : options.streamBody && request.body
+          ? request.body
+          : await request.text();
   const refused = typeof body === "string" ? options.refuse?.(body) : undefined;
   if (refused) return refused;
   // Ollama may be silent for long before it answers (a model load for embeddings, a pull's first layer).
@@ -60,14 +70,37 @@ export function outsideScope(api: ApiFamily, request: Request): (body: string) =
   const principal = principalOf(request);
   return (body) => {
     if (!principal.key?.models) return undefined;
-    let model: unknown;
-    try {
-      const parsed = JSON.parse(body) as { model?: unknown; name?: unknown };
-      model = parsed?.model ?? parsed?.name;
-    } catch {
-      return undefined;
-    }
-    if (typeof model !== "string" || modelAllowed(principal, model)) return undefined;
+    const model = modelOf(body);
+    if (model === undefined || modelAllowed(principal, model)) return undefined;
     return errorResponse(api, 404, `model '${model}' not found`);
+  };
+}
+
+/** The model a direct request names (`model`, or `name` as /api/show and /api/delete also accept), if any. */
+export function modelOf(body: string): string | undefined {
+  try {
+    const parsed = JSON.parse(body) as { model?: unknown; name?: unknown };
+    const model = parsed?.model ?? parsed?.name;
+    return typeof model === "string" && model ? model : undefined;
+  } catch {
+    return undefined; // the target answers a bad body with its own 400
+  }
+}
+
+/**
+ * A direct request for one model (embeddings, /api/show) with several targets: to a target that has the
+ * model resident, else installed (taking turns among equals, so embeddings spread), else the first
+ * that answers. One target: as {@link relayRequest} always did. A model outside the caller's key scope
+ * is refused first (see {@link outsideScope}), on either path.
+ */
+export function relayByModel(inventory: TargetInventory, api: ApiFamily, path: string) {
+  let turn = 0;
+  return async ({ request }: { request: Request }): Promise<Response> => {
+    const refuse = outsideScope(api, request);
+    if (!inventory.several) return relayRequest(inventory.targets[0]!.client, api, "POST", path, request, { refuse });
+    const body = await request.text();
+    const refused = refuse(body);
+    if (refused) return refused;
+    return relayRequest(inventory.pick(modelOf(body), turn++).client, api, "POST", path, request, { body });
   };
 }

@@ -9,6 +9,7 @@ import modelCosts from "./migrations/005_model_costs.sql" with { type: "text" };
 import queuedCounts from "./migrations/006_queued_counts.sql" with { type: "text" };
 import batchAdmission from "./migrations/007_batch_admission.sql" with { type: "text" };
 import tokensEstimated from "./migrations/008_tokens_estimated.sql" with { type: "text" };
+import targets from "./migrations/009_targets.sql" with { type: "text" };
 import keys from "./migrations/010_keys.sql" with { type: "text" };
 import { PRIVATE_FOLDER_MODE, createPrivateFile } from "./private-files";
 import { spinForWriteLock } from "./write-lock";
@@ -23,7 +24,7 @@ const MIGRATIONS: readonly string[] = [
   queuedCounts,
   batchAdmission,
   tokensEstimated,
-  // 010: numbered for after 009 (another branch's); the runner counts entries, not file names, so 009 goes in before it.
+  targets,
   keys,
 ];
 

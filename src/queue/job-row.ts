@@ -34,4 +34,6 @@ export interface JobRow {
   tokensEstimated: number | null;
   /** The API key that made it; null for FOREMAN_TOKEN, an open foreman, and jobs made before keys. */
   keyId: string | null;
+  /** The Ollama target (its name) that runs or last ran an attempt; null before the first claim. */
+  target: string | null;
 }

@@ -71,6 +71,10 @@ export const JobView = t.Object(
     key: t.Union([t.String(), t.Null()], {
       description: "The name of the API key that asked for it; null for FOREMAN_TOKEN, an open foreman, or jobs older than keys",
     }),
+    target: t.Union([t.String(), t.Null()], {
+      description:
+        "The Ollama target (its FOREMAN_OLLAMA_URL name; one plain URL: its host:port) that runs or last ran an attempt; null before any",
+    }),
   },
   { additionalProperties: false },
 );
@@ -139,6 +143,7 @@ export function toJobView(
     ...jobStats(job, now),
     load_ms: job.loadMs,
     key: extras.key ?? null,
+    target: job.target,
   };
 }
 

@@ -35,9 +35,17 @@ const ewma = (old: number | null, sample: number | null) =>
  * all of it is O(model keys).
  */
 export class ModelCosts {
+  /**
+   * Learn per target too (several targets; the worker sets it). With one target its costs are the key's
+   * costs: the second row would be the first's copy, written at every job's end for nothing.
+   */
+  perTarget = false;
   readonly #getStmt;
   readonly #allStmt;
   readonly #upsertStmt;
+  readonly #targetGetStmt;
+  readonly #targetAllStmt;
+  readonly #targetUpsertStmt;
 
   constructor(db: Database) {
     this.#getStmt = db.query<ModelCost, [string]>(`SELECT ${COLUMNS} FROM model_costs WHERE model_key = ?`);
@@ -49,6 +57,22 @@ export class ModelCosts {
          total_ms = excluded.total_ms, output_tokens = excluded.output_tokens, eval_ms = excluded.eval_ms,
          jobs = excluded.jobs, loads = excluded.loads, updated_at = excluded.updated_at`,
     );
+    const targetColumns = `model_key AS modelKey, load_ms AS loadMs, run_ms AS runMs, jobs, loads, updated_at AS updatedAt`;
+    this.#targetGetStmt = db.query<TargetCost, [string, string]>(
+      `SELECT ${targetColumns} FROM target_costs WHERE target = ? AND model_key = ?`,
+    );
+    this.#targetAllStmt = db.query<TargetCost, [string]>(`SELECT ${targetColumns} FROM target_costs WHERE target = ?`);
+    this.#targetUpsertStmt = db.query<null, Record<string, string | number | null>>(
+      `INSERT INTO target_costs (target, model_key, load_ms, run_ms, jobs, loads, updated_at)
+       VALUES ($target, $modelKey, $loadMs, $runMs, $jobs, $loads, $updatedAt)
+       ON CONFLICT (target, model_key) DO UPDATE SET load_ms = excluded.load_ms, run_ms = excluded.run_ms,
+         jobs = excluded.jobs, loads = excluded.loads, updated_at = excluded.updated_at`,
+    );
+  }
+
+  /** What each model key has cost on one target (rows only for keys it has run). */
+  forTarget(target: string): Map<string, TargetCost> {
+    return new Map(this.#targetAllStmt.all(target).map((cost) => [cost.modelKey, cost]));
   }
 
   get(modelKey: string): ModelCost | null {
@@ -83,6 +107,7 @@ export class ModelCosts {
       // Warm: Ollama still reports a small load_duration (its scheduler's bookkeeping), part of no load.
       runSample = Math.max(0, totalMs - (job.loadMs ?? 0));
     }
+    if (this.perTarget && job.target !== null) this.#learnOnTarget(job, job.target, totalMs);
     this.#upsertStmt.run({
       modelKey: job.modelKey,
       loadMs: ewma(old?.loadMs ?? null, loadSample),
@@ -95,6 +120,45 @@ export class ModelCosts {
       updatedAt: job.finishedAt,
     });
   }
+
+  /**
+   * The same samples, kept per target: a slot shared with others runs longer, and a big card loads
+   * faster, so what a job took here is measured here (a run with other slots in flight counts as it was).
+   */
+  #learnOnTarget(job: JobRow, target: string, totalMs: number): void {
+    const old = this.#targetGetStmt.get(target, job.modelKey);
+    let loadSample: number | null = null;
+    let runSample: number | null = null;
+    if (job.swapped === 1) {
+      if (job.loadMs !== null) {
+        loadSample = job.loadMs;
+        runSample = Math.max(0, totalMs - job.loadMs);
+      } else if (old?.runMs != null) {
+        loadSample = Math.max(0, totalMs - old.runMs);
+      }
+    } else {
+      runSample = Math.max(0, totalMs - (job.loadMs ?? 0));
+    }
+    this.#targetUpsertStmt.run({
+      target,
+      modelKey: job.modelKey,
+      loadMs: ewma(old?.loadMs ?? null, loadSample),
+      runMs: ewma(old?.runMs ?? null, runSample),
+      jobs: (old?.jobs ?? 0) + 1,
+      loads: (old?.loads ?? 0) + (loadSample === null ? 0 : 1),
+      updatedAt: job.finishedAt!,
+    });
+  }
+}
+
+/** What one model key has cost on one target (see ModelCosts.forTarget). */
+export interface TargetCost {
+  modelKey: string;
+  loadMs: number | null;
+  runMs: number | null;
+  jobs: number;
+  loads: number;
+  updatedAt: number;
 }
 
 /** A model key's expected load and per-job run time (ms), learned or assumed. */
@@ -122,6 +186,21 @@ export function expectedCosts(costs: Map<string, ModelCost>): (modelKey: string)
   return (modelKey) => {
     const cost = costs.get(modelKey);
     return { loadMs: cost?.loadMs ?? defaultLoad, runMs: cost?.runMs ?? defaultRun };
+  };
+}
+
+/**
+ * Expected costs of a model key on one target: what it learned there, else what the key costs anywhere
+ * (`fallback`, see {@link expectedCosts}), so a target new to a key is assumed typical for it.
+ */
+export function targetCosts(
+  learned: Map<string, TargetCost>,
+  fallback: (modelKey: string) => ExpectedCost,
+): (modelKey: string) => ExpectedCost {
+  return (modelKey) => {
+    const here = learned.get(modelKey);
+    const anywhere = fallback(modelKey);
+    return { loadMs: here?.loadMs ?? anywhere.loadMs, runMs: here?.runMs ?? anywhere.runMs };
   };
 }
 

@@ -1,6 +1,7 @@
 import type { ArtifactInput } from "./artifacts";
 import type { JobRow } from "./job-row";
 import type { JobState } from "./job-states";
+import type { ModelCosts } from "./model-costs";
 import type { ClaimPolicy, JobUsage } from "./store";
 
 /**
@@ -31,4 +32,8 @@ export interface RunnerStore {
   nextRunAfter(): number | null;
   /** Deletes jobs that ended before `before` (with what is theirs); how many. */
   pruneFinishedJobs(before: number): number;
+  /** Placement with several targets (worker/placement.ts): what each model has cost, per target and overall. */
+  readonly costs: Pick<ModelCosts, "all" | "forTarget">;
+  /** Placement: how many jobs of the key wait (another target's remaining work). */
+  queuedOfKey(modelKey: string): number;
 }

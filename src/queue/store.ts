@@ -6,7 +6,7 @@ import { QueueFullError } from "../errors";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
 import type { JobRow } from "./job-row";
 import { type KeyAdmission, KeyLimitError, KeyUsage } from "../keys/usage";
-import { ModelCosts, type WaitingGroup, expectedCosts, rankGroups } from "./model-costs";
+import { type ExpectedCost, ModelCosts, type WaitingGroup, expectedCosts, rankGroups } from "./model-costs";
 import { type JobSource, type JobState, NOBODY_WAITING_SOURCES, isNobodyWaiting } from "./job-states";
 
 export type { JobType } from "../adapters";
@@ -46,6 +46,34 @@ export interface ClaimPolicy {
   residentKeys: readonly string[];
   /** A job queued longer than this (ms) goes before the loaded model's jobs. */
   maxWaitMs: number;
+  /** The target claiming (recorded on the row); null or absent: none named. */
+  target?: string | null;
+  /**
+   * Several targets: only model keys this target has installed may be claimed (absent: any, one target,
+   * where Ollama answers a missing model's 404 itself).
+   */
+  eligible?: (modelKey: string) => boolean;
+  /**
+   * Jobs of this key are in flight on the target (its other slots): the claim takes the next job only if
+   * the ordering picks this key, else nothing, so a target never serves two keys at once.
+   */
+  onlyKey?: string;
+  /** Several targets: how this target weighs a group against the others (see {@link Placement}). */
+  placement?: Placement;
+}
+
+/**
+ * A claiming target's view of the others, for the group choice: its own learned costs per model key,
+ * and a test of whether another target that has a key resident will reach its group sooner than a load
+ * here would take (then this target leaves the group to it).
+ */
+export interface Placement {
+  /** Expected costs on this target (learned per target, else the key's costs anywhere). */
+  cost: (modelKey: string) => ExpectedCost;
+  /** True when another target will serve this group sooner than this one could load it (`loadMs` here). */
+  leaveTo: (modelKey: string, loadMs: number) => boolean;
+  /** True when no other target that answers has the key's model: only this one can ever run the group. */
+  exclusive: (modelKey: string) => boolean;
 }
 
 /** Filters for {@link JobStore.listJobs}; `cursor` is the last id of the previous page. */
@@ -86,8 +114,11 @@ export interface QueueGroup {
  */
 export type JobEndHook = (job: JobRow, now: number) => void;
 
-/** A claim candidate: its id and the model it needs loaded. */
-type Pick = { id: string; modelKey: string };
+/** The group choice's answer when every group it could take is better left to another target. */
+const LEFT = Symbol("left to another target");
+
+/** A claim candidate: its id and the model it needs loaded (and, for the starvation guard's scan, its age). */
+type Pick = { id: string; modelKey: string; createdAt?: number };
 
 const NO_USAGE: JobUsage = { promptTokens: null, outputTokens: null, loadMs: null, evalMs: null };
 
@@ -111,7 +142,7 @@ const JOB_COLUMNS = `id, type, model, model_key AS modelKey, request, source, st
   started_at AS startedAt, finished_at AS finishedAt, result, idempotency_key AS idempotencyKey,
   webhook_url AS webhookUrl, webhook_secret AS webhookSecret, swapped, prompt_tokens AS promptTokens,
   output_tokens AS outputTokens, load_ms AS loadMs, eval_ms AS evalMs,
-  tokens_estimated AS tokensEstimated, key_id AS keyId`;
+  tokens_estimated AS tokensEstimated, key_id AS keyId, target`;
 
 /**
  * The columns a state change returns: the request and the result (megabytes, possibly) come back as ""
@@ -139,16 +170,19 @@ export class JobStore {
   readonly #queuedCountStmt;
   readonly #admittedCountStmt;
   readonly #queuedCountByModelStmt;
+  readonly #queuedOfKeyStmt;
   readonly #queuedAbovePriorityStmt;
   readonly #slotsAheadStmt;
   readonly #queuedAtPriorityStmt;
   readonly #aheadInGroupStmt;
   readonly #aheadInSlotStmt;
   readonly #runningJobStmt;
+  readonly #runningJobsStmt;
   readonly #topPriorityStmt;
   readonly #nextPriorityBelowStmt;
   readonly #oldestOverdueStmt;
   readonly #oldestForModelStmt;
+  readonly #oldestOverdueForModelStmt;
   readonly #oldestStmt;
   readonly #groupsAtPriorityStmt;
   readonly #groupsStmt;
@@ -196,6 +230,9 @@ export class JobStore {
     this.#queuedCountByModelStmt = db.query<{ model: string; n: number }, []>(
       `SELECT model, sum(n) AS n FROM queued_counts GROUP BY model ORDER BY model`,
     );
+    this.#queuedOfKeyStmt = db.query<{ n: number }, [string]>(
+      `SELECT coalesce(sum(n), 0) AS n FROM queued_counts WHERE model_key = ?`,
+    );
     this.#queuedAbovePriorityStmt = db.query<{ above: number }, [number]>(
       `SELECT coalesce(sum(n), 0) AS above FROM queued_counts WHERE priority > ?1`,
     );
@@ -214,6 +251,9 @@ export class JobStore {
     this.#runningJobStmt = db.query<JobRow, []>(
       `SELECT ${HEAD_COLUMNS} FROM jobs WHERE state IN ('loading', 'working') ORDER BY started_at LIMIT 1`,
     );
+    this.#runningJobsStmt = db.query<JobRow, []>(
+      `SELECT ${HEAD_COLUMNS} FROM jobs WHERE state IN ('loading', 'working') ORDER BY started_at`,
+    );
     // The claim is a handful of index seeks rather than one ORDER BY over expressions, which SQLite
     // could only answer by sorting every queued row: these stay sub-millisecond at 100k queued rows.
     this.#topPriorityStmt = db.query<{ p: number | null }, []>(`SELECT max(priority) AS p FROM jobs WHERE state = 'queued'`);
@@ -230,6 +270,13 @@ export class JobStore {
     this.#oldestForModelStmt = db.query<Pick, [number, string, number]>(
       `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND run_after <= ?3
        ORDER BY id LIMIT 1`,
+    );
+    // Several targets: the guard's oldest job among the keys a target may claim, one key at a time.
+    this.#oldestOverdueForModelStmt = db.query<Pick, [number, string, number, number]>(
+      `SELECT id, model_key AS modelKey, created_at AS createdAt FROM jobs
+       WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND created_at < ?3 AND run_after <= ?4
+         AND source != 'batch'
+       ORDER BY created_at, id LIMIT 1`,
     );
     this.#oldestStmt = db.query<Pick, [number, number]>(
       `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND run_after <= ?2 ORDER BY id LIMIT 1`,
@@ -276,9 +323,9 @@ export class JobStore {
          (SELECT created_at FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 ORDER BY id LIMIT 1) AS first,
          (SELECT created_at FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 ORDER BY id DESC LIMIT 1) AS last`,
     );
-    this.#markClaimedStmt = db.query<JobRow, [number, string, number]>(
+    this.#markClaimedStmt = db.query<JobRow, [number, string, number, string | null]>(
       `UPDATE jobs SET state = 'loading', started_at = ?1, attempts = attempts + 1, error = NULL, error_status = NULL,
-         swapped = ?3
+         swapped = ?3, target = ?4
        WHERE id = ?2 AND state = 'queued' RETURNING ${JOB_COLUMNS}`,
     );
     this.#markWorkingStmt = db.query<JobRow, [string]>(
@@ -457,12 +504,22 @@ export class JobStore {
     return this.#queuedCountStmt.get()!.n;
   }
 
+  /** Queued jobs of one model key, every priority (queued_counts: a few rows). */
+  queuedOfKey(modelKey: string): number {
+    return this.#queuedOfKeyStmt.get(modelKey)!.n;
+  }
+
   queuedCountByModel(): { model: string; n: number }[] {
     return this.#queuedCountByModelStmt.all();
   }
 
   runningJob(): JobRow | null {
     return this.#runningJobStmt.get();
+  }
+
+  /** Every job running (several targets, several slots), oldest start first. */
+  runningJobs(): JobRow[] {
+    return this.#runningJobsStmt.all();
   }
 
   /**
@@ -537,8 +594,13 @@ export class JobStore {
       .transaction(() => {
         for (let p = this.#topPriorityStmt.get()!.p; p !== null; p = this.#nextPriorityBelowStmt.get(p)!.p) {
           const pick = this.#pickAtPriority(p, policy, now);
+          // Every group this target could take at this priority is left to a target that has it resident.
+          if (pick === LEFT) return null;
           if (pick !== undefined) {
-            return this.#markClaimedStmt.get(now, pick.id, policy.residentKeys.includes(pick.modelKey) ? 0 : 1);
+            // Another key's slots are in flight here: this key waits until they end (never two keys at once).
+            if (policy.onlyKey !== undefined && pick.modelKey !== policy.onlyKey) return null;
+            const swapped = policy.residentKeys.includes(pick.modelKey) ? 0 : 1;
+            return this.#markClaimedStmt.get(now, pick.id, swapped, policy.target ?? null);
           }
         }
         return null;
@@ -546,11 +608,13 @@ export class JobStore {
       .immediate();
   }
 
-  #pickAtPriority(priority: number, policy: ClaimPolicy, now: number): Pick | undefined {
+  #pickAtPriority(priority: number, policy: ClaimPolicy, now: number): Pick | typeof LEFT | undefined {
+    const eligible = policy.eligible;
     if (policy.schedule !== "fifo") {
-      const overdue = this.#oldestOverdueStmt.get(priority, now - policy.maxWaitMs, now);
+      const overdue = this.#oldestOverdue(priority, policy, now);
       if (overdue) return overdue;
       for (const key of policy.residentKeys) {
+        if (eligible && !eligible(key)) continue;
         const warm = this.#oldestForModelStmt.get(priority, key, now);
         if (warm) return warm;
       }
@@ -559,7 +623,35 @@ export class JobStore {
         if (chosen) return chosen;
       }
     }
-    return this.#oldestStmt.get(priority, now) ?? undefined;
+    const oldest = this.#oldestStmt.get(priority, now) ?? undefined;
+    if (!eligible || !oldest || eligible(oldest.modelKey)) return oldest;
+    // Several targets, and the oldest job is not this one's to run: the oldest of the keys it has.
+    return this.#eligibleGroups(priority, eligible)
+      .flatMap((modelKey) => this.#oldestForModelStmt.get(priority, modelKey, now) ?? [])
+      .reduce<Pick | undefined>((best, pick) => (!best || pick.id < best.id ? pick : best), undefined);
+  }
+
+  /** The starvation guard's pick: the oldest overdue job, of a key this target may claim. */
+  #oldestOverdue(priority: number, policy: ClaimPolicy, now: number): Pick | undefined {
+    const cutoff = now - policy.maxWaitMs;
+    const overdue = this.#oldestOverdueStmt.get(priority, cutoff, now) ?? undefined;
+    const eligible = policy.eligible;
+    if (!eligible || !overdue || eligible(overdue.modelKey)) return overdue;
+    return this.#eligibleGroups(priority, eligible)
+      .flatMap((modelKey) => this.#oldestOverdueForModelStmt.get(priority, modelKey, cutoff, now) ?? [])
+      .reduce<Pick | undefined>(
+        (best, pick) =>
+          !best || pick.createdAt! < best.createdAt! || (pick.createdAt === best.createdAt && pick.id < best.id) ? pick : best,
+        undefined,
+      );
+  }
+
+  /** The model keys with jobs queued at this priority that `eligible` lets this target claim. */
+  #eligibleGroups(priority: number, eligible: (modelKey: string) => boolean): string[] {
+    return this.#groupsAtPriorityStmt
+      .all(priority)
+      .map((g) => g.modelKey)
+      .filter(eligible);
   }
 
   /**
@@ -567,18 +659,34 @@ export class JobStore {
    * the most waiting work per expected cost (rankGroups). Runs only at a model change, and reads one
    * row per model key (queued_counts, model_costs) plus one index seek per key.
    */
-  #cheapestGroup(priority: number, policy: ClaimPolicy, now: number): Pick | undefined {
+  #cheapestGroup(priority: number, policy: ClaimPolicy, now: number): Pick | typeof LEFT | undefined {
     const candidates = new Map<string, Pick>();
     const groups: WaitingGroup[] = [];
+    const { eligible, placement } = policy;
     for (const { modelKey, queued } of this.#groupsAtPriorityStmt.all(priority)) {
+      if (eligible && !eligible(modelKey)) continue;
       const oldest = this.#oldestForModelStmt.get(priority, modelKey, now);
       if (!oldest) continue; // every job of it is backing off
       candidates.set(modelKey, oldest);
       groups.push({ modelKey, queued, oldestId: oldest.id });
     }
-    if (groups.length <= 1) return groups[0] && candidates.get(groups[0].modelKey);
-    const best = rankGroups(groups, expectedCosts(this.costs.all()), policy.residentKeys)[0]!;
-    return candidates.get(best.modelKey);
+    if (!placement) {
+      if (groups.length <= 1) return groups[0] && candidates.get(groups[0].modelKey);
+      const best = rankGroups(groups, expectedCosts(this.costs.all()), policy.residentKeys)[0]!;
+      return candidates.get(best.modelKey);
+    }
+    // Several targets: ranked on this target's costs, the groups only this target can run first (nobody
+    // else will take them, while a shared group can still be split to fill another target's idle time);
+    // a group another target holds and will reach sooner than a load here would take is left to it (none
+    // of these is resident here: those went first).
+    if (groups.length === 0) return undefined;
+    const byRank = rankGroups(groups, placement.cost, policy.residentKeys);
+    const ranked = [
+      ...byRank.filter((g) => placement.exclusive(g.modelKey)),
+      ...byRank.filter((g) => !placement.exclusive(g.modelKey)),
+    ];
+    const best = ranked.find((g) => !placement.leaveTo(g.modelKey, placement.cost(g.modelKey).loadMs));
+    return best ? candidates.get(best.modelKey) : LEFT;
   }
 
   /** loading → working: the first chunk arrived. */

@@ -1,7 +1,15 @@
 /// <reference lib="dom" />
 // The dashboard page: reads the feed (GET ui/events) and draws it. Everything from the server goes in
 // as text nodes or attributes, never as HTML (see dom.ts): model names, prompts and errors are user input.
-import type { DashboardSnapshot, QueueGroup, QueuedJob, RecentJob, RunningJob, TokenUpdate } from "../dashboard/types";
+import type {
+  DashboardSnapshot,
+  QueueGroup,
+  QueuedJob,
+  RecentJob,
+  RunningJob,
+  TargetLane,
+  TokenUpdate,
+} from "../dashboard/types";
 import { drawHour, drawTimeline, swatch } from "./charts";
 import { h } from "./dom";
 import { formatMs, formatStart, lastMinutes, modelColour, modelParts } from "./format";
@@ -119,6 +127,58 @@ function renderRunning(running: RunningJob | null) {
   );
 }
 
+/** Several Ollama targets: a lane per GPU, what it has loaded and what runs on it (hidden with one). */
+function renderLanes(lanes: TargetLane[] | undefined) {
+  const section = $("lanes-section");
+  section.hidden = !lanes;
+  if (!lanes) return;
+  $("lanes").replaceChildren(
+    ...lanes.map((lane) =>
+      h(
+        "div",
+        { class: "lane", "data-target": lane.name, "data-reachable": String(lane.reachable) },
+        h(
+          "div",
+          { class: "lane-head" },
+          h("b", {}, lane.name),
+          " ",
+          h("span", { class: `pill ${lane.reachable ? "ok" : "bad"}` }, lane.reachable ? "up" : "unreachable"),
+          " ",
+          h("span", { class: "muted slots" }, `${lane.running.length}/${lane.slots} slots`),
+          " ",
+          h(
+            "span",
+            { class: "muted" },
+            ...(lane.resident.length
+              ? [
+                  "loaded: ",
+                  ...lane.resident.flatMap((key, i) => (i > 0 ? [", ", modelName(key, true)] : [modelName(key, true)])),
+                ]
+              : ["nothing loaded"]),
+          ),
+        ),
+        lane.running.length
+          ? h(
+              "ul",
+              {},
+              ...lane.running.map((job) =>
+                h(
+                  "li",
+                  { "data-id": job.id, "data-model": job.modelKey },
+                  modelName(job.modelKey, true),
+                  " ",
+                  h("code", { title: job.id }, shortId(job.id)),
+                  ` ${job.state} · `,
+                  job.startedAt === null ? "–" : ticking(job.startedAt),
+                ),
+              ),
+            )
+          : h("p", { class: "empty" }, "Idle."),
+      ),
+    ),
+  );
+}
+
 function renderTokens(update: TokenUpdate) {
   const running = $("running").querySelector<HTMLElement>(".running");
   if (!running || running.dataset.id !== update.id) return;
@@ -219,6 +279,7 @@ function render(next: DashboardSnapshot) {
       : ["No model loaded."]),
   );
   renderRunning(next.running);
+  renderLanes(next.targets);
   $("queue-total").textContent = `${next.queue.total} waiting`;
   $("queue").replaceChildren(
     ...(next.queue.groups.length ? next.queue.groups.map(renderGroup) : [h("p", { class: "empty" }, "The queue is empty.")]),

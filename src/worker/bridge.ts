@@ -7,10 +7,10 @@ export function applyWorkerMessage(
   hub: JobEventHub,
   message: FromWorker,
   hooks: {
-    onUnreachable: () => void;
+    onUnreachable: (target: string | undefined) => void;
     onReady?: () => void;
     onStopped?: () => void;
-    onAttemptFailed?: (kind: UpstreamErrorKind, retry: boolean) => void;
+    onAttemptFailed?: (kind: UpstreamErrorKind, retry: boolean, target: string | undefined) => void;
     onStorage?: (error: string | undefined) => void;
   },
 ): void {
@@ -20,7 +20,7 @@ export function applyWorkerMessage(
     case "stopped":
       return hooks.onStopped?.();
     case "unreachable":
-      return hooks.onUnreachable();
+      return hooks.onUnreachable(message.target);
     case "state":
       return hub.emit(message.jobId, { type: "state", state: message.state, contentType: message.contentType });
     case "chunk":
@@ -28,7 +28,7 @@ export function applyWorkerMessage(
     case "ended":
       return hub.jobEnded(message.jobId);
     case "attempt-failed":
-      return hooks.onAttemptFailed?.(message.kind, message.retry);
+      return hooks.onAttemptFailed?.(message.kind, message.retry, message.target);
     case "storage":
       return hooks.onStorage?.(message.error);
   }
@@ -43,10 +43,10 @@ export class WorkerBridge implements JobLink {
   readonly #stopped: Promise<void>;
   readonly hub: JobEventHub;
   readonly ready: Promise<void>;
-  /** Called when the worker hit a connection error, so the inventory re-polls at once. */
-  onUnreachable: () => void = () => {};
-  /** Called when an attempt failed upstream (its kind, and whether the job will be tried again). */
-  onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean) => void = () => {};
+  /** Called when the worker hit a connection error on a target, so its inventory re-polls at once. */
+  onUnreachable: (target: string | undefined) => void = () => {};
+  /** Called when an attempt failed upstream (its kind, whether the job will be tried again, the target). */
+  onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean, target: string | undefined) => void = () => {};
   /** Called when the worker's pending write fails for space (`error`) or has landed (undefined). */
   onStorage: (error: string | undefined) => void = () => {};
 
@@ -59,8 +59,9 @@ export class WorkerBridge implements JobLink {
     this.ready = new Promise((resolve) => (resolveReady = resolve));
     this.#stopped = new Promise((resolve) => (resolveStopped = resolve));
     const hooks = {
-      onUnreachable: () => this.onUnreachable(),
-      onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean) => this.onAttemptFailed(kind, retry),
+      onUnreachable: (target: string | undefined) => this.onUnreachable(target),
+      onAttemptFailed: (kind: UpstreamErrorKind, retry: boolean, target: string | undefined) =>
+        this.onAttemptFailed(kind, retry, target),
       onStorage: (error: string | undefined) => this.onStorage(error),
       onReady: resolveReady,
       onStopped: resolveStopped,
@@ -102,8 +103,8 @@ export class WorkerBridge implements JobLink {
     this.#send({ type: "client-gone", jobId });
   }
 
-  setInventory(residentKeys: string[], reachable: boolean): void {
-    this.#send({ type: "inventory", residentKeys, reachable });
+  setInventory(residentKeys: string[], reachable: boolean, target?: string, installed?: string[]): void {
+    this.#send({ type: "inventory", residentKeys, reachable, target, installed });
   }
 
   /** Asks the loop to stop (the running job gets graceMs) and resolves once it has. */

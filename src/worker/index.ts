@@ -4,12 +4,12 @@ import { createLogger } from "../log";
 import { openDatabase, startCheckpoints } from "../queue/db";
 import { openJobTables } from "../tables";
 import type { FromWorker, ToWorker } from "./protocol";
-import { JobRunner } from "./runner";
+import { TargetRunners } from "./targets";
 
 declare const self: Worker;
 
 const post = (message: FromWorker) => self.postMessage(message);
-let runner: JobRunner | undefined;
+let runners: TargetRunners | undefined;
 
 self.onmessage = (event: MessageEvent<ToWorker>) => {
   const message = event.data;
@@ -18,10 +18,10 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       const { settings } = message;
       const log = createLogger(settings.logLevel, "worker", settings.logFormat);
       const db = openDatabase(settings.dbPath, { durability: settings.durability });
-      runner = new JobRunner(openJobTables(db).store, settings, post, log);
+      runners = new TargetRunners(openJobTables(db).store, settings, post, log);
       // The worker does most of the writing, so it keeps the WAL short too.
       const stopCheckpoints = startCheckpoints(db, settings.dbPath);
-      runner
+      runners
         .run(() => post({ type: "ready" }))
         .catch((error) => log.error("job loop crashed", { error }))
         .finally(() => {
@@ -31,20 +31,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         });
       break;
     }
-    case "wake":
-      runner?.wake();
-      break;
-    case "inventory":
-      runner?.setInventory(message.residentKeys, message.reachable);
-      break;
-    case "cancel":
-      runner?.cancel(message.jobId);
-      break;
-    case "client-gone":
-      runner?.clientGone(message.jobId);
-      break;
-    case "shutdown":
-      runner?.shutdown(message.graceMs);
-      break;
+    default:
+      runners?.handle(message);
   }
 };

@@ -5,8 +5,7 @@ import type { JobState } from "../queue/job-states";
 const WORKER_SETTINGS = [
   "dbPath",
   "durability",
-  "ollamaUrl",
-  "ollamaToken",
+  "targets",
   "schedule",
   "maxWaitMs",
   "jobTtlMs",
@@ -33,8 +32,11 @@ export type ToWorker =
   | { type: "init"; settings: WorkerSettings }
   /** A job was queued: look again. */
   | { type: "wake" }
-  /** What Ollama has loaded (model keys, most recent first) and whether it answers. */
-  | { type: "inventory"; residentKeys: string[]; reachable: boolean }
+  /**
+   * What a target has loaded (model keys, most recent first), whether it answers, and (several targets)
+   * the models it has installed; `target` absent: the first.
+   */
+  | { type: "inventory"; residentKeys: string[]; reachable: boolean; target?: string; installed?: string[] }
   /** The job was canceled in the database; abort its upstream call if it is running. */
   | { type: "cancel"; jobId: string }
   /** The job's waiting client hung up; its cancel is on its way (batched): never send the job meanwhile. */
@@ -52,10 +54,10 @@ export type FromWorker =
   /** The job ended: its row holds the outcome. */
   | { type: "ended"; jobId: string }
   /** An attempt failed upstream (metrics count it by kind); `retry` when the job goes back to the queue for another. */
-  | { type: "attempt-failed"; jobId: string; kind: UpstreamErrorKind; retry: boolean }
+  | { type: "attempt-failed"; jobId: string; kind: UpstreamErrorKind; retry: boolean; target?: string }
   /** The worker's pending write fails for space (`error`), or it landed and nothing is pending (no `error`). */
   | { type: "storage"; error?: string }
-  /** A connection error: the HTTP thread should re-poll Ollama now. */
-  | { type: "unreachable" }
+  /** A connection error: the HTTP thread should re-poll that target (absent: the first) now. */
+  | { type: "unreachable"; target?: string }
   /** The loop has stopped and the worker's database is closed. */
   | { type: "stopped" };

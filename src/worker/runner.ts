@@ -16,7 +16,11 @@ import { isStorageError } from "../queue/storage-health";
 import type { RunnerStore } from "../queue/runner-store";
 import { type ArtifactInput, CLIENT_CANCELED, type JobRow } from "../queue/store";
 import type { Logger } from "../log";
+import type { OllamaTarget } from "../config";
+import { normalizeModel } from "../ollama/model-key";
+import { isNobodyWaiting } from "../queue/job-states";
 import { retryDelayMs } from "./backoff";
+import { placementFor } from "./placement";
 import type { FromWorker, UpstreamErrorKind, WorkerSettings } from "./protocol";
 
 /** Why an upstream call was aborted; decides what happens to the job afterwards. */
@@ -25,6 +29,31 @@ type AbortCause = { kind: "canceled" } | { kind: "shutdown" } | { kind: "timeout
 class AbortedByRunner extends Error {
   constructor(readonly why: AbortCause) {
     super(why.kind === "timeout" ? why.message : why.kind);
+  }
+}
+
+/**
+ * What the runners of one worker share: hang-ups whose cancel is on its way (any runner may have claimed
+ * the job), and each other, for placement. One runner alone is foreman with one Ollama, as it always was.
+ */
+export class RunnerGroup {
+  readonly gone = new Set<string>();
+  /**
+   * Attempts given back because a target went away under the job, by job id. Bounded by the number of
+   * targets: a job that takes down every host it is sent to (or a network that drops every stream) then
+   * spends its attempts like any connection error, rather than being handed round for ever.
+   */
+  readonly refunds = new Map<string, number>();
+  readonly runners: JobRunner[] = [];
+
+  /** Several targets: claims are limited to installed models and weigh the other targets. */
+  get several(): boolean {
+    return this.runners.length > 1;
+  }
+
+  /** Something changed for every runner (a job ended, a target came back): each looks for work. */
+  wakeAll(): void {
+    for (const runner of this.runners) runner.wake();
   }
 }
 
@@ -54,6 +83,9 @@ const STORAGE_RETRY_MS = 1000;
  */
 const COLLECT_AFTER_BYTES = 8 * 1024 * 1024;
 
+/** How often an idle slot of several looks again when jobs wait that it may not take (see #idleMs). */
+const IDLE_POLL_MS = 1000;
+
 /** How often finished jobs past their TTL are pruned while the loop idles. */
 const PRUNE_EVERY_MS = 60_000;
 /**
@@ -71,17 +103,26 @@ const ABORT_SETTLE_MS = 50;
 export class JobRunner {
   readonly #store: RunnerStore;
   readonly #ollama: OllamaClient;
+  /** The Ollama host this runner claims for and sends to. */
+  readonly target: OllamaTarget;
+  readonly #group: RunnerGroup;
   readonly #settings: WorkerSettings;
   readonly #post: (message: FromWorker) => void;
   readonly #log: Logger;
 
   #residentKeys: string[] = [];
+  /** Several targets: the models (normalized names) this target has installed; none before its first poll. */
+  #installed = new Set<string>();
   #lastRunKey: string | undefined;
   #reachable = true;
   #stopping = false;
-  /** Upstream calls in flight by job id: one, or for a moment two (the next dispatched, the last being recorded). */
-  readonly #running = new Map<string, AbortController>();
-  #wake: (() => void) | undefined;
+  /**
+   * Jobs claimed here and not yet settled, by id, with their model key: per slot one, or for a moment two
+   * (the next claimed ahead, the last being recorded). Their keys decide what a free slot may claim.
+   */
+  readonly #running = new Map<string, { controller: AbortController; modelKey: string }>();
+  /** Each idle slot's wake-up. */
+  readonly #wakers = new Set<() => void>();
   #lastPrune = 0;
   /** Set while a write fails for space: the loop holds the queue and the HTTP thread's /healthz says so. */
   #storageError: string | undefined;
@@ -91,25 +132,62 @@ export class JobRunner {
   #collect = false;
   /** When an upstream request in flight was last aborted (see ABORT_SETTLE_MS). */
   #abortedAt = 0;
-  /** Jobs whose clients hung up, their cancel not yet here (see {@link clientGone}). */
-  readonly #gone = new Set<string>();
+  /** Jobs whose clients hung up, their cancel not yet here (see {@link clientGone}); shared by the group. */
+  readonly #gone: Set<string>;
 
-  constructor(store: RunnerStore, settings: WorkerSettings, post: (message: FromWorker) => void, log: Logger) {
+  /**
+   * A runner for `target` (default: the first configured), one of `group` (default: a group of its own).
+   * Its target's slots are so many job loops of its own, which claim one model key at a time.
+   */
+  constructor(
+    store: RunnerStore,
+    settings: WorkerSettings,
+    post: (message: FromWorker) => void,
+    log: Logger,
+    options: { target?: OllamaTarget; group?: RunnerGroup } = {},
+  ) {
     this.#store = store;
     this.#settings = settings;
     this.#post = post;
     this.#log = log;
-    this.#ollama = new OllamaClient({ baseUrl: settings.ollamaUrl, token: settings.ollamaToken });
+    this.target = options.target ?? settings.targets[0]!;
+    this.#group = options.group ?? new RunnerGroup();
+    this.#group.runners.push(this);
+    this.#gone = this.#group.gone;
+    this.#ollama = new OllamaClient({ baseUrl: this.target.url, token: this.target.token });
   }
 
   /**
-   * Runs until {@link shutdown} is called and the running job has settled. Crash recovery comes first,
-   * then `onRecovered` (the worker says it is ready then: the HTTP side takes requests only once it is,
-   * so recovery never touches a request of this process).
+   * Runs until {@link shutdown} is called and the running job has settled. Crash recovery comes first
+   * (unless `recover` is false: one runner of a group recovers for all, before any claims), then
+   * `onRecovered` (the worker says it is ready then: the HTTP side takes requests only once it is, so
+   * recovery never touches a request of this process). Then one loop per slot.
    */
-  async run(onRecovered: () => void = () => {}): Promise<void> {
-    await this.#recover();
+  async run(onRecovered: () => void = () => {}, { recover = true } = {}): Promise<void> {
+    if (recover) await this.#recover();
     onRecovered();
+    await Promise.all(Array.from({ length: this.target.slots }, () => this.#slot()));
+  }
+
+  /** What this runner holds, for the others' placement: resident keys, the key in flight, how much is left of it. */
+  get state(): { reachable: boolean; residentKeys: readonly string[]; busyKey: string | undefined; inFlight: number } {
+    const keys = [...this.#running.values()].map((r) => r.modelKey);
+    return {
+      reachable: this.#reachable && !this.#stopping,
+      // The key in flight counts as resident from its claim: it is loading, or loaded, here.
+      residentKeys: [...keys.slice(0, 1), ...(this.#lastRunKey ? [this.#lastRunKey] : []), ...this.#residentKeys],
+      busyKey: keys[0],
+      inFlight: keys.length,
+    };
+  }
+
+  /** Whether this target has the model of `modelKey` installed (its last poll). */
+  hasInstalled(modelKey: string): boolean {
+    return this.#installed.has(normalizeModel(modelKey.split(" ")[0]!));
+  }
+
+  /** One slot's loop: claims a job when the slot is free, streams it, records it. */
+  async #slot(): Promise<void> {
     // A job dispatched ahead is run even when stopping: shutdown aborts and re-queues it after the grace.
     let next: Dispatch | undefined;
     while (next || !this.#stopping) {
@@ -133,7 +211,7 @@ export class JobRunner {
           next = this.#send({ job, controller: new AbortController() });
           continue;
         }
-        await this.#sleep(this.#reachable ? this.#untilNextRunAfter() : PRUNE_EVERY_MS);
+        await this.#sleep(this.#reachable ? this.#idleMs() : PRUNE_EVERY_MS);
       } catch (error) {
         // A database error (disk full, a lock past busy_timeout) must not end the loop: log, pause, go on.
         // A full disk holds the queue: a claim that fails leaves its job queued, no attempt spent.
@@ -169,20 +247,26 @@ export class JobRunner {
 
   /** Something changed (a job was queued): look for work now. */
   wake(): void {
-    this.#wake?.();
+    for (const wake of [...this.#wakers]) wake();
   }
 
-  /** Updates what Ollama has loaded and whether it answers; recovery wakes the loop. */
-  setInventory(residentKeys: string[], reachable: boolean): void {
+  /**
+   * Updates what the target has loaded, whether it answers and (several targets) what it has installed;
+   * recovery wakes the loop.
+   */
+  setInventory(residentKeys: string[], reachable: boolean, installed?: readonly string[]): void {
     this.#residentKeys = residentKeys;
+    const back = reachable && !this.#reachable;
     this.#reachable = reachable;
+    if (installed) this.#installed = new Set(installed.map(normalizeModel));
     if (reachable) this.wake();
+    if (back) this.#log.info("target back in rotation", { target: this.target.name });
   }
 
-  /** The job was canceled in the database: abort its upstream call if it is the one running. */
+  /** The job was canceled in the database: abort its upstream call if it is running here. */
   cancel(jobId: string): void {
     this.#gone.delete(jobId);
-    this.#running.get(jobId)?.abort(new AbortedByRunner({ kind: "canceled" }));
+    this.#running.get(jobId)?.controller.abort(new AbortedByRunner({ kind: "canceled" }));
   }
 
   /**
@@ -198,16 +282,49 @@ export class JobRunner {
     this.#stopping = true;
     this.#stopDeadline = Date.now() + graceMs;
     this.wake();
-    for (const controller of this.#running.values()) {
+    for (const { controller } of this.#running.values()) {
       setTimeout(() => controller.abort(new AbortedByRunner({ kind: "shutdown" })), graceMs).unref?.();
     }
   }
 
-  #claim(): JobRow | null {
+  /**
+   * Claims the next job for this target. `finishing` is the caller's own job at its final record (a claim
+   * ahead): the other slots' jobs decide the key. With none in flight any key may come; with one key in
+   * flight only that key (the claim says no when the ordering picks another: that key waits for them to
+   * end); with two (one claimed ahead of a key change) nothing.
+   */
+  #claim(finishing?: string): JobRow | null {
+    const keys = new Set([...this.#running].filter(([id]) => id !== finishing).map(([, r]) => r.modelKey));
+    if (keys.size > 1) return null;
     const residentKeys = this.#lastRunKey
       ? [this.#lastRunKey, ...this.#residentKeys.filter((k) => k !== this.#lastRunKey)]
       : this.#residentKeys;
-    return this.#store.claimNextJob({ schedule: this.#settings.schedule, residentKeys, maxWaitMs: this.#settings.maxWaitMs });
+    const several = this.#group.several;
+    return this.#store.claimNextJob({
+      schedule: this.#settings.schedule,
+      residentKeys,
+      maxWaitMs: this.#settings.maxWaitMs,
+      target: this.target.name,
+      onlyKey: keys.size === 1 ? [...keys][0] : undefined,
+      eligible: several ? (modelKey) => this.hasInstalled(modelKey) : undefined,
+      placement: several ? this.#placement() : undefined,
+    });
+  }
+
+  /** Several targets: this target's learned costs, and the others' resident groups (see placement.ts). */
+  #placement() {
+    return placementFor(this, this.#group.runners, this.#store);
+  }
+
+  /**
+   * How long an idle slot sleeps (a wake ends it sooner). With several targets or slots a job may be
+   * runnable and yet not this slot's (another key in flight, a model not installed here, a group left to
+   * another target): then it waits for a wake (a job's end anywhere, an enqueue, an inventory), polling
+   * each IDLE_POLL_MS, rather than spinning on claims.
+   */
+  #idleMs(): number {
+    const ms = this.#untilNextRunAfter();
+    return ms === 0 && (this.#group.several || this.target.slots > 1) ? IDLE_POLL_MS : ms;
   }
 
   #untilNextRunAfter(): number {
@@ -217,15 +334,13 @@ export class JobRunner {
 
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
+      const wake = () => {
         clearTimeout(timer);
+        this.#wakers.delete(wake);
         resolve();
-      }
-      this.#wake = () => {
-        this.#wake = undefined;
-        done();
       };
+      const timer = setTimeout(wake, ms);
+      this.#wakers.add(wake);
     });
   }
 
@@ -256,7 +371,7 @@ export class JobRunner {
    * reads the answer with {@link #runJob}. A request that cannot even be built rejects `response`.
    */
   #dispatch({ job, controller }: Claimed): Dispatch {
-    this.#running.set(job.id, controller);
+    this.#running.set(job.id, { controller, modelKey: job.modelKey });
     const abortWith = (cause: AbortCause) => controller.abort(new AbortedByRunner(cause));
     const { jobTimeoutMs, stallTimeoutMs } = this.#settings;
     const dispatch: Dispatch = { job, controller, response: undefined!, lastOutputAt: Date.now(), timers: [] };
@@ -295,7 +410,7 @@ export class JobRunner {
     }
     // Told after the request has left: the GPU need not wait for the message.
     this.#post({ type: "state", jobId: job.id, state: "loading" });
-    this.#log.debug("job claimed", { job: job.id, model: job.modelKey, attempt: job.attempts });
+    this.#log.debug("job claimed", { job: job.id, model: job.modelKey, attempt: job.attempts, target: this.target.name });
     // Awaited by #runJob as soon as the previous job's bookkeeping is done; this only keeps a rejection
     // that lands before then from counting as unhandled.
     dispatch.response.catch(() => {});
@@ -341,13 +456,13 @@ export class JobRunner {
         const error = adapter.recordError(last, framing);
         if (error !== undefined) throw new HttpError(500, error);
         // Generation is over; only the body's end is still on its way. Claim now, send at that end.
-        if (!claimed && adapter.isFinal(last, framing)) claimed = this.#claimAhead();
+        if (!claimed && adapter.isFinal(last, framing)) claimed = this.#claimAhead(job.id);
       }
       if (controller.signal.aborted) throw controller.signal.reason;
       // The body has ended, so Ollama serves nothing now: the next job goes out before this one's
       // bookkeeping. A crash in between leaves both rows running; recovery re-queues both, as it would
       // either alone (this one's client was relayed its answer but the job API has not yet said done).
-      next = this.#dispatchClaimed(claimed ?? this.#claimAhead());
+      next = this.#dispatchClaimed(claimed ?? this.#claimAhead(job.id));
       claimed = undefined; // handed over: sent, or given back at shutdown
       const answer = Buffer.concat(chunks);
       const records = splitRecords(answer.toString("utf8"), framing);
@@ -368,6 +483,7 @@ export class JobRunner {
       }
       // The client may already hold its whole answer (the relay sends before this write): the end is
       // written once, however long the disk stays full, so the job is never left running to be re-run.
+      this.#group.refunds.delete(job.id);
       if (await this.#untilWritten("a job's end", () => this.#store.finishJob(job.id, resultText, artifacts, usage))) {
         this.#post({ type: "ended", jobId: job.id });
       }
@@ -390,6 +506,8 @@ export class JobRunner {
       for (const clear of dispatch.timers) clear();
       this.#running.delete(job.id);
       this.#gone.delete(job.id);
+      // A slot freed: this target's idle slots may now change key, and the other targets' placement changed.
+      if (this.target.slots > 1 || this.#group.several) this.#group.wakeAll();
     }
     if (next) this.#pruneIfDue();
     return next;
@@ -399,13 +517,13 @@ export class JobRunner {
    * The next job, claimed and registered for cancel (not yet sent), unless the loop is stopping or
    * Ollama is down.
    */
-  #claimAhead(): Claimed | undefined {
+  #claimAhead(finishing: string): Claimed | undefined {
     if (this.#stopping || !this.#reachable) return undefined;
     try {
-      const job = this.#claim();
+      const job = this.#claim(finishing);
       if (!job) return undefined;
       const controller = new AbortController();
-      this.#running.set(job.id, controller);
+      this.#running.set(job.id, { controller, modelKey: job.modelKey });
       return { job, controller };
     } catch (error) {
       // The loop's own claim will try again (and pause on a database error) once this job is recorded.
@@ -511,9 +629,9 @@ export class JobRunner {
       // Ollama is down, and the request never reached it: an outage, not this job's attempt. Hold the
       // queue (no claims until the inventory sees Ollama again) and give the attempt back.
       this.#reachable = false;
-      this.#post({ type: "unreachable" });
+      this.#post({ type: "unreachable", target: this.target.name });
       this.#store.requeueJob(job.id, Date.now(), message, 502, true);
-      this.#post({ type: "attempt-failed", jobId: job.id, kind: "refused", retry: true });
+      this.#post({ type: "attempt-failed", jobId: job.id, kind: "refused", retry: true, target: this.target.name });
       this.#post({ type: "state", jobId: job.id, state: "queued" });
       return;
     }
@@ -523,7 +641,25 @@ export class JobRunner {
     const status = error instanceof HttpError ? error.status : unreachable ? 502 : timedOut ? 504 : 500;
     if (unreachable) {
       this.#reachable = false;
-      this.#post({ type: "unreachable" });
+      this.#post({ type: "unreachable", target: this.target.name });
+    }
+    const refunds = this.#group.refunds.get(job.id) ?? 0;
+    const refund = refunds < this.#group.runners.length;
+    if (unreachable && this.#group.several && refund && (!relayed || isNobodyWaiting(job.source))) {
+      this.#group.refunds.set(job.id, refunds + 1);
+      // Several targets: the host went away under the job, which is no fault of the job's. It goes back
+      // with its attempt refunded, at once, for a target that answers (this one claims nothing until its
+      // inventory sees it again).
+      this.#store.requeueJob(job.id, Date.now(), message, status, true);
+      this.#log.warn("target lost a running job: re-queued for another", {
+        job: job.id,
+        target: this.target.name,
+        error: message,
+      });
+      this.#post({ type: "attempt-failed", jobId: job.id, kind: "connection", retry: true, target: this.target.name });
+      this.#post({ type: "state", jobId: job.id, state: "queued" });
+      this.#group.wakeAll();
+      return;
     }
     // A client that already received tokens cannot be given a second answer; a job API or batch job can.
     const retryable = (unreachable || busy || timedOut) && (!relayed || job.source === "jobs" || job.source === "batch");
@@ -531,13 +667,14 @@ export class JobRunner {
       const delay = retryDelayMs(job.attempts);
       this.#store.requeueJob(job.id, Date.now() + delay, message, status);
       this.#log.warn("job attempt failed, retrying", { job: job.id, attempt: job.attempts, delay_ms: delay, error: message });
-      if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: true });
+      if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: true, target: this.target.name });
       this.#post({ type: "state", jobId: job.id, state: "queued" });
       return;
     }
     // Written before anything is told: a write that fails for space runs this again (#untilWritten).
+    this.#group.refunds.delete(job.id);
     const failed = this.#store.failJob(job.id, message, status, relayed ? [relayed] : []);
-    if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: false });
+    if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: false, target: this.target.name });
     if (failed) {
       this.#log.warn("job failed", { job: job.id, status, error: message });
       this.#post({ type: "ended", jobId: job.id });

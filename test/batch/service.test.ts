@@ -8,7 +8,7 @@ import { BatchService } from "../../src/batch/service";
 import { BatchStore } from "../../src/batch/store";
 import { JobService } from "../../src/job-service";
 import { createLogger } from "../../src/log";
-import type { ModelInventory } from "../../src/ollama/inventory";
+import type { TargetInventory } from "../../src/ollama/targets";
 import { openDatabase } from "../../src/queue/db";
 import type { JobStore } from "../../src/queue/store";
 import { type JobTables, openJobTables } from "../../src/tables";
@@ -60,7 +60,7 @@ function startService(windowMs = 60_000): BatchService {
     store,
     tables.deliveries,
     link,
-    inventory as unknown as ModelInventory,
+    inventory as unknown as TargetInventory,
     { maxAttempts: 3, maxQueue: 10, schedule: "drain" },
     log,
   );

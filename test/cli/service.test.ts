@@ -143,6 +143,28 @@ describe("foreman service install --dry-run", () => {
     expect(written(home)).toEqual([]);
   });
 
+  test("several Ollama targets are carried as one setting; one with its own token= goes to the secrets file", async () => {
+    const { env } = sandbox();
+    const targets = "mac=http://127.0.0.1:11434,box=http://10.0.0.5:11434;slots=4";
+    const plain = await runForeman(["service", "install", "--dry-run", "--platform", "linux"], {
+      env: { ...env, FOREMAN_OLLAMA_URL: targets },
+    });
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stdout).toContain(`Environment="FOREMAN_OLLAMA_URL=${targets}"`);
+    const withToken = await runForeman(["service", "install", "--dry-run", "--platform", "linux"], {
+      env: { ...env, FOREMAN_OLLAMA_URL: `${targets};token=sekrit` },
+    });
+    expect(withToken.code, withToken.stderr).toBe(0);
+    expect(withToken.stdout).not.toContain("sekrit");
+    expect(withToken.stdout).not.toContain("FOREMAN_OLLAMA_URL");
+    expect(withToken.stderr).toContain("(mode 0600): FOREMAN_OLLAMA_URL (values hidden)");
+    const bad = await runForeman(["service", "install", "--dry-run", "--platform", "linux"], {
+      env: { ...env, FOREMAN_OLLAMA_URL: "a=http://127.0.0.1:1,a=http://127.0.0.1:2" },
+    });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('entry "a=http://127.0.0.1:2": the name "a" is taken');
+  });
+
   test("misuse exits 2 with one line and a hint to the usage", async () => {
     for (const args of [
       ["service"],

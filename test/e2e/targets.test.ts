@@ -1,0 +1,160 @@
+// Several Ollama targets behind the compiled binary: the runners live in the Worker thread, the claim in
+// its SQLite connection. Two fakes with overlapping models; each one's serving log is the witness.
+import { afterEach, expect, test } from "bun:test";
+import { FakeOllama, type SeenRequest } from "../fake-ollama";
+import { type ForemanProcess, foremanCommand, foremanEnv, freePort, runForeman, spawnForeman, tempDir, until } from "../harness";
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function fake(options: ConstructorParameters<typeof FakeOllama>[0]): FakeOllama {
+  const instance = new FakeOllama(options).start();
+  cleanups.push(() => instance.stop());
+  return instance;
+}
+
+async function serve(env: Record<string, string>): Promise<ForemanProcess> {
+  const foreman = await spawnForeman(env);
+  cleanups.push(() => {
+    foreman.process.kill(9);
+  });
+  return foreman;
+}
+
+const submit = async (url: string, model: string, content: string) => {
+  const response = await fetch(`${url}/jobs`, {
+    method: "POST",
+    body: JSON.stringify({ type: "chat", request: { model, messages: [{ role: "user", content }] } }),
+  });
+  expect(response.status).toBe(202);
+  return ((await response.json()) as { id: string }).id;
+};
+
+const job = async (url: string, id: string) => (await (await fetch(`${url}/jobs/${id}`)).json()) as Record<string, unknown>;
+
+test("two targets behind the binary: every job once, on a target with its model, no overlap; per-target views and metrics", async () => {
+  const mac = fake({ models: ["llama3.2", "qwen3"], loadDelayMs: 20, tokenDelayMs: 2 });
+  const box = fake({ models: ["qwen3", "mistral"], loadDelayMs: 5, tokenDelayMs: 2 });
+  const dir = tempDir();
+  cleanups.push(dir.cleanup);
+  const foreman = await serve(foremanEnv(`mac=${mac.url},box=${box.url}`, dir.path, { FOREMAN_LOG_FORMAT: "json" }));
+  const models = ["mistral", "llama3.2", "qwen3"];
+  const ids: string[] = [];
+  for (let i = 0; i < 24; i++) ids.push(await submit(foreman.url, models[i % 3]!, `job ${i}`));
+  await until(
+    async () => (await Promise.all(ids.map((id) => job(foreman.url, id)))).every((j) => j.state === "done"),
+    20_000,
+    "every job done",
+  );
+  expect(mac.violations).toEqual([]);
+  expect(box.violations).toEqual([]);
+  const served: Array<[string, SeenRequest]> = [
+    ...mac.seen.map((s): [string, SeenRequest] => ["mac", s]),
+    ...box.seen.map((s): [string, SeenRequest] => ["box", s]),
+  ];
+  expect(served).toHaveLength(24);
+  for (const [i, id] of ids.entries()) {
+    const view = await job(foreman.url, id);
+    const where = served.filter(([, s]) => JSON.stringify(s.body).includes(`"job ${i}"`));
+    expect(where.map(([name]) => name)).toEqual([view.target as string]);
+    expect(view.attempts).toBe(1);
+  }
+  expect(mac.seen.some((s) => s.model === "mistral")).toBe(false);
+  expect(box.seen.some((s) => s.model === "llama3.2")).toBe(false);
+
+  const health = (await (await fetch(`${foreman.url}/healthz`)).json()) as Record<string, unknown>;
+  expect(health).toEqual({
+    status: "ok",
+    degraded: false,
+    reasons: [],
+    targets: [
+      { name: "mac", reachable: true },
+      { name: "box", reachable: true },
+    ],
+  });
+  const metrics = await (await fetch(`${foreman.url}/metrics`)).text();
+  expect(metrics).toContain('foreman_target_up{target="mac"} 1');
+  if (Bun.which("promtool")) {
+    const check = Bun.spawn(["promtool", "check", "metrics"], { stdin: new Blob([metrics]), stdout: "pipe", stderr: "pipe" });
+    const [out, err, exit] = await Promise.all([
+      new Response(check.stdout).text(),
+      new Response(check.stderr).text(),
+      check.exited,
+    ]);
+    expect({ exit, output: out + err }).toEqual({ exit: 0, output: "" });
+  }
+  expect(metrics).toMatch(/foreman_jobs_ended_total\{[^}]*model="mistral"[^}]*target="box"\} 8/);
+  // `foreman ps`: where each model is loaded, and a line per target.
+  const ps = await runForeman(["ps"], { env: { FOREMAN_URL: foreman.url } });
+  expect(ps.code, ps.stderr).toBe(0);
+  expect(ps.stdout).toMatch(/^TARGET\s+NAME\s+ID/);
+  expect(ps.stdout).toMatch(/\nTARGET\s+STATE\s+SLOTS\s+RUNNING\nmac\s+up\s+0\/1\s+-\nbox\s+up\s+0\/1\s+-\n/);
+  // The job-end line names where the attempt ran.
+  const ended = foreman
+    .stdout()
+    .split("\n")
+    .filter((line) => line.includes('"job ended"'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  expect(ended.filter((line) => line.model === "mistral").every((line) => line.target === "box")).toBe(true);
+}, 60_000);
+
+test("kill -9 with a job running on the second target: recovery re-queues it once, and a second serve is still refused", async () => {
+  const a = fake({ models: ["llama3.2"] });
+  const b = fake({ models: ["qwen3"] });
+  const dir = tempDir();
+  cleanups.push(dir.cleanup);
+  const port = await freePort();
+  const env = foremanEnv(`a=${a.url},b=${b.url}`, dir.path, { FOREMAN_LISTEN: `127.0.0.1:${port}` });
+  const release = b.hold(1);
+  const first = await spawnForeman(env);
+  const id = await submit(first.url, "qwen3", "one two three");
+  await until(async () => (await job(first.url, id)).state === "working", 10_000, "the job to run on b");
+  expect((await job(first.url, id)).target).toBe("b");
+
+  // One process per database, as with one target.
+  const second = Bun.spawn([...foremanCommand(), "serve"], {
+    env: { ...process.env, ...env, FOREMAN_LISTEN: `127.0.0.1:${await freePort()}` },
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  const [stderr, code] = await Promise.all([new Response(second.stderr).text(), second.exited]);
+  expect(code).toBe(1);
+  expect(stderr).toContain(`another foreman (pid ${first.process.pid})`);
+
+  first.process.kill(9);
+  await first.process.exited;
+  release();
+  const again = await serve(env);
+  await until(async () => (await job(again.url, id)).state === "done", 10_000, "the job to run again");
+  const view = await job(again.url, id);
+  expect(view).toMatchObject({ attempts: 2, target: "b" });
+  expect(b.seen).toHaveLength(2);
+  expect(a.seen).toHaveLength(0);
+  expect(b.violations).toEqual([]);
+}, 60_000);
+
+test("a client that hangs up aborts its job on the target running it", async () => {
+  const a = fake({ models: ["llama3.2"] });
+  const b = fake({ models: ["qwen3"] });
+  const dir = tempDir();
+  cleanups.push(dir.cleanup);
+  const foreman = await serve(foremanEnv(`a=${a.url},b=${b.url}`, dir.path));
+  const release = b.hold(1);
+  cleanups.push(release);
+  const client = new AbortController();
+  const answer = await fetch(`${foreman.url}/api/chat`, {
+    method: "POST",
+    body: JSON.stringify({ model: "qwen3", messages: [{ role: "user", content: "one two three" }] }),
+    signal: client.signal,
+  });
+  expect(answer.status).toBe(200);
+  const id = answer.headers.get("x-foreman-job-id")!;
+  await until(() => b.seen.length === 1, 10_000, "b to run it");
+  client.abort();
+  await until(() => b.seen[0]!.aborted === true, 10_000, "b's request to be aborted");
+  await until(async () => (await job(foreman.url, id)).state === "canceled", 10_000, "the job to end canceled");
+  expect((await job(foreman.url, id)).target).toBe("b");
+  expect(a.seen).toHaveLength(0);
+}, 60_000);
