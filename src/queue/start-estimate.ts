@@ -241,6 +241,9 @@ export function lanePosition(job: JobRow, plan: QueuePlan, rank: number): number
   return segments ? plan.jobsBefore(startOfRank(segments, rank)) + 1 : undefined;
 }
 
+/** The shortest time per job the lane plan works with (ms), so a rate is never infinite. */
+const MIN_JOB_MS = 1e-3;
+
 /** One target as the plan plays it: the key it holds, and when it can start that key's next job and another key's. */
 interface LaneState {
   lane: PlanLane;
@@ -306,7 +309,7 @@ function planLanes(input: PlanInput, all: readonly PlanLane[]): QueuePlan {
         total += g.overdue * runMs + (lanes.some((l) => l.loaded === g.modelKey) ? 0 : loadMs);
         count += g.overdue;
       }
-      const perJobMs = total / count;
+      const perJobMs = Math.max(MIN_JOB_MS, total / count);
       const run: Drain = {
         modelKey: undefined,
         total: count,
@@ -339,7 +342,8 @@ function planLanes(input: PlanInput, all: readonly PlanLane[]): QueuePlan {
           oldestId: group.oldestId,
           segments: [],
           drainers: [],
-          perJobMs: (lane) => lane.lane.cost(group.modelKey).runMs / lane.lane.slots,
+          // Never 0 (a rate of jobs per ms divides by it): a learned 0 ms is a microsecond.
+          perJobMs: (lane) => Math.max(MIN_JOB_MS, lane.lane.cost(group.modelKey).runMs) / lane.lane.slots,
         };
         return { group, drain };
       });
@@ -370,7 +374,7 @@ function planLanes(input: PlanInput, all: readonly PlanLane[]): QueuePlan {
   for (const group of unplaced) {
     const { loadMs, runMs } = anywhere(group.modelKey);
     const drained = group.queued - (guard ? group.overdue : 0);
-    const segments = [{ fromRank: 0, startAt: t + loadMs, perJobMs: runMs }];
+    const segments = [{ fromRank: 0, startAt: t + loadMs, perJobMs: Math.max(MIN_JOB_MS, runMs) }];
     drains.push({
       modelKey: group.modelKey,
       total: drained,

@@ -72,3 +72,32 @@ test("two targets: estimates and positions follow the order the jobs start in ac
   }
   expect(rows.map((r) => r.target)).toEqual([expect.any(String), expect.any(String), expect.any(String), "a", "b"]);
 });
+
+test("slots divide run time: a group shared by a 2-slot and a 1-slot target starts a job every third of a run", async () => {
+  stack = await startInProcess({
+    targets: [
+      { name: "a", slots: 2, fake: { models: ["llama3.2", "qwen3"], parallel: { slots: 2, slowdown: 1 }, tokenDelayMs: 5 } },
+      { name: "b", fake: { models: ["qwen3"], tokenDelayMs: 5 } },
+    ],
+  });
+  const releases = [stack.fakes.get("a")!.hold(0), stack.fakes.get("b")!.hold(0)];
+  // Both of a's slots on llama3.2, b on qwen3; nothing learned yet, so every job is expected to take 1 s.
+  const busy = [await submit("llama3.2", "busy a1"), await submit("llama3.2", "busy a2"), await submit("qwen3", "busy b")];
+  await until(() => busy.every((id) => stack!.store.getJob(id)!.state !== "queued"), 5000, "every slot to be busy");
+  expect(busy.map((id) => stack!.store.getJob(id)!.target)).toEqual(["a", "a", "b"]);
+  const queued: string[] = [];
+  for (let i = 1; i <= 4; i++) queued.push(await submit("qwen3", `q${i}`));
+  const estimates = (await Promise.all(queued.map(view))).map((v) => Date.parse(v.estimated_start_at));
+  for (let i = 1; i < estimates.length; i++) expect(estimates[i]).toBeGreaterThan(estimates[i - 1]!);
+  // Three slots on qwen3 from the first start on: 1 s / 3 between starts (one slot each: 1/2 s; one GPU: 1 s).
+  const step = (estimates[3]! - estimates[0]!) / 3;
+  expect(step).toBeGreaterThan(300);
+  expect(step).toBeLessThan(370);
+
+  for (const release of releases) release();
+  const rows = await Promise.all(queued.map((id) => stack!.ended(id)));
+  expect(rows.every((r) => r.state === "done" && r.attempts === 1)).toBe(true);
+  for (let i = 1; i < rows.length; i++) expect(rows[i]!.startedAt!).toBeGreaterThanOrEqual(rows[i - 1]!.startedAt!);
+  expect(new Set(rows.map((r) => r.target))).toEqual(new Set(["a", "b"]));
+  expect([...stack.fakes.values()].flatMap((f) => f.violations)).toEqual([]);
+});
