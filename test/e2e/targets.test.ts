@@ -217,3 +217,40 @@ test("a host dies mid-run: nothing lost or run twice, no attempt spent, its job 
   expect(since.slice(0, first).filter((r) => r === "GET /api/tags")).toHaveLength(1);
   holdB();
 }, 60_000);
+
+test("GET /queue's lanes show another key's running job as the top-level `running` does: model and state, no id", async () => {
+  const a = fake({ models: ["llama3.2"] });
+  const b = fake({ models: ["qwen3"] });
+  const dir = tempDir();
+  cleanups.push(dir.cleanup);
+  const env = foremanEnv(`a=${a.url},b=${b.url}`, dir.path);
+  const secret = async (name: string) => {
+    const made = await runForeman(["keys", "create", name, "--role", "client"], { env });
+    expect(made.code).toBe(0);
+    return made.stdout.trim();
+  };
+  const [alice, bob] = [await secret("alice"), await secret("bob")];
+  const foreman = await serve(env);
+  const release = b.hold(0);
+  cleanups.push(release);
+  const submitted = await fetch(`${foreman.url}/jobs`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${alice}` },
+    body: JSON.stringify({ type: "generate", request: { model: "qwen3", prompt: "alice's" } }),
+  });
+  const { id } = (await submitted.json()) as { id: string };
+  await until(() => b.seen.length === 1, 10_000, "b to run alice's job");
+  const lane = async (secret: string) => {
+    const queue = (await (await fetch(`${foreman.url}/queue`, { headers: { authorization: `Bearer ${secret}` } })).json()) as {
+      targets: { name: string; running: Record<string, unknown>[] }[];
+    };
+    return queue.targets.find((t) => t.name === "b")!.running;
+  };
+  expect(await lane(alice)).toEqual([
+    { id, key: "alice", model: "qwen3", state: expect.any(String), started_at: expect.any(String) },
+  ]);
+  expect(await lane(bob)).toEqual([
+    { id: null, key: null, model: "qwen3", state: expect.any(String), started_at: expect.any(String) },
+  ]);
+  release();
+}, 60_000);
