@@ -333,7 +333,7 @@ function planLanes(input: PlanInput, all: readonly PlanLane[]): QueuePlan {
       });
     }
     const left = (g: QueueGroup) => g.queued - (guard ? g.overdue : 0);
-    const level_drains = level
+    const levelDrains = level
       .filter((g) => left(g) > 0)
       .map((group) => {
         const drain: Drain = {
@@ -348,11 +348,11 @@ function planLanes(input: PlanInput, all: readonly PlanLane[]): QueuePlan {
         return { group, drain };
       });
     playLevel(
-      level_drains.map((d) => d.drain),
+      levelDrains.map((d) => d.drain),
       lanes,
       input.schedule,
     );
-    for (const entry of level_drains) {
+    for (const entry of levelDrains) {
       if (entry.drain.segments.length > 0) {
         drains.push(entry.drain);
         pending.push(entry);
