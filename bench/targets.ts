@@ -4,7 +4,10 @@
 //    invariants from each fake's serving log (every job once, never two keys or more than its slots at
 //    once, never a model it lacks);
 // 2. one target in the fake's parallel mode (OLLAMA_NUM_PARALLEL = 4, each generation slowed while
-//    shared): 200 short jobs of one model with slots = 4 against slots = 1.
+//    shared): 200 short jobs of one model with slots = 4 against slots = 1;
+// 3. placement against the peers' rules;
+// 4. a host that dies mid-job and comes back: from its death to its running job done on the other, and
+//    from its return to its first job.
 import { join } from "node:path";
 import { loadConfig } from "../src/config";
 import type { JobRow } from "../src/queue/store";
@@ -18,6 +21,8 @@ interface FakeSpec {
   models?: string[];
   modelDelays: Record<string, { loadMs: number; tokenMs: number }>;
   parallel?: { slots: number; slowdown: number };
+  /** Listen here (a host brought back on its port); default any free port. */
+  port?: number;
 }
 
 interface FakeLog {
@@ -37,6 +42,7 @@ async function startFake(spec: FakeSpec) {
       FAKE_MODEL_DELAYS: JSON.stringify(spec.modelDelays),
       ...(spec.models ? { FAKE_MODELS: spec.models.join(",") } : {}),
       ...(spec.parallel ? { FAKE_PARALLEL: JSON.stringify(spec.parallel) } : {}),
+      ...(spec.port ? { FAKE_PORT: String(spec.port) } : {}),
     },
   });
   const { value } = await child.stdout.getReader().read();
@@ -45,6 +51,11 @@ async function startFake(spec: FakeSpec) {
     url,
     log: async () => (await (await fetch(`${url}/_fake/log`)).json()) as FakeLog,
     stop: () => child.kill(),
+    /** Kills the process (its port closes with its connections) and resolves once it is gone. */
+    kill: async () => {
+      child.kill(9);
+      await child.exited;
+    },
   };
 }
 
@@ -320,6 +331,125 @@ async function benchPeers(): Promise<string> {
   ].join("\n");
 }
 
+// --- 4. A host dies, and comes back ------------------------------------------------------------------
+
+const DEATH_RUNS = 3;
+const DEATH_POLL_MS = 1000;
+const DEATH_JOBS = 16;
+const DEATH_TOKENS = 40;
+const DEATH_DELAYS = { "llama3.2:latest": { loadMs: 50, tokenMs: 5 } };
+
+interface DeathRun {
+  /** Death → its running job started again on the other. */
+  restartMs: number;
+  /** Death → that job done on the other. */
+  handOffMs: number;
+  /** Back (listening again) → its first job started there. */
+  returnMs: number;
+}
+
+/** Kills the fake running a job mid-stream, then brings it back on its port, with jobs still queued. */
+async function hostDeathRun(): Promise<DeathRun> {
+  const spec: FakeSpec = { models: ["llama3.2"], modelDelays: DEATH_DELAYS };
+  const fakes = [await startFake(spec), await startFake(spec)];
+  const dir = tempDir();
+  const url = fakes.map((f, i) => `t${i}=${f.url}`).join(",");
+  const foreman = await startServer(loadConfig(foremanEnv(url, dir.path, { FOREMAN_POLL_INTERVAL: `${DEATH_POLL_MS}ms` })));
+  const { store } = foreman.jobs;
+  const ended = async (id: string) => {
+    for await (const event of foreman.jobs.watch(id)) if (event.type === "ended") return;
+  };
+  const until = async (check: () => boolean, what: string) => {
+    for (const deadline = Date.now() + 20_000; !check(); await Bun.sleep(2)) {
+      if (Date.now() > deadline) throw new Error(`host death: ${what} timed out`);
+    }
+  };
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < DEATH_JOBS; i++) {
+      const response = await fetch(`${foreman.url}/jobs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          type: "generate",
+          request: { model: "llama3.2", prompt: `job ${i}`, options: { num_predict: DEATH_TOKENS } },
+        }),
+      });
+      ids.push(((await response.json()) as { id: string }).id);
+    }
+    await until(() => store.runningJobs().some((j) => j.target === "t0" && j.state === "working"), "a job mid-stream on t0");
+    const victim = store.runningJobs().find((j) => j.target === "t0")!;
+    const diedAt = Date.now();
+    const port = Number(new URL(fakes[0]!.url).port);
+    await fakes[0]!.kill();
+    await ended(victim.id);
+    const row = store.getJob(victim.id)!;
+    if (row.state !== "done" || row.target !== "t1" || row.attempts !== 1) {
+      throw new Error(`host death: the dead host's job ended ${row.state} on ${row.target} in ${row.attempts} attempts`);
+    }
+    if (store.queuedCount() === 0) throw new Error("host death: nothing left queued for the return");
+    fakes[0] = await startFake({ ...spec, port });
+    const backAt = Date.now();
+    await until(() => store.listJobs({ limit: 1000 }).some((j) => j.target === "t0" && (j.startedAt ?? 0) >= backAt), "t0 back");
+    const first = Math.min(
+      ...store
+        .listJobs({ limit: 1000 })
+        .filter((j) => j.target === "t0" && (j.startedAt ?? 0) >= backAt)
+        .map((j) => j.startedAt!),
+    );
+    await Promise.all(ids.map(ended));
+    const jobs = ids.map((id) => store.getJob(id)!);
+    if (jobs.some((j) => j.state !== "done" || j.attempts !== 1))
+      throw new Error("host death: not every job done in one attempt");
+    // Finished once each, across both hosts' logs (t0's first log died with it: the victim was cut off there).
+    const served = (await Promise.all(fakes.map((f) => f.log()))).flatMap((log) => log.seen.filter((s) => !s.aborted));
+    const once = new Set(served.map((s) => s.prompt));
+    if (once.size !== served.length || served.length !== DEATH_JOBS) {
+      throw new Error(
+        `host death: ${served.length} generations served to their end for ${DEATH_JOBS} jobs (${once.size} distinct)`,
+      );
+    }
+    return { restartMs: row.startedAt! - diedAt, handOffMs: row.finishedAt! - diedAt, returnMs: first - backAt };
+  } finally {
+    await foreman.stop();
+    for (const f of fakes) f.stop();
+    dir.cleanup();
+  }
+}
+
+export async function benchHostDeath(): Promise<string> {
+  const runs: DeathRun[] = [];
+  for (let i = 0; i < DEATH_RUNS; i++) runs.push(await hostDeathRun());
+  const runMs = DEATH_TOKENS * DEATH_DELAYS["llama3.2:latest"].tokenMs;
+  const returnMs = median(runs.map((r) => r.returnMs));
+  targets.push({
+    target: "a host back: its first job within one poll",
+    figure: `${returnMs.toFixed(0)} ms`,
+    goal: `≤ ${DEATH_POLL_MS} ms`,
+    met: Math.max(...runs.map((r) => r.returnMs)) <= DEATH_POLL_MS,
+  });
+  return [
+    `### A host dies mid-job, and comes back: two fakes with llama3.2, ${DEATH_JOBS} jobs of about ${runMs} ms, FOREMAN_POLL_INTERVAL ${DEATH_POLL_MS} ms, ${DEATH_RUNS} runs`,
+    "",
+    "The fake running a job is killed mid-stream (its port closed); once that job is done on the other, it is started",
+    "again on its port while jobs still wait. Every job ended done in one attempt and was served to its end once (the run throws otherwise).",
+    "",
+    table(
+      ["measure", "median ms", "min ms", "max ms"],
+      (
+        [
+          ["death → its job started again on the other", runs.map((r) => r.restartMs)],
+          ["death → its job done on the other", runs.map((r) => r.handOffMs)],
+          ["back → its first job", runs.map((r) => r.returnMs)],
+        ] as Array<[string, number[]]>
+      ).map(([label, xs]) => [label, median(xs).toFixed(0), Math.min(...xs).toFixed(0), Math.max(...xs).toFixed(0)]),
+    ),
+    "",
+    `The job waits for the other host's job in hand (up to one run, ${runMs} ms) and then runs again whole; the return is`,
+    "found by the degraded target's next poll (every second at most, or the interval if shorter).",
+  ].join("\n");
+}
+
 export async function benchTargets(): Promise<string> {
-  return [await benchTwoTargets(), await benchSlots(), await benchPeers()].join("\n\n");
+  return [await benchTwoTargets(), await benchSlots(), await benchPeers(), await benchHostDeath()].join("\n\n");
 }

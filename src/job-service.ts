@@ -9,7 +9,16 @@ import { StorageHealth, isStorageError } from "./queue/storage-health";
 import type { TargetInventory } from "./ollama/targets";
 import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
-import { type QueuePlan, estimatedStart, overdueRun, planQueue, plannedGroup } from "./queue/start-estimate";
+import { expectedCosts, targetCosts } from "./queue/model-costs";
+import {
+  type PlanLane,
+  type QueuePlan,
+  estimatedStart,
+  lanePosition,
+  overdueRun,
+  planQueue,
+  plannedGroup,
+} from "./queue/start-estimate";
 import { CLIENT_CANCELED, type JobRow, type JobStore, type NewJob } from "./queue/store";
 import type { WebhookDeliveries } from "./webhook/deliveries";
 import type { JobLink } from "./worker/job-events";
@@ -309,14 +318,16 @@ export class JobService {
     const run = overdueRun(job, plan);
     if (run) {
       const rank = Math.min(this.store.overdueRank(job), run.count - 1);
-      return { position: run.ahead + rank + 1, estimatedStartAt: estimatedStart(job, plan, rank) };
+      const position = lanePosition(job, plan, rank) ?? run.ahead + rank + 1;
+      return { position, estimatedStartAt: estimatedStart(job, plan, rank) };
     }
     const inGroup = this.store.rankInGroup(job, group.queued);
     const rank = Math.max(
       0,
       inGroup - this.store.overdueAheadInGroup(job, plan.overdueBefore ?? Number.NEGATIVE_INFINITY, group.overdue),
     );
-    return { position: group.ahead + rank + 1, estimatedStartAt: estimatedStart(job, plan, rank) };
+    const position = lanePosition(job, plan, rank) ?? group.ahead + rank + 1;
+    return { position, estimatedStartAt: estimatedStart(job, plan, rank) };
   }
 
   #turnPlan: QueuePlan | undefined;
@@ -345,6 +356,25 @@ export class JobService {
       residentKeys: this.inventory.residentKeys(),
       schedule: this.config.schedule,
       now,
+      lanes: this.inventory.several ? this.#lanes() : undefined,
+    });
+  }
+
+  /** Several targets: each one's lane for the plan (what it has, holds and runs, its own learned costs). */
+  #lanes(): PlanLane[] {
+    const running = this.store.runningJobs();
+    const anywhere = expectedCosts(this.store.costs.all());
+    return this.inventory.targets.map(({ target, inventory }) => {
+      const { degraded } = inventory.snapshot;
+      return {
+        name: target.name,
+        slots: target.slots,
+        reachable: !degraded,
+        installed: (modelKey: string) => inventory.has(modelKey.split(" ")[0]!),
+        residentKeys: degraded ? [] : inventory.residentKeys(),
+        running: running.filter((job) => job.target === target.name),
+        cost: targetCosts(this.store.costs.forTarget(target.name), anywhere),
+      };
     });
   }
 

@@ -11,5 +11,7 @@ const fake = new FakeOllama({
   models: process.env.FAKE_MODELS ? process.env.FAKE_MODELS.split(",") : undefined,
   // {"slots": 4, "slowdown": 1.5}: the parallel mode (OLLAMA_NUM_PARALLEL).
   parallel: process.env.FAKE_PARALLEL ? JSON.parse(process.env.FAKE_PARALLEL) : undefined,
+  // A port to listen on (a host brought back where it was); default any free one.
+  port: Number(process.env.FAKE_PORT ?? 0),
 }).start();
 console.log(fake.port);

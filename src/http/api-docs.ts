@@ -21,6 +21,8 @@ export interface RouteDocSpec {
   bodyType?: string;
   /** Query parameters read by hand (no `query` hook), all optional. Not for a route with path parameters: Elysia writes those over these. */
   query?: Record<string, TSchema>;
+  /** Request headers it reads, all optional. */
+  headers?: Record<string, TSchema>;
   responses: Record<number, Answer>;
 }
 
@@ -45,13 +47,10 @@ export function routeDoc(summary: string, description: string, spec: RouteDocSpe
     required: true,
     content: { [spec.bodyType ?? "application/json"]: { schema: spec.body, example: spec.example } },
   };
-  const parameters = Object.entries(spec.query ?? {}).map(([name, schema]) => ({
-    name,
-    in: "query",
-    required: false,
-    description: schema.description,
-    schema,
-  }));
+  const parameters = [
+    ...Object.entries(spec.query ?? {}).map(([name, schema]) => ({ name, in: "query", schema })),
+    ...Object.entries(spec.headers ?? {}).map(([name, schema]) => ({ name, in: "header", schema })),
+  ].map((parameter) => ({ ...parameter, required: false, description: parameter.schema.description }));
   return {
     detail: {
       summary,
@@ -147,6 +146,13 @@ const Progress = t.Object(
   { ...open, description: "Progress; streamed one per line unless `stream` is false" },
 );
 const progressAnswers = { 200: { description: "Progress records", content: { [NDJSON]: Progress, [JSON_TYPE]: Progress } } };
+/** The header that limits a management request to one Ollama target (several targets; src/http/targets-relay.ts). */
+const targetHeader = {
+  "X-Foreman-Target": t.String({
+    description:
+      "With several Ollama targets (FOREMAN_OLLAMA_URL), the name of the one to act on; absent, pull, push, copy and delete act on every target, and create and blob uploads on the first that answers. An unknown name is a 400. Ignored with one target.",
+  }),
+};
 const emptyOk = { 200: { description: "Done (empty body)" }, ...ollamaErrors(400, 404) };
 
 const Usage = t.Object(
@@ -341,24 +347,39 @@ export const OllamaDocs = {
   }),
   /** Model management: each example is harmless (a model already there, a name nobody can push to, a copy then its removal). */
   management: {
-    "/api/pull": { body: PullRequest, example: { model: "llama3.2" }, responses: progressAnswers },
-    "/api/push": { body: PullRequest, example: { model: "your-namespace/llama3.2-copy" }, responses: progressAnswers },
+    "/api/pull": { body: PullRequest, example: { model: "llama3.2" }, headers: targetHeader, responses: progressAnswers },
+    "/api/push": {
+      body: PullRequest,
+      example: { model: "your-namespace/llama3.2-copy" },
+      headers: targetHeader,
+      responses: progressAnswers,
+    },
     "/api/create": {
       body: CreateRequest,
       example: { model: "llama3.2-brief", from: "llama3.2", system: "Answer in one sentence." },
+      headers: targetHeader,
       responses: progressAnswers,
     },
-    "/api/copy": { body: CopyRequest, example: { source: "llama3.2", destination: "llama3.2-copy" }, responses: emptyOk },
-    "/api/delete": { body: ModelRequest, example: { model: "llama3.2-copy" }, responses: emptyOk },
-  } satisfies Record<string, RouteDocSpec>,
-  blob: routeDoc("Upload a blob", "Relayed to Ollama, body streamed as it arrives (the upload path of `ollama create`).", {
-    body: t.String({ format: "binary" }),
-    bodyType: "application/octet-stream",
-    responses: {
-      201: { description: "Stored" },
-      400: { description: "The digest does not match the bytes", content: { [JSON_TYPE]: OllamaError } },
+    "/api/copy": {
+      body: CopyRequest,
+      example: { source: "llama3.2", destination: "llama3.2-copy" },
+      headers: targetHeader,
+      responses: emptyOk,
     },
-  }),
+    "/api/delete": { body: ModelRequest, example: { model: "llama3.2-copy" }, headers: targetHeader, responses: emptyOk },
+  } satisfies Record<string, RouteDocSpec>,
+  blob: routeDoc(
+    "Upload a blob",
+    "Relayed to Ollama, body streamed as it arrives (the upload path of `ollama create`). With several targets, to the one header X-Foreman-Target names, else the first that answers.",
+    {
+      body: t.String({ format: "binary" }),
+      bodyType: "application/octet-stream",
+      responses: {
+        201: { description: "Stored" },
+        400: { description: "The digest does not match the bytes", content: { [JSON_TYPE]: OllamaError } },
+      },
+    },
+  ),
 };
 
 /** The documentation of the OpenAI and Anthropic routes, by route. */

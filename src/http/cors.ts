@@ -33,6 +33,8 @@ const ALLOW_HEADERS = [
   "X-Stainless-Runtime-Version",
   "X-Stainless-Timeout",
   "X-Foreman-Priority",
+  // Names one Ollama target for a management request (several targets; see src/http/targets-relay.ts).
+  "X-Foreman-Target",
 ].join(",");
 
 /** Checks a FOREMAN_ORIGINS entry as Ollama does at start; returns what is wrong, or undefined. */

@@ -142,21 +142,22 @@ export namespace JobModel {
   );
   export type modelKeySummary = typeof modelKeySummary.static;
 
+  const runningJob = t.Object({
+    id: t.Union([t.String(), t.Null()], { description: "Null when another API key's job runs (a client key sees its own)" }),
+    key: t.Union([t.String(), t.Null()], {
+      description: "The name of the API key that asked for it, where the caller may see it",
+    }),
+    model: t.String(),
+    state: state,
+    started_at: t.Union([t.String({ format: "date-time" }), t.Null()]),
+  });
+
   export const queue = t.Object({
     depth: Type.Integer({ description: "Jobs queued in total" }),
     by_model: t.Record(t.String(), Type.Integer(), { description: "Queued jobs per model" }),
-    running: t.Union([
-      t.Object({
-        id: t.Union([t.String(), t.Null()], { description: "Null when another API key's job runs (a client key sees its own)" }),
-        key: t.Union([t.String(), t.Null()], {
-          description: "The name of the API key that asked for it, where the caller may see it",
-        }),
-        model: t.String(),
-        state: state,
-        started_at: t.Union([t.String({ format: "date-time" }), t.Null()]),
-      }),
-      t.Null(),
-    ]),
+    running: t.Union([runningJob, t.Null()], {
+      description: "The running job; with several targets the oldest of them (each target's lane lists all of its own)",
+    }),
     by_model_key: modelKeySummary,
     resident: t.Array(t.String(), { description: "Models Ollama has loaded (/api/ps)" }),
     degraded: t.Boolean({ description: "True while Ollama is unreachable or the database cannot be written (a full disk)" }),
@@ -168,7 +169,7 @@ export namespace JobModel {
           slots: Type.Integer({ description: "Generations of one model key it serves at once" }),
           reachable: t.Boolean({ description: "Whether it answered its last poll" }),
           resident: t.Array(t.String(), { description: "Models it has loaded (its /api/ps)" }),
-          running: t.Array(t.Object({ id: t.String(), model: t.String(), state: state })),
+          running: t.Array(runningJob, { description: "Every job running on it, oldest first" }),
         }),
         { description: "With several Ollama targets (FOREMAN_OLLAMA_URL): each one, what it holds and runs" },
       ),

@@ -224,23 +224,27 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         const principal = principalOf(request);
         const running = store.runningJob();
         // Another key's running job is shown as the aggregate shows it: its model and state, not its id.
-        const own = running !== null && sees(principal, running.keyId);
+        const runningView = (job: JobRow) => {
+          const own = sees(principal, job.keyId);
+          return {
+            id: own ? job.id : null,
+            key: own && job.keyId !== null ? jobs.keyName(job.keyId) : null,
+            model: job.model,
+            state: job.state,
+            started_at: job.startedAt === null ? null : new Date(job.startedAt).toISOString(),
+          };
+        };
         const reasons = degradedList(jobs.inventory.snapshot.degraded, jobs.storage.degraded).map((reason) => reason.message);
         return {
           depth: store.queuedCount(),
           by_model: Object.fromEntries(store.queuedCountByModel().map((row) => [row.model, row.n])),
-          running: running && {
-            id: own ? running.id : null,
-            key: own && running.keyId !== null ? jobs.keyName(running.keyId) : null,
-            model: running.model,
-            state: running.state,
-            started_at: running.startedAt === null ? null : new Date(running.startedAt).toISOString(),
-          },
+          // The oldest running job (one target: the one); with several, each target's lane lists all of its own.
+          running: running && runningView(running),
           by_model_key: modelKeySummary(jobs.queuePlan(), store.costs.all()),
           resident: jobs.inventory.snapshot.running.map((m) => m.name),
           degraded: reasons.length > 0,
           reasons,
-          ...(jobs.inventory.several ? { targets: targetSummary(jobs, store.runningJobs()) } : {}),
+          ...(jobs.inventory.several ? { targets: targetSummary(jobs, store.runningJobs(), runningView) } : {}),
         };
       },
       {
@@ -311,12 +315,13 @@ function jobEvents(jobs: JobService, jobId: string): Response {
 }
 
 /** GET /queue's `targets`: each Ollama target, whether it answers, what it holds and what runs on it. */
-function targetSummary(jobs: JobService, running: readonly JobRow[]) {
+function targetSummary<View>(jobs: JobService, running: readonly JobRow[], view: (job: JobRow) => View) {
   return jobs.inventory.targets.map(({ target, inventory }) => ({
     name: target.name,
     slots: target.slots,
     reachable: !inventory.snapshot.degraded,
     resident: inventory.snapshot.degraded ? [] : inventory.snapshot.running.map((m) => m.name),
-    running: running.filter((j) => j.target === target.name).map((j) => ({ id: j.id, model: j.model, state: j.state })),
+    // Every job in flight there (its slots), each shown as the top-level `running` is.
+    running: running.filter((j) => j.target === target.name).map(view),
   }));
 }

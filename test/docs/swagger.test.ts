@@ -108,3 +108,31 @@ test("/swagger/ (trailing slash) loads the document too, and Try it out on /api/
   });
   await page.close();
 }, 60_000);
+
+test("X-Foreman-Target: Swagger documents it on the management routes, and a browser's preflight for it is allowed", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 2400 } });
+  await page.goto(`${stack.foreman.url}/swagger`);
+  await page.waitForSelector(".opblock-summary-path", { timeout: 30_000 });
+  const pull = page.locator(".opblock-post", { has: page.locator('[data-path="/api/pull"]') }).first();
+  await pull.locator(".opblock-summary").click();
+  const parameter = pull.locator(".parameters tr", { hasText: "X-Foreman-Target" });
+  await parameter.waitFor();
+  expect(await parameter.textContent()).toContain("header");
+
+  // A page on another origin (127.0.0.1 calling localhost, both loopback, allowed as Ollama allows them) sends
+  // the header: the browser asks first (a custom header), and the request goes through only if the preflight
+  // lists it.
+  const other = stack.foreman.url.replace("127.0.0.1", "localhost");
+  const answer = await page.evaluate(async (url) => {
+    try {
+      const response = await fetch(`${url}/api/tags`, {
+        headers: { authorization: "Bearer docs-token", "X-Foreman-Target": "gpu-a" },
+      });
+      return { status: response.status, models: Array.isArray(((await response.json()) as { models: unknown }).models) };
+    } catch (error) {
+      return { error: String(error) };
+    }
+  }, other);
+  expect(answer).toEqual({ status: 200, models: true });
+  await page.close();
+}, 60_000);

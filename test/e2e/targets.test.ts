@@ -32,6 +32,9 @@ const submit = async (url: string, model: string, content: string) => {
   return ((await response.json()) as { id: string }).id;
 };
 
+/** A chat request's message, which names its job in these tests. */
+const content = (seen: SeenRequest) => String((seen.body.messages as Array<{ content: string }>)[0]!.content);
+
 const job = async (url: string, id: string) => (await (await fetch(`${url}/jobs/${id}`)).json()) as Record<string, unknown>;
 
 test("two targets behind the binary: every job once, on a target with its model, no overlap; per-target views and metrics", async () => {
@@ -157,4 +160,97 @@ test("a client that hangs up aborts its job on the target running it", async () 
   await until(async () => (await job(foreman.url, id)).state === "canceled", 10_000, "the job to end canceled");
   expect((await job(foreman.url, id)).target).toBe("b");
   expect(a.seen).toHaveLength(0);
+}, 60_000);
+
+test("a host dies mid-run: nothing lost or run twice, no attempt spent, its job ends on the other; back, it takes work at its first poll", async () => {
+  const a = fake({ models: ["llama3.2"], tokenDelayMs: 2 });
+  const b = fake({ models: ["llama3.2"], tokenDelayMs: 2 });
+  const dir = tempDir();
+  cleanups.push(dir.cleanup);
+  const foreman = await serve(foremanEnv(`a=${a.url},b=${b.url}`, dir.path, { FOREMAN_POLL_INTERVAL: "300ms" }));
+  // Both hold their first job mid-stream (after two chunks), with more queued behind them.
+  const releaseA = a.hold(2);
+  const releaseB = b.hold(2);
+  const ids: string[] = [];
+  for (let i = 0; i < 8; i++) ids.push(await submit(foreman.url, "llama3.2", `job ${i}`));
+  await until(() => a.seen.length === 1 && b.seen.length === 1, 10_000, "one job running on each");
+  await until(
+    async () => (await Promise.all(ids.slice(0, 2).map((id) => job(foreman.url, id)))).every((j) => j.state === "working"),
+    10_000,
+    "both mid-stream",
+  );
+  const onA = (await Promise.all(ids.map((id) => job(foreman.url, id)))).find((j) => j.target === "a")!.id as string;
+
+  // a's port closes with its job mid-stream; b is let go and drains the rest, a's job among them.
+  await a.stop();
+  releaseA();
+  releaseB();
+  const views = await (async () => {
+    await until(
+      async () => (await Promise.all(ids.map((id) => job(foreman.url, id)))).every((j) => j.state === "done"),
+      20_000,
+      "every job done",
+    );
+    return Promise.all(ids.map((id) => job(foreman.url, id)));
+  })();
+  expect(views.map((v) => v.attempts)).toEqual(ids.map(() => 1));
+  expect(views.find((v) => v.id === onA)!.target).toBe("b");
+  // Each job served to its end exactly once; a's lost one was cut off there (aborted), never finished twice.
+  const finished = [...a.seen, ...b.seen].filter((s) => !s.aborted).map(content);
+  expect(finished.sort()).toEqual(ids.map((_, i) => `job ${i}`).sort());
+  expect(a.seen.filter((s) => !s.aborted)).toHaveLength(0);
+  expect([...a.violations, ...b.violations]).toEqual([]);
+
+  // Back on its port while b is busy and a job waits: a's first poll brings it back, and that job is its
+  // next request (no generation before a poll has found it; nothing but that one poll before the job).
+  const holdB = b.hold(0);
+  cleanups.push(holdB);
+  const busy = await submit(foreman.url, "llama3.2", "busy b");
+  await until(async () => (await job(foreman.url, busy)).state !== "queued", 10_000, "b to be busy");
+  const waiting = await submit(foreman.url, "llama3.2", "after the return");
+  const before = a.requests.length;
+  a.start();
+  await until(async () => (await job(foreman.url, waiting)).state === "done", 10_000, "the waiting job to run on a");
+  expect((await job(foreman.url, waiting)).target).toBe("a");
+  const since = a.requests.slice(before);
+  const first = since.findIndex((r) => r === "POST /api/generate" || r === "POST /api/chat");
+  expect(since.slice(0, first).filter((r) => r === "GET /api/tags")).toHaveLength(1);
+  holdB();
+}, 60_000);
+
+test("GET /queue's lanes show another key's running job as the top-level `running` does: model and state, no id", async () => {
+  const a = fake({ models: ["llama3.2"] });
+  const b = fake({ models: ["qwen3"] });
+  const dir = tempDir();
+  cleanups.push(dir.cleanup);
+  const env = foremanEnv(`a=${a.url},b=${b.url}`, dir.path);
+  const secret = async (name: string) => {
+    const made = await runForeman(["keys", "create", name, "--role", "client"], { env });
+    expect(made.code).toBe(0);
+    return made.stdout.trim();
+  };
+  const [alice, bob] = [await secret("alice"), await secret("bob")];
+  const foreman = await serve(env);
+  const release = b.hold(0);
+  cleanups.push(release);
+  const submitted = await fetch(`${foreman.url}/jobs`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${alice}` },
+    body: JSON.stringify({ type: "generate", request: { model: "qwen3", prompt: "alice's" } }),
+  });
+  const { id } = (await submitted.json()) as { id: string };
+  await until(() => b.seen.length === 1, 10_000, "b to run alice's job");
+  const lane = async (secret: string) => {
+    const queue = (await (await fetch(`${foreman.url}/queue`, { headers: { authorization: `Bearer ${secret}` } })).json()) as {
+      targets: { name: string; running: Record<string, unknown>[] }[];
+    };
+    return queue.targets.find((t) => t.name === "b")!.running;
+  };
+  expect(await lane(alice)).toEqual([
+    { id, key: "alice", model: "qwen3", state: expect.any(String), started_at: expect.any(String) },
+  ]);
+  expect(await lane(bob)).toEqual([
+    { id: null, key: null, model: "qwen3", state: expect.any(String), started_at: expect.any(String) },
+  ]);
+  release();
 }, 60_000);

@@ -53,6 +53,29 @@ test("a lane per target: the job shows on the GPU running it; a target that goes
   release();
   await page.waitForFunction(() => !document.querySelector('#lanes .lane[data-target="b"] li'));
 
+  // One job on each GPU at once: each lane shows its own (the Running card has room for one).
+  const releases = [a.hold(0), b.hold(0)];
+  const both = await Promise.all(
+    [
+      ["llama3.2", "a"],
+      ["qwen3", "b"],
+    ].map(async ([model, target]) => {
+      const answer = await fetch(`${foreman.url}/jobs`, {
+        method: "POST",
+        body: JSON.stringify({ type: "generate", request: { model, prompt: "four five six" } }),
+      });
+      return { id: ((await answer.json()) as { id: string }).id, target: target! };
+    }),
+  );
+  await page.waitForFunction(
+    (both) =>
+      both.every(({ id, target }) => !!document.querySelector(`#lanes .lane[data-target="${target}"] li[data-id="${id}"]`)),
+    both,
+  );
+  expect(await page.locator("#lanes .lane li").count()).toBe(2);
+  for (const open of releases) open();
+  await page.waitForFunction(() => !document.querySelector("#lanes .lane li"));
+
   await a.stop();
   await page.waitForFunction(
     () => document.querySelector<HTMLElement>('#lanes .lane[data-target="a"]')?.dataset.reachable === "false",

@@ -307,3 +307,32 @@ test("a job that loses every target it is sent to is refunded once per target, t
   const served = [...stack.fakes.values()].reduce((n, fake) => n + fake.seen.length, 0);
   expect(served).toBe(4);
 }, 30_000);
+
+test("GET /queue with several targets: `running` is the oldest running job, each lane lists every job running on it", async () => {
+  stack = await startInProcess({
+    targets: [
+      { name: "a", slots: 2, fake: { models: ["llama3.2"], parallel: { slots: 2, slowdown: 1 } } },
+      { name: "b", fake: { models: ["qwen3"] } },
+    ],
+  });
+  const releases = [stack.fakes.get("a")!.hold(0), stack.fakes.get("b")!.hold(0)];
+  const ids = [await submit("llama3.2", "first"), await submit("llama3.2", "second"), await submit("qwen3", "third")];
+  await until(() => ids.every((id) => stack!.store.getJob(id)!.state !== "queued"), 5000, "all three to run");
+  const queue = (await (await stack.request("GET", "/queue")).json()) as {
+    running: { id: string; started_at: string } | null;
+    targets: { name: string; running: { id: string; model: string; started_at: string }[] }[];
+  };
+  const lane = (name: string) => queue.targets.find((t) => t.name === name)!.running;
+  expect(
+    lane("a")
+      .map((j) => j.id)
+      .sort(),
+  ).toEqual([ids[0]!, ids[1]!].sort());
+  expect(lane("b").map((j) => [j.id, j.model])).toEqual([[ids[2]!, "qwen3"]]);
+  const all = [...lane("a"), ...lane("b")];
+  const oldest = all.reduce((a, b) => (Date.parse(b.started_at) < Date.parse(a.started_at) ? b : a));
+  expect(queue.running?.started_at).toBe(oldest.started_at);
+  expect(all.map((j) => j.id)).toContain(queue.running!.id);
+  for (const release of releases) release();
+  await Promise.all(ids.map((id) => stack!.ended(id)));
+});
