@@ -82,8 +82,12 @@ test("queue_position is the order the scheduler runs the queue in, and agrees wi
   );
 
   release();
-  await until(async () => (await call("GET", `/jobs/${queued[5]!.id}`)).state === "done", 10_000, "the queue to drain");
-  await until(async () => (await call("GET", "/queue")).depth === 0, 10_000, "the queue to drain");
+  // Every job ended, not just claimed: a queue of depth 0 may still have its last request on the way to the fake.
+  await until(
+    async () => (await Promise.all(queued.map((job) => call("GET", `/jobs/${job.id}`)))).every((view) => view.state === "done"),
+    10_000,
+    "every job to end",
+  );
   const prompts = ["q1", "q2", "q3", "q4", "q5", "l1", "p1"];
   const promptOf = (view: Record<string, any>) => prompts[queued.findIndex((job) => job.id === view.id)];
   const served = stack.fake.generations.map((seen) => seen.body.prompt);
@@ -115,7 +119,12 @@ test("a job past FOREMAN_MAX_WAIT is placed where the starvation guard runs it: 
   );
 
   release();
-  await until(async () => (await call("GET", "/queue")).depth === 0, 10_000, "the queue to drain");
+  // Every job ended, not just claimed: a queue of depth 0 may still have its last request on the way to the fake.
+  await until(
+    async () => (await Promise.all(queued.map((job) => call("GET", `/jobs/${job.id}`)))).every((view) => view.state === "done"),
+    10_000,
+    "every job to end",
+  );
   const prompts = ["q0", "m0", "q1", "q2", "q3"];
   const promptOf = (view: Record<string, any>) => prompts[queued.findIndex((job) => job.id === view.id)];
   const served = stack.fake.generations.map((seen) => seen.body.prompt);
