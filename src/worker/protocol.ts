@@ -8,6 +8,7 @@ const WORKER_SETTINGS = [
   "targets",
   "schedule",
   "maxWaitMs",
+  "fairShare",
   "jobTtlMs",
   "jobTimeoutMs",
   "stallTimeoutMs",
