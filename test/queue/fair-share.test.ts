@@ -4,11 +4,13 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import type { Database } from "bun:sqlite";
 import { join } from "node:path";
+import { runKeysCommand } from "../../src/cli/keys-command";
 import { KeyStore } from "../../src/keys/key-store";
 import type { KeyAdmission } from "../../src/keys/usage";
 import { openDatabase } from "../../src/queue/db";
 import { type ClaimPolicy, FAIR_SLACK_LOADS, JobStore, type JobRow } from "../../src/queue/store";
 import { tempDir } from "../harness";
+import { startInProcess } from "../in-process";
 
 let dir: ReturnType<typeof tempDir>;
 let path: string;
@@ -166,6 +168,39 @@ describe("the claim", () => {
     expect(order.filter((j) => j.swapped === 1).map((j) => j.modelKey)).toEqual(["b:latest", "a:latest"]);
   });
 
+  test("priorities and the starvation guard keep their precedence over counters", () => {
+    const keys = new KeyStore(db);
+    const served = owner(keys, "served");
+    const fresh = owner(keys, "fresh");
+    add(store, "m", T0, served);
+    runAll(store, T0 + 1, 5000, ["m:latest"]); // served: 5000 ms ahead
+    const low = add(store, "m", T0 + 10_000, fresh);
+    const urgent = store.enqueue(
+      {
+        type: "chat",
+        model: "m",
+        modelKey: "m:latest",
+        request: "{}",
+        source: "jobs",
+        maxAttempts: 3,
+        priority: 1,
+        owner: served,
+      },
+      10_000,
+      T0 + 10_001,
+    ).job;
+    expect(store.claimNextJob(drain(["m:latest"]), T0 + 10_002)!.id).toBe(urgent.id);
+    store.finishJob(urgent.id, "{}", [], undefined, T0 + 10_003);
+    expect(store.claimNextJob(drain(["m:latest"]), T0 + 10_004)!.id).toBe(low.id);
+    store.finishJob(low.id, "{}", [], undefined, T0 + 10_005);
+    // An overdue job of the most served key, on another model, still goes before the least served key's job.
+    const old = add(store, "n", T0 + 10_010, served);
+    const next = add(store, "m", T0 + 10_500, fresh);
+    const guard: ClaimPolicy = { schedule: "drain", residentKeys: ["m:latest"], maxWaitMs: 1000 };
+    expect(store.claimNextJob(guard, T0 + 11_011)!.id).toBe(old.id);
+    expect(store.claimNextJob(guard, T0 + 11_012)!.id).toBe(next.id);
+  });
+
   test("off (FOREMAN_FAIR_SHARE=off): drain-by-model alone, and no counters kept", () => {
     store.fair.enabled = false;
     const keys = new KeyStore(db);
@@ -230,5 +265,37 @@ describe("without keys, or with one caller", () => {
   test("one key alone: the order is drain-by-model's", () => {
     sameOrder(true);
     expect(store.fair.all()).toHaveLength(1);
+  });
+});
+
+describe("a key's weight", () => {
+  test("is set by `foreman keys create --weight` and by the admin API, 1 by default; a bad one is refused", async () => {
+    const env = { FOREMAN_DB: join(dir.path, "cli.db") };
+    const quiet = { stdout: () => {}, stderr: () => {} };
+    let out = "";
+    const capture = { stdout: (t: string) => void (out += t), stderr: () => {} };
+    expect(await runKeysCommand(["create", "batchy", "--weight", "0.5"], quiet, env)).toBe(0);
+    expect(await runKeysCommand(["create", "plain"], quiet, env)).toBe(0);
+    expect(await runKeysCommand(["create", "bad", "--weight", "0"], quiet, env)).toBe(2);
+    expect(await runKeysCommand(["create", "worse", "--weight", "lots"], quiet, env)).toBe(2);
+    expect(await runKeysCommand(["show", "batchy", "--json"], capture, env)).toBe(0);
+    expect(JSON.parse(out).weight).toBe(0.5);
+    out = "";
+    await runKeysCommand(["show", "plain", "--json"], capture, env);
+    expect(JSON.parse(out).weight).toBe(1);
+
+    const stack = await startInProcess({ env: { FOREMAN_TOKEN: "admin-token" } });
+    try {
+      const admin = { authorization: "Bearer admin-token" };
+      const made = await stack.request("POST", "/admin/keys", { name: "heavy", role: "client", weight: 3 }, admin);
+      expect(made.status).toBe(201);
+      expect(((await made.json()) as { weight: number }).weight).toBe(3);
+      for (const weight of [0, -1, 1000, "2"]) {
+        const refused = await stack.request("POST", "/admin/keys", { name: "w", role: "client", weight }, admin);
+        expect(refused.status).toBe(400);
+      }
+    } finally {
+      await stack.stop();
+    }
   });
 });
