@@ -50,6 +50,7 @@ interface Outcome {
   swaps: number;
   /** B's waits (claimed − queued), ms: all of them, and those of the other model alone. */
   bWaits: number[];
+  bSameWaits: number[];
   bOtherWaits: number[];
   aLastFinishMs: number;
   /** The largest counter gap (GPU-ms) between two keys with jobs waiting, sampled every 10 ms; null when off. */
@@ -130,6 +131,7 @@ async function run(fairShare: "on" | "off"): Promise<Outcome> {
       makespanMs: Math.max(...jobs.map((j) => j.finishedAt!)) - first,
       swaps: (await fake.swaps()) - swapsBefore,
       bWaits: bJobs.map(wait),
+      bSameWaits: bJobs.filter((j) => j.modelKey === SAME).map(wait),
       bOtherWaits: bJobs.filter((j) => j.modelKey === OTHER).map(wait),
       aLastFinishMs: Math.max(...aIds.map((id) => byId.get(id)!.finishedAt!)) - first,
       maxGapMs: fairShare === "on" ? maxGap : null,
@@ -183,6 +185,7 @@ export async function benchFair(): Promise<string> {
         "swaps",
         "B wait p50 s",
         "B wait p95 s",
+        "B same-model p95 s",
         "B other-model p95 s",
         "B wait max s",
         "max counter gap s",
@@ -194,6 +197,7 @@ export async function benchFair(): Promise<string> {
         o.swaps,
         s(quantile(o.bWaits, 0.5)),
         s(p95(o)),
+        s(quantile(o.bSameWaits, 0.95)),
         s(quantile(o.bOtherWaits, 0.95)),
         s(Math.max(...o.bWaits)),
         o.maxGapMs === null ? "-" : s(o.maxGapMs),
