@@ -61,6 +61,11 @@ export interface ClaimPolicy {
   onlyKey?: string;
   /** Several targets: how this target weighs a group against the others (see {@link Placement}). */
   placement?: Placement;
+  /**
+   * Fair share: how many expected loads of its model a caller whose jobs all need another model may trail
+   * the served caller by before it takes the GPU (FOREMAN_FAIR_SLACK; default {@link FAIR_SLACK_LOADS}).
+   */
+  fairSlackLoads?: number;
 }
 
 /**
@@ -661,7 +666,7 @@ export class JobStore {
    * Fair share inside the chosen model group (`pick` is its oldest job): the job of the least served
    * caller that has one in the group, its oldest (callers level: the oldest of theirs). A caller further behind whose jobs all need another
    * model takes the GPU instead once its counter trails the served one by more than two expected loads
-   * of that model (the swap it costs, in the counters' GPU-ms): a flood on the loaded model cannot starve
+   * of that model (FOREMAN_FAIR_SLACK) (the swap it costs, in the counters' GPU-ms): a flood on the loaded model cannot starve
    * it, and it cannot make the GPU swap for every job. Keys and groups are few: a seek per caller, and
    * per group for the callers behind.
    */
@@ -694,7 +699,7 @@ export class JobStore {
       if (!other) continue;
       cost ??= policy.placement?.cost ?? expectedCosts(this.costs.all());
       const { loadMs } = cost(other.modelKey);
-      if (served.counter - caller.counter <= FAIR_SLACK_LOADS * loadMs) continue;
+      if (served.counter - caller.counter <= (policy.fairSlackLoads ?? FAIR_SLACK_LOADS) * loadMs) continue;
       // Several targets: another that has the model loaded will reach it sooner than a load here.
       if (policy.placement?.leaveTo(other.modelKey, loadMs)) continue;
       return other;

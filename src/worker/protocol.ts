@@ -9,6 +9,7 @@ const WORKER_SETTINGS = [
   "schedule",
   "maxWaitMs",
   "fairShare",
+  "fairSlackLoads",
   "jobTtlMs",
   "jobTimeoutMs",
   "stallTimeoutMs",

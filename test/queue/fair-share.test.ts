@@ -168,6 +168,31 @@ describe("the claim", () => {
     expect(order.filter((j) => j.swapped === 1).map((j) => j.modelKey)).toEqual(["b:latest", "a:latest"]);
   });
 
+  test("FOREMAN_FAIR_SLACK sets the slack in loads: four of them let the lone job through after nine", () => {
+    const keys = new KeyStore(db);
+    add(store, "b", T0);
+    const learn = store.claimNextJob(drain([]), T0 + 1)!;
+    store.finishJob(learn.id, "{}", [], { promptTokens: 1, outputTokens: 1, loadMs: 1000, evalMs: null }, T0 + 1200);
+    const flood = owner(keys, "flood");
+    const other = owner(keys, "other");
+    const t = T0 + 10_000;
+    for (let i = 0; i < 12; i++) add(store, "a", t + i, flood);
+    const lone = add(store, "b", t + 20, other);
+    const order: JobRow[] = [];
+    let at = t + 30;
+    const policy: ClaimPolicy = { ...drain(["a:latest"]), fairSlackLoads: 4 };
+    for (
+      let job = store.claimNextJob(policy, at);
+      job;
+      job = store.claimNextJob({ ...policy, residentKeys: [job.modelKey] }, at)
+    ) {
+      at += 500;
+      store.finishJob(job.id, "{}", [], undefined, at);
+      order.push(job);
+    }
+    expect(order.findIndex((j) => j.id === lone.id)).toBe(9);
+  });
+
   test("priorities and the starvation guard keep their precedence over counters", () => {
     const keys = new KeyStore(db);
     const served = owner(keys, "served");
