@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { benchBatch } from "./batch";
 import { benchClaim } from "./claim";
 import { benchEnqueue } from "./enqueue";
+import { benchFair } from "./fair";
 import { benchOverhead } from "./overhead";
 import { benchSchedule } from "./schedule";
 import { benchTargets } from "./targets";
@@ -21,6 +22,7 @@ const sections: Array<[string, () => Promise<string>]> = [
   ["schedule", benchSchedule],
   ["batch", benchBatch],
   ["targets", benchTargets],
+  ["fair", benchFair],
 ];
 
 // The process users run: the compiled binary, built from this tree.

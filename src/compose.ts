@@ -94,7 +94,7 @@ export function composeForeman(
   jobs.storage = new StorageHealth(probeWrite(db));
   const webhooks = new WebhookDispatcher(store, deliveries, config, logFor("webhook"));
   const files = new FileStore(db);
-  const batchStore = new BatchStore(db, files, tables.batchLedger);
+  const batchStore = new BatchStore(db, files, tables.batchLedger, tables.store.fair);
   const batches = new BatchService(batchStore, files, jobs, config, logFor("batch"));
   batches.onBatchEnded = () => webhooks.wake();
   batches.keyOf = (keyId) => keys.find(keyId);

@@ -53,6 +53,10 @@ export interface Config {
   schedule: SchedulePolicy;
   /** FOREMAN_MAX_WAIT: a job queued longer than this jumps the drain order, default 2m. */
   maxWaitMs: number;
+  /** FOREMAN_FAIR_SHARE: on (default; in effect once API keys exist) orders each model group's jobs by caller (VTC), or off. */
+  fairShare: "on" | "off";
+  /** FOREMAN_FAIR_SLACK: expected loads of its model a caller may trail by before its other-model jobs take the GPU, default 2. */
+  fairSlackLoads: number;
   /** FOREMAN_MAX_QUEUE: queued jobs accepted before answering 503, default 512. */
   maxQueue: number;
   /** FOREMAN_JOB_TIMEOUT: one attempt's limit, default 30m; 0 means none. */
@@ -303,6 +307,8 @@ export function loadConfig(env: Env = process.env): Config {
     maxResultBytes: integer(env, "FOREMAN_MAX_RESULT", 64 * 1024 * 1024, 1),
     schedule: oneOf(env, "FOREMAN_SCHEDULE", ["drain", "drain-oldest", "fifo"] as const, "drain"),
     maxWaitMs: duration(env, "FOREMAN_MAX_WAIT", "2m"),
+    fairShare: oneOf(env, "FOREMAN_FAIR_SHARE", ["on", "off"] as const, "on"),
+    fairSlackLoads: signedInteger(env, "FOREMAN_FAIR_SLACK", 2, 0, 100),
     maxQueue: integer(env, "FOREMAN_MAX_QUEUE", 512, 1),
     jobTimeoutMs: duration(env, "FOREMAN_JOB_TIMEOUT", "30m", { max: MAX_TIMER_MS }),
     stallTimeoutMs: duration(env, "FOREMAN_STALL_TIMEOUT", "5m"),

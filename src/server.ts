@@ -54,7 +54,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       listen: `${config.listen.hostname}:${config.listen.port}`,
     });
   }
-  const tables = openJobTables(db);
+  const tables = openJobTables(db, config.fairShare);
   // Resolved from this file so that, compiled, it names the worker entry point bundled beside main.
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
   const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker", config.logFormat));

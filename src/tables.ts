@@ -17,8 +17,10 @@ export interface JobTables {
   batchLedger: BatchLedger;
 }
 
-export function openJobTables(db: Database): JobTables {
+export function openJobTables(db: Database, fairShare: "on" | "off" = "on"): JobTables {
   const store = new JobStore(db);
+  // FOREMAN_FAIR_SHARE, on both threads' stores: the HTTP thread lifts counters at enqueue, the worker charges and orders.
+  store.fair.enabled = fairShare === "on";
   const deliveries = new WebhookDeliveries(db);
   const batchLedger = new BatchLedger(db, deliveries);
   store.onJobEnd((job, now) => deliveries.queueTx(job, now));

@@ -77,7 +77,7 @@ export async function startInProcess(
   const fakes = new Map(started.map((t, i) => [config.targets[i]!.name, t.instance]));
   const logs: string[] = [];
   const db = openDatabase(config.dbPath, { durability: config.durability });
-  const tables = openJobTables(db);
+  const tables = openJobTables(db, config.fairShare);
   const { store } = tables;
   const messages: FromWorker[] = [];
   const hub = new JobEventHub(capturingLogger("http", logs));

@@ -2,6 +2,7 @@ import type { Database } from "bun:sqlite";
 import { monotonicFactory } from "ulid";
 import { errorBody } from "../adapters/error-shapes";
 import type { JobType } from "../adapters";
+import type { FairShare } from "../queue/fair-share";
 import type { BatchLedger } from "./ledger";
 import type { FileStore } from "./files";
 import { newFileId } from "./files";
@@ -94,8 +95,12 @@ export class BatchStore {
   readonly #expiredStmt;
   readonly #usingStmt;
 
-  constructor(db: Database, files: FileStore, ledger: BatchLedger) {
+  /** Lifts the batch's key's counter when its lines are its first to wait (as JobStore's enqueue does). */
+  readonly #fair: FairShare | undefined;
+
+  constructor(db: Database, files: FileStore, ledger: BatchLedger, fair?: FairShare) {
     this.#db = db;
+    this.#fair = fair;
     this.#files = files;
     this.#ledger = ledger;
     this.#insertStmt = db.query<BatchRow, Record<string, string | number | null>>(
@@ -228,6 +233,7 @@ export class BatchStore {
             continue;
           }
           const jobId = ulid(now);
+          this.#fair?.liftTx(batch.keyId, now);
           this.#insertJobStmt.run(
             jobId,
             line.type,

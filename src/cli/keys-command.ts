@@ -1,7 +1,16 @@
 import { parseArgs } from "node:util";
 import { loadKeysConfig } from "../config";
 import { keyView } from "../http/admin-keys";
-import { KEY_APIS, type KeyApi, KeyError, type KeyLimits, type KeyRole, KeyStore } from "../keys/key-store";
+import {
+  KEY_APIS,
+  type KeyApi,
+  KeyError,
+  type KeyLimits,
+  type KeyRole,
+  KeyStore,
+  MAX_WEIGHT,
+  MIN_WEIGHT,
+} from "../keys/key-store";
 import { KeyUsage } from "../keys/usage";
 import { openDatabase } from "../queue/db";
 import { CliError } from "./api-client";
@@ -10,7 +19,7 @@ import { formatTable } from "./format";
 
 /** Usage lines of `foreman keys`, for `foreman --help`. */
 export const KEYS_USAGE = `  foreman keys create NAME [--role client|admin] [--models GLOB,...] [--apis API,...]
-                 [--max-priority N] [--max-jobs N] [--daily-tokens N] [--json]
+                 [--max-priority N] [--max-jobs N] [--daily-tokens N] [--weight W] [--json]
                                 make an API key; prints its secret, once
   foreman keys list [--json]    every key, with today's usage
   foreman keys show NAME [--json]
@@ -79,6 +88,14 @@ function count(flag: string, value: string | boolean | undefined, min: number, m
   return n;
 }
 
+function weightOf(value: string | boolean | undefined): number | null {
+  if (value === undefined || typeof value === "boolean") return null;
+  const n = Number(value);
+  if (!/^\d+(\.\d+)?$/.test(value) || n < MIN_WEIGHT || n > MAX_WEIGHT)
+    usage(`--weight must be a number from ${MIN_WEIGHT} to ${MAX_WEIGHT}, not "${value}"`);
+  return n;
+}
+
 function list_(value: string | boolean | undefined): string[] | null {
   if (value === undefined || typeof value === "boolean") return null;
   return value
@@ -95,6 +112,7 @@ function create(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): n
     "max-priority": { type: "string" },
     "max-jobs": { type: "string" },
     "daily-tokens": { type: "string" },
+    weight: { type: "string" },
   });
   const role = (values.role ?? "client") as string;
   if (role !== "admin" && role !== "client") usage(`--role must be admin or client, not "${role}"`);
@@ -108,6 +126,7 @@ function create(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): n
     maxPriority: count("max-priority", values["max-priority"], -1000, 1000),
     maxJobs: count("max-jobs", values["max-jobs"], 1),
     dailyTokens: count("daily-tokens", values["daily-tokens"], 1),
+    weight: weightOf(values.weight),
   };
   const { key, secret } = keys.create(name, role as KeyRole, limits);
   if (values.json) io.stdout(`${JSON.stringify({ ...keyView(key, usageTable), secret })}\n`);
@@ -153,6 +172,7 @@ function limitsText(key: ReturnType<typeof keyView>): string {
   if (key.max_priority !== null) parts.push(`max-priority ${key.max_priority}`);
   if (key.max_jobs !== null) parts.push(`max-jobs ${key.max_jobs}`);
   if (key.daily_tokens !== null) parts.push(`daily-tokens ${key.daily_tokens}`);
+  if (key.weight !== 1) parts.push(`weight ${key.weight}`);
   return parts.join("; ") || "-";
 }
 

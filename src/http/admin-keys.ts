@@ -1,6 +1,6 @@
 import { Type } from "@sinclair/typebox";
 import { Elysia, t } from "elysia";
-import { KEY_APIS, KEY_ROLES, type KeyRow, type KeyStore } from "../keys/key-store";
+import { KEY_APIS, KEY_ROLES, type KeyRow, type KeyStore, MAX_WEIGHT, MIN_WEIGHT } from "../keys/key-store";
 import { literalUnion } from "../schema/literal-union";
 import type { KeyUsage } from "../keys/usage";
 import { OllamaError } from "../ollama/types";
@@ -21,6 +21,13 @@ const limits = {
   max_jobs: t.Optional(Type.Integer({ minimum: 1, description: "Its queued plus running jobs at most (429 past it)" })),
   daily_tokens: t.Optional(
     Type.Integer({ minimum: 1, description: "Prompt plus output tokens per UTC day (429 past it, until midnight UTC)" }),
+  ),
+  weight: t.Optional(
+    t.Number({
+      minimum: MIN_WEIGHT,
+      maximum: MAX_WEIGHT,
+      description: "Fair-share weight (default 1): a key of weight 2 gets twice the GPU time of a key of weight 1 when both wait",
+    }),
   ),
 };
 
@@ -48,6 +55,7 @@ export namespace AdminKeyModel {
     max_priority: Nullable(Type.Integer()),
     max_jobs: Nullable(Type.Integer()),
     daily_tokens: Nullable(Type.Integer()),
+    weight: t.Number({ description: "Fair-share weight" }),
     created_at: t.String({ format: "date-time" }),
     rotated_at: Nullable(t.String({ format: "date-time" })),
     revoked_at: Nullable(t.String({ format: "date-time" })),
@@ -86,6 +94,7 @@ export function keyView(key: KeyRow, usage: KeyUsage, now = Date.now()): AdminKe
     max_priority: key.maxPriority,
     max_jobs: key.maxJobs,
     daily_tokens: key.dailyTokens,
+    weight: key.weight,
     created_at: iso(key.createdAt)!,
     rotated_at: iso(key.rotatedAt),
     revoked_at: iso(key.revokedAt),
@@ -113,6 +122,7 @@ export function adminKeyRoutes(keys: KeyStore, usage: KeyUsage) {
           maxPriority: body.max_priority,
           maxJobs: body.max_jobs,
           dailyTokens: body.daily_tokens,
+          weight: body.weight,
         });
         set.status = 201;
         return { ...keyView(key, usage), secret };

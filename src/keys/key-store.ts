@@ -26,6 +26,8 @@ export interface KeyRow {
   maxPriority: number | null;
   maxJobs: number | null;
   dailyTokens: number | null;
+  /** Its fair-share weight: twice the weight, twice the GPU time before its counter is level with others' (default 1). */
+  weight: number;
   createdAt: number;
   rotatedAt: number | null;
   revokedAt: number | null;
@@ -38,6 +40,7 @@ export interface KeyLimits {
   maxPriority?: number | null;
   maxJobs?: number | null;
   dailyTokens?: number | null;
+  weight?: number | null;
 }
 
 /** A bad key request (unknown name, duplicate name, bad value): the message says which; the API answers `status`. */
@@ -51,7 +54,7 @@ export class KeyError extends ApiError {
 type StoredKey = Omit<KeyRow, "models" | "apis"> & { models: string | null; apis: string | null };
 
 const KEY_COLUMNS = `id, name, role, hint, models, apis, max_priority AS maxPriority, max_jobs AS maxJobs,
-  daily_tokens AS dailyTokens, created_at AS createdAt, rotated_at AS rotatedAt, revoked_at AS revokedAt`;
+  daily_tokens AS dailyTokens, weight, created_at AS createdAt, rotated_at AS rotatedAt, revoked_at AS revokedAt`;
 
 /** Where secrets start: tells a foreman key apart in a config file or a leak scanner's rules. */
 export const SECRET_PREFIX = "fmn_";
@@ -65,6 +68,10 @@ function newSecret(): string {
 export function secretHash(secret: string): Buffer {
   return createHash("sha256").update(secret).digest();
 }
+
+/** A key's fair-share weight's bounds: a ratio of a thousand either way between two keys is plenty. */
+export const MIN_WEIGHT = 0.01;
+export const MAX_WEIGHT = 100;
 
 /** A key name: letters, digits and `._-`, 1 to 64, so it is safe as a metrics label and on a command line. */
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -87,8 +94,9 @@ export class KeyStore {
   constructor(db: Database) {
     this.#db = db;
     this.#insertStmt = db.query<StoredKey, Record<string, string | number | null | Buffer>>(
-      `INSERT INTO keys (id, name, role, secret_hash, hint, models, apis, max_priority, max_jobs, daily_tokens, created_at)
-       VALUES ($id, $name, $role, $hash, $hint, $models, $apis, $maxPriority, $maxJobs, $dailyTokens, $now)
+      `INSERT INTO keys (id, name, role, secret_hash, hint, models, apis, max_priority, max_jobs, daily_tokens, weight,
+         created_at)
+       VALUES ($id, $name, $role, $hash, $hint, $models, $apis, $maxPriority, $maxJobs, $dailyTokens, $weight, $now)
        RETURNING ${KEY_COLUMNS}`,
     );
     this.#byNameStmt = db.query<StoredKey, [string]>(`SELECT ${KEY_COLUMNS} FROM keys WHERE name = ?`);
@@ -126,6 +134,7 @@ export class KeyStore {
           maxPriority: limits.maxPriority ?? null,
           maxJobs: limits.maxJobs ?? null,
           dailyTokens: limits.dailyTokens ?? null,
+          weight: limits.weight ?? 1,
           now,
         })!;
         return { key: parse(row), secret };
@@ -208,4 +217,7 @@ function checkLimits(limits: KeyLimits): void {
   whole("max_priority", limits.maxPriority, -1000, 1000);
   whole("max_jobs", limits.maxJobs, 1);
   whole("daily_tokens", limits.dailyTokens, 1);
+  const weight = limits.weight;
+  if (weight !== null && weight !== undefined && !(Number.isFinite(weight) && weight >= MIN_WEIGHT && weight <= MAX_WEIGHT))
+    throw new KeyError(`weight must be a number from ${MIN_WEIGHT} to ${MAX_WEIGHT}, not ${weight}`);
 }

@@ -11,6 +11,7 @@ import batchAdmission from "./migrations/007_batch_admission.sql" with { type: "
 import tokensEstimated from "./migrations/008_tokens_estimated.sql" with { type: "text" };
 import targets from "./migrations/009_targets.sql" with { type: "text" };
 import keys from "./migrations/010_keys.sql" with { type: "text" };
+import fairShare from "./migrations/011_fair_share.sql" with { type: "text" };
 import { PRIVATE_FOLDER_MODE, createPrivateFile } from "./private-files";
 import { spinForWriteLock } from "./write-lock";
 
@@ -26,6 +27,7 @@ const MIGRATIONS: readonly string[] = [
   tokensEstimated,
   targets,
   keys,
+  fairShare,
 ];
 
 /** The database was written by a newer foreman; this one must not touch it. */

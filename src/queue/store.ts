@@ -4,6 +4,7 @@ import type { JobType } from "../adapters";
 import type { AnswerUsage } from "../adapters/adapter";
 import { QueueFullError } from "../errors";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
+import { FairShare, type WaitingCaller } from "./fair-share";
 import type { JobRow } from "./job-row";
 import { type KeyAdmission, KeyLimitError, KeyUsage } from "../keys/usage";
 import { type ExpectedCost, ModelCosts, type WaitingGroup, expectedCosts, rankGroups } from "./model-costs";
@@ -60,6 +61,11 @@ export interface ClaimPolicy {
   onlyKey?: string;
   /** Several targets: how this target weighs a group against the others (see {@link Placement}). */
   placement?: Placement;
+  /**
+   * Fair share: how many expected loads of its model a caller whose jobs all need another model may trail
+   * the served caller by before it takes the GPU (FOREMAN_FAIR_SLACK; default {@link FAIR_SLACK_LOADS}).
+   */
+  fairSlackLoads?: number;
 }
 
 /**
@@ -114,6 +120,12 @@ export interface QueueGroup {
  */
 export type JobEndHook = (job: JobRow, now: number) => void;
 
+/**
+ * How far (in expected loads of its model) a caller whose jobs all need another model may fall behind the
+ * caller being served before it takes the GPU: the swap there and the swap back are paid for.
+ */
+export const FAIR_SLACK_LOADS = 2;
+
 /** The group choice's answer when every group it could take is better left to another target. */
 const LEFT = Symbol("left to another target");
 
@@ -162,6 +174,8 @@ export class JobStore {
   readonly costs: ModelCosts;
   /** Tokens per API key per day, charged in the transaction that ends a job done; its limits, checked at admission. */
   readonly keyUsage: KeyUsage;
+  /** Each caller's service received (VTC), charged at every end of a job that ran; orders each group's jobs by caller. */
+  readonly fair: FairShare;
 
   readonly #insertJobStmt;
   readonly #jobByIdStmt;
@@ -213,6 +227,7 @@ export class JobStore {
     this.artifacts = new ArtifactTable(db);
     this.costs = new ModelCosts(db);
     this.keyUsage = new KeyUsage(db);
+    this.fair = new FairShare(db);
     this.#insertJobStmt = db.query<JobRow, Record<string, string | number | null>>(
       `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
          created_at, idempotency_key, webhook_url, webhook_secret, key_id)
@@ -402,6 +417,7 @@ export class JobStore {
     }
     if (this.#admittedCountStmt.get()!.n >= maxQueue) throw new QueueFullError(5);
     if (job.owner) this.keyUsage.admitTx(job.owner, now);
+    this.fair.liftTx(job.owner?.keyId ?? null, now);
     const row = this.#insertJobStmt.get({
       id: ulid(now),
       type: job.type,
@@ -609,26 +625,86 @@ export class JobStore {
   }
 
   #pickAtPriority(priority: number, policy: ClaimPolicy, now: number): Pick | typeof LEFT | undefined {
-    const eligible = policy.eligible;
-    if (policy.schedule !== "fifo") {
-      const overdue = this.#oldestOverdue(priority, policy, now);
-      if (overdue) return overdue;
-      for (const key of policy.residentKeys) {
-        if (eligible && !eligible(key)) continue;
-        const warm = this.#oldestForModelStmt.get(priority, key, now);
-        if (warm) return warm;
-      }
-      if (policy.schedule === "drain") {
-        const chosen = this.#cheapestGroup(priority, policy, now);
-        if (chosen) return chosen;
-      }
+    if (policy.schedule === "fifo") return this.#oldestPick(priority, policy, now);
+    const overdue = this.#oldestOverdue(priority, policy, now);
+    if (overdue) return overdue;
+    // Two callers or more wait at this priority: the group is chosen as without them, its job by caller.
+    const callers = this.#fairCallers(priority);
+    const fair = (pick: Pick | typeof LEFT | undefined) =>
+      callers.length === 0 || pick === undefined || pick === LEFT ? pick : this.#fairPick(priority, pick, callers, policy, now);
+    for (const key of policy.residentKeys) {
+      if (policy.eligible && !policy.eligible(key)) continue;
+      const warm = this.#oldestForModelStmt.get(priority, key, now);
+      if (warm) return fair(warm);
     }
+    if (policy.schedule === "drain") {
+      const chosen = this.#cheapestGroup(priority, policy, now);
+      if (chosen) return fair(chosen);
+    }
+    return fair(this.#oldestPick(priority, policy, now));
+  }
+
+  /** The oldest runnable job at this priority, of a key this target may claim. */
+  #oldestPick(priority: number, policy: ClaimPolicy, now: number): Pick | undefined {
+    const eligible = policy.eligible;
     const oldest = this.#oldestStmt.get(priority, now) ?? undefined;
     if (!eligible || !oldest || eligible(oldest.modelKey)) return oldest;
     // Several targets, and the oldest job is not this one's to run: the oldest of the keys it has.
     return this.#eligibleGroups(priority, eligible)
       .flatMap((modelKey) => this.#oldestForModelStmt.get(priority, modelKey, now) ?? [])
       .reduce<Pick | undefined>((best, pick) => (!best || pick.id < best.id ? pick : best), undefined);
+  }
+
+  /** The callers waiting at this priority, least served first, when fair share applies and there are two or more. */
+  #fairCallers(priority: number): WaitingCaller[] {
+    if (!this.fair.active()) return [];
+    const callers = this.fair.waiting(priority);
+    return callers.length >= 2 ? callers : [];
+  }
+
+  /**
+   * Fair share inside the chosen model group (`pick` is its oldest job): the job of the least served
+   * caller that has one in the group, its oldest (callers level: the oldest of theirs). A caller further behind whose jobs all need another
+   * model takes the GPU instead once its counter trails the served one by more than two expected loads
+   * of that model (FOREMAN_FAIR_SLACK) (the swap it costs, in the counters' GPU-ms): a flood on the loaded model cannot starve
+   * it, and it cannot make the GPU swap for every job. Keys and groups are few: a seek per caller, and
+   * per group for the callers behind.
+   */
+  #fairPick(priority: number, pick: Pick, callers: readonly WaitingCaller[], policy: ClaimPolicy, now: number): Pick {
+    const group = pick.modelKey;
+    let served: { pick: Pick; counter: number } | undefined;
+    const behind: WaitingCaller[] = [];
+    for (const caller of callers) {
+      // Callers level with the served one: the oldest job among them (then callers are in counter order).
+      if (served && caller.counter > served.counter) break;
+      const own = this.fair.oldest(caller.keyId, priority, group, now);
+      if (!own) {
+        if (!served) behind.push(caller);
+        continue;
+      }
+      if (!served || own.id < served.pick.id) served = { pick: own, counter: caller.counter };
+    }
+    // Only callers without a counter have jobs here (queued before fair share counted them): as without it.
+    if (!served) return pick;
+    let cost: ((modelKey: string) => ExpectedCost) | undefined;
+    let groups: string[] | undefined;
+    for (const caller of behind) {
+      groups ??= this.#groupsAtPriorityStmt
+        .all(priority)
+        .map((g) => g.modelKey)
+        .filter((modelKey) => modelKey !== group && (!policy.eligible || policy.eligible(modelKey)));
+      const other = groups
+        .flatMap((modelKey) => this.fair.oldest(caller.keyId, priority, modelKey, now) ?? [])
+        .reduce<Pick | undefined>((best, p) => (!best || p.id < best.id ? p : best), undefined);
+      if (!other) continue;
+      cost ??= policy.placement?.cost ?? expectedCosts(this.costs.all());
+      const { loadMs } = cost(other.modelKey);
+      if (served.counter - caller.counter <= (policy.fairSlackLoads ?? FAIR_SLACK_LOADS) * loadMs) continue;
+      // Several targets: another that has the model loaded will reach it sooner than a load here.
+      if (policy.placement?.leaveTo(other.modelKey, loadMs)) continue;
+      return other;
+    }
+    return served.pick;
   }
 
   /** The starvation guard's pick: the oldest overdue job, of a key this target may claim. */
@@ -822,6 +898,7 @@ export class JobStore {
   #ended(job: JobRow | null, artifacts: readonly ArtifactInput[], now: number): JobRow | null {
     if (!job) return null;
     this.artifacts.saveTx(job.id, artifacts, now);
+    this.fair.chargeTx(job, now);
     for (const hook of this.#endHooks) hook(job, now);
     return job;
   }

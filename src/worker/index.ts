@@ -18,7 +18,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       const { settings } = message;
       const log = createLogger(settings.logLevel, "worker", settings.logFormat);
       const db = openDatabase(settings.dbPath, { durability: settings.durability });
-      runners = new TargetRunners(openJobTables(db).store, settings, post, log);
+      runners = new TargetRunners(openJobTables(db, settings.fairShare).store, settings, post, log);
       // The worker does most of the writing, so it keeps the WAL short too.
       const stopCheckpoints = startCheckpoints(db, settings.dbPath);
       runners

@@ -8,6 +8,8 @@ const WORKER_SETTINGS = [
   "targets",
   "schedule",
   "maxWaitMs",
+  "fairShare",
+  "fairSlackLoads",
   "jobTtlMs",
   "jobTimeoutMs",
   "stallTimeoutMs",

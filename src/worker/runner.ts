@@ -304,6 +304,7 @@ export class JobRunner {
       schedule: this.#settings.schedule,
       residentKeys,
       maxWaitMs: this.#settings.maxWaitMs,
+      fairSlackLoads: this.#settings.fairSlackLoads,
       target: this.target.name,
       onlyKey: keys.size === 1 ? [...keys][0] : undefined,
       eligible: several ? (modelKey) => this.hasInstalled(modelKey) : undefined,
