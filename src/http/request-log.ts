@@ -16,17 +16,21 @@ function pathOf(url: string): string {
  * as one `request` line at info: method, path, status, duration_ms (until the response's head was ready;
  * a stream's body may go on) and, for a queued generation or a submitted job, its job id. Headers and the
  * body are never logged. At warn and above the handler is returned as it is, costing nothing.
+ *
+ * The line is written off the request's path: its fields are taken when the answer is ready, and the
+ * line (JSON and a write to stdout) in a later turn of the event loop, after Bun has sent the answer.
  */
 export function logRequests(log: Logger, handle: Handler): Handler {
   if (!log.enabled("info")) return handle;
   const write = (request: Request, status: number, started: number, response?: Response) => {
-    log.info("request", {
+    const fields = {
       method: request.method,
       path: pathOf(request.url),
       status,
       duration_ms: Math.round((performance.now() - started) * 10) / 10,
       job: response?.headers.get("x-foreman-job-id") ?? undefined,
-    });
+    };
+    setImmediate(() => log.info("request", fields));
   };
   return (request, server) => {
     const started = performance.now();
