@@ -4,6 +4,7 @@
 // and writes nothing.
 import { join } from "node:path";
 import { benchBatch } from "./batch";
+import { benchBoundaries } from "./boundaries";
 import { benchClaim } from "./claim";
 import { benchEnqueue } from "./enqueue";
 import { benchFair } from "./fair";
@@ -17,6 +18,7 @@ const ROOT = join(import.meta.dir, "..");
 const only = process.argv[2];
 const sections: Array<[string, () => Promise<string>]> = [
   ["overhead", benchOverhead],
+  ["boundaries", benchBoundaries],
   ["enqueue", benchEnqueue],
   ["claim", benchClaim],
   ["schedule", benchSchedule],

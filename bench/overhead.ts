@@ -1,7 +1,10 @@
 // What foreman adds over calling Ollama directly: latency (non-streaming, instant fake) and the rate
-// at which streamed chunks are relayed. Both paths are measured in the same run, interleaved.
+// at which streamed chunks are relayed. Every path is measured in the same run, interleaved. foreman
+// runs as users run it (the default log level and format, stdout a pipe that is read) and, labelled
+// apart, with logging off, so logging's cost is a figure of its own; Portkey's gateway (stateless, no
+// queue, on Bun, routed to the same fake as an Ollama provider) is the peer for the OpenAI route.
 import { join } from "node:path";
-import { foremanEnv, spawnForeman, tempDir } from "../test/harness";
+import { type ForemanProcess, foremanEnv, freePort, spawnForeman, tempDir } from "../test/harness";
 import { median, quantile, table, targets } from "./stats";
 
 const LATENCY_ROUNDS = 10;
@@ -20,6 +23,8 @@ interface Surface {
   long: (tokens: number) => string;
   /** Bytes that end one streamed record: "\n" for NDJSON, the blank line of SSE. */
   recordEnd: string;
+  /** Whether Portkey's gateway serves this route for an Ollama provider (it speaks OpenAI's API only). */
+  portkey: boolean;
 }
 
 const SURFACES: Surface[] = [
@@ -31,6 +36,7 @@ const SURFACES: Surface[] = [
     long: (tokens) =>
       JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: "go" }], options: { num_predict: tokens } }),
     recordEnd: "\n",
+    portkey: false,
   },
   {
     name: "OpenAI /v1/chat/completions (SSE)",
@@ -41,12 +47,13 @@ const SURFACES: Surface[] = [
     long: (tokens) =>
       JSON.stringify({ model: "llama3.2", stream: true, messages: [{ role: "user", content: "w ".repeat(tokens - 2) }] }),
     recordEnd: "\n\n",
+    portkey: true,
   },
 ];
 
-async function timeRequest(url: string, body: string, path: string): Promise<number> {
+async function timeRequest(url: string, body: string, path: string, headers: Record<string, string> = {}): Promise<number> {
   const start = performance.now();
-  const response = await fetch(`${url}${path}`, { method: "POST", body });
+  const response = await fetch(`${url}${path}`, { method: "POST", body, headers });
   await response.arrayBuffer();
   if (!response.ok) throw new Error(`HTTP ${response.status}`);
   return performance.now() - start;
@@ -85,10 +92,67 @@ async function startFakeProcess() {
   return { url: `http://127.0.0.1:${port}`, stop: () => child.kill() };
 }
 
+/**
+ * Portkey's gateway (@portkey-ai/gateway) on Bun, headless, its output read and dropped. A request names
+ * the provider and the fake's address in headers (see PORTKEY_HEADERS).
+ */
+async function startPortkey() {
+  const port = await freePort();
+  const child = Bun.spawn(
+    [
+      "bun",
+      join(import.meta.dir, "..", "node_modules", "@portkey-ai", "gateway", "build", "start-server.js"),
+      `--port=${port}`,
+      "--headless",
+    ],
+    { stdout: "pipe", stderr: "pipe" },
+  );
+  void new Response(child.stdout).text();
+  void new Response(child.stderr).text();
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    try {
+      await fetch(url);
+      return { url, stop: () => child.kill() };
+    } catch {
+      await Bun.sleep(50);
+    }
+  }
+  child.kill();
+  throw new Error("Portkey's gateway did not start");
+}
+
+/** Routes a Portkey request to the fake as an Ollama provider (its chat completions go to /v1/chat/completions). */
+const portkeyHeaders = (fakeUrl: string) => ({
+  "content-type": "application/json",
+  "x-portkey-provider": "ollama",
+  "x-portkey-custom-host": fakeUrl,
+});
+
+/** foreman as users run it: the default log level and format, its stdout a pipe the harness reads. */
+function defaultsEnv(fakeUrl: string, dir: string): Record<string, string> {
+  const env = foremanEnv(fakeUrl, dir, { FOREMAN_POLL_INTERVAL: "1h" });
+  delete env.FOREMAN_LOG_LEVEL;
+  return env;
+}
+
+async function stopForeman(foreman: ForemanProcess) {
+  foreman.process.kill("SIGTERM");
+  await foreman.process.exited;
+}
+
 export async function benchOverhead(): Promise<string> {
   const fake = await startFakeProcess();
   const dir = tempDir();
-  const foreman = await spawnForeman(foremanEnv(fake.url, dir.path, { FOREMAN_POLL_INTERVAL: "1h" }));
+  const quietDir = tempDir();
+  const foreman = await spawnForeman(defaultsEnv(fake.url, dir.path));
+  // Logging off: only errors are written, and a request writes none.
+  const quiet = await spawnForeman(
+    foremanEnv(fake.url, quietDir.path, { FOREMAN_POLL_INTERVAL: "1h", FOREMAN_LOG_LEVEL: "error" }),
+  );
+  const portkey = await startPortkey();
+  const toPortkey = portkeyHeaders(fake.url);
   try {
     const sections: string[] = [];
     const latencyRows: string[][] = [];
@@ -99,11 +163,18 @@ export async function benchOverhead(): Promise<string> {
     for (const surface of SURFACES) {
       const direct: number[] = [];
       const via: number[] = [];
-      for (let i = 0; i < 50; i++)
-        (await timeRequest(fake.url, surface.small, surface.path), await timeRequest(foreman.url, surface.small, surface.path)); // warm-up
+      const viaQuiet: number[] = [];
+      const viaPortkey: number[] = [];
+      const peers: Array<[string, number[], () => Promise<number>]> = [
+        ["direct", direct, () => timeRequest(fake.url, surface.small, surface.path)],
+        ["via foreman", via, () => timeRequest(foreman.url, surface.small, surface.path)],
+        ["via foreman, logging off", viaQuiet, () => timeRequest(quiet.url, surface.small, surface.path)],
+      ];
+      if (surface.portkey)
+        peers.push(["via Portkey", viaPortkey, () => timeRequest(portkey.url, surface.small, surface.path, toPortkey)]);
+      for (let i = 0; i < 50; i++) for (const [, , time] of peers) await time(); // warm-up
       for (let round = 0; round < LATENCY_ROUNDS; round++) {
-        for (let i = 0; i < LATENCY_PER_ROUND; i++) direct.push(await timeRequest(fake.url, surface.small, surface.path));
-        for (let i = 0; i < LATENCY_PER_ROUND; i++) via.push(await timeRequest(foreman.url, surface.small, surface.path));
+        for (const [, samples, time] of peers) for (let i = 0; i < LATENCY_PER_ROUND; i++) samples.push(await time());
       }
       requests = direct.length;
       const directFirst: number[] = [];
@@ -134,11 +205,37 @@ export async function benchOverhead(): Promise<string> {
         goal: "≤ 0.5 ms",
         met: firstAdded <= 0.5,
       });
-      latencyRows.push(
-        [surface.name, "direct", ms(median(direct)), ms(quantile(direct, 0.99))],
-        [surface.name, "via foreman", ms(median(via)), ms(quantile(via, 0.99))],
-        [surface.name, "added by foreman", ms(median(via) - median(direct)), ms(quantile(via, 0.99) - quantile(direct, 0.99))],
-      );
+      const added = (samples: number[]) => [
+        ms(median(samples) - median(direct)),
+        ms(quantile(samples, 0.99) - quantile(direct, 0.99)),
+      ];
+      for (const [name, samples] of peers) {
+        const ratio = name === "direct" ? "" : `${(median(samples) / median(direct)).toFixed(1)}×`;
+        latencyRows.push([
+          surface.name,
+          name,
+          ms(median(samples)),
+          ms(quantile(samples, 0.99)),
+          ...(name === "direct" ? ["", ""] : added(samples)),
+          ratio,
+        ]);
+      }
+      const quietAdded = median(viaQuiet) - median(direct);
+      targets.push({
+        target: `cost of logging (default vs off), added p50, ${surface.name}`,
+        figure: `${ms(addedP50 - quietAdded)} ms`,
+        goal: "-",
+        met: true,
+      });
+      if (surface.portkey) {
+        const portkeyAdded = median(viaPortkey) - median(direct);
+        targets.push({
+          target: `added p50 vs Portkey's added p50, ${surface.name}`,
+          figure: `${ms(addedP50)} / ${ms(portkeyAdded)} ms = ${(addedP50 / portkeyAdded).toFixed(2)}`,
+          goal: "≤ 0.5",
+          met: addedP50 <= 0.5 * portkeyAdded,
+        });
+      }
       for (const tokens of RELAY_TOKENS) {
         const long = surface.long(tokens);
         const directRates: number[] = [];
@@ -164,7 +261,10 @@ export async function benchOverhead(): Promise<string> {
     sections.push(
       `### Overhead: foreman vs the target called directly (${requests} sequential non-streaming requests per path, instant fake)`,
       "",
-      table(["API", "path", "p50 ms", "p99 ms"], latencyRows),
+      table(["API", "path", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "p50 vs direct"], latencyRows),
+      "",
+      "via foreman: as users run it (log level info, JSON lines to a pipe the bench reads); logging off: FOREMAN_LOG_LEVEL=error.",
+      "Portkey: @portkey-ai/gateway on Bun, headless, provider ollama with the fake as its custom host (OpenAI's route only).",
       "",
       `### First streamed chunk: time to the first chunk of a small streaming request (sequential, instant fake)`,
       "",
@@ -178,9 +278,11 @@ export async function benchOverhead(): Promise<string> {
     );
     return sections.join("\n");
   } finally {
-    foreman.process.kill("SIGTERM");
-    await foreman.process.exited;
+    await stopForeman(foreman);
+    await stopForeman(quiet);
+    portkey.stop();
     fake.stop();
     dir.cleanup();
+    quietDir.cleanup();
   }
 }

@@ -1,7 +1,7 @@
 import { adapterFor } from "./adapters";
 import type { WireAdapter } from "./adapters/adapter";
 import { errorResponse } from "./adapters/error-shapes";
-import { type Framing, framingFor, lastRecord } from "./adapters/framing";
+import { type Framing, framingFor, lastRecord, recordsOf } from "./adapters/framing";
 import type { JobService } from "./job-service";
 import type { WatchEvent } from "./job-watch";
 import type { JobRow } from "./queue/store";
@@ -112,9 +112,16 @@ function storedStream(service: JobService, jobId: string, framing: Framing, offs
 
 /**
  * The streamed answer: the first chunk, then each chunk the watcher yields, until the final record or
- * the end. Pulled: a chunk is taken from the watcher only when the client has read the one before. A
- * client that falls {@link MAX_CLIENT_BACKLOG_BYTES} behind (the watcher says `overflow`) is relayed
- * the rest, byte for byte, from the stored stream once the job has ended, a slice per pull.
+ * the end. Each record is its own write, flushed as it comes, as Ollama writes them: a chunk may hold
+ * several records (the worker read them together, or their messages came in one turn of this thread),
+ * and a default ReadableStream would send everything enqueued in one turn as one HTTP chunk, which a
+ * client that parses each read as one record (Genkit) cannot read. A direct stream writes each record
+ * as its own chunk of the chunked body; the records of one turn still leave in one system call.
+ *
+ * Pulled: a chunk is taken from the watcher only once the client has taken the writes before it (a
+ * write that meets backpressure is awaited). A client that falls {@link MAX_CLIENT_BACKLOG_BYTES} behind
+ * (the watcher says `overflow`) is relayed the rest, byte for byte, from the stored stream once the
+ * job has ended, a slice per write.
  */
 function relay(
   first: Uint8Array,
@@ -128,64 +135,83 @@ function relay(
   let last = lastRecord(first, framing);
   let relayed = first.byteLength;
   let overflowed = false;
-  /** Set once the job has ended after an overflow: how it ended, while the stored rest is relayed. */
-  let resuming: Outcome | undefined;
+  let running = false;
 
+  /** Writes each record of `chunk` and flushes it, so that each leaves as its own HTTP chunk. */
+  const send = async (controller: ReadableStreamDirectController, chunk: Uint8Array) => {
+    for (const record of recordsOf(chunk, framing)) {
+      const written = controller.write(record);
+      if (written instanceof Promise) await written;
+      const flushed = controller.flush();
+      if (flushed instanceof Promise) await flushed;
+    }
+  };
   /** After the last record: a failure becomes the API's last error record (the status is long sent). */
-  const end = (controller: ReadableStreamDefaultController<Uint8Array>, job: Outcome) => {
+  const end = async (controller: ReadableStreamDirectController, job: Outcome) => {
     if (job.state !== "done" && adapter.recordError(last, framing) === undefined) {
-      controller.enqueue(encoder.encode(adapter.failureRecord(job.error ?? job.state, framing, last)));
+      await send(controller, encoder.encode(adapter.failureRecord(job.error ?? job.state, framing, last)));
     }
     controller.close();
   };
-  /** The next slice of the stored rest, or the end when there is no more. */
-  const resume = (controller: ReadableStreamDefaultController<Uint8Array>, job: Outcome) => {
-    const slice = stored(relayed, STORED_SLICE_BYTES);
-    if (!slice || slice.byteLength === 0) return end(controller, job);
-    controller.enqueue(slice);
-    relayed += slice.byteLength;
-    // A record may start in an earlier slice: the last one is read from the stored tail once, at its end.
-    if (slice.byteLength < STORED_SLICE_BYTES)
-      last = lastRecord(stored(Math.max(0, relayed - STORED_SLICE_BYTES), STORED_SLICE_BYTES) ?? slice, framing);
+  /** The stored rest, a slice per write, then the end. */
+  const resume = async (controller: ReadableStreamDirectController, job: Outcome) => {
+    for (;;) {
+      const slice = stored(relayed, STORED_SLICE_BYTES);
+      if (!slice || slice.byteLength === 0) return end(controller, job);
+      const written = controller.write(slice);
+      if (written instanceof Promise) await written;
+      relayed += slice.byteLength;
+      // A record may start in an earlier slice: the last one is read from the stored tail once, at its end.
+      if (slice.byteLength < STORED_SLICE_BYTES)
+        last = lastRecord(stored(Math.max(0, relayed - STORED_SLICE_BYTES), STORED_SLICE_BYTES) ?? slice, framing);
+    }
+  };
+  const run = async (controller: ReadableStreamDirectController) => {
+    await send(controller, first);
+    if (firstIsFinal) return controller.close();
+    for (;;) {
+      const next = control.isAnswered() ? undefined : await watch.next();
+      if (!next || next.done) return controller.close();
+      const event = next.value;
+      if (event.type === "chunk") {
+        relayed += event.bytes.byteLength;
+        last = lastRecord(event.bytes, framing);
+        await send(controller, event.bytes);
+        // The final record is the whole answer: end the response now rather than after the bookkeeping.
+        if (adapter.isFinal(last, framing)) {
+          control.settle();
+          return controller.close();
+        }
+        continue;
+      }
+      if (event.type === "overflow") overflowed = true;
+      if (event.type === "ended") {
+        control.settle();
+        if (!overflowed) return end(controller, event.job);
+        // Only how it ended is kept (the row's result may be megabytes) while the client reads the rest.
+        return resume(controller, { state: event.job.state, error: event.job.error });
+      }
+    }
   };
 
-  return new ReadableStream<Uint8Array>(
-    {
-      start(controller) {
-        controller.enqueue(first);
-        if (firstIsFinal) controller.close();
-      },
-      async pull(controller) {
-        if (resuming) return resume(controller, resuming);
-        for (;;) {
-          const next = control.isAnswered() ? undefined : await watch.next();
-          if (!next || next.done) return controller.close();
-          const event = next.value;
-          if (event.type === "chunk") {
-            controller.enqueue(event.bytes);
-            relayed += event.bytes.byteLength;
-            last = lastRecord(event.bytes, framing);
-            // The final record is the whole answer: end the response now rather than after the bookkeeping.
-            if (adapter.isFinal(last, framing)) {
-              control.settle();
-              controller.close();
-            }
-            return;
-          }
-          if (event.type === "overflow") overflowed = true;
-          if (event.type === "ended") {
-            control.settle();
-            if (!overflowed) return end(controller, event.job);
-            // Only how it ended is kept (the row's result may be megabytes) while the client reads the rest.
-            resuming = { state: event.job.state, error: event.job.error };
-            return resume(controller, resuming);
-          }
-        }
-      },
-      cancel: control.clientGone,
+  const source: Bun.DirectUnderlyingSource<Uint8Array> = {
+    type: "direct",
+    async pull(controller) {
+      // The server's sink pulls once; a reader in this process may pull again, and is handed what the
+      // one running loop has written so far.
+      if (running) return void controller.flush();
+      running = true;
+      try {
+        await run(controller);
+      } catch {
+        // Written to a response that is gone (the client hung up): its cancel has run, or runs now.
+        control.clientGone();
+      }
     },
-    { highWaterMark: 0 },
-  );
+    cancel: control.clientGone,
+  };
+  // The DOM's ReadableStream type (tsconfig's lib) has no direct overload; Bun's constructor takes it.
+  return new ReadableStream<Uint8Array>(source as unknown as UnderlyingDefaultSource<Uint8Array>);
 }
 
 /**

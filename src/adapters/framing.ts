@@ -64,6 +64,25 @@ export async function* recordChunks(body: ReadableStream<Uint8Array>, framing: F
   if (decoder.decode(rest).trim()) yield rest;
 }
 
+/**
+ * The records of a chunk of whole records (as {@link recordChunks} yields them), each with its delimiter,
+ * as views of the chunk's bytes: joined, they are the chunk exactly. A `whole` body is one record.
+ */
+export function recordsOf(chunk: Uint8Array, framing: Framing): Uint8Array[] {
+  if (framing === "whole") return [chunk];
+  const records: Uint8Array[] = [];
+  let start = 0;
+  for (let i = chunk.indexOf(NEWLINE); i >= 0; i = chunk.indexOf(NEWLINE, i + 1)) {
+    // An SSE record ends at a blank line; a run of newlines stays with the record it ends.
+    if (framing === "sse" && !(i > start && chunk[i - 1] === NEWLINE)) continue;
+    while (chunk[i + 1] === NEWLINE) i++;
+    records.push(chunk.subarray(start, i + 1));
+    start = i + 1;
+  }
+  if (start < chunk.length) records.push(chunk.subarray(start));
+  return records;
+}
+
 /** The records of decoded text, without their delimiters; blank ones are skipped. */
 export function splitRecords(text: string, framing: Framing): string[] {
   if (framing === "whole") return text.trim() ? [text] : [];

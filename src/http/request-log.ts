@@ -17,11 +17,14 @@ function pathOf(url: string): string {
  * as one `request` line at info: method, path, status, duration_ms (until the response's head was ready;
  * a stream's body may go on) and, for a queued generation or a submitted job, its job id. Headers and the
  * body are never logged. At warn and above the handler is returned as it is, costing nothing.
+ *
+ * The line is written off the request's path: its fields are taken when the answer is ready, and the
+ * line (JSON and a write to stdout) in a later turn of the event loop, after Bun has sent the answer.
  */
 export function logRequests(log: Logger, handle: Handler): Handler {
   if (!log.enabled("info")) return handle;
   const write = (request: Request, status: number, started: number, response?: Response) => {
-    log.info("request", {
+    const fields = {
       method: request.method,
       path: pathOf(request.url),
       status,
@@ -29,7 +32,8 @@ export function logRequests(log: Logger, handle: Handler): Handler {
       job: response?.headers.get("x-foreman-job-id") ?? undefined,
       // The key's name, never its secret (no header is logged).
       key: principalOf(request).name ?? undefined,
-    });
+    };
+    setImmediate(() => log.info("request", fields));
   };
   return (request, server) => {
     const started = performance.now();

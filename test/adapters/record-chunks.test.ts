@@ -2,7 +2,7 @@
 // but a trailing unterminated one ends on a record boundary, and no chunk waits for a later read.
 import { expect, test } from "bun:test";
 import fc from "fast-check";
-import { type Framing, recordChunks } from "../../src/adapters/framing";
+import { type Framing, recordChunks, recordsOf } from "../../src/adapters/framing";
 
 const encoder = new TextEncoder();
 
@@ -55,6 +55,22 @@ for (const framing of ["ndjson", "sse"] as Framing[]) {
           ).toEqual(records);
         },
       ),
+      { seed: 7, numRuns: 300 },
+    );
+  });
+}
+
+for (const framing of ["ndjson", "sse"] as Framing[]) {
+  const delimiter = framing === "sse" ? "\n\n" : "\n";
+  test(`${framing}: recordsOf cuts a chunk into its records, each with its delimiter, the bytes exact`, () => {
+    fc.assert(
+      fc.property(fc.array(record, { minLength: 1, maxLength: 20 }), fc.boolean(), (records, terminated) => {
+        const text = records.join(delimiter) + (terminated ? delimiter : "");
+        const bytes = encoder.encode(text);
+        const pieces = recordsOf(bytes, framing).map((piece) => Buffer.from(piece).toString());
+        expect(pieces.join("")).toBe(text);
+        expect(pieces.map((piece) => (piece.endsWith(delimiter) ? piece.slice(0, -delimiter.length) : piece))).toEqual(records);
+      }),
       { seed: 7, numRuns: 300 },
     );
   });

@@ -232,6 +232,15 @@ describe("the log", () => {
     );
     await until(() => receiver.deliveredIds.size >= 5, 10_000, "the webhooks");
     await receiver.stop();
+    // A request's line is written in the turn after its answer left (off the request's path).
+    await until(
+      () =>
+        logLines()
+          .slice(skip)
+          .filter((l) => l.msg === "request" && l.path !== "/healthz").length >= 32,
+      10_000,
+      "32 request lines",
+    );
 
     const lines = logLines().slice(skip);
     // (Types checked through typeof: bun's toMatchObject writes its asymmetric matchers into the object it checks.)
