@@ -44,6 +44,7 @@ export class ForemanMetrics {
   readonly #tokensPerSecond;
   readonly #keyJobs;
   readonly #keyTokens;
+  readonly #keyGpuSeconds;
   /** A key's name by id, for the per-key series; composeForeman sets it. */
   keyName: (keyId: string) => string | null = () => null;
   readonly #upstreamErrors;
@@ -186,6 +187,12 @@ export class ForemanMetrics {
       labelNames: ["key", "kind"] as const,
       registers,
     });
+    this.#keyGpuSeconds = new Counter({
+      name: "foreman_key_gpu_seconds_total",
+      help: "GPU time of each API key's ended jobs that ran (start to end, the load too when it caused the swap), by key name",
+      labelNames: ["key"] as const,
+      registers,
+    });
     this.#upstreamErrors = new Counter({
       name: "foreman_upstream_errors_total",
       help: "Failed attempts at Ollama by kind: refused, connection (lost), timeout, http_4xx, http_5xx",
@@ -231,6 +238,10 @@ export class ForemanMetrics {
     this.#keyJobs.inc({ key, outcome: job.state });
     if (job.promptTokens !== null) this.#keyTokens.inc({ key, kind: "prompt" }, job.promptTokens);
     if (job.outputTokens !== null) this.#keyTokens.inc({ key, kind: "output" }, job.outputTokens);
+    // The same span key_usage's gpu_ms charges (KeyUsage.chargeGpuTx), so the two add up alike.
+    if (job.startedAt !== null && job.finishedAt !== null) {
+      this.#keyGpuSeconds.inc({ key }, Math.max(0, job.finishedAt - job.startedAt) / 1000);
+    }
   }
 
   /** Counts a failed attempt at Ollama, and a retry when the job goes back to the queue. */
