@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import pkg from "../package.json";
+import { gpuMsOf } from "./keys/usage";
 import { jobTimes, tokensPerSecond } from "./queue/job-view";
 import type { JobRow, JobStore } from "./queue/store";
 import type { UpstreamErrorKind } from "./worker/protocol";
@@ -238,10 +239,9 @@ export class ForemanMetrics {
     this.#keyJobs.inc({ key, outcome: job.state });
     if (job.promptTokens !== null) this.#keyTokens.inc({ key, kind: "prompt" }, job.promptTokens);
     if (job.outputTokens !== null) this.#keyTokens.inc({ key, kind: "output" }, job.outputTokens);
-    // The same span key_usage's gpu_ms charges (KeyUsage.chargeGpuTx), so the two add up alike.
-    if (job.startedAt !== null && job.finishedAt !== null) {
-      this.#keyGpuSeconds.inc({ key }, Math.max(0, job.finishedAt - job.startedAt) / 1000);
-    }
+    // The same span key_usage's gpu_ms charges, so the two add up alike.
+    const gpuMs = gpuMsOf(job);
+    if (gpuMs !== null) this.#keyGpuSeconds.inc({ key }, gpuMs / 1000);
   }
 
   /** Counts a failed attempt at Ollama, and a retry when the job goes back to the queue. */

@@ -33,6 +33,26 @@ export function nextUtcMidnight(now: number): number {
   return (Math.floor(now / DAY_MS) + 1) * DAY_MS;
 }
 
+/** What an ended job's row says of its time on the GPU. */
+export interface GpuSpan {
+  startedAt: number | null;
+  finishedAt: number | null;
+  runAfter?: number;
+}
+
+/**
+ * What an ended job held the GPU, ms: its last start to its end (the load too when it caused the swap); null
+ * when it did not run at its end. A job that never started (canceled queued) held nothing; nor did one put
+ * back in the queue after its last start (a retry's backoff, recovery) and canceled there: its started_at is
+ * that earlier attempt's, and a requeue sets run_after past it, which a claim never does. key_usage's gpu_ms
+ * and foreman_key_gpu_seconds_total both count this, so they agree.
+ */
+export function gpuMsOf(job: GpuSpan): number | null {
+  if (job.startedAt === null || job.finishedAt === null) return null;
+  if (job.runAfter !== undefined && job.runAfter > job.startedAt) return null;
+  return Math.max(0, job.finishedAt - job.startedAt);
+}
+
 /** Today's figures of one key. */
 export interface DayUsage {
   promptTokens: number;
@@ -140,13 +160,14 @@ export class KeyUsage {
   }
 
   /**
-   * Charges what a job that ran held the GPU (its start to its end) to its key's UTC day of `now`, inside the
+   * Charges what a job that ran held the GPU ({@link gpuMsOf}) to its key's UTC day of `now`, inside the
    * transaction that ends it whichever way (done, failed, canceled while running): JobStore's #ended calls it
-   * once per end, as it does the fair-share charge. A job that never started (canceled queued) held nothing.
+   * once per end, as it does the fair-share charge.
    */
-  chargeGpuTx(job: { keyId: string | null; startedAt: number | null; finishedAt: number | null }, now: number): void {
-    if (job.keyId === null || job.startedAt === null || job.finishedAt === null) return;
-    this.#gpuStmt.run(job.keyId, utcDay(now), Math.max(0, job.finishedAt - job.startedAt));
+  chargeGpuTx(job: GpuSpan & { keyId: string | null }, now: number): void {
+    const gpuMs = gpuMsOf(job);
+    if (job.keyId === null || gpuMs === null) return;
+    this.#gpuStmt.run(job.keyId, utcDay(now), gpuMs);
   }
 
   /** Every key's line on the UTC day of `now` (or `keyId`'s alone), by name; empty when no key exists. */

@@ -73,6 +73,10 @@ describe("GPU time per key per UTC day, at the store (an injected clock)", () =>
     // Canceled while queued: it held nothing.
     const queued = store.enqueue(newJob(owner), 100, next + 20_000).job;
     store.cancelJob(queued.id, undefined, next + 30_000);
+    // Put back in the queue (a retry's backoff) and canceled there: its last attempt's start is not its end's.
+    const retried = run(next + 31_000);
+    expect(store.requeueJob(retried, next + 36_000, "boom", 500)?.state).toBe("queued");
+    store.cancelJob(retried, undefined, next + 38_000);
     // A job without a key is nobody's line.
     const anonymous = store.enqueue(newJob(undefined), 100, next + 40_000).job;
     store.claimNextJob(POLICY, next + 40_000);
