@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import pkg from "../package.json";
+import { gpuMsOf } from "./keys/usage";
 import { jobTimes, tokensPerSecond } from "./queue/job-view";
 import type { JobRow, JobStore } from "./queue/store";
 import type { UpstreamErrorKind } from "./worker/protocol";
@@ -44,6 +45,7 @@ export class ForemanMetrics {
   readonly #tokensPerSecond;
   readonly #keyJobs;
   readonly #keyTokens;
+  readonly #keyGpuSeconds;
   /** A key's name by id, for the per-key series; composeForeman sets it. */
   keyName: (keyId: string) => string | null = () => null;
   readonly #upstreamErrors;
@@ -186,6 +188,12 @@ export class ForemanMetrics {
       labelNames: ["key", "kind"] as const,
       registers,
     });
+    this.#keyGpuSeconds = new Counter({
+      name: "foreman_key_gpu_seconds_total",
+      help: "GPU time of each API key's ended jobs that ran (start to end, the load too when it caused the swap), by key name",
+      labelNames: ["key"] as const,
+      registers,
+    });
     this.#upstreamErrors = new Counter({
       name: "foreman_upstream_errors_total",
       help: "Failed attempts at Ollama by kind: refused, connection (lost), timeout, http_4xx, http_5xx",
@@ -231,6 +239,9 @@ export class ForemanMetrics {
     this.#keyJobs.inc({ key, outcome: job.state });
     if (job.promptTokens !== null) this.#keyTokens.inc({ key, kind: "prompt" }, job.promptTokens);
     if (job.outputTokens !== null) this.#keyTokens.inc({ key, kind: "output" }, job.outputTokens);
+    // The same span key_usage's gpu_ms charges, so the two add up alike.
+    const gpuMs = gpuMsOf(job);
+    if (gpuMs !== null) this.#keyGpuSeconds.inc({ key }, gpuMs / 1000);
   }
 
   /** Counts a failed attempt at Ollama, and a retry when the job goes back to the queue. */

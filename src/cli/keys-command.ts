@@ -150,7 +150,7 @@ function list(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): num
   }
   io.stdout(
     formatTable(
-      ["NAME", "ROLE", "SECRET", "STATE", "ACTIVE", "TOKENS TODAY", "LIMITS"],
+      ["NAME", "ROLE", "SECRET", "STATE", "ACTIVE", "TOKENS TODAY", "GPU TODAY", "LIMITS"],
       views.map((key) => [
         key.name,
         key.role,
@@ -158,11 +158,17 @@ function list(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): num
         key.revoked_at ? "revoked" : "active",
         String(key.today.active_jobs),
         String(key.today.prompt_tokens + key.today.output_tokens),
+        gpuText(key.today.gpu_seconds),
         limitsText(key),
       ]),
     ),
   );
   return 0;
+}
+
+/** GPU seconds as the tables print them: one decimal, "12.3s". */
+function gpuText(seconds: number): string {
+  return `${seconds.toFixed(1)}s`;
 }
 
 function limitsText(key: ReturnType<typeof keyView>): string {
@@ -192,7 +198,10 @@ function show(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): num
     ["created", key.created_at],
     ["limits", limitsText(key)],
     ["jobs active", String(key.today.active_jobs)],
-    ["today (UTC)", `${key.today.jobs} jobs done, ${key.today.prompt_tokens} prompt + ${key.today.output_tokens} output tokens`],
+    [
+      "today (UTC)",
+      `${key.today.jobs} jobs done, ${key.today.prompt_tokens} prompt + ${key.today.output_tokens} output tokens, ${gpuText(key.today.gpu_seconds)} GPU`,
+    ],
   ];
   io.stdout(lines.map(([label, value]) => `${label!.padEnd(12)} ${value}\n`).join(""));
   return 0;

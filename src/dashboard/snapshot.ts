@@ -11,6 +11,7 @@ import type {
   DegradedReason,
   ExpectedStart,
   HourChart,
+  KeyLine,
   QueueGroup,
   RunningJob,
   TargetLane,
@@ -191,7 +192,25 @@ export class SnapshotBuilder {
       recent,
       hour: this.#hourChart(now),
       timeline: this.#timeline(now, mine, name),
+      ...this.#keys(now, viewer),
     };
+  }
+
+  /**
+   * Who uses the GPU today: each key's line (an admin's view), or the client key's own; nothing at all where no
+   * key exists (or none is the viewer's), so a deployment without keys sends the snapshot it always did.
+   */
+  #keys(now: number, viewer: Principal): { keys?: KeyLine[] } {
+    const own = ownerFilter(viewer);
+    if (own === "") return {};
+    const lines = this.store.keyUsage.board(now, own).map((row): KeyLine => ({
+      name: row.name,
+      tokens: row.promptTokens + row.outputTokens,
+      gpuMs: row.gpuMs,
+      waiting: row.waiting,
+      done: row.jobs,
+    }));
+    return lines.length ? { keys: lines } : {};
   }
 
   /**

@@ -138,6 +138,19 @@ export interface TargetLane {
   running: RunningJob[];
 }
 
+/** One API key's line on the Keys panel: who uses the GPU, this UTC day. */
+export interface KeyLine {
+  name: string;
+  /** Prompt plus output tokens of its jobs done today (what its daily quota counts). */
+  tokens: number;
+  /** What its jobs that ended today held the GPU, ms (start to end, the load too when one caused the swap). */
+  gpuMs: number;
+  /** Its jobs queued or running now. */
+  waiting: number;
+  /** Its jobs done today. */
+  done: number;
+}
+
 /** Everything the page shows, sent whole on connect and on each change. */
 export interface DashboardSnapshot {
   /** The server's clock when it was built, epoch ms. */
@@ -153,6 +166,8 @@ export interface DashboardSnapshot {
   recent: RecentJob[];
   hour: HourChart;
   timeline: Timeline;
+  /** Only when keys exist: every key for an admin, its own line alone for a client key (UTC day). */
+  keys?: KeyLine[];
 }
 
 /** The `tokens` event: the running job's live count, sent between snapshots. */

@@ -65,6 +65,9 @@ export namespace AdminKeyModel {
         output_tokens: Type.Integer(),
         jobs: Type.Integer({ description: "Jobs done today" }),
         active_jobs: Type.Integer({ description: "Queued and running now" }),
+        gpu_seconds: t.Number({
+          description: "What its jobs that ended today held the GPU (start to end, the load too when one caused the swap), s",
+        }),
       },
       { description: "Usage this UTC day" },
     ),
@@ -103,6 +106,7 @@ export function keyView(key: KeyRow, usage: KeyUsage, now = Date.now()): AdminKe
       output_tokens: today.outputTokens,
       jobs: today.jobs,
       active_jobs: usage.activeJobs(key.id),
+      gpu_seconds: today.gpuMs / 1000,
     },
   };
 }

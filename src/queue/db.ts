@@ -12,6 +12,7 @@ import tokensEstimated from "./migrations/008_tokens_estimated.sql" with { type:
 import targets from "./migrations/009_targets.sql" with { type: "text" };
 import keys from "./migrations/010_keys.sql" with { type: "text" };
 import fairShare from "./migrations/011_fair_share.sql" with { type: "text" };
+import keyGpu from "./migrations/012_key_gpu.sql" with { type: "text" };
 import { PRIVATE_FOLDER_MODE, createPrivateFile } from "./private-files";
 import { spinForWriteLock } from "./write-lock";
 
@@ -28,6 +29,7 @@ const MIGRATIONS: readonly string[] = [
   targets,
   keys,
   fairShare,
+  keyGpu,
 ];
 
 /** The database was written by a newer foreman; this one must not touch it. */

@@ -899,6 +899,7 @@ export class JobStore {
     if (!job) return null;
     this.artifacts.saveTx(job.id, artifacts, now);
     this.fair.chargeTx(job, now);
+    this.keyUsage.chargeGpuTx(job, now);
     for (const hook of this.#endHooks) hook(job, now);
     return job;
   }

@@ -3,6 +3,7 @@
 // as text nodes or attributes, never as HTML (see dom.ts): model names, prompts and errors are user input.
 import type {
   DashboardSnapshot,
+  KeyLine,
   QueueGroup,
   QueuedJob,
   RecentJob,
@@ -245,6 +246,25 @@ function renderRecent(recent: RecentJob[]) {
     .replaceChildren(...rows);
 }
 
+/** Who uses the GPU today (UTC): shown only when the feed sends key lines (keys exist; a client sees its own). */
+function renderKeys(keys: KeyLine[] | undefined) {
+  $("keys-section").hidden = !keys?.length;
+  const rows = (keys ?? []).map((key) =>
+    h(
+      "tr",
+      { "data-key": key.name },
+      h("td", {}, key.name),
+      h("td", {}, key.tokens.toLocaleString("en")),
+      h("td", {}, formatMs(key.gpuMs)),
+      h("td", {}, key.waiting.toLocaleString("en")),
+      h("td", {}, key.done.toLocaleString("en")),
+    ),
+  );
+  $("keys")
+    .querySelector("tbody")!
+    .replaceChildren(...rows);
+}
+
 function renderDegraded(next: DashboardSnapshot) {
   const banner = $("degraded");
   banner.replaceChildren(...next.degraded.map((reason) => h("p", { "data-reason": reason.reason }, reason.message)));
@@ -284,6 +304,7 @@ function render(next: DashboardSnapshot) {
   $("queue").replaceChildren(
     ...(next.queue.groups.length ? next.queue.groups.map(renderGroup) : [h("p", { class: "empty" }, "The queue is empty.")]),
   );
+  renderKeys(next.keys);
   renderRecent(next.recent);
   drawCharts();
 }

@@ -341,3 +341,14 @@ test("descriptions are Markdown-safe: no stray emphasis or tag outside backticks
   expect(problems).toEqual([]);
   expect((doc as unknown as { info: { description: string } }).info.description).toContain("(`/api/*`)");
 });
+
+test("a key's view documents today's GPU time beside its tokens", () => {
+  const paths = doc.paths as unknown as Record<
+    string,
+    Record<string, { responses: Record<string, { content: Record<string, { schema: Schema }> }> }>
+  >;
+  const today = paths["/admin/keys/{name}"]!.get!.responses["200"]!.content["application/json"]!.schema.properties!.today!;
+  expect(Object.keys(today.properties!)).toEqual(["prompt_tokens", "output_tokens", "jobs", "active_jobs", "gpu_seconds"]);
+  const gpu = today.properties!.gpu_seconds!;
+  expect([gpu.type, String(gpu.description).includes("GPU")]).toEqual(["number", true]);
+});

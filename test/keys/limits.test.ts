@@ -106,7 +106,7 @@ describe("the job cap and the daily quota, at the store (an injected clock)", ()
     // Yesterday's tokens do not count today; what was queued stays queued.
     expect(store.enqueue(newJob(owner), 100, Date.UTC(2026, 11, 4)).created).toBe(true);
     expect(store.queuedCount()).toBe(2);
-    expect(store.keyUsage.today(key.id, noon + DAY)).toEqual({ promptTokens: 0, outputTokens: 0, jobs: 0 });
+    expect(store.keyUsage.today(key.id, noon + DAY)).toEqual({ promptTokens: 0, outputTokens: 0, jobs: 0, gpuMs: 0 });
   });
 });
 
