@@ -449,15 +449,18 @@ export class JobRunner {
           throw new HttpError(413, `the answer exceeded FOREMAN_MAX_RESULT (${this.#settings.maxResultBytes} bytes)`);
         }
         chunks.push(bytes);
-        // Relay first, record after: the database write need not delay the client's first token.
-        if (first) this.#post({ type: "state", jobId: job.id, state: "working", contentType });
-        this.#post({ type: "chunk", jobId: job.id, bytes });
-        if (first) this.#markWorking(job.id);
+        // Relay first, record after: the database write need not delay the client's first token. The
+        // first record says the job is working (one message, not a state and then a chunk).
+        this.#post(first ? { type: "chunk", jobId: job.id, bytes, contentType } : { type: "chunk", jobId: job.id, bytes });
         const last = lastRecord(bytes, framing);
         const error = adapter.recordError(last, framing);
         if (error !== undefined) throw new HttpError(500, error);
         // Generation is over; only the body's end is still on its way. Claim now, send at that end.
-        if (!claimed && adapter.isFinal(last, framing)) claimed = this.#claimAhead(job.id);
+        const final = !claimed && adapter.isFinal(last, framing);
+        // An answer whole in its first read (any non-streaming one) goes from loading to done in the end's
+        // write, moments away: a `working` write in between would only cost a transaction per request.
+        if (first && !final) this.#markWorking(job.id);
+        if (final) claimed = this.#claimAhead(job.id);
       }
       if (controller.signal.aborted) throw controller.signal.reason;
       // The body has ended, so Ollama serves nothing now: the next job goes out before this one's
