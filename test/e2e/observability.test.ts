@@ -193,6 +193,12 @@ describe("GET /metrics", () => {
 describe("the log", () => {
   test("30 jobs at the default level: one JSON line per request and per job end, no prompt, token or secret", async () => {
     const receiver = new WebhookReceiver(WEBHOOK_SECRET).start();
+    // A request's line is written in the turn after its answer: the last test's last one may still be on
+    // its way. One more request, and its line, put every earlier line before the skip.
+    const health = () => logLines().filter((l) => l.msg === "request" && l.path === "/healthz").length;
+    const healthBefore = health();
+    await fetch(`${foreman.url}/healthz`);
+    await until(() => health() > healthBefore, 10_000, "the /healthz request line");
     const skip = logLines().length;
     const marker = (i: number) => `PROMPT-MARKER-${i}-zq`;
     const ollama = new Ollama({ host: foreman.url, headers: auth });
