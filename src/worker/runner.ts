@@ -387,9 +387,11 @@ export class JobRunner {
     try {
       const adapter = adapterFor(job.type);
       let body = JSON.parse(job.request) as Record<string, unknown>;
-      // A client waiting on its answer gets what it asked Ollama for, byte for byte. A job API job always
-      // streams: its watchers see the pieces, and the final answer is assembled as its API would.
+      // A client waiting on its answer gets what it asked Ollama for, byte for byte: the row's request is
+      // already that body's JSON, sent as it is (not stringified again). A job API job always streams:
+      // its watchers see the pieces, and the final answer is assembled as its API would.
       if (job.source === "jobs") body = adapter.streamingBody(body);
+      const payload = job.source === "jobs" ? JSON.stringify(body) : job.request;
       // Silence is only a stall when Ollama streams; a non-streaming answer is silent until it is whole,
       // so only the job timeout bounds it. The check reads a timestamp rather than re-arming a timer per chunk.
       if (adapter.streams(body) && stallTimeoutMs > 0) {
@@ -403,7 +405,7 @@ export class JobRunner {
         );
         dispatch.timers.push(() => clearInterval(check));
       }
-      const send = () => this.#ollama.request("POST", adapter.upstreamPath, JSON.stringify(body), controller.signal);
+      const send = () => this.#ollama.request("POST", adapter.upstreamPath, payload, controller.signal);
       const settle = this.#abortedAt + ABORT_SETTLE_MS - Date.now();
       dispatch.response = settle > 0 ? Bun.sleep(settle).then(send) : send();
     } catch (error) {
@@ -459,7 +461,9 @@ export class JobRunner {
         const final = !claimed && adapter.isFinal(last, framing);
         // An answer whole in its first read (any non-streaming one) goes from loading to done in the end's
         // write, moments away: a `working` write in between would only cost a transaction per request.
-        if (first && !final) this.#markWorking(job.id);
+        // A stream's is written once the records already read have been relayed (its write only moves
+        // a `loading` row: an end written first stays).
+        if (first && !final) setImmediate(() => this.#markWorking(job.id));
         if (final) claimed = this.#claimAhead(job.id);
       }
       if (controller.signal.aborted) throw controller.signal.reason;
@@ -556,13 +560,16 @@ export class JobRunner {
     return undefined;
   }
 
-  /** Marks the job working; a full disk does not stop its answer (its end, written later, needs no `working`). */
+  /**
+   * Marks the job working; a full disk does not stop its answer (its end, written later, needs no
+   * `working`), nor does another failure (logged: the row stays loading until its end).
+   */
   #markWorking(jobId: string): void {
     try {
       this.#store.markWorking(jobId);
     } catch (error) {
-      if (!isStorageError(error)) throw error;
-      this.#storageFails(error);
+      if (isStorageError(error)) this.#storageFails(error);
+      else this.#log.error("job loop error", { error });
     }
   }
 
