@@ -134,6 +134,10 @@ export class JobRunner {
   #abortedAt = 0;
   /** Jobs whose clients hung up, their cancel not yet here (see {@link clientGone}); shared by the group. */
   readonly #gone: Set<string>;
+  /** How many wakes came (a job queued, an inventory, a job's end elsewhere): see {@link #nothingNew}. */
+  #wakes = 0;
+  /** {@link #wakes} when a claim ahead found the queue empty, until the loop looks (see {@link #nothingNew}). */
+  #emptyAt: number | undefined;
 
   /**
    * A runner for `target` (default: the first configured), one of `group` (default: a group of its own).
@@ -204,7 +208,7 @@ export class JobRunner {
           continue;
         }
         this.#pruneIfDue();
-        const job = this.#reachable ? this.#claim() : null;
+        const job = this.#reachable && !this.#nothingNew() ? this.#claim() : null;
         // The claim wrote, or found nothing to write: either way no write is pending any more.
         if (this.#reachable) this.#storageWorks();
         if (job) {
@@ -247,7 +251,21 @@ export class JobRunner {
 
   /** Something changed (a job was queued): look for work now. */
   wake(): void {
+    this.#wakes++;
     for (const wake of [...this.#wakers]) wake();
+  }
+
+  /**
+   * Whether the queue is known empty for this slot: a claim ahead at the last job's final record found
+   * nothing, the job then ended well, and no wake came since (every queued job wakes the loop). Then
+   * the loop sleeps without claiming again: that second empty claim, a write transaction, came at the
+   * job's end, just as the HTTP thread queued the client's next request, and the two waited on each
+   * other's lock. One slot of one target only: other slots' ends and keys change what may be claimed.
+   */
+  #nothingNew(): boolean {
+    const emptyAt = this.#emptyAt;
+    this.#emptyAt = undefined;
+    return emptyAt === this.#wakes && this.target.slots === 1 && !this.#group.several;
   }
 
   /**
@@ -497,6 +515,8 @@ export class JobRunner {
       }
       if (answer.byteLength >= COLLECT_AFTER_BYTES) this.#collect = true;
     } catch (error) {
+      // A failed attempt may go back to the queue: the loop claims again.
+      this.#emptyAt = undefined;
       const cause = controller.signal.aborted ? controller.signal.reason : error;
       if (controller.signal.aborted) this.#abortedAt = Date.now();
       const relayed = chunks.length ? streamArtifact(Buffer.concat(chunks), framing) : undefined;
@@ -529,7 +549,11 @@ export class JobRunner {
     if (this.#stopping || !this.#reachable) return undefined;
     try {
       const job = this.#claim(finishing);
-      if (!job) return undefined;
+      if (!job) {
+        this.#emptyAt = this.#wakes;
+        return undefined;
+      }
+      this.#emptyAt = undefined;
       const controller = new AbortController();
       this.#running.set(job.id, { controller, modelKey: job.modelKey });
       return { job, controller };
