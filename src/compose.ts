@@ -112,7 +112,6 @@ export function composeForeman(
   // Every job end, whichever thread ended it, is reported once from its row: the log line and the metrics.
   const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"), jobs.keyName);
 
-  loop.onUnreachable = (target) => void inventory.refresh(target);
   loop.onAttemptFailed = (kind, retry, target) => metrics.attemptFailed(kind, retry, target);
   loop.onStorage = (error) => jobs.storage.worker(error);
   webhooks.onDelivery = (outcome) => metrics.webhookDelivery(outcome);
@@ -121,9 +120,22 @@ export function composeForeman(
     webhooks.wake();
     inventory.refreshRunning();
   };
+  // Told only when it changed: every job's end re-reads /api/ps, and a message each time woke the worker
+  // to claim (a write transaction) just as the next request was being queued on this thread.
+  const toldInventory = new Map<string, string>();
+  // The worker stopped claiming for that target until it hears it answers: the next poll is told, changed or not.
+  loop.onUnreachable = (target) => {
+    toldInventory.delete(target ?? inventory.targets[0]!.target.name);
+    void inventory.refresh(target);
+  };
   inventory.onTargetChange(({ target, inventory: one }) => {
     const installed = inventory.several ? one.snapshot.models.map((m) => m.model ?? m.name) : undefined;
-    loop.setInventory(one.residentKeys(), !one.snapshot.degraded, target.name, installed);
+    const residentKeys = one.residentKeys();
+    const reachable = !one.snapshot.degraded;
+    const told = JSON.stringify([residentKeys, reachable, installed]);
+    if (toldInventory.get(target.name) === told) return;
+    toldInventory.set(target.name, told);
+    loop.setInventory(residentKeys, reachable, target.name, installed);
   });
 
   const app = createApp({

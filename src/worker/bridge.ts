@@ -24,6 +24,8 @@ export function applyWorkerMessage(
     case "state":
       return hub.emit(message.jobId, { type: "state", state: message.state, contentType: message.contentType });
     case "chunk":
+      if (message.contentType !== undefined)
+        hub.emit(message.jobId, { type: "state", state: "working", contentType: message.contentType });
       return hub.emit(message.jobId, { type: "chunk", bytes: message.bytes });
     case "ended":
       return hub.jobEnded(message.jobId);

@@ -51,8 +51,11 @@ export type FromWorker =
   | { type: "ready" }
   /** The job moved to `state`; `contentType` is Ollama's, sent with `working`. */
   | { type: "state"; jobId: string; state: JobState; contentType?: string }
-  /** Whole records (NDJSON lines or SSE events), the bytes exactly as Ollama sent them: all that one read brought. */
-  | { type: "chunk"; jobId: string; bytes: Uint8Array }
+  /**
+   * Whole records (NDJSON lines or SSE events), the bytes exactly as Ollama sent them: all that one read
+   * brought. The first carries Ollama's `contentType`: the job is working from it (a `working` state first).
+   */
+  | { type: "chunk"; jobId: string; bytes: Uint8Array; contentType?: string }
   /** The job ended: its row holds the outcome. */
   | { type: "ended"; jobId: string }
   /** An attempt failed upstream (metrics count it by kind); `retry` when the job goes back to the queue for another. */

@@ -134,6 +134,10 @@ export class JobRunner {
   #abortedAt = 0;
   /** Jobs whose clients hung up, their cancel not yet here (see {@link clientGone}); shared by the group. */
   readonly #gone: Set<string>;
+  /** How many wakes came (a job queued, an inventory, a job's end elsewhere): see {@link #nothingNew}. */
+  #wakes = 0;
+  /** {@link #wakes} when a claim ahead found the queue empty, until the loop looks (see {@link #nothingNew}). */
+  #emptyAt: number | undefined;
 
   /**
    * A runner for `target` (default: the first configured), one of `group` (default: a group of its own).
@@ -204,7 +208,7 @@ export class JobRunner {
           continue;
         }
         this.#pruneIfDue();
-        const job = this.#reachable ? this.#claim() : null;
+        const job = this.#reachable && !this.#nothingNew() ? this.#claim() : null;
         // The claim wrote, or found nothing to write: either way no write is pending any more.
         if (this.#reachable) this.#storageWorks();
         if (job) {
@@ -247,7 +251,21 @@ export class JobRunner {
 
   /** Something changed (a job was queued): look for work now. */
   wake(): void {
+    this.#wakes++;
     for (const wake of [...this.#wakers]) wake();
+  }
+
+  /**
+   * Whether the queue is known empty for this slot: a claim ahead at the last job's final record found
+   * nothing, the job then ended well, and no wake came since (every queued job wakes the loop). Then
+   * the loop sleeps without claiming again: that second empty claim, a write transaction, came at the
+   * job's end, just as the HTTP thread queued the client's next request, and the two waited on each
+   * other's lock. One slot of one target only: other slots' ends and keys change what may be claimed.
+   */
+  #nothingNew(): boolean {
+    const emptyAt = this.#emptyAt;
+    this.#emptyAt = undefined;
+    return emptyAt === this.#wakes && this.target.slots === 1 && !this.#group.several;
   }
 
   /**
@@ -387,9 +405,11 @@ export class JobRunner {
     try {
       const adapter = adapterFor(job.type);
       let body = JSON.parse(job.request) as Record<string, unknown>;
-      // A client waiting on its answer gets what it asked Ollama for, byte for byte. A job API job always
-      // streams: its watchers see the pieces, and the final answer is assembled as its API would.
+      // A client waiting on its answer gets what it asked Ollama for, byte for byte: the row's request is
+      // already that body's JSON, sent as it is (not stringified again). A job API job always streams:
+      // its watchers see the pieces, and the final answer is assembled as its API would.
       if (job.source === "jobs") body = adapter.streamingBody(body);
+      const payload = job.source === "jobs" ? JSON.stringify(body) : job.request;
       // Silence is only a stall when Ollama streams; a non-streaming answer is silent until it is whole,
       // so only the job timeout bounds it. The check reads a timestamp rather than re-arming a timer per chunk.
       if (adapter.streams(body) && stallTimeoutMs > 0) {
@@ -403,7 +423,7 @@ export class JobRunner {
         );
         dispatch.timers.push(() => clearInterval(check));
       }
-      const send = () => this.#ollama.request("POST", adapter.upstreamPath, JSON.stringify(body), controller.signal);
+      const send = () => this.#ollama.request("POST", adapter.upstreamPath, payload, controller.signal);
       const settle = this.#abortedAt + ABORT_SETTLE_MS - Date.now();
       dispatch.response = settle > 0 ? Bun.sleep(settle).then(send) : send();
     } catch (error) {
@@ -449,15 +469,20 @@ export class JobRunner {
           throw new HttpError(413, `the answer exceeded FOREMAN_MAX_RESULT (${this.#settings.maxResultBytes} bytes)`);
         }
         chunks.push(bytes);
-        // Relay first, record after: the database write need not delay the client's first token.
-        if (first) this.#post({ type: "state", jobId: job.id, state: "working", contentType });
-        this.#post({ type: "chunk", jobId: job.id, bytes });
-        if (first) this.#markWorking(job.id);
+        // Relay first, record after: the database write need not delay the client's first token. The
+        // first record says the job is working (one message, not a state and then a chunk).
+        this.#post(first ? { type: "chunk", jobId: job.id, bytes, contentType } : { type: "chunk", jobId: job.id, bytes });
         const last = lastRecord(bytes, framing);
         const error = adapter.recordError(last, framing);
         if (error !== undefined) throw new HttpError(500, error);
         // Generation is over; only the body's end is still on its way. Claim now, send at that end.
-        if (!claimed && adapter.isFinal(last, framing)) claimed = this.#claimAhead(job.id);
+        const final = !claimed && adapter.isFinal(last, framing);
+        // An answer whole in its first read (any non-streaming one) goes from loading to done in the end's
+        // write, moments away: a `working` write in between would only cost a transaction per request.
+        // A stream's is written once the records already read have been relayed (its write only moves
+        // a `loading` row: an end written first stays).
+        if (first && !final) setImmediate(() => this.#markWorking(job.id));
+        if (final) claimed = this.#claimAhead(job.id);
       }
       if (controller.signal.aborted) throw controller.signal.reason;
       // The body has ended, so Ollama serves nothing now: the next job goes out before this one's
@@ -490,6 +515,8 @@ export class JobRunner {
       }
       if (answer.byteLength >= COLLECT_AFTER_BYTES) this.#collect = true;
     } catch (error) {
+      // A failed attempt may go back to the queue: the loop claims again.
+      this.#emptyAt = undefined;
       const cause = controller.signal.aborted ? controller.signal.reason : error;
       if (controller.signal.aborted) this.#abortedAt = Date.now();
       const relayed = chunks.length ? streamArtifact(Buffer.concat(chunks), framing) : undefined;
@@ -522,7 +549,11 @@ export class JobRunner {
     if (this.#stopping || !this.#reachable) return undefined;
     try {
       const job = this.#claim(finishing);
-      if (!job) return undefined;
+      if (!job) {
+        this.#emptyAt = this.#wakes;
+        return undefined;
+      }
+      this.#emptyAt = undefined;
       const controller = new AbortController();
       this.#running.set(job.id, { controller, modelKey: job.modelKey });
       return { job, controller };
@@ -553,13 +584,16 @@ export class JobRunner {
     return undefined;
   }
 
-  /** Marks the job working; a full disk does not stop its answer (its end, written later, needs no `working`). */
+  /**
+   * Marks the job working; a full disk does not stop its answer (its end, written later, needs no
+   * `working`), nor does another failure (logged: the row stays loading until its end).
+   */
   #markWorking(jobId: string): void {
     try {
       this.#store.markWorking(jobId);
     } catch (error) {
-      if (!isStorageError(error)) throw error;
-      this.#storageFails(error);
+      if (isStorageError(error)) this.#storageFails(error);
+      else this.#log.error("job loop error", { error });
     }
   }
 
