@@ -94,19 +94,7 @@ export class ModelCosts {
     if (job.state !== "done" || job.startedAt === null || job.finishedAt === null) return;
     const totalMs = Math.max(0, job.finishedAt - job.startedAt);
     const old = this.get(job.modelKey);
-    let loadSample: number | null = null;
-    let runSample: number | null = null;
-    if (job.swapped === 1) {
-      if (job.loadMs !== null) {
-        loadSample = job.loadMs;
-        runSample = Math.max(0, totalMs - job.loadMs);
-      } else if (old?.runMs != null) {
-        loadSample = Math.max(0, totalMs - old.runMs);
-      }
-    } else {
-      // Warm: Ollama still reports a small load_duration (its scheduler's bookkeeping), part of no load.
-      runSample = Math.max(0, totalMs - (job.loadMs ?? 0));
-    }
+    const { loadSample, runSample } = samplesOf(job, totalMs, old?.runMs ?? null);
     if (this.perTarget && job.target !== null) this.#learnOnTarget(job, job.target, totalMs);
     this.#upsertStmt.run({
       modelKey: job.modelKey,
@@ -127,18 +115,7 @@ export class ModelCosts {
    */
   #learnOnTarget(job: JobRow, target: string, totalMs: number): void {
     const old = this.#targetGetStmt.get(target, job.modelKey);
-    let loadSample: number | null = null;
-    let runSample: number | null = null;
-    if (job.swapped === 1) {
-      if (job.loadMs !== null) {
-        loadSample = job.loadMs;
-        runSample = Math.max(0, totalMs - job.loadMs);
-      } else if (old?.runMs != null) {
-        loadSample = Math.max(0, totalMs - old.runMs);
-      }
-    } else {
-      runSample = Math.max(0, totalMs - (job.loadMs ?? 0));
-    }
+    const { loadSample, runSample } = samplesOf(job, totalMs, old?.runMs ?? null);
     this.#targetUpsertStmt.run({
       target,
       modelKey: job.modelKey,
@@ -149,6 +126,24 @@ export class ModelCosts {
       updatedAt: job.finishedAt!,
     });
   }
+}
+
+/**
+ * What one finished job teaches (see ModelCosts.learnTx), overall or on its target alike: a swapped job
+ * its load (Ollama's load_duration, else its time minus the warm run time known so far, `knownRunMs`)
+ * and, when the load was reported, its run; a warm job its run. Null where it teaches nothing.
+ */
+function samplesOf(
+  job: JobRow,
+  totalMs: number,
+  knownRunMs: number | null,
+): { loadSample: number | null; runSample: number | null } {
+  if (job.swapped === 1) {
+    if (job.loadMs !== null) return { loadSample: job.loadMs, runSample: Math.max(0, totalMs - job.loadMs) };
+    return { loadSample: knownRunMs === null ? null : Math.max(0, totalMs - knownRunMs), runSample: null };
+  }
+  // Warm: Ollama still reports a small load_duration (its scheduler's bookkeeping), part of no load.
+  return { loadSample: null, runSample: Math.max(0, totalMs - (job.loadMs ?? 0)) };
 }
 
 /** What one model key has cost on one target (see ModelCosts.forTarget). */
