@@ -125,16 +125,7 @@ export function planQueue(input: PlanInput): QueuePlan {
     const level = input.groups.filter((g) => g.priority === priority);
     const late = guard ? level.filter((g) => g.overdue > 0) : [];
     if (late.length > 0) {
-      // The claim takes them by created_at: the model of the newest is the one loaded after the run.
-      const byAge = [...late].sort((a, b) => a.overdueOldestAt! - b.overdueOldestAt!);
-      const newest = late.reduce((a, b) => (b.overdueNewestAt! > a.overdueNewestAt! ? b : a));
-      let total = 0;
-      let count = 0;
-      for (const g of late) {
-        const { loadMs, runMs } = cost(g.modelKey);
-        total += g.overdue * runMs + (g.modelKey === loaded ? 0 : loadMs);
-        count += g.overdue;
-      }
+      const { byAge, newest, total, count } = overdueTotals(late, cost, (key) => key === loaded);
       overdue.set(priority, {
         priority,
         count,
@@ -206,6 +197,28 @@ export function estimatedStart(job: JobRow, plan: QueuePlan, rank?: number): num
   }
   if (group.segments) return Math.max(plan.now, job.runAfter, Math.round(startOfRank(group.segments, rank)));
   return Math.max(plan.now, job.runAfter, Math.round(group.startAt + rank * group.runMs));
+}
+
+/**
+ * A priority's overdue run as the claim takes it, by created_at: its groups oldest first, the group of
+ * the newest job (whose model is loaded after the run), and its jobs and time in all: each group's jobs
+ * × run time, plus a load unless `loaded` says its model is already on a GPU.
+ */
+function overdueTotals(
+  late: readonly QueueGroup[],
+  cost: (modelKey: string) => ExpectedCost,
+  loaded: (modelKey: string) => boolean,
+): { byAge: QueueGroup[]; newest: QueueGroup; total: number; count: number } {
+  const byAge = [...late].sort((a, b) => a.overdueOldestAt! - b.overdueOldestAt!);
+  const newest = late.reduce((a, b) => (b.overdueNewestAt! > a.overdueNewestAt! ? b : a));
+  let total = 0;
+  let count = 0;
+  for (const g of late) {
+    const { loadMs, runMs } = cost(g.modelKey);
+    total += g.overdue * runMs + (loaded(g.modelKey) ? 0 : loadMs);
+    count += g.overdue;
+  }
+  return { byAge, newest, total, count };
 }
 
 function interpolate(at: number, oldest: number, newest: number, count: number): number {
@@ -300,15 +313,7 @@ function planLanes(input: PlanInput, all: readonly PlanLane[]): QueuePlan {
     const level = input.groups.filter((g) => g.priority === priority);
     const late = guard ? level.filter((g) => g.overdue > 0) : [];
     if (late.length > 0) {
-      const byAge = [...late].sort((a, b) => a.overdueOldestAt! - b.overdueOldestAt!);
-      const newest = late.reduce((a, b) => (b.overdueNewestAt! > a.overdueNewestAt! ? b : a));
-      let total = 0;
-      let count = 0;
-      for (const g of late) {
-        const { loadMs, runMs } = anywhere(g.modelKey);
-        total += g.overdue * runMs + (lanes.some((l) => l.loaded === g.modelKey) ? 0 : loadMs);
-        count += g.overdue;
-      }
+      const { byAge, newest, total, count } = overdueTotals(late, anywhere, (key) => lanes.some((l) => l.loaded === key));
       const perJobMs = Math.max(MIN_JOB_MS, total / count);
       const run: Drain = {
         modelKey: undefined,
