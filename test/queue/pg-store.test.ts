@@ -3,14 +3,17 @@
 // lease, and claimers in separate processes sharing one queue.
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import type { SQL } from "bun";
+import fc from "fast-check";
 import { join } from "node:path";
 import { QueueFullError } from "../../src/errors";
-import type { ClaimPolicy } from "../../src/queue/claim-rules";
+import { type ClaimPolicy, pickNextJob } from "../../src/queue/claim-rules";
+import type { JobSource, JobState } from "../../src/queue/job-states";
 import { NewerSchemaError, openPg } from "../../src/queue/pg/db";
 import { type Fence, PgJobStore } from "../../src/queue/pg/job-store";
 import { PG_MIGRATIONS } from "../../src/queue/pg/migrations";
 import type { NewJob } from "../../src/queue/store";
 import { type PgCluster, startPgCluster } from "../pg-cluster";
+import { type MemoryQueue, memoryClaimView } from "./memory-claim-view";
 
 let cluster: PgCluster;
 let sql: SQL;
@@ -200,6 +203,18 @@ describe("the claim", () => {
     expect((await store.claimNextJob(drain(["m:latest"]), fence))!.keyId).toBe("key_a");
   });
 
+  test("fair share: of callers level behind the served one, the anonymous caller sorts first, then by key id", async () => {
+    await sql`INSERT INTO keys (id, name, role, secret_hash, hint, created_at) VALUES
+      ('key_b', 'b', 'client', '\\x02', 'bbbb', 0), ('key_s', 's', 'client', '\\x03', 'ssss', 0)`;
+    const owner = (keyId: string) => ({ keyId, name: keyId, maxJobs: null, dailyTokens: null });
+    await add("y", { owner: owner("key_b") });
+    const anonymous = await add("x");
+    await add("m", { owner: owner("key_s") });
+    await sql`DELETE FROM key_counters`;
+    await sql`INSERT INTO key_counters (key_id, counter, updated_at) VALUES ('', 0, 0), ('key_b', 0, 0), ('key_s', 100000, 0)`;
+    expect((await store.claimNextJob(drain(["m:latest"]), fence))!.id).toBe(anonymous.id);
+  });
+
   test("a job backing off is not claimed before its run_after; nextRunIn says when", async () => {
     await add("a");
     const job = (await store.claimNextJob(fifo, fence))!;
@@ -227,6 +242,134 @@ describe("the claim", () => {
     expect((await store.claimNextJob({ ...fifo, onlyKey: "a:latest" }, fence))!.model).toBe("a");
   });
 });
+
+// --- The snapshot against the memory view (test/queue/memory-claim-view.ts, the reference of claim-rules.test.ts) ---
+
+const MODELS = ["a", "b", "c", "d"];
+const CALLERS = [null, "key-1", "key-2", "key-3"];
+const nullable = (arb: fc.Arbitrary<number>) => fc.option(arb, { nil: null, freq: 3 });
+const sometimes = <T>(arb: fc.Arbitrary<T>, every: number) =>
+  fc.oneof({ weight: every - 1, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: arb });
+const subset = fc.subarray(MODELS);
+
+const caseArb = fc.record({
+  jobs: fc.array(
+    fc.record({
+      modelKey: fc.constantFrom(...MODELS),
+      priority: fc.integer({ min: 0, max: 2 }),
+      ageMin: fc.integer({ min: 0, max: 12 }),
+      backingOff: fc.boolean(),
+      source: fc.constantFrom<JobSource>("jobs", "jobs", "openai", "batch"),
+      keyId: fc.constantFrom(...CALLERS),
+      state: fc.constantFrom<JobState>("queued", "queued", "queued", "queued", "loading", "done"),
+    }),
+    { minLength: 1, maxLength: 30, size: "large" },
+  ),
+  fairEnabled: fc.boolean(),
+  keysExist: fc.boolean(),
+  counters: fc.array(fc.tuple(fc.constantFrom(...CALLERS), fc.constantFrom(0, 1_000, 2_500, 10_000)), { maxLength: 6 }),
+  costs: fc.array(
+    fc.tuple(
+      fc.constantFrom(...MODELS),
+      nullable(fc.constantFrom(0, 500, 3_000, 20_000)),
+      nullable(fc.constantFrom(100, 1_000, 4_000)),
+    ),
+    { maxLength: 4 },
+  ),
+  schedule: fc.constantFrom<ClaimPolicy["schedule"]>("drain", "drain-oldest", "fifo"),
+  residentKeys: fc.shuffledSubarray(MODELS, { maxLength: 2 }),
+  maxWaitMs: fc.constantFrom(0, 3 * MINUTE, 8 * MINUTE, 60 * MINUTE),
+  eligible: sometimes(subset, 3),
+  onlyKey: sometimes(fc.constantFrom(...MODELS), 4),
+  fairSlackLoads: sometimes(fc.constantFrom(0, 1, 2, 5), 2),
+  placement: sometimes(fc.record({ leave: subset, exclusive: subset }), 4),
+});
+
+type Case = typeof caseArb extends fc.Arbitrary<infer C> ? C : never;
+
+function policyOf(c: Case): ClaimPolicy {
+  const policy: ClaimPolicy = { schedule: c.schedule, residentKeys: c.residentKeys, maxWaitMs: c.maxWaitMs, target: GPU };
+  if (c.eligible) policy.eligible = (modelKey) => c.eligible!.includes(modelKey);
+  if (c.onlyKey !== undefined) policy.onlyKey = c.onlyKey;
+  if (c.fairSlackLoads !== undefined) policy.fairSlackLoads = c.fairSlackLoads;
+  if (c.placement) {
+    const { leave, exclusive } = c.placement;
+    policy.placement = {
+      cost: (modelKey) => ({ loadMs: modelKey === "a" ? 2_000 : 1_000, runMs: 1_000 }),
+      leaveTo: (modelKey) => leave.includes(modelKey),
+      exclusive: (modelKey) => exclusive.includes(modelKey),
+    };
+  }
+  return policy;
+}
+
+/**
+ * The case's rows in the database, their times from `base`, 30 s ahead of the database's clock: the
+ * claim's now (a few ms after the insert) then compares with whole-minute ages as the memory view's exact
+ * now does (an age equal to the wait is not overdue on either side). Runnable jobs' run_after is long past.
+ */
+async function load(c: Case, base: number): Promise<MemoryQueue> {
+  const jobs = c.jobs.map((j, i) => ({
+    id: `job-${String(i).padStart(3, "0")}`,
+    modelKey: j.modelKey,
+    priority: j.priority,
+    createdAt: base - j.ageMin * MINUTE,
+    runAfter: j.backingOff ? base + 10 * MINUTE : 0,
+    source: j.source,
+    keyId: j.keyId,
+    state: j.state,
+  }));
+  for (const j of jobs) {
+    await sql`INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, max_attempts, run_after, created_at, key_id)
+      VALUES (${j.id}, 'chat', ${j.modelKey}, ${j.modelKey}, '{}', ${j.source}, ${j.state}, ${j.priority}, 3, ${j.runAfter}::bigint,
+        ${j.createdAt}::bigint, ${j.keyId})`;
+  }
+  if (c.keysExist)
+    await sql`INSERT INTO keys (id, name, role, secret_hash, hint, created_at) VALUES ('key-1', 'one', 'client', '\\x00', '0000', 0)`;
+  const counters = new Map(c.counters);
+  for (const [keyId, counter] of counters)
+    await sql`INSERT INTO key_counters (key_id, counter, updated_at) VALUES (${keyId ?? ""}, ${counter}, 0)`;
+  const costs = new Map(c.costs.map(([modelKey, loadMs, runMs]) => [modelKey, { loadMs, runMs }]));
+  for (const [modelKey, { loadMs, runMs }] of costs)
+    await sql`INSERT INTO model_costs (model_key, load_ms, run_ms, jobs, loads, updated_at) VALUES (${modelKey}, ${loadMs}, ${runMs}, 1, 1, 0)`;
+  return {
+    jobs,
+    fairActive: c.fairEnabled && c.keysExist,
+    counters,
+    costs: new Map(
+      [...costs].map(([modelKey, { loadMs, runMs }]) => [
+        modelKey,
+        { modelKey, loadMs, runMs, totalMs: null, outputTokens: null, evalMs: null, jobs: 1, loads: 1, updatedAt: 0 },
+      ]),
+    ),
+  };
+}
+
+test(
+  "the claim picks what the rules pick over the memory view, claim after claim, for random queues and policies",
+  async () => {
+    await fc.assert(
+      fc.asyncProperty(caseArb, async (c) => {
+        await sql`TRUNCATE jobs, queued_counts, keys, key_counters, model_costs`;
+        const base = (await store.now()) + 30_000;
+        const memory = await load(c, base);
+        store.fairEnabled = c.fairEnabled;
+        const policy = policyOf(c);
+        for (let claim = 0; claim < 3; claim++) {
+          const expected = pickNextJob(memoryClaimView(memory), policy, base);
+          const claimed = await store.claimNextJob(policy, fence);
+          expect(claimed && { id: claimed.id, swapped: claimed.swapped }).toEqual(
+            expected && { id: expected.pick.id, swapped: expected.swapped },
+          );
+          if (!expected) break;
+          memory.jobs.find((j) => j.id === expected.pick.id)!.state = "loading";
+        }
+      }),
+      { seed: 22, numRuns: 150 },
+    );
+  },
+  { timeout: 120_000 },
+);
 
 describe("ends", () => {
   test("finish stores usage and result, learns the model's cost, and is once only", async () => {
