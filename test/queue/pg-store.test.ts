@@ -131,9 +131,10 @@ describe("enqueue", () => {
     );
     expect(first.created).toBe(true);
     expect(again).toMatchObject({ created: false, job: { id: first.job.id, model: "a" } });
+    await add("a", { source: "batch" }, 2);
     await add("a", {}, 2);
     await expect(add("a", {}, 2)).rejects.toBeInstanceOf(QueueFullError);
-    await add("a", { source: "batch" }, 2);
+    await expect(add("a", { source: "batch" }, 2)).rejects.toBeInstanceOf(QueueFullError);
     expect(await store.queuedCount()).toBe(3);
     const many = await store.enqueueMany(
       [1, 2, 3].map(() => ({
@@ -463,6 +464,28 @@ describe("pruning", () => {
     expect(await store.jobState(queued.id)).toBe("queued");
     expect((await sql`SELECT count(*)::int AS n FROM queued_counts WHERE n = 0`)[0].n).toBe(0);
   });
+});
+
+test("one node's loops claim and end concurrently over its pool (prepared statements on several connections)", async () => {
+  for (let i = 0; i < 200; i++) await add(`m${i % 3}`);
+  const ran: string[] = [];
+  const loop = async () => {
+    for (;;) {
+      const job = await store.claimNextJob(fifo, fence);
+      // Null while jobs are queued: the others took each pick this claim read (its retries ran out).
+      if (!job) {
+        if ((await store.queuedCount()) === 0) return;
+        continue;
+      }
+      ran.push(job.id);
+      expect(await store.markWorking(job.id, fence)).not.toBeNull();
+      expect(await store.finishJob(job.id, fence, "{}")).not.toBeNull();
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, loop));
+  expect(ran.length).toBe(200);
+  expect(new Set(ran).size).toBe(200);
+  expect((await sql`SELECT count(*)::int AS n FROM jobs WHERE state = 'done' AND attempts = 1`)[0].n).toBe(200);
 });
 
 describe("claimers in separate processes", () => {

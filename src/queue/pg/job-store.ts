@@ -228,7 +228,8 @@ export class PgJobStore {
 
   /**
    * Several {@link enqueue}s in one transaction (one commit for all): each its own outcome, its job or the
-   * QueueFullError it alone met. The count is read once and kept up to date with each job this call adds;
+   * QueueFullError it alone met. As JobStore's, the check counts interactive jobs (not batch lines) and
+   * applies to every job. The count is read once and kept up to date with each job this call adds;
    * two nodes admitting at once may each pass the last free place (the bound is backpressure, not a quota).
    */
   async enqueueMany(jobs: readonly NewJob[], maxQueue: number): Promise<Array<{ job: JobRow; created: boolean } | Error>> {
@@ -247,8 +248,7 @@ export class PgJobStore {
             continue;
           }
         }
-        const batchLine = job.source === "batch";
-        if (!batchLine && admitted >= maxQueue) {
+        if (admitted >= maxQueue) {
           outcomes.push(new QueueFullError(5));
           continue;
         }
@@ -258,7 +258,8 @@ export class PgJobStore {
           outcomes.push({ job: (await this.#byIdempotencyKey(tx, job.idempotencyKey!))!, created: false });
           continue;
         }
-        if (!batchLine) admitted++;
+        // Batch lines are admitted whole when their batch is made: they must not make interactive requests 503.
+        if (job.source !== "batch") admitted++;
         outcomes.push({ job: row, created: true });
       }
       return outcomes;
@@ -508,7 +509,7 @@ export class PgJobStore {
         );
       }
       for (const job of [...canceled, ...failed]) await this.#charge(tx, job);
-      return { requeued: [...requeued], failed: [...failed], canceled: [...canceled] };
+      return { requeued, failed, canceled };
     });
   }
 
