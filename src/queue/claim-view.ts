@@ -31,7 +31,11 @@ export interface ClaimView {
   groupsAt(priority: number): { modelKey: string; queued: number }[];
   /** Fair share applies: the setting is on and keys exist. */
   fairActive(): boolean;
-  /** Callers with jobs queued at this priority, least served first, then by key id. */
+  /**
+   * Callers with jobs queued at this priority, least served first, then by key id (the anonymous
+   * caller, null, as the empty key: first). Only callers with a counter; the order decides between
+   * callers level behind the one served.
+   */
   fairWaiting(priority: number): WaitingCaller[];
   /** The caller's oldest runnable job of one model key at one priority. */
   fairOldest(keyId: string | null, priority: number, modelKey: string, now: number): ClaimPick | undefined;

@@ -4,16 +4,19 @@ import type { JobType } from "../adapters";
 import type { AnswerUsage } from "../adapters/adapter";
 import { QueueFullError } from "../errors";
 import { type ArtifactInput, ArtifactTable } from "./artifacts";
-import { FairShare, type WaitingCaller } from "./fair-share";
+import { type ClaimPolicy, pickNextJob } from "./claim-rules";
+import type { ClaimPick, ClaimView } from "./claim-view";
+import { FairShare } from "./fair-share";
 import type { JobRow } from "./job-row";
 import { type KeyAdmission, KeyLimitError, KeyUsage } from "../keys/usage";
-import { type ExpectedCost, ModelCosts, type WaitingGroup, expectedCosts, rankGroups } from "./model-costs";
+import { ModelCosts } from "./model-costs";
 import { type JobSource, type JobState, NOBODY_WAITING_SOURCES, isNobodyWaiting } from "./job-states";
 
 export type { JobType } from "../adapters";
 export type { JobSource, JobState } from "./job-states";
 export type { ArtifactInput } from "./artifacts";
 export type { JobRow } from "./job-row";
+export { type ClaimPolicy, FAIR_SLACK_LOADS, type Placement } from "./claim-rules";
 
 // Monotonic: ids made in the same millisecond still sort in the order they were made (the FIFO tie-break).
 const ulid = monotonicFactory();
@@ -34,52 +37,6 @@ export interface NewJob {
   webhook?: { url: string; secret?: string };
   /** The key that asks for it, and the limits its admission checks (job cap, daily quota); none without a key. */
   owner?: KeyAdmission;
-}
-
-/** How the next job is chosen; see {@link JobStore.claimNextJob}. */
-export interface ClaimPolicy {
-  /**
-   * "drain" prefers the loaded model, then picks the model key by weighted waiting work over expected
-   * cost (see rankGroups); "drain-oldest" prefers the loaded model, then the oldest job; "fifo" ignores it.
-   */
-  schedule: "drain" | "drain-oldest" | "fifo";
-  /** Model keys Ollama has loaded, most recently used first. */
-  residentKeys: readonly string[];
-  /** A job queued longer than this (ms) goes before the loaded model's jobs. */
-  maxWaitMs: number;
-  /** The target claiming (recorded on the row); null or absent: none named. */
-  target?: string | null;
-  /**
-   * Several targets: only model keys this target has installed may be claimed (absent: any, one target,
-   * where Ollama answers a missing model's 404 itself).
-   */
-  eligible?: (modelKey: string) => boolean;
-  /**
-   * Jobs of this key are in flight on the target (its other slots): the claim takes the next job only if
-   * the ordering picks this key, else nothing, so a target never serves two keys at once.
-   */
-  onlyKey?: string;
-  /** Several targets: how this target weighs a group against the others (see {@link Placement}). */
-  placement?: Placement;
-  /**
-   * Fair share: how many expected loads of its model a caller whose jobs all need another model may trail
-   * the served caller by before it takes the GPU (FOREMAN_FAIR_SLACK; default {@link FAIR_SLACK_LOADS}).
-   */
-  fairSlackLoads?: number;
-}
-
-/**
- * A claiming target's view of the others, for the group choice: its own learned costs per model key,
- * and a test of whether another target that has a key resident will reach its group sooner than a load
- * here would take (then this target leaves the group to it).
- */
-export interface Placement {
-  /** Expected costs on this target (learned per target, else the key's costs anywhere). */
-  cost: (modelKey: string) => ExpectedCost;
-  /** True when another target will serve this group sooner than this one could load it (`loadMs` here). */
-  leaveTo: (modelKey: string, loadMs: number) => boolean;
-  /** True when no other target that answers has the key's model: only this one can ever run the group. */
-  exclusive: (modelKey: string) => boolean;
 }
 
 /** Filters for {@link JobStore.listJobs}; `cursor` is the last id of the previous page. */
@@ -119,18 +76,6 @@ export interface QueueGroup {
  * queue knows none of those tables.
  */
 export type JobEndHook = (job: JobRow, now: number) => void;
-
-/**
- * How far (in expected loads of its model) a caller whose jobs all need another model may fall behind the
- * caller being served before it takes the GPU: the swap there and the swap back are paid for.
- */
-export const FAIR_SLACK_LOADS = 2;
-
-/** The group choice's answer when every group it could take is better left to another target. */
-const LEFT = Symbol("left to another target");
-
-/** A claim candidate: its id and the model it needs loaded (and, for the starvation guard's scan, its age). */
-type Pick = { id: string; modelKey: string; createdAt?: number };
 
 const NO_USAGE: JobUsage = { promptTokens: null, outputTokens: null, loadMs: null, evalMs: null };
 
@@ -219,6 +164,8 @@ export class JobStore {
   readonly #bodiesStmt;
   readonly #nextRunAfterStmt;
   readonly #pruneStmt;
+  /** What the claim's rules read of the queue (see {@link claimNextJob}): the claim's seeks above. */
+  readonly #claimView: ClaimView;
   /** What other tables' owners write at every job's end, in registration order (see {@link onJobEnd}). */
   readonly #endHooks: JobEndHook[] = [];
 
@@ -277,23 +224,23 @@ export class JobStore {
     );
     // Batch lines are never promoted: all of a big batch's lines soon pass FOREMAN_MAX_WAIT, and promoting
     // them, oldest first, would run the batch in file order, a swap per line. Its window bounds their wait.
-    this.#oldestOverdueStmt = db.query<Pick, [number, number, number]>(
-      `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND run_after <= ?3
-         AND source != 'batch'
+    this.#oldestOverdueStmt = db.query<ClaimPick, [number, number, number]>(
+      `SELECT id, model_key AS modelKey, created_at AS createdAt FROM jobs
+       WHERE state = 'queued' AND priority = ?1 AND created_at < ?2 AND run_after <= ?3 AND source != 'batch'
        ORDER BY created_at, id LIMIT 1`,
     );
-    this.#oldestForModelStmt = db.query<Pick, [number, string, number]>(
+    this.#oldestForModelStmt = db.query<ClaimPick, [number, string, number]>(
       `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND run_after <= ?3
        ORDER BY id LIMIT 1`,
     );
     // Several targets: the guard's oldest job among the keys a target may claim, one key at a time.
-    this.#oldestOverdueForModelStmt = db.query<Pick, [number, string, number, number]>(
+    this.#oldestOverdueForModelStmt = db.query<ClaimPick, [number, string, number, number]>(
       `SELECT id, model_key AS modelKey, created_at AS createdAt FROM jobs
        WHERE state = 'queued' AND priority = ?1 AND model_key = ?2 AND created_at < ?3 AND run_after <= ?4
          AND source != 'batch'
        ORDER BY created_at, id LIMIT 1`,
     );
-    this.#oldestStmt = db.query<Pick, [number, number]>(
+    this.#oldestStmt = db.query<ClaimPick, [number, number]>(
       `SELECT id, model_key AS modelKey FROM jobs WHERE state = 'queued' AND priority = ?1 AND run_after <= ?2 ORDER BY id LIMIT 1`,
     );
     // queued_counts is kept by triggers (migration 006): a few rows per (model key, priority), not one per job.
@@ -381,6 +328,21 @@ export class JobStore {
     this.#pruneStmt = db.query<null, [number]>(
       `DELETE FROM jobs WHERE state IN ('done', 'failed', 'canceled') AND finished_at < ?`,
     );
+    // Built once: the claim runs per job, and each read is one prepared statement's seek.
+    this.#claimView = {
+      topPriority: () => this.#topPriorityStmt.get()!.p,
+      nextPriorityBelow: (priority) => this.#nextPriorityBelowStmt.get(priority)!.p,
+      oldest: (priority, now) => this.#oldestStmt.get(priority, now) ?? undefined,
+      oldestForModel: (priority, modelKey, now) => this.#oldestForModelStmt.get(priority, modelKey, now) ?? undefined,
+      oldestOverdue: (priority, cutoff, now) => this.#oldestOverdueStmt.get(priority, cutoff, now) ?? undefined,
+      oldestOverdueForModel: (priority, modelKey, cutoff, now) =>
+        this.#oldestOverdueForModelStmt.get(priority, modelKey, cutoff, now) ?? undefined,
+      groupsAt: (priority) => this.#groupsAtPriorityStmt.all(priority),
+      fairActive: () => this.fair.active(),
+      fairWaiting: (priority) => this.fair.waiting(priority),
+      fairOldest: (keyId, priority, modelKey, now) => this.fair.oldest(keyId, priority, modelKey, now) ?? undefined,
+      costs: () => this.costs.all(),
+    };
   }
 
   /**
@@ -599,170 +561,17 @@ export class JobStore {
   }
 
   /**
-   * Picks and marks the next job (state loading, attempts + 1), or returns null.
-   * Among jobs whose run_after has passed: highest priority; within it, jobs older than maxWait,
-   * oldest first (the starvation guard); then the loaded models' jobs, oldest first; then, under drain,
-   * the oldest job of the model key {@link rankGroups} puts first, else (drain-oldest, fifo) the oldest.
+   * Picks the next job by the claim's rules ({@link pickNextJob}, over this store's {@link ClaimView}) and
+   * marks it (state loading, attempts + 1), or returns null.
    * IMMEDIATE because the HTTP thread may cancel the chosen job between the pick and the update.
    */
   claimNextJob(policy: ClaimPolicy, now = Date.now()): JobRow | null {
     return this.#db
       .transaction(() => {
-        for (let p = this.#topPriorityStmt.get()!.p; p !== null; p = this.#nextPriorityBelowStmt.get(p)!.p) {
-          const pick = this.#pickAtPriority(p, policy, now);
-          // Every group this target could take at this priority is left to a target that has it resident.
-          if (pick === LEFT) return null;
-          if (pick !== undefined) {
-            // Another key's slots are in flight here: this key waits until they end (never two keys at once).
-            if (policy.onlyKey !== undefined && pick.modelKey !== policy.onlyKey) return null;
-            const swapped = policy.residentKeys.includes(pick.modelKey) ? 0 : 1;
-            return this.#markClaimedStmt.get(now, pick.id, swapped, policy.target ?? null);
-          }
-        }
-        return null;
+        const next = pickNextJob(this.#claimView, policy, now);
+        return next ? this.#markClaimedStmt.get(now, next.pick.id, next.swapped, policy.target ?? null) : null;
       })
       .immediate();
-  }
-
-  #pickAtPriority(priority: number, policy: ClaimPolicy, now: number): Pick | typeof LEFT | undefined {
-    if (policy.schedule === "fifo") return this.#oldestPick(priority, policy, now);
-    const overdue = this.#oldestOverdue(priority, policy, now);
-    if (overdue) return overdue;
-    // Two callers or more wait at this priority: the group is chosen as without them, its job by caller.
-    const callers = this.#fairCallers(priority);
-    const fair = (pick: Pick | typeof LEFT | undefined) =>
-      callers.length === 0 || pick === undefined || pick === LEFT ? pick : this.#fairPick(priority, pick, callers, policy, now);
-    for (const key of policy.residentKeys) {
-      if (policy.eligible && !policy.eligible(key)) continue;
-      const warm = this.#oldestForModelStmt.get(priority, key, now);
-      if (warm) return fair(warm);
-    }
-    if (policy.schedule === "drain") {
-      const chosen = this.#cheapestGroup(priority, policy, now);
-      if (chosen) return fair(chosen);
-    }
-    return fair(this.#oldestPick(priority, policy, now));
-  }
-
-  /** The oldest runnable job at this priority, of a key this target may claim. */
-  #oldestPick(priority: number, policy: ClaimPolicy, now: number): Pick | undefined {
-    const eligible = policy.eligible;
-    const oldest = this.#oldestStmt.get(priority, now) ?? undefined;
-    if (!eligible || !oldest || eligible(oldest.modelKey)) return oldest;
-    // Several targets, and the oldest job is not this one's to run: the oldest of the keys it has.
-    return this.#eligibleGroups(priority, eligible)
-      .flatMap((modelKey) => this.#oldestForModelStmt.get(priority, modelKey, now) ?? [])
-      .reduce<Pick | undefined>((best, pick) => (!best || pick.id < best.id ? pick : best), undefined);
-  }
-
-  /** The callers waiting at this priority, least served first, when fair share applies and there are two or more. */
-  #fairCallers(priority: number): WaitingCaller[] {
-    if (!this.fair.active()) return [];
-    const callers = this.fair.waiting(priority);
-    return callers.length >= 2 ? callers : [];
-  }
-
-  /**
-   * Fair share inside the chosen model group (`pick` is its oldest job): the job of the least served
-   * caller that has one in the group, its oldest (callers level: the oldest of theirs). A caller further behind whose jobs all need another
-   * model takes the GPU instead once its counter trails the served one by more than two expected loads
-   * of that model (FOREMAN_FAIR_SLACK) (the swap it costs, in the counters' GPU-ms): a flood on the loaded model cannot starve
-   * it, and it cannot make the GPU swap for every job. Keys and groups are few: a seek per caller, and
-   * per group for the callers behind.
-   */
-  #fairPick(priority: number, pick: Pick, callers: readonly WaitingCaller[], policy: ClaimPolicy, now: number): Pick {
-    const group = pick.modelKey;
-    let served: { pick: Pick; counter: number } | undefined;
-    const behind: WaitingCaller[] = [];
-    for (const caller of callers) {
-      // Callers level with the served one: the oldest job among them (then callers are in counter order).
-      if (served && caller.counter > served.counter) break;
-      const own = this.fair.oldest(caller.keyId, priority, group, now);
-      if (!own) {
-        if (!served) behind.push(caller);
-        continue;
-      }
-      if (!served || own.id < served.pick.id) served = { pick: own, counter: caller.counter };
-    }
-    // Only callers without a counter have jobs here (queued before fair share counted them): as without it.
-    if (!served) return pick;
-    let cost: ((modelKey: string) => ExpectedCost) | undefined;
-    let groups: string[] | undefined;
-    for (const caller of behind) {
-      groups ??= this.#groupsAtPriorityStmt
-        .all(priority)
-        .map((g) => g.modelKey)
-        .filter((modelKey) => modelKey !== group && (!policy.eligible || policy.eligible(modelKey)));
-      const other = groups
-        .flatMap((modelKey) => this.fair.oldest(caller.keyId, priority, modelKey, now) ?? [])
-        .reduce<Pick | undefined>((best, p) => (!best || p.id < best.id ? p : best), undefined);
-      if (!other) continue;
-      cost ??= policy.placement?.cost ?? expectedCosts(this.costs.all());
-      const { loadMs } = cost(other.modelKey);
-      if (served.counter - caller.counter <= (policy.fairSlackLoads ?? FAIR_SLACK_LOADS) * loadMs) continue;
-      // Several targets: another that has the model loaded will reach it sooner than a load here.
-      if (policy.placement?.leaveTo(other.modelKey, loadMs)) continue;
-      return other;
-    }
-    return served.pick;
-  }
-
-  /** The starvation guard's pick: the oldest overdue job, of a key this target may claim. */
-  #oldestOverdue(priority: number, policy: ClaimPolicy, now: number): Pick | undefined {
-    const cutoff = now - policy.maxWaitMs;
-    const overdue = this.#oldestOverdueStmt.get(priority, cutoff, now) ?? undefined;
-    const eligible = policy.eligible;
-    if (!eligible || !overdue || eligible(overdue.modelKey)) return overdue;
-    return this.#eligibleGroups(priority, eligible)
-      .flatMap((modelKey) => this.#oldestOverdueForModelStmt.get(priority, modelKey, cutoff, now) ?? [])
-      .reduce<Pick | undefined>(
-        (best, pick) =>
-          !best || pick.createdAt! < best.createdAt! || (pick.createdAt === best.createdAt && pick.id < best.id) ? pick : best,
-        undefined,
-      );
-  }
-
-  /** The model keys with jobs queued at this priority that `eligible` lets this target claim. */
-  #eligibleGroups(priority: number, eligible: (modelKey: string) => boolean): string[] {
-    return this.#groupsAtPriorityStmt
-      .all(priority)
-      .map((g) => g.modelKey)
-      .filter(eligible);
-  }
-
-  /**
-   * The loaded model has nothing left at this priority: the oldest runnable job of the model key with
-   * the most waiting work per expected cost (rankGroups). Runs only at a model change, and reads one
-   * row per model key (queued_counts, model_costs) plus one index seek per key.
-   */
-  #cheapestGroup(priority: number, policy: ClaimPolicy, now: number): Pick | typeof LEFT | undefined {
-    const candidates = new Map<string, Pick>();
-    const groups: WaitingGroup[] = [];
-    const { eligible, placement } = policy;
-    for (const { modelKey, queued } of this.#groupsAtPriorityStmt.all(priority)) {
-      if (eligible && !eligible(modelKey)) continue;
-      const oldest = this.#oldestForModelStmt.get(priority, modelKey, now);
-      if (!oldest) continue; // every job of it is backing off
-      candidates.set(modelKey, oldest);
-      groups.push({ modelKey, queued, oldestId: oldest.id });
-    }
-    if (!placement) {
-      if (groups.length <= 1) return groups[0] && candidates.get(groups[0].modelKey);
-      const best = rankGroups(groups, expectedCosts(this.costs.all()), policy.residentKeys)[0]!;
-      return candidates.get(best.modelKey);
-    }
-    // Several targets: ranked on this target's costs, the groups only this target can run first (nobody
-    // else will take them, while a shared group can still be split to fill another target's idle time);
-    // a group another target holds and will reach sooner than a load here would take is left to it (none
-    // of these is resident here: those went first).
-    if (groups.length === 0) return undefined;
-    const byRank = rankGroups(groups, placement.cost, policy.residentKeys);
-    const ranked = [
-      ...byRank.filter((g) => placement.exclusive(g.modelKey)),
-      ...byRank.filter((g) => !placement.exclusive(g.modelKey)),
-    ];
-    const best = ranked.find((g) => !placement.leaveTo(g.modelKey, placement.cost(g.modelKey).loadMs));
-    return best ? candidates.get(best.modelKey) : LEFT;
   }
 
   /** loading → working: the first chunk arrived. */
