@@ -1,10 +1,12 @@
-// `bun run test [bun test arguments]`: the README's test command. Two tests need programs from Debian rather
+// `bun run test [bun test arguments]`: the README's test command. Some tests need programs from Debian rather
 // than npm: the Swagger and dashboard pages open in Chromium (through playwright-core, which downloads no
-// browser), and the metrics test checks GET /metrics with promtool (Debian's prometheus package). This
+// browser), the metrics test checks GET /metrics with promtool (Debian's prometheus package), and the
+// PostgreSQL engine's tests start a throwaway cluster with initdb and pg_ctl (Debian's postgresql package). This
 // installs whichever is missing when it can (apt-get, as root), says what to install when it cannot, and
 // then runs `bun test --timeout 120000` with the arguments given, so `bun run test test/some.test.ts` works.
 // A missing tool skips nothing: the tests that need it fail and say why.
 import { existsSync } from "node:fs";
+import { pgBinDir } from "../test/pg-cluster";
 
 interface Tool {
   /** What it is called in a message. */
@@ -34,6 +36,13 @@ const TOOLS: Tool[] = [
     neededBy: "the metrics test",
     present: () => Bun.which("promtool") !== null,
     advice: "install Debian's prometheus package, or put a promtool on the PATH",
+  },
+  {
+    name: "PostgreSQL's server (initdb, pg_ctl)",
+    pkg: "postgresql",
+    neededBy: "the PostgreSQL queue engine's tests (each starts a throwaway cluster)",
+    present: () => pgBinDir() !== null,
+    advice: "install Debian's postgresql package, or point PG_BIN at a folder holding initdb and pg_ctl",
   },
 ];
 
