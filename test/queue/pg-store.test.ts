@@ -446,8 +446,10 @@ describe("recovery by target", () => {
     expect(result.canceled.map((j) => j.id)).toEqual([client.id]);
     expect(await store.jobState(elsewhere.id)).toBe("loading");
     expect(await store.jobState(queuedClient.id)).toBe("queued");
-    // A stale fence recovers nothing.
+    // A stale fence recovers nothing; beside a fence that holds, only that one's target.
     expect(await store.recoverInterruptedJobs([fence])).toEqual({ requeued: [], failed: [], canceled: [] });
+    const both = await store.recoverInterruptedJobs([fence, gpu1]);
+    expect(both.requeued.map((j) => j.id)).toEqual([elsewhere.id]);
   });
 });
 

@@ -479,37 +479,33 @@ export class PgJobStore {
    */
   async recoverInterruptedJobs(fences: readonly Fence[]): Promise<{ requeued: JobRow[]; failed: JobRow[]; canceled: JobRow[] }> {
     return this.#tx(async (tx) => {
-      const requeued: JobRow[] = [];
-      const failed: JobRow[] = [];
-      const canceled: JobRow[] = [];
+      const held: string[] = [];
       for (const fence of fences) {
-        const [held] = await tx.unsafe(`SELECT ${FENCE_HOLDS("$1", "$2")} AS yes`, [fence.target, fence.token]);
-        if (!held.yes) continue;
-        const running = `target = $1 AND state IN ('loading', 'working')`;
-        canceled.push(
-          ...(await tx.unsafe(
-            `UPDATE jobs SET state = 'canceled', finished_at = ${NOW_MS}, error = $2, error_status = $3
-             WHERE ${running} AND source NOT IN (${NOBODY_WAITING}) RETURNING ${HEAD_COLUMNS}`,
-            [fence.target, RESTART_DROPPED_RUNNING.error, RESTART_DROPPED_RUNNING.status],
-          )),
-        );
-        failed.push(
-          ...(await tx.unsafe(
-            `UPDATE jobs SET state = 'failed', finished_at = ${NOW_MS}, error = 'interrupted ' || attempts || ' times', error_status = 500
-             WHERE ${running} AND source IN (${NOBODY_WAITING}) AND attempts >= max_attempts RETURNING ${HEAD_COLUMNS}`,
-            [fence.target],
-          )),
-        );
-        requeued.push(
-          ...(await tx.unsafe(
-            `UPDATE jobs SET state = 'queued', run_after = ${NOW_MS}, error = 'interrupted', error_status = NULL
-             WHERE ${running} AND source IN (${NOBODY_WAITING}) AND attempts < max_attempts RETURNING ${HEAD_COLUMNS}`,
-            [fence.target],
-          )),
-        );
+        const [row] = await tx.unsafe(`SELECT ${FENCE_HOLDS("$1", "$2")} AS yes`, [fence.target, fence.token]);
+        if (row.yes) held.push(fence.target);
       }
+      const running = `target = ANY($1::text[]) AND state IN ('loading', 'working')`;
+      const targets = tx.array(held, "TEXT");
+      const canceled: JobRow[] = await tx.unsafe(
+        `UPDATE jobs SET state = 'canceled', finished_at = ${NOW_MS}, error = $2, error_status = $3
+         WHERE ${running} AND source NOT IN (${NOBODY_WAITING}) RETURNING ${HEAD_COLUMNS}`,
+        [targets, RESTART_DROPPED_RUNNING.error, RESTART_DROPPED_RUNNING.status],
+      );
+      const failed: JobRow[] = await tx.unsafe(
+        `UPDATE jobs SET state = 'failed', finished_at = ${NOW_MS}, error = 'interrupted ' || attempts || ' times', error_status = 500
+         WHERE ${running} AND source IN (${NOBODY_WAITING}) AND attempts >= max_attempts RETURNING ${HEAD_COLUMNS}`,
+        [targets],
+      );
+      // The ended jobs' charges before the re-queue's count rows: key_counters, then queued_counts, the order an
+      // enqueue locks them in (its lift, then its insert's trigger), so the two cannot deadlock.
       for (const job of [...canceled, ...failed]) await this.#charge(tx, job);
-      return { requeued, failed, canceled };
+      const requeued: JobRow[] = await tx.unsafe(
+        `UPDATE jobs SET state = 'queued', run_after = ${NOW_MS}, error = 'interrupted', error_status = NULL
+         WHERE ${running} AND source IN (${NOBODY_WAITING}) AND attempts < max_attempts RETURNING ${HEAD_COLUMNS}`,
+        [targets],
+      );
+      // Plain arrays of rows, not the driver's result objects (which carry the statement's count and command).
+      return { requeued: [...requeued], failed: [...failed], canceled: [...canceled] };
     });
   }
 
