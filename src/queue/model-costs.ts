@@ -26,7 +26,7 @@ const COLUMNS = `model_key AS modelKey, load_ms AS loadMs, run_ms AS runMs, tota
   output_tokens AS outputTokens, eval_ms AS evalMs, jobs, loads, updated_at AS updatedAt`;
 
 /** The rolling average after one more sample; the first sample is taken as it is. */
-const ewma = (old: number | null, sample: number | null) =>
+export const ewma = (old: number | null, sample: number | null) =>
   sample === null ? old : old === null ? sample : old + COST_ALPHA * (sample - old);
 
 /**
@@ -133,7 +133,7 @@ export class ModelCosts {
  * its load (Ollama's load_duration, else its time minus the warm run time known so far, `knownRunMs`)
  * and, when the load was reported, its run; a warm job its run. Null where it teaches nothing.
  */
-function samplesOf(
+export function samplesOf(
   job: JobRow,
   totalMs: number,
   knownRunMs: number | null,
