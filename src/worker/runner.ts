@@ -344,7 +344,8 @@ export class JobRunner {
   #claim(finishing?: string): MaybePromise<Claimed | null> {
     const pending = this.#group.claiming;
     if (pending) {
-      const retry = () => this.#claim(finishing);
+      // Shutdown may have begun meanwhile: then nothing more is claimed.
+      const retry = () => (this.#stopping ? null : this.#claim(finishing));
       return pending.then(retry, retry);
     }
     const keys = new Set([...this.#running].filter(([id]) => id !== finishing).map(([, r]) => r.modelKey));
@@ -436,7 +437,7 @@ export class JobRunner {
    */
   #send(claimed: Claimed): MaybePromise<Dispatch | undefined> {
     const { job } = claimed;
-    if (claimed.controller.signal.aborted) return this.#notSent(claimed);
+    if (claimed.controller.signal.aborted) return this.#aborted(claimed);
     if (this.#stopping) return this.#giveBack(claimed);
     if (!this.#gone.has(job.id)) return this.#dispatch(claimed);
     this.#gone.delete(job.id);
@@ -446,6 +447,16 @@ export class JobRunner {
       this.#log.info("job canceled before it was sent", { job: job.id });
       return undefined;
     });
+  }
+
+  /**
+   * A claimed job whose controller was aborted before it was sent: by a cancel (dropped), or by the
+   * end of shutdown's grace (given back, as a job claimed at shutdown is).
+   */
+  #aborted(claimed: Claimed): MaybePromise<undefined> {
+    const reason: unknown = claimed.controller.signal.reason;
+    if (reason instanceof AbortedByRunner && reason.why.kind === "shutdown") return this.#giveBack(claimed);
+    return this.#notSent(claimed);
   }
 
   /** A claimed job whose row was canceled since (the HTTP thread told its listeners): dropped, never sent. */
@@ -663,7 +674,7 @@ export class JobRunner {
    */
   #dispatchClaimed(claimed: Claimed | undefined): MaybePromise<Dispatch | undefined> {
     if (!claimed) return undefined;
-    if (claimed.controller.signal.aborted) return this.#notSent(claimed);
+    if (claimed.controller.signal.aborted) return this.#aborted(claimed);
     return after(this.#stillClaimed(claimed.job.id), (still) => (still === false ? this.#notSent(claimed) : this.#send(claimed)));
   }
 

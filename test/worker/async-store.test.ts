@@ -145,3 +145,28 @@ test("on an async store a job whose claim is answered after shutdown began goes 
   expect(stack.store.getJob(late.id)).toMatchObject({ state: "queued", attempts: 0, error: "re-queued at shutdown" });
   expect(stack.fake.seen).toEqual([]);
 });
+
+test("on an async store two targets, one of two slots, claim one at a time: never two keys on a GPU, each job done once", async () => {
+  // Three runner loops in one thread, each claim 0-3 ms on its way: left to overlap, the two slots of
+  // "big" could take two keys at once, which its fake (two parallel slots, one key) records.
+  stack = await startInProcess({
+    runnerStore: (store) => asyncStore(store),
+    targets: [
+      { name: "big", slots: 2, fake: { parallel: { slots: 2, slowdown: 1 }, tokenDelayMs: 1 } },
+      { name: "small", fake: { tokenDelayMs: 1 } },
+    ],
+  });
+  const ids: string[] = [];
+  for (let i = 0; i < 90; i++) {
+    const body = { model: MODELS[i % MODELS.length], prompt: `job ${i} one two three` };
+    ids.push((await stack.jobs.submit("generate", body, { source: "jobs" })).job.id);
+  }
+  const rows = await Promise.all(ids.map((id) => stack!.ended(id)));
+  expect(rows.filter((row) => row.state !== "done" || row.attempts !== 1)).toEqual([]);
+  const fakes = [...stack.fakes.values()];
+  expect(fakes.flatMap((fake) => fake.violations)).toEqual([]);
+  const prompts = fakes.flatMap((fake) => fake.seen.map((seen) => seen.body.prompt));
+  expect(prompts.length).toBe(90);
+  expect(new Set(prompts).size).toBe(90);
+  expect(stack.fakes.get("small")!.maxInFlight).toBe(1);
+}, 60_000);
