@@ -6,6 +6,7 @@ import { loadConfig } from "../src/config";
 import type { Logger } from "../src/log";
 import { openDatabase } from "../src/queue/db";
 import { isTerminal } from "../src/queue/job-states";
+import type { RunnerStore } from "../src/queue/runner-store";
 import type { JobStore } from "../src/queue/store";
 import { openJobTables } from "../src/tables";
 import { applyWorkerMessage } from "../src/worker/bridge";
@@ -64,6 +65,8 @@ export async function startInProcess(
     /** Several targets instead of one: each its own fake (FOREMAN_OLLAMA_URL name=url;slots=N). */
     targets?: Array<{ name: string; fake?: FakeOllamaOptions; slots?: number }>;
     env?: Record<string, string>;
+    /** What the job loop runs on instead of the store itself (an async wrapper of it, say). */
+    runnerStore?: (store: JobStore) => RunnerStore & { readonly costs: JobStore["costs"] };
   } = {},
 ): Promise<InProcessStack> {
   const targets = options.targets ?? [{ name: "", fake: options.fake }];
@@ -83,7 +86,7 @@ export async function startInProcess(
   const hub = new JobEventHub(capturingLogger("http", logs));
   // The Worker's loop, on this thread: its messages are applied as the bridge applies them.
   const runner = new TargetRunners(
-    store,
+    options.runnerStore?.(store) ?? store,
     workerSettings(config),
     (message) => {
       messages.push(message);

@@ -13,6 +13,7 @@ import { asObject } from "../adapters/sse-json";
 import { formatDuration } from "../duration";
 import { ConnectionError, ConnectionRefusedError, HttpError, OllamaClient, fetchErrorText } from "../ollama/client";
 import { isStorageError } from "../queue/storage-health";
+import { type MaybePromise, after, isPromise } from "../queue/maybe-promise";
 import type { RunnerStore } from "../queue/runner-store";
 import { type ArtifactInput, CLIENT_CANCELED, type JobRow } from "../queue/store";
 import type { Logger } from "../log";
@@ -45,6 +46,16 @@ export class RunnerGroup {
    */
   readonly refunds = new Map<string, number>();
   readonly runners: JobRunner[] = [];
+  /**
+   * An async store's claim on its way, by whichever runner of the group: the next claim waits for its
+   * answer (see {@link JobRunner.#claim}). Never set with a sync store, whose claims cannot overlap.
+   */
+  claiming: Promise<unknown> | undefined;
+  /**
+   * Cancels that came while {@link claiming} was on its way: the job may be the one it claimed, which
+   * no runner holds yet. The claim's answer looks here before it is published.
+   */
+  canceledWhileClaiming = new Set<string>();
 
   /** Several targets: claims are limited to installed models and weigh the other targets. */
   get several(): boolean {
@@ -208,14 +219,22 @@ export class JobRunner {
           continue;
         }
         this.#pruneIfDue();
-        const job = this.#reachable && !this.#nothingNew() ? this.#claim() : null;
+        // A wake while an async store answers (the claim, nextRunAfter) finds no sleep to end: see below.
+        const wakes = this.#wakes;
+        let claimed = this.#reachable && !this.#nothingNew() ? this.#claim() : null;
+        if (isPromise(claimed)) claimed = await claimed;
         // The claim wrote, or found nothing to write: either way no write is pending any more.
         if (this.#reachable) this.#storageWorks();
-        if (job) {
-          next = this.#send({ job, controller: new AbortController() });
+        if (claimed) {
+          const sent = this.#send(claimed);
+          next = isPromise(sent) ? await sent : sent;
           continue;
         }
-        await this.#sleep(this.#reachable ? this.#idleMs() : PRUNE_EVERY_MS);
+        let idleMs = this.#reachable ? this.#idleMs() : PRUNE_EVERY_MS;
+        if (isPromise(idleMs)) idleMs = await idleMs;
+        // Its job may have been queued after the claim's read: look again rather than sleep past it.
+        if (this.#wakes !== wakes) continue;
+        await this.#sleep(idleMs);
       } catch (error) {
         // A database error (disk full, a lock past busy_timeout) must not end the loop: log, pause, go on.
         // A full disk holds the queue: a claim that fails leaves its job queued, no attempt spent.
@@ -281,9 +300,13 @@ export class JobRunner {
     if (back) this.#log.info("target back in rotation", { target: this.target.name });
   }
 
-  /** The job was canceled in the database: abort its upstream call if it is running here. */
+  /**
+   * The job was canceled in the database: abort its upstream call if it is running here. With an async
+   * store it may be the job a claim on its way has just marked loading: that claim's answer sees it.
+   */
   cancel(jobId: string): void {
     this.#gone.delete(jobId);
+    if (this.#group.claiming) this.#group.canceledWhileClaiming.add(jobId);
     this.#running.get(jobId)?.controller.abort(new AbortedByRunner({ kind: "canceled" }));
   }
 
@@ -309,16 +332,29 @@ export class JobRunner {
    * Claims the next job for this target. `finishing` is the caller's own job at its final record (a claim
    * ahead): the other slots' jobs decide the key. With none in flight any key may come; with one key in
    * flight only that key (the claim says no when the ordering picks another: that key waits for them to
-   * end); with two (one claimed ahead of a key change) nothing.
+   * end); with two (one claimed ahead of a key change) nothing. The job claimed is registered (for
+   * cancel, and as this target's key in flight) as the claim's answer lands.
+   *
+   * With an async store the claims of the group go one at a time: a claim waits for the one on its
+   * way, and then reads the keys in flight and the other runners' state (placement) afresh, so it sees
+   * what the claim before it took, as it would on SQLite, where a claim is one synchronous step. Left to
+   * overlap, two slots of one target could claim two keys at once, and placement would weigh a target
+   * idle whose claim is already on its way.
    */
-  #claim(finishing?: string): JobRow | null {
+  #claim(finishing?: string): MaybePromise<Claimed | null> {
+    const pending = this.#group.claiming;
+    if (pending) {
+      // Shutdown may have begun meanwhile: then nothing more is claimed.
+      const retry = () => (this.#stopping ? null : this.#claim(finishing));
+      return pending.then(retry, retry);
+    }
     const keys = new Set([...this.#running].filter(([id]) => id !== finishing).map(([, r]) => r.modelKey));
     if (keys.size > 1) return null;
     const residentKeys = this.#lastRunKey
       ? [this.#lastRunKey, ...this.#residentKeys.filter((k) => k !== this.#lastRunKey)]
       : this.#residentKeys;
     const several = this.#group.several;
-    return this.#store.claimNextJob({
+    const answer = this.#store.claimNextJob({
       schedule: this.#settings.schedule,
       residentKeys,
       maxWaitMs: this.#settings.maxWaitMs,
@@ -328,6 +364,26 @@ export class JobRunner {
       eligible: several ? (modelKey) => this.hasInstalled(modelKey) : undefined,
       placement: several ? this.#placement() : undefined,
     });
+    if (!isPromise(answer)) return this.#claimed(answer, false);
+    const group = this.#group;
+    group.canceledWhileClaiming.clear();
+    const claiming = answer
+      .then((job) => this.#claimed(job, group.canceledWhileClaiming.has(job?.id ?? "")))
+      .finally(() => {
+        group.claiming = undefined;
+        group.canceledWhileClaiming.clear();
+      });
+    group.claiming = claiming;
+    return claiming;
+  }
+
+  /** Registers a job just claimed here; `canceled`: its cancel came before the claim's answer. */
+  #claimed(job: JobRow | null, canceled: boolean): Claimed | null {
+    if (!job) return null;
+    const controller = new AbortController();
+    if (canceled) controller.abort(new AbortedByRunner({ kind: "canceled" }));
+    this.#running.set(job.id, { controller, modelKey: job.modelKey });
+    return { job, controller };
   }
 
   /** Several targets: this target's learned costs, and the others' resident groups (see placement.ts). */
@@ -341,14 +397,11 @@ export class JobRunner {
    * another target): then it waits for a wake (a job's end anywhere, an enqueue, an inventory), polling
    * each IDLE_POLL_MS, rather than spinning on claims.
    */
-  #idleMs(): number {
-    const ms = this.#untilNextRunAfter();
-    return ms === 0 && (this.#group.several || this.target.slots > 1) ? IDLE_POLL_MS : ms;
-  }
-
-  #untilNextRunAfter(): number {
-    const next = this.#store.nextRunAfter();
-    return next === null ? PRUNE_EVERY_MS : Math.max(0, Math.min(PRUNE_EVERY_MS, next - Date.now()));
+  #idleMs(): MaybePromise<number> {
+    return after(this.#store.nextRunAfter(), (next) => {
+      const ms = next === null ? PRUNE_EVERY_MS : Math.max(0, Math.min(PRUNE_EVERY_MS, next - Date.now()));
+      return ms === 0 && (this.#group.several || this.target.slots > 1) ? IDLE_POLL_MS : ms;
+    });
   }
 
   #sleep(ms: number): Promise<void> {
@@ -363,26 +416,64 @@ export class JobRunner {
     });
   }
 
+  /** Prunes when due; an async store's prune goes on beside the loop (its failure is logged). */
   #pruneIfDue(): void {
     const now = Date.now();
     if (now - this.#lastPrune < PRUNE_EVERY_MS) return;
     this.#lastPrune = now;
     const pruned = this.#store.pruneFinishedJobs(now - this.#settings.jobTtlMs);
-    if (pruned) this.#log.info("pruned finished jobs", { count: pruned });
+    const told = (count: number) => {
+      if (count) this.#log.info("pruned finished jobs", { count });
+    };
+    if (isPromise(pruned)) pruned.then(told, (error) => this.#log.error("pruning finished jobs failed", { error }));
+    else told(pruned);
   }
 
   /**
    * {@link #dispatch}, unless the job's client has hung up (its cancel on the way from the HTTP thread):
-   * then it is canceled here, never sent, and undefined returned for the loop to claim again.
+   * then it is canceled here, never sent, and undefined returned for the loop to claim again. A job
+   * canceled already is dropped, and one claimed as shutdown began is given back: with a sync store
+   * neither happens between a claim and its send, with an async one both may while the claim is answered.
    */
-  #send(claimed: Claimed): Dispatch | undefined {
+  #send(claimed: Claimed): MaybePromise<Dispatch | undefined> {
     const { job } = claimed;
+    if (claimed.controller.signal.aborted) return this.#aborted(claimed);
+    if (this.#stopping) return this.#giveBack(claimed);
     if (!this.#gone.has(job.id)) return this.#dispatch(claimed);
     this.#gone.delete(job.id);
     this.#running.delete(job.id);
-    if (this.#store.cancelJob(job.id, CLIENT_CANCELED)) this.#post({ type: "ended", jobId: job.id });
-    this.#log.info("job canceled before it was sent", { job: job.id });
+    return after(this.#store.cancelJob(job.id, CLIENT_CANCELED), (canceled) => {
+      if (canceled) this.#post({ type: "ended", jobId: job.id });
+      this.#log.info("job canceled before it was sent", { job: job.id });
+      return undefined;
+    });
+  }
+
+  /**
+   * A claimed job whose controller was aborted before it was sent: by a cancel (dropped), or by the
+   * end of shutdown's grace (given back, as a job claimed at shutdown is).
+   */
+  #aborted(claimed: Claimed): MaybePromise<undefined> {
+    const reason: unknown = claimed.controller.signal.reason;
+    if (reason instanceof AbortedByRunner && reason.why.kind === "shutdown") return this.#giveBack(claimed);
+    return this.#notSent(claimed);
+  }
+
+  /** A claimed job whose row was canceled since (the HTTP thread told its listeners): dropped, never sent. */
+  #notSent(claimed: Claimed): undefined {
+    this.#running.delete(claimed.job.id);
+    this.#log.info("job canceled before it was sent", { job: claimed.job.id });
     return undefined;
+  }
+
+  /** A claimed job not sent because shutdown began: back to the queue, its attempt refunded. */
+  #giveBack(claimed: Claimed): MaybePromise<undefined> {
+    const { job } = claimed;
+    this.#running.delete(job.id);
+    return after(this.#store.requeueJob(job.id, Date.now(), "re-queued at shutdown", null, true), () => {
+      this.#post({ type: "state", jobId: job.id, state: "queued" });
+      return undefined;
+    });
   }
 
   /**
@@ -390,7 +481,6 @@ export class JobRunner {
    * reads the answer with {@link #runJob}. A request that cannot even be built rejects `response`.
    */
   #dispatch({ job, controller }: Claimed): Dispatch {
-    this.#running.set(job.id, { controller, modelKey: job.modelKey });
     const abortWith = (cause: AbortCause) => controller.abort(new AbortedByRunner(cause));
     const { jobTimeoutMs, stallTimeoutMs } = this.#settings;
     const dispatch: Dispatch = { job, controller, response: undefined!, lastOutputAt: Date.now(), timers: [] };
@@ -449,7 +539,8 @@ export class JobRunner {
     const { job, controller } = dispatch;
     const chunks: Uint8Array[] = [];
     let framing: Framing = "whole";
-    let claimed: Claimed | undefined;
+    // A claim ahead (at the final record); an async store's answer may still be on its way.
+    let claimed: MaybePromise<Claimed | undefined>;
     let next: Dispatch | undefined;
     try {
       const adapter = adapterFor(job.type);
@@ -488,7 +579,10 @@ export class JobRunner {
       // The body has ended, so Ollama serves nothing now: the next job goes out before this one's
       // bookkeeping. A crash in between leaves both rows running; recovery re-queues both, as it would
       // either alone (this one's client was relayed its answer but the job API has not yet said done).
-      next = this.#dispatchClaimed(claimed ?? this.#claimAhead(job.id));
+      let ahead = claimed ?? this.#claimAhead(job.id);
+      if (isPromise(ahead)) ahead = await ahead;
+      const sent = this.#dispatchClaimed(ahead);
+      next = isPromise(sent) ? await sent : sent;
       claimed = undefined; // handed over: sent, or given back at shutdown
       const answer = Buffer.concat(chunks);
       const records = splitRecords(answer.toString("utf8"), framing);
@@ -515,6 +609,8 @@ export class JobRunner {
       }
       if (answer.byteLength >= COLLECT_AFTER_BYTES) this.#collect = true;
     } catch (error) {
+      // A claim ahead on its way is answered first: its outcome is part of what follows.
+      if (isPromise(claimed)) claimed = await claimed;
       // A failed attempt may go back to the queue: the loop claims again.
       this.#emptyAt = undefined;
       const cause = controller.signal.aborted ? controller.signal.reason : error;
@@ -529,7 +625,10 @@ export class JobRunner {
         this.#log.error("job loop error", { error: settleError });
       }
       // Claimed at the final record, but the body then failed: this attempt is settled, so it goes now.
-      if (claimed) next = this.#dispatchClaimed(claimed);
+      if (claimed) {
+        const sent = this.#dispatchClaimed(claimed);
+        next = isPromise(sent) ? await sent : sent;
+      }
     } finally {
       for (const clear of dispatch.timers) clear();
       this.#running.delete(job.id);
@@ -543,24 +642,27 @@ export class JobRunner {
 
   /**
    * The next job, claimed and registered for cancel (not yet sent), unless the loop is stopping or
-   * Ollama is down.
+   * Ollama is down. Never rejects. An async store's answer comes while the body is still read.
    */
-  #claimAhead(finishing: string): Claimed | undefined {
+  #claimAhead(finishing: string): MaybePromise<Claimed | undefined> {
     if (this.#stopping || !this.#reachable) return undefined;
-    try {
-      const job = this.#claim(finishing);
-      if (!job) {
-        this.#emptyAt = this.#wakes;
-        return undefined;
-      }
-      this.#emptyAt = undefined;
-      const controller = new AbortController();
-      this.#running.set(job.id, { controller, modelKey: job.modelKey });
-      return { job, controller };
-    } catch (error) {
+    // The wakes before the claim's read: one that comes while an async claim is on its way may be a
+    // job the claim did not see, so the queue is not known empty after it.
+    const wakes = this.#wakes;
+    const found = (claimed: Claimed | null) => {
+      this.#emptyAt = claimed ? undefined : wakes;
+      return claimed ?? undefined;
+    };
+    const failed = (error: unknown) => {
       // The loop's own claim will try again (and pause on a database error) once this job is recorded.
       this.#log.error("job loop error", { error });
       return undefined;
+    };
+    try {
+      const claimed = this.#claim(finishing);
+      return isPromise(claimed) ? claimed.then(found, failed) : found(claimed);
+    } catch (error) {
+      return failed(error);
     }
   }
 
@@ -570,18 +672,10 @@ export class JobRunner {
    * of one column), since a client that hung up since then has canceled it in the database before its
    * cancel message can reach this thread.
    */
-  #dispatchClaimed(claimed: Claimed | undefined): Dispatch | undefined {
+  #dispatchClaimed(claimed: Claimed | undefined): MaybePromise<Dispatch | undefined> {
     if (!claimed) return undefined;
-    if (claimed.controller.signal.aborted || this.#stillClaimed(claimed.job.id) === false) {
-      this.#running.delete(claimed.job.id);
-      this.#log.info("job canceled before it was sent", { job: claimed.job.id });
-      return undefined;
-    }
-    if (!this.#stopping) return this.#send(claimed);
-    this.#running.delete(claimed.job.id);
-    this.#store.requeueJob(claimed.job.id, Date.now(), "re-queued at shutdown", null, true);
-    this.#post({ type: "state", jobId: claimed.job.id, state: "queued" });
-    return undefined;
+    if (claimed.controller.signal.aborted) return this.#aborted(claimed);
+    return after(this.#stillClaimed(claimed.job.id), (still) => (still === false ? this.#notSent(claimed) : this.#send(claimed)));
   }
 
   /**
@@ -589,11 +683,15 @@ export class JobRunner {
    * `working`), nor does another failure (logged: the row stays loading until its end).
    */
   #markWorking(jobId: string): void {
-    try {
-      this.#store.markWorking(jobId);
-    } catch (error) {
+    const failed = (error: unknown) => {
       if (isStorageError(error)) this.#storageFails(error);
       else this.#log.error("job loop error", { error });
+    };
+    try {
+      const marked = this.#store.markWorking(jobId);
+      if (isPromise(marked)) marked.catch(failed);
+    } catch (error) {
+      failed(error);
     }
   }
 
@@ -602,10 +700,11 @@ export class JobRunner {
    * and the loop, awaiting it, claims nothing. Other errors are thrown. At shutdown it is given up when the
    * grace period ends (undefined): the row stays running, and the next start's recovery decides its fate.
    */
-  async #untilWritten<T>(what: string, write: () => T): Promise<T | undefined> {
+  async #untilWritten<T>(what: string, write: () => MaybePromise<T>): Promise<T | undefined> {
     for (;;) {
       try {
-        const result = write();
+        const written = write();
+        const result = isPromise(written) ? await written : written;
         this.#storageWorks();
         return result;
       } catch (error) {
@@ -639,24 +738,31 @@ export class JobRunner {
   }
 
   /** Whether the row is still as the claim left it (loading); undefined when the database cannot say. */
-  #stillClaimed(id: string): boolean | undefined {
+  #stillClaimed(id: string): MaybePromise<boolean | undefined> {
+    // A database error: send it, as before this look.
     try {
-      return this.#store.jobState(id) === "loading";
+      const state = this.#store.jobState(id);
+      return isPromise(state)
+        ? state.then(
+            (s) => s === "loading",
+            () => undefined,
+          )
+        : state === "loading";
     } catch {
-      return undefined; // a database error: send it, as before this look
+      return undefined;
     }
   }
 
   /** Decides a failed attempt's fate: canceled, re-queued (with backoff) or failed. */
-  #settle(job: JobRow, error: unknown, relayed: ArtifactInput | undefined): void {
+  #settle(job: JobRow, error: unknown, relayed: ArtifactInput | undefined): MaybePromise<void> {
     if (error instanceof AbortedByRunner && error.why.kind === "canceled") {
       this.#log.info("job canceled while running", { job: job.id });
       return; // The HTTP thread marked it canceled and told its listeners.
     }
     if (error instanceof AbortedByRunner && error.why.kind === "shutdown") {
-      this.#store.requeueJob(job.id, Date.now(), "re-queued at shutdown", null, true);
-      this.#post({ type: "state", jobId: job.id, state: "queued" });
-      return;
+      return after(this.#store.requeueJob(job.id, Date.now(), "re-queued at shutdown", null, true), () => {
+        this.#post({ type: "state", jobId: job.id, state: "queued" });
+      });
     }
     const message = error instanceof Error ? error.message : String(error);
     const kind = upstreamErrorKind(error);
@@ -665,10 +771,10 @@ export class JobRunner {
       // queue (no claims until the inventory sees Ollama again) and give the attempt back.
       this.#reachable = false;
       this.#post({ type: "unreachable", target: this.target.name });
-      this.#store.requeueJob(job.id, Date.now(), message, 502, true);
-      this.#post({ type: "attempt-failed", jobId: job.id, kind: "refused", retry: true, target: this.target.name });
-      this.#post({ type: "state", jobId: job.id, state: "queued" });
-      return;
+      return after(this.#store.requeueJob(job.id, Date.now(), message, 502, true), () => {
+        this.#post({ type: "attempt-failed", jobId: job.id, kind: "refused", retry: true, target: this.target.name });
+        this.#post({ type: "state", jobId: job.id, state: "queued" });
+      });
     }
     const timedOut = error instanceof AbortedByRunner;
     const unreachable = error instanceof ConnectionError;
@@ -685,35 +791,36 @@ export class JobRunner {
       // Several targets: the host went away under the job, which is no fault of the job's. It goes back
       // with its attempt refunded, at once, for a target that answers (this one claims nothing until its
       // inventory sees it again).
-      this.#store.requeueJob(job.id, Date.now(), message, status, true);
-      this.#log.warn("target lost a running job: re-queued for another", {
-        job: job.id,
-        target: this.target.name,
-        error: message,
+      return after(this.#store.requeueJob(job.id, Date.now(), message, status, true), () => {
+        this.#log.warn("target lost a running job: re-queued for another", {
+          job: job.id,
+          target: this.target.name,
+          error: message,
+        });
+        this.#post({ type: "attempt-failed", jobId: job.id, kind: "connection", retry: true, target: this.target.name });
+        this.#post({ type: "state", jobId: job.id, state: "queued" });
+        this.#group.wakeAll();
       });
-      this.#post({ type: "attempt-failed", jobId: job.id, kind: "connection", retry: true, target: this.target.name });
-      this.#post({ type: "state", jobId: job.id, state: "queued" });
-      this.#group.wakeAll();
-      return;
     }
     // A client that already received tokens cannot be given a second answer; a job API or batch job can.
     const retryable = (unreachable || busy || timedOut) && (!relayed || job.source === "jobs" || job.source === "batch");
     if (retryable && job.attempts < job.maxAttempts) {
       const delay = retryDelayMs(job.attempts);
-      this.#store.requeueJob(job.id, Date.now() + delay, message, status);
-      this.#log.warn("job attempt failed, retrying", { job: job.id, attempt: job.attempts, delay_ms: delay, error: message });
-      if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: true, target: this.target.name });
-      this.#post({ type: "state", jobId: job.id, state: "queued" });
-      return;
+      return after(this.#store.requeueJob(job.id, Date.now() + delay, message, status), () => {
+        this.#log.warn("job attempt failed, retrying", { job: job.id, attempt: job.attempts, delay_ms: delay, error: message });
+        if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: true, target: this.target.name });
+        this.#post({ type: "state", jobId: job.id, state: "queued" });
+      });
     }
     // Written before anything is told: a write that fails for space runs this again (#untilWritten).
     this.#group.refunds.delete(job.id);
-    const failed = this.#store.failJob(job.id, message, status, relayed ? [relayed] : []);
-    if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: false, target: this.target.name });
-    if (failed) {
-      this.#log.warn("job failed", { job: job.id, status, error: message });
-      this.#post({ type: "ended", jobId: job.id });
-    }
+    return after(this.#store.failJob(job.id, message, status, relayed ? [relayed] : []), (failed) => {
+      if (kind) this.#post({ type: "attempt-failed", jobId: job.id, kind, retry: false, target: this.target.name });
+      if (failed) {
+        this.#log.warn("job failed", { job: job.id, status, error: message });
+        this.#post({ type: "ended", jobId: job.id });
+      }
+    });
   }
 }
 

@@ -1,5 +1,6 @@
 import type { Logger } from "../log";
-import type { JobStore } from "../queue/store";
+import type { ModelCosts } from "../queue/model-costs";
+import type { RunnerStore } from "../queue/runner-store";
 import type { FromWorker, ToWorker, WorkerSettings } from "./protocol";
 import { JobRunner, RunnerGroup } from "./runner";
 
@@ -10,12 +11,19 @@ import { JobRunner, RunnerGroup } from "./runner";
  * threads contending for SQLite's write lock (SQLITE_BUSY, busy_timeout waits) at each job's end; and
  * the runners read each other's state (resident keys, the key in flight) for placement directly rather
  * than by message. The claim stays atomic in the database all the same (IMMEDIATE, `state = 'queued'`).
+ * An async store (its answers Promises) is served the same way: the runners then claim one at a time.
  */
 export class TargetRunners {
   readonly group = new RunnerGroup();
   readonly runners: JobRunner[];
 
-  constructor(store: JobStore, settings: WorkerSettings, post: (message: FromWorker) => void, log: Logger) {
+  /** `store`: JobStore, or any store the runners can run on whose costs learn per target when told. */
+  constructor(
+    store: RunnerStore & { readonly costs: Pick<ModelCosts, "perTarget"> },
+    settings: WorkerSettings,
+    post: (message: FromWorker) => void,
+    log: Logger,
+  ) {
     this.runners = settings.targets.map((target) => new JobRunner(store, settings, post, log, { target, group: this.group }));
     store.costs.perTarget = this.group.several;
   }
