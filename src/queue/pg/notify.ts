@@ -1,0 +1,103 @@
+import { SQL } from "bun";
+
+/** The channel a job's end is announced on. */
+export const JOB_END_CHANNEL = "foreman_job_end";
+
+/**
+ * PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; a chunk stays below with room to spare.
+ * Only ids travel, never results: a waiter reads the job itself, so a payload never outgrows the limit
+ * by a job's size, and a notification that is lost costs a re-check, not data.
+ */
+const MAX_PAYLOAD_BYTES = 7_900;
+
+/** Splits `ids` into comma-joined payloads under the payload limit. */
+export function jobEndPayloads(ids: readonly string[]): string[] {
+  const payloads: string[] = [];
+  let current = "";
+  for (const id of ids) {
+    if (id.length === 0 || id.includes(",")) throw new Error(`job id ${JSON.stringify(id)} cannot travel in a job-end payload`);
+    if (Buffer.byteLength(id) > MAX_PAYLOAD_BYTES) throw new Error("job id longer than a NOTIFY payload");
+    const next = current === "" ? id : `${current},${id}`;
+    if (Buffer.byteLength(next) > MAX_PAYLOAD_BYTES) {
+      payloads.push(current);
+      current = id;
+    } else current = next;
+  }
+  if (current !== "") payloads.push(current);
+  return payloads;
+}
+
+/**
+ * Announces that the jobs `ids` ended, inside the transaction that ends them: PostgreSQL delivers the
+ * notification on commit and drops it on rollback, so no node wakes for an end that did not happen.
+ */
+export async function notifyJobEnded(tx: SQL, ids: readonly string[]): Promise<void> {
+  for (const payload of jobEndPayloads(ids)) await tx`SELECT pg_notify(${JOB_END_CHANNEL}, ${payload})`;
+}
+
+export interface JobEndListenerOptions {
+  /** A client to listen through (its dedicated LISTEN connection), or a URL to open one for the listener alone. */
+  sql?: SQL;
+  url?: string;
+  /** Jobs that ended on some node (this one included). */
+  onEnded(ids: string[]): void;
+  /**
+   * The subscription is (again) in place: notifications sent while it was down are lost, so the caller
+   * re-checks every job it waits for. Runs on the first subscribe too (covering ends before it).
+   */
+  onResync(): void;
+  /** The safety net's period: onPoll runs this often whatever the channel does (off without onPoll). */
+  pollMs?: number;
+  onPoll?(): void;
+}
+
+/**
+ * Wakes this node's waiters when a job ends on any node: LISTEN on {@link JOB_END_CHANNEL} through Bun.SQL's
+ * sql.listen, which keeps one dedicated connection, reconnects it with backoff and re-subscribes, running
+ * onResync each time (tested by terminating its backend in test/queue/pg-notify.test.ts). A slow poll
+ * (onPoll) covers whatever the channel misses without anyone noticing, a half-open connection say.
+ */
+export class JobEndListener {
+  readonly #options: JobEndListenerOptions;
+  #sql: SQL | null = null;
+  #owned = false;
+  #subscription: SQL.ListenSubscription | null = null;
+  #poll: ReturnType<typeof setInterval> | null = null;
+
+  constructor(options: JobEndListenerOptions) {
+    if (!options.sql === !options.url) throw new Error("JobEndListener: give sql or url, one of them");
+    this.#options = options;
+  }
+
+  /** Subscribes (resolves once the server acknowledged the LISTEN) and starts the safety poll. */
+  async start(): Promise<void> {
+    if (this.#subscription) return;
+    const { sql, url, onEnded, onResync, pollMs, onPoll } = this.#options;
+    this.#owned = !sql;
+    this.#sql = sql ?? new SQL(url!, { max: 1 });
+    try {
+      this.#subscription = await this.#sql.listen(
+        JOB_END_CHANNEL,
+        (payload) => {
+          if (payload !== "") onEnded(payload.split(","));
+        },
+        () => onResync(),
+      );
+    } catch (error) {
+      if (this.#owned) await this.#sql.close().catch(() => {});
+      this.#sql = null;
+      throw error;
+    }
+    if (onPoll && pollMs && pollMs > 0) this.#poll = setInterval(() => onPoll(), pollMs);
+  }
+
+  async stop(): Promise<void> {
+    if (this.#poll) clearInterval(this.#poll);
+    this.#poll = null;
+    const subscription = this.#subscription;
+    this.#subscription = null;
+    if (subscription) await subscription.unlisten().catch(() => {});
+    if (this.#owned && this.#sql) await this.#sql.close().catch(() => {});
+    this.#sql = null;
+  }
+}
