@@ -342,6 +342,28 @@ export class PgJobStore {
   }
 
   /**
+   * What placement between targets reads synchronously inside a claim (see PgRunnerStore): every model
+   * key's learned costs and how many jobs of each key are queued. One round trip over the few count and
+   * cost rows, whatever the queue's length.
+   */
+  async placementView(): Promise<{ costs: Map<string, ModelCost>; queuedByKey: Map<string, number> }> {
+    const [costs, counts] = await Promise.all([
+      this.#sql.unsafe(
+        `SELECT model_key AS "modelKey", load_ms AS "loadMs", run_ms AS "runMs", total_ms AS "totalMs",
+           output_tokens AS "outputTokens", eval_ms AS "evalMs", jobs, loads, updated_at::float8 AS "updatedAt"
+         FROM model_costs`,
+      ) as Promise<ModelCost[]>,
+      this.#sql`SELECT model_key AS "modelKey", sum(n)::float8 AS n FROM queued_counts GROUP BY model_key` as Promise<
+        { modelKey: string; n: number }[]
+      >,
+    ]);
+    return {
+      costs: new Map(costs.map((cost) => [cost.modelKey, cost])),
+      queuedByKey: new Map(counts.map((row) => [row.modelKey, row.n])),
+    };
+  }
+
+  /**
    * Picks and marks the next job for the fence's target (state loading, attempts + 1, target set), or null:
    * none runnable, or the fence no longer holds. The read and the mark are two statements, not one
    * transaction: the mark re-checks all that makes the pick valid (still queued, runnable, not locked by
