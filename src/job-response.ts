@@ -18,6 +18,16 @@ export const MAX_CLIENT_BACKLOG_BYTES = 4 * 1024 * 1024;
 /** How much of the stored stream a lagging client is relayed per read. */
 const STORED_SLICE_BYTES = 1024 * 1024;
 
+/** The client waiting on its job: its hang-up, and how its connection's idle timeout comes back. */
+export interface WaitingClient {
+  signal: AbortSignal;
+  /**
+   * A streamed answer will call the returned function just before its last write (src/http/long-lived.ts
+   * restoresAtEnd), so the connection stays alive for the client's next request.
+   */
+  restoresAtEnd?: () => () => void;
+}
+
 /**
  * Answers a client that waits on its queued job exactly as Ollama would answer that API: records
  * relayed as the worker passes them on (headers go out with the first, so an earlier failure still
@@ -29,8 +39,9 @@ export async function respondToClient(
   service: JobService,
   job: JobRow,
   streaming: boolean,
-  clientSignal: AbortSignal,
+  client: WaitingClient,
 ): Promise<Response> {
+  const clientSignal = client.signal;
   const adapter = adapterFor(job.type);
   const headers = { "x-foreman-job-id": job.id };
   const watch = service.watch(job.id, MAX_CLIENT_BACKLOG_BYTES);
@@ -63,6 +74,8 @@ export async function respondToClient(
       continue;
     } else if (event.type === "ended") {
       settle();
+      // Whole, even when it is the stored stream: the connection's idle timeout can come back now.
+      if (streaming) restoreNow(client);
       return endedResponse(service, adapter, event.job, streaming, headers);
     } else {
       const framing = framingFor(contentType);
@@ -74,6 +87,7 @@ export async function respondToClient(
           settle,
           clientGone,
           isAnswered: () => answered,
+          beforeClose: client.restoresAtEnd?.() ?? (() => {}),
         });
         return new Response(body, { headers: { "content-type": contentType, ...headers } });
       }
@@ -87,6 +101,15 @@ export async function respondToClient(
   // The watch stopped without an end: the client went away (or the job vanished); nobody reads this.
   settle();
   return errorResponse(adapter.api, 499, "request canceled", headers);
+}
+
+/** A streaming client answered in one body: its connection's idle timeout now, not after the answer. */
+function restoreNow(client: WaitingClient): void {
+  try {
+    client.restoresAtEnd?.()();
+  } catch {
+    // The connection is gone: nothing to keep alive.
+  }
 }
 
 /** The job's whole stored stream (SSE or NDJSON), or null when it streamed none (a one-body answer). */
@@ -130,13 +153,22 @@ function relay(
   adapter: WireAdapter,
   watch: AsyncIterator<WatchEvent>,
   stored: (offset: number, length: number) => Uint8Array | null,
-  control: { settle: () => void; clientGone: () => void; isAnswered: () => boolean },
+  control: { settle: () => void; clientGone: () => void; isAnswered: () => boolean; beforeClose: () => void },
 ): ReadableStream<Uint8Array> {
   let last = lastRecord(first, framing);
   let relayed = first.byteLength;
   let overflowed = false;
   let running = false;
 
+  /** The last write: the connection's idle timeout is put back first, while Bun still can. */
+  const close = (controller: ReadableStreamDirectController) => {
+    try {
+      control.beforeClose();
+    } catch {
+      // The connection is gone: nothing to keep alive.
+    }
+    controller.close();
+  };
   /** Writes each record of `chunk` and flushes it, so that each leaves as its own HTTP chunk. */
   const send = async (controller: ReadableStreamDirectController, chunk: Uint8Array) => {
     for (const record of recordsOf(chunk, framing)) {
@@ -151,7 +183,7 @@ function relay(
     if (job.state !== "done" && adapter.recordError(last, framing) === undefined) {
       await send(controller, encoder.encode(adapter.failureRecord(job.error ?? job.state, framing, last)));
     }
-    controller.close();
+    close(controller);
   };
   /** The stored rest, a slice per write, then the end. */
   const resume = async (controller: ReadableStreamDirectController, job: Outcome) => {
@@ -168,10 +200,10 @@ function relay(
   };
   const run = async (controller: ReadableStreamDirectController) => {
     await send(controller, first);
-    if (firstIsFinal) return controller.close();
+    if (firstIsFinal) return close(controller);
     for (;;) {
       const next = control.isAnswered() ? undefined : await watch.next();
-      if (!next || next.done) return controller.close();
+      if (!next || next.done) return close(controller);
       const event = next.value;
       if (event.type === "chunk") {
         relayed += event.bytes.byteLength;
@@ -180,7 +212,7 @@ function relay(
         // The final record is the whole answer: end the response now rather than after the bookkeeping.
         if (adapter.isFinal(last, framing)) {
           control.settle();
-          return controller.close();
+          return close(controller);
         }
         continue;
       }

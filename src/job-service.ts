@@ -2,7 +2,7 @@ import { type JobType, adapterFor } from "./adapters";
 import type { RequestFacts } from "./adapters/adapter";
 import type { Config } from "./config";
 import { BadRequestError, NotFoundError } from "./errors";
-import { respondToClient } from "./job-response";
+import { type WaitingClient, respondToClient } from "./job-response";
 import { watchJob } from "./job-watch";
 import type { Logger } from "./log";
 import { StorageHealth, isStorageError } from "./queue/storage-health";
@@ -277,8 +277,8 @@ export class JobService {
   }
 
   /** Answers a client that waits on its job, in the job's API format (see {@link respondToClient}). */
-  respond(job: JobRow, streaming: boolean, clientSignal: AbortSignal): Promise<Response> {
-    return respondToClient(this, job, streaming, clientSignal);
+  respond(job: JobRow, streaming: boolean, client: WaitingClient): Promise<Response> {
+    return respondToClient(this, job, streaming, client);
   }
 
   /**

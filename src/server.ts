@@ -8,7 +8,7 @@ import { composeForeman } from "./compose";
 import type { JobService } from "./job-service";
 import { type Logger, createLogger } from "./log";
 import type { OllamaClient } from "./ollama/client";
-import { onKeepOpen } from "./http/long-lived";
+import { type IdleTimeout, onKeepOpen } from "./http/long-lived";
 import { logRequests } from "./http/request-log";
 import { ConnectionLimit, closingAfter, warnIfFewDescriptors } from "./http/connection-limit";
 import { openDatabase } from "./queue/db";
@@ -73,21 +73,37 @@ export async function startServer(config: Config): Promise<RunningServer> {
     for (const view of views) void warmEmbedModel(view.client, model, log);
   }
 
+  const connections = new ConnectionLimit(config.maxConnections);
   server.reload({
     fetch: logRequests(
       log,
-      new ConnectionLimit(config.maxConnections).wrap(async (request, server) => {
+      connections.wrap(async (request, server) => {
         // A client may wait minutes in the queue or behind a model load without a byte on the wire: the
         // routes that wait say so (keepOpen), for authenticated requests only; everything else keeps the
-        // idle timeout. Bun cannot put the timeout back once the answer is out, so such a connection is
-        // closed after its answer rather than kept alive without one.
-        let keptOpen = false;
-        onKeepOpen(request, () => {
-          keptOpen = true;
-          server.timeout(request, 0);
-        });
+        // idle timeout. The timeout comes back with the answer (src/http/long-lived.ts): here for a whole
+        // one, from the stream for a relayed job; any other stream is closed after its answer, since Bun
+        // cannot put the timeout back once the answer is out.
+        let lifted = false;
+        const timeout: IdleTimeout = {
+          lift() {
+            lifted = true;
+            server.timeout(request, 0);
+          },
+          restore() {
+            try {
+              server.timeout(request, IDLE_TIMEOUT_SECONDS);
+              connections.answered(request, server);
+            } catch {
+              // The connection is gone: nothing to keep alive.
+            }
+          },
+        };
+        onKeepOpen(request, timeout);
         const response = await handle(request);
-        return keptOpen ? closingAfter(response) : response;
+        if (!lifted || timeout.restoresAtEnd) return response;
+        if (isStream(response)) return closingAfter(response);
+        timeout.restore();
+        return response;
       }),
     ),
   });
@@ -129,6 +145,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
       return stopping;
     },
   };
+}
+
+/** An answer written as it comes (records, events), not one body: the content types foreman streams. */
+function isStream(response: Response): boolean {
+  const type = response.headers.get("content-type") ?? "";
+  return type.includes("event-stream") || type.includes("ndjson");
 }
 
 /** Bun.serve's idle timeout, in seconds (Bun checks it in ticks of a few seconds, so a cut may take ~4 s longer). */

@@ -57,6 +57,18 @@ export class ConnectionLimit {
     };
   }
 
+  /**
+   * `request`'s answer is ending now, long after it came (a queue wait, a stream): a connection counted as
+   * kept alive is counted from now, since its idle timeout starts again now. Not counted: nothing to do.
+   */
+  answered(request: Request, server: Server<undefined>): void {
+    const ip = server.requestIP(request);
+    const key = ip && `${ip.address} ${ip.port}`;
+    if (!key || !this.#kept.has(key)) return;
+    this.#kept.delete(key);
+    this.#kept.set(key, performance.now());
+  }
+
   /** Whether the connection `key` may stay open after this answer; counts it when it may. */
   #admit(key: string): boolean {
     const now = performance.now();

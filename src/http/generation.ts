@@ -1,7 +1,7 @@
 import { type JobType, adapterFor } from "../adapters";
 import { type JobService, parsePriorityHeader } from "../job-service";
 import { parseJsonBody } from "../ollama/types";
-import { keepOpen } from "./long-lived";
+import { keepOpen, restoresAtEnd } from "./long-lived";
 import { principalOf } from "../keys/principal";
 
 /**
@@ -17,6 +17,6 @@ export function queuedGeneration(jobs: JobService, type: JobType) {
     const { job, facts } = await jobs.submit(type, body, { source: adapter.api, priority, principal: principalOf(request) });
     // Waits in the queue or behind a model load, maybe minutes without a byte: no idle timeout may cut it.
     keepOpen(request);
-    return jobs.respond(job, facts.stream, request.signal);
+    return jobs.respond(job, facts.stream, { signal: request.signal, restoresAtEnd: () => restoresAtEnd(request) });
   };
 }

@@ -31,7 +31,7 @@ for (const { type, name, contentType, body } of CASES) {
     const { job } = await stack.jobs.submit(type, body, { source: type === "chat" ? "ollama" : "openai" });
     const ended = await stack.ended(job.id);
     expect(ended.state).toBe("done");
-    const response = await stack.jobs.respond(ended, true, new AbortController().signal);
+    const response = await stack.jobs.respond(ended, true, { signal: new AbortController().signal });
     expect(response.headers.get("content-type")).toStartWith(contentType);
     const stored = stack.store.artifacts.get(job.id, name)!;
     expect(new Uint8Array(await response.arrayBuffer())).toEqual(new Uint8Array(stored.data));
@@ -43,6 +43,6 @@ test("a client that did not ask for a stream gets the result body when its job e
   const body = { model: "llama3.2", messages: [{ role: "user", content: "hi" }], stream: false };
   const { job } = await stack.jobs.submit("chat", body, { source: "ollama" });
   const ended = await stack.ended(job.id);
-  const response = await stack.jobs.respond(ended, false, new AbortController().signal);
+  const response = await stack.jobs.respond(ended, false, { signal: new AbortController().signal });
   expect(await response.json()).toMatchObject({ done: true, message: { content: "You said: hi" } });
 });
