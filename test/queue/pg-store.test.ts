@@ -11,6 +11,7 @@ import type { JobSource, JobState } from "../../src/queue/job-states";
 import { NewerSchemaError, openPg } from "../../src/queue/pg/db";
 import { type Fence, PgJobStore } from "../../src/queue/pg/job-store";
 import { PG_MIGRATIONS } from "../../src/queue/pg/migrations";
+import { JobEndListener, JobQueuedListener } from "../../src/queue/pg/notify";
 import type { NewJob } from "../../src/queue/store";
 import { type PgCluster, startPgCluster } from "../pg-cluster";
 import { type MemoryQueue, memoryClaimView } from "./memory-claim-view";
@@ -36,8 +37,9 @@ async function freshDatabase(): Promise<string> {
   return cluster.urlFor(name);
 }
 
+let url: string;
 beforeEach(async () => {
-  const url = await freshDatabase();
+  url = await freshDatabase();
   sql = await openPg(url, { poolSize: 4 });
   open.push(sql);
   store = new PgJobStore(sql);
@@ -422,6 +424,49 @@ describe("ends", () => {
     await sql`UPDATE target_leases SET expires_at = now() - interval '1 second' WHERE target = ${GPU}`;
     expect(await store.claimNextJob(fifo, current)).toBeNull();
     expect(await store.queuedCount()).toBe(1);
+  });
+});
+
+describe("notifications", () => {
+  test("every end tells each node the job's id, and what makes a job runnable wakes them, on commit only", async () => {
+    const ended: string[] = [];
+    let queued = 0;
+    const ends = new JobEndListener({ url, onEnded: (ids) => ended.push(...ids), onResync: () => {} });
+    const wakes = new JobQueuedListener({ url, onQueued: () => queued++ });
+    await Promise.all([ends.start(), wakes.start()]);
+    try {
+      await Bun.sleep(50);
+      const resyncs = queued; // the subscribe's own wake
+      const settle = async (what: () => boolean) => {
+        for (let i = 0; i < 200 && !what(); i++) await Bun.sleep(10);
+        expect(what()).toBe(true);
+      };
+      const [a, b, c, d] = [await add("a"), await add("b"), await add("c"), await add("d")];
+      await settle(() => queued >= resyncs + 4);
+      // A queue-full refusal queued nothing: no wake.
+      const before = queued;
+      await expect(
+        store.enqueue({ type: "chat", model: "x", modelKey: "x:latest", request: "{}", source: "jobs", maxAttempts: 1 }, 1),
+      ).rejects.toThrow(QueueFullError);
+      await store.claimNextJob(fifo, fence);
+      expect(await store.finishJob(a.id, fence, "{}")).not.toBeNull();
+      await store.claimNextJob(fifo, fence);
+      expect(await store.requeueJob(b.id, fence, 0, "busy", 503)).not.toBeNull();
+      await settle(() => queued === before + 1);
+      await store.claimNextJob(fifo, fence);
+      expect(await store.failJob(b.id, fence, "no", 400)).not.toBeNull();
+      expect(await store.cancelJob(c.id)).not.toBeNull();
+      // An end that changed nothing (a stale fence) tells nobody.
+      expect(await store.finishJob(d.id, { target: GPU, token: 9 }, "{}")).toBeNull();
+      await store.claimNextJob(fifo, fence);
+      const taken = await takeLease(GPU, 2, "me");
+      const recovered = await store.recoverInterruptedJobs([taken]);
+      expect(recovered.requeued.map((job) => job.id)).toEqual([d.id]);
+      await settle(() => ended.length === 3 && queued === before + 2);
+      expect(ended).toEqual([a.id, b.id, c.id]);
+    } finally {
+      await Promise.all([ends.stop(), wakes.stop()]);
+    }
   });
 });
 

@@ -8,6 +8,7 @@ import type { JobRow } from "../job-row";
 import { type JobState, NOBODY_WAITING_SOURCES } from "../job-states";
 import { type ModelCost, ewma, samplesOf } from "../model-costs";
 import { CLIENT_CANCELED, type JobUsage, type NewJob, RESTART_DROPPED_RUNNING } from "../store";
+import { notifyJobEnded, notifyJobsQueued } from "./notify";
 
 // Monotonic: ids this node makes in one millisecond still sort in the order it made them (the FIFO tie-break).
 const ulid = monotonicFactory();
@@ -262,6 +263,7 @@ export class PgJobStore {
         if (job.source !== "batch") admitted++;
         outcomes.push({ job: row, created: true });
       }
+      if (outcomes.some((outcome) => !(outcome instanceof Error) && outcome.created)) await notifyJobsQueued(tx);
       return outcomes;
     });
   }
@@ -424,6 +426,7 @@ export class PgJobStore {
       job.result = result;
       await this.#learn(tx, job);
       await this.#charge(tx, job);
+      await notifyJobEnded(tx, [id]);
       return job as JobRow;
     });
   }
@@ -437,7 +440,7 @@ export class PgJobStore {
          RETURNING ${HEAD_COLUMNS}`,
         [id, error, status, fence.target, fence.token],
       );
-      if (job) await this.#charge(tx, job);
+      if (job) await this.#ended(tx, job);
       return job ?? null;
     });
   }
@@ -465,7 +468,7 @@ export class PgJobStore {
              WHERE id = $1 AND state IN ('queued', 'loading', 'working') RETURNING ${HEAD_COLUMNS}`,
             [id, reason.error, reason.status],
           );
-      if (job) await this.#charge(tx, job);
+      if (job) await this.#ended(tx, job);
       return job ?? null;
     });
   }
@@ -482,14 +485,17 @@ export class PgJobStore {
     status: number | null,
     refundAttempt = false,
   ): Promise<JobRow | null> {
-    const [row] = await this.#sql.unsafe(
-      `UPDATE jobs SET state = 'queued', run_after = ${NOW_MS} + $2::bigint, error = $3::text, error_status = $4::integer,
+    return this.#tx(async (tx) => {
+      const [row] = await tx.unsafe(
+        `UPDATE jobs SET state = 'queued', run_after = ${NOW_MS} + $2::bigint, error = $3::text, error_status = $4::integer,
          attempts = greatest(0, attempts - $5::integer)
        WHERE id = $1 AND state IN ('loading', 'working') AND target = $6 AND ${FENCE_HOLDS("$6", "$7")}
        RETURNING ${HEAD_COLUMNS}`,
-      [id, Math.max(0, Math.round(delayMs)), error, status, refundAttempt ? 1 : 0, fence.target, fence.token],
-    );
-    return row ?? null;
+        [id, Math.max(0, Math.round(delayMs)), error, status, refundAttempt ? 1 : 0, fence.target, fence.token],
+      );
+      if (row) await notifyJobsQueued(tx);
+      return row ?? null;
+    });
   }
 
   /**
@@ -521,11 +527,17 @@ export class PgJobStore {
       // The ended jobs' charges before the re-queue's count rows: key_counters, then queued_counts, the order an
       // enqueue locks them in (its lift, then its insert's trigger), so the two cannot deadlock.
       for (const job of [...canceled, ...failed]) await this.#charge(tx, job);
+      if (canceled.length + failed.length > 0)
+        await notifyJobEnded(
+          tx,
+          [...canceled, ...failed].map((job) => job.id),
+        );
       const requeued: JobRow[] = await tx.unsafe(
         `UPDATE jobs SET state = 'queued', run_after = ${NOW_MS}, error = 'interrupted', error_status = NULL
          WHERE ${running} AND source IN (${NOBODY_WAITING}) AND attempts < max_attempts RETURNING ${HEAD_COLUMNS}`,
         [targets],
       );
+      if (requeued.length > 0) await notifyJobsQueued(tx);
       // Plain arrays of rows, not the driver's result objects (which carry the statement's count and command).
       return { requeued: [...requeued], failed: [...failed], canceled: [...canceled] };
     });
@@ -604,6 +616,12 @@ export class PgJobStore {
        ON CONFLICT (key_id) DO UPDATE SET counter = k.counter + excluded.counter, updated_at = excluded.updated_at`,
       [job.keyId, Math.max(0, job.finishedAt - job.startedAt), job.finishedAt],
     );
+  }
+
+  /** A job just ended in `tx`: its caller charged, and every node told (on commit). */
+  async #ended(tx: Tx, job: JobRow): Promise<void> {
+    await this.#charge(tx, job);
+    await notifyJobEnded(tx, [job.id]);
   }
 
   /** A transaction, run again from the start when PostgreSQL aborted it for a deadlock or a serialization failure. */

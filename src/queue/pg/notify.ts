@@ -2,6 +2,12 @@ import { SQL } from "bun";
 
 /** The channel a job's end is announced on. */
 export const JOB_END_CHANNEL = "foreman_job_end";
+/**
+ * The channel that says a job became runnable (queued, or put back): its payload is empty, so the
+ * notifications of one transaction, and of several waiting to be delivered, fold into one, and a node
+ * re-reads the queue in its claim rather than trusting what a payload would say.
+ */
+export const JOB_QUEUED_CHANNEL = "foreman_job_queued";
 
 /**
  * PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; a chunk stays below with room to spare.
@@ -35,6 +41,11 @@ export async function notifyJobEnded(tx: SQL, ids: readonly string[]): Promise<v
   for (const payload of jobEndPayloads(ids)) await tx`SELECT pg_notify(${JOB_END_CHANNEL}, ${payload})`;
 }
 
+/** Announces, inside the transaction that queued them, that jobs wait: delivered on commit, dropped on rollback. */
+export async function notifyJobsQueued(tx: SQL): Promise<void> {
+  await tx`SELECT pg_notify(${JOB_QUEUED_CHANNEL}, '')`;
+}
+
 export interface JobEndListenerOptions {
   /** A client to listen through (its dedicated LISTEN connection), or a URL to open one for the listener alone. */
   sql?: SQL;
@@ -58,31 +69,78 @@ export interface JobEndListenerOptions {
  * (onPoll) covers whatever the channel misses without anyone noticing, a half-open connection say.
  */
 export class JobEndListener {
-  readonly #options: JobEndListenerOptions;
+  readonly #listener: ChannelListener;
+
+  constructor(options: JobEndListenerOptions) {
+    const { onEnded, ...rest } = options;
+    this.#listener = new ChannelListener(JOB_END_CHANNEL, {
+      ...rest,
+      onPayload: (payload) => {
+        if (payload !== "") onEnded(payload.split(","));
+      },
+    });
+  }
+
+  /** Subscribes (resolves once the server acknowledged the LISTEN) and starts the safety poll. */
+  start(): Promise<void> {
+    return this.#listener.start();
+  }
+
+  stop(): Promise<void> {
+    return this.#listener.stop();
+  }
+}
+
+/**
+ * Wakes this node's job loop when a job becomes runnable on any node's say ({@link JOB_QUEUED_CHANNEL}):
+ * `onQueued` runs once per delivered notification, and on every (re)subscribe, since jobs queued while
+ * it was down were announced to nobody. Its safety poll is the loop's periodic wake.
+ */
+export class JobQueuedListener {
+  readonly #listener: ChannelListener;
+
+  constructor(options: Omit<JobEndListenerOptions, "onEnded" | "onResync" | "onPoll"> & { onQueued(): void }) {
+    const { onQueued, ...rest } = options;
+    this.#listener = new ChannelListener(JOB_QUEUED_CHANNEL, {
+      ...rest,
+      onPayload: () => onQueued(),
+      onResync: () => onQueued(),
+      onPoll: () => onQueued(),
+    });
+  }
+
+  start(): Promise<void> {
+    return this.#listener.start();
+  }
+
+  stop(): Promise<void> {
+    return this.#listener.stop();
+  }
+}
+
+/** One channel's LISTEN (the two listeners above): its own or a given connection, a resync hook, a safety poll. */
+class ChannelListener {
+  readonly #channel: string;
+  readonly #options: Omit<JobEndListenerOptions, "onEnded"> & { onPayload(payload: string): void };
   #sql: SQL | null = null;
   #owned = false;
   #subscription: SQL.ListenSubscription | null = null;
   #poll: ReturnType<typeof setInterval> | null = null;
 
-  constructor(options: JobEndListenerOptions) {
-    if (!options.sql === !options.url) throw new Error("JobEndListener: give sql or url, one of them");
+  constructor(channel: string, options: Omit<JobEndListenerOptions, "onEnded"> & { onPayload(payload: string): void }) {
+    if (!options.sql === !options.url) throw new Error("a listener takes sql or url, one of them");
+    this.#channel = channel;
     this.#options = options;
   }
 
   /** Subscribes (resolves once the server acknowledged the LISTEN) and starts the safety poll. */
   async start(): Promise<void> {
     if (this.#subscription) return;
-    const { sql, url, onEnded, onResync, pollMs, onPoll } = this.#options;
+    const { sql, url, onPayload, onResync, pollMs, onPoll } = this.#options;
     this.#owned = !sql;
     this.#sql = sql ?? new SQL(url!, { max: 1 });
     try {
-      this.#subscription = await this.#sql.listen(
-        JOB_END_CHANNEL,
-        (payload) => {
-          if (payload !== "") onEnded(payload.split(","));
-        },
-        () => onResync(),
-      );
+      this.#subscription = await this.#sql.listen(this.#channel, onPayload, () => onResync());
     } catch (error) {
       if (this.#owned) await this.#sql.close().catch(() => {});
       this.#sql = null;
