@@ -2,8 +2,8 @@
 // runners (src/worker/targets.ts) over PgRunnerStore, running only the targets this node holds a lease on
 // (LeaseKeeper), recovering a target's interrupted jobs when it takes the lease, and aborting its jobs there
 // when it loses it. What the HTTP thread does for the worker in `serve` is done here by hand: each held
-// target's /api/ps and /api/tags read every 200 ms (the inventory), and a wake every 50 ms (jobs queued by
-// another node: `serve` on PostgreSQL will wake on a notification instead).
+// target's /api/ps and /api/tags read every 200 ms (the inventory); jobs queued by any node wake its loops
+// through JobQueuedListener (src/queue/pg/notify.ts).
 // Prints JSON lines: {"event":"acquired"|"lost","target","token","t"}, {"event":"recovered","target","requeued"}.
 // Usage: bun test/queue/pg-node.ts <url> <node> <ttlMs> <pollMs> <name=url>...
 import { loadConfig } from "../../src/config";
@@ -12,6 +12,7 @@ import { normalizeModel } from "../../src/ollama/model-key";
 import { openPg } from "../../src/queue/pg/db";
 import { PgJobStore } from "../../src/queue/pg/job-store";
 import { LeaseKeeper } from "../../src/queue/pg/leases";
+import { JobQueuedListener } from "../../src/queue/pg/notify";
 import { PgRunnerStore } from "../../src/queue/pg/runner-store";
 import { workerSettings } from "../../src/worker/protocol";
 import { TargetRunners } from "../../src/worker/targets";
@@ -85,14 +86,16 @@ async function readInventory(target: string): Promise<void> {
 const inventoryTimer = setInterval(() => {
   for (const target of ready) void readInventory(target);
 }, 200);
-const wakeTimer = setInterval(() => runners.group.wakeAll(), 50);
+// Jobs queued or put back by any node wake the loops; the listener's poll is the safety net.
+const queued = new JobQueuedListener({ url, pollMs: 1000, onQueued: () => runners.group.wakeAll() });
+await queued.start();
 
 keeper.start();
 const loops = runners.run(() => say({ event: "started" }));
 
 process.on("SIGTERM", async () => {
   clearInterval(inventoryTimer);
-  clearInterval(wakeTimer);
+  await queued.stop();
   runners.handle({ type: "shutdown", graceMs: 0 });
   await loops;
   await keeper.stop();
