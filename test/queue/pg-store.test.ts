@@ -428,7 +428,7 @@ describe("ends", () => {
 });
 
 describe("notifications", () => {
-  test("every end tells each node the job's id, and what makes a job runnable wakes them, on commit only", async () => {
+  test("every end tells each node the job's id and what makes a job runnable wakes them; a refusal or a stale end tells nobody", async () => {
     const ended: string[] = [];
     let queued = 0;
     const ends = new JobEndListener({ url, onEnded: (ids) => ended.push(...ids), onResync: () => {} });

@@ -8,7 +8,7 @@ import type { JobRow } from "../job-row";
 import { type JobState, NOBODY_WAITING_SOURCES } from "../job-states";
 import { type ModelCost, ewma, samplesOf } from "../model-costs";
 import { CLIENT_CANCELED, type JobUsage, type NewJob, RESTART_DROPPED_RUNNING } from "../store";
-import { notifyJobEnded, notifyJobsQueued } from "./notify";
+import { JOB_END_CHANNEL, JOB_QUEUED_CHANNEL, notifyJobEnded, notifyingRows } from "./notify";
 
 // Monotonic: ids this node makes in one millisecond still sort in the order it made them (the FIFO tie-break).
 const ulid = monotonicFactory();
@@ -263,7 +263,6 @@ export class PgJobStore {
         if (job.source !== "batch") admitted++;
         outcomes.push({ job: row, created: true });
       }
-      if (outcomes.some((outcome) => !(outcome instanceof Error) && outcome.created)) await notifyJobsQueued(tx);
       return outcomes;
     });
   }
@@ -280,20 +279,23 @@ export class PgJobStore {
   async #insert(tx: Tx, job: NewJob, now: number): Promise<JobRow | null> {
     const keyId = job.owner?.keyId ?? null;
     const [row] = await tx.unsafe(
-      `WITH lift AS (
-         INSERT INTO key_counters AS k (key_id, counter, updated_at)
-         SELECT coalesce($13, ''),
-           coalesce((SELECT min(counter) FROM key_counters c WHERE EXISTS (SELECT 1 FROM queued_counts q WHERE q.key_id = c.key_id AND q.n > 0)),
-                    (SELECT max(counter) FROM key_counters), 0), $10::bigint
-         WHERE $14::boolean AND EXISTS (SELECT 1 FROM keys)
-           AND NOT EXISTS (SELECT 1 FROM queued_counts WHERE key_id = coalesce($13, '') AND n > 0)
-         ON CONFLICT (key_id) DO UPDATE SET counter = greatest(k.counter, excluded.counter), updated_at = excluded.updated_at
-       )
-       INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
-         created_at, idempotency_key, webhook_url, webhook_secret, key_id)
-       VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, 0, $8, $10, $10, $9, $11, $12, $13)
-       ON CONFLICT (idempotency_key) DO NOTHING
-       RETURNING ${HEAD_COLUMNS}`,
+      notifyingRows(
+        JOB_QUEUED_CHANNEL,
+        `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
+           created_at, idempotency_key, webhook_url, webhook_secret, key_id)
+         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, 0, $8, $10, $10, $9, $11, $12, $13)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING ${HEAD_COLUMNS}`,
+        `lift AS (
+           INSERT INTO key_counters AS k (key_id, counter, updated_at)
+           SELECT coalesce($13, ''),
+             coalesce((SELECT min(counter) FROM key_counters c WHERE EXISTS (SELECT 1 FROM queued_counts q WHERE q.key_id = c.key_id AND q.n > 0)),
+                      (SELECT max(counter) FROM key_counters), 0), $10::bigint
+           WHERE $14::boolean AND EXISTS (SELECT 1 FROM keys)
+             AND NOT EXISTS (SELECT 1 FROM queued_counts WHERE key_id = coalesce($13, '') AND n > 0)
+           ON CONFLICT (key_id) DO UPDATE SET counter = greatest(k.counter, excluded.counter), updated_at = excluded.updated_at
+         )`,
+      ),
       [
         ulid(now),
         job.type,
@@ -416,17 +418,19 @@ export class PgJobStore {
     const { promptTokens, outputTokens, loadMs, evalMs, estimated } = usage;
     return this.#tx(async (tx) => {
       const [job] = await tx.unsafe(
-        `UPDATE jobs SET state = 'done', finished_at = ${NOW_MS}, result = $2, error = NULL, error_status = NULL,
-           prompt_tokens = $3, output_tokens = $4, load_ms = $5, eval_ms = $6, tokens_estimated = $7
-         WHERE id = $1 AND state IN ('loading', 'working') AND target = $8 AND ${FENCE_HOLDS("$8", "$9")}
-         RETURNING ${HEAD_COLUMNS}`,
+        notifyingRows(
+          JOB_END_CHANNEL,
+          `UPDATE jobs SET state = 'done', finished_at = ${NOW_MS}, result = $2, error = NULL, error_status = NULL,
+             prompt_tokens = $3, output_tokens = $4, load_ms = $5, eval_ms = $6, tokens_estimated = $7
+           WHERE id = $1 AND state IN ('loading', 'working') AND target = $8 AND ${FENCE_HOLDS("$8", "$9")}
+           RETURNING ${HEAD_COLUMNS}`,
+        ),
         [id, result, promptTokens, outputTokens, loadMs, evalMs, estimated ? 1 : 0, fence.target, fence.token],
       );
       if (!job) return null;
       job.result = result;
       await this.#learn(tx, job);
       await this.#charge(tx, job);
-      await notifyJobEnded(tx, [id]);
       return job as JobRow;
     });
   }
@@ -435,12 +439,15 @@ export class PgJobStore {
   async failJob(id: string, fence: Fence, error: string, status: number | null): Promise<JobRow | null> {
     return this.#tx(async (tx) => {
       const [job] = await tx.unsafe(
-        `UPDATE jobs SET state = 'failed', finished_at = ${NOW_MS}, error = $2, error_status = $3::integer
-         WHERE id = $1 AND state IN ('queued', 'loading', 'working') AND target = $4 AND ${FENCE_HOLDS("$4", "$5")}
-         RETURNING ${HEAD_COLUMNS}`,
+        notifyingRows(
+          JOB_END_CHANNEL,
+          `UPDATE jobs SET state = 'failed', finished_at = ${NOW_MS}, error = $2, error_status = $3::integer
+           WHERE id = $1 AND state IN ('queued', 'loading', 'working') AND target = $4 AND ${FENCE_HOLDS("$4", "$5")}
+           RETURNING ${HEAD_COLUMNS}`,
+        ),
         [id, error, status, fence.target, fence.token],
       );
-      if (job) await this.#ended(tx, job);
+      if (job) await this.#charge(tx, job);
       return job ?? null;
     });
   }
@@ -458,17 +465,23 @@ export class PgJobStore {
     return this.#tx(async (tx) => {
       const [job] = fence
         ? await tx.unsafe(
-            `UPDATE jobs SET state = 'canceled', finished_at = ${NOW_MS}, error = $2, error_status = $3
-             WHERE id = $1 AND state IN ('queued', 'loading', 'working') AND target = $4 AND ${FENCE_HOLDS("$4", "$5")}
-             RETURNING ${HEAD_COLUMNS}`,
+            notifyingRows(
+              JOB_END_CHANNEL,
+              `UPDATE jobs SET state = 'canceled', finished_at = ${NOW_MS}, error = $2, error_status = $3
+               WHERE id = $1 AND state IN ('queued', 'loading', 'working') AND target = $4 AND ${FENCE_HOLDS("$4", "$5")}
+               RETURNING ${HEAD_COLUMNS}`,
+            ),
             [id, reason.error, reason.status, fence.target, fence.token],
           )
         : await tx.unsafe(
-            `UPDATE jobs SET state = 'canceled', finished_at = ${NOW_MS}, error = $2, error_status = $3
-             WHERE id = $1 AND state IN ('queued', 'loading', 'working') RETURNING ${HEAD_COLUMNS}`,
+            notifyingRows(
+              JOB_END_CHANNEL,
+              `UPDATE jobs SET state = 'canceled', finished_at = ${NOW_MS}, error = $2, error_status = $3
+               WHERE id = $1 AND state IN ('queued', 'loading', 'working') RETURNING ${HEAD_COLUMNS}`,
+            ),
             [id, reason.error, reason.status],
           );
-      if (job) await this.#ended(tx, job);
+      if (job) await this.#charge(tx, job);
       return job ?? null;
     });
   }
@@ -485,17 +498,17 @@ export class PgJobStore {
     status: number | null,
     refundAttempt = false,
   ): Promise<JobRow | null> {
-    return this.#tx(async (tx) => {
-      const [row] = await tx.unsafe(
+    const [row] = await this.#sql.unsafe(
+      notifyingRows(
+        JOB_QUEUED_CHANNEL,
         `UPDATE jobs SET state = 'queued', run_after = ${NOW_MS} + $2::bigint, error = $3::text, error_status = $4::integer,
-         attempts = greatest(0, attempts - $5::integer)
-       WHERE id = $1 AND state IN ('loading', 'working') AND target = $6 AND ${FENCE_HOLDS("$6", "$7")}
-       RETURNING ${HEAD_COLUMNS}`,
-        [id, Math.max(0, Math.round(delayMs)), error, status, refundAttempt ? 1 : 0, fence.target, fence.token],
-      );
-      if (row) await notifyJobsQueued(tx);
-      return row ?? null;
-    });
+           attempts = greatest(0, attempts - $5::integer)
+         WHERE id = $1 AND state IN ('loading', 'working') AND target = $6 AND ${FENCE_HOLDS("$6", "$7")}
+         RETURNING ${HEAD_COLUMNS}`,
+      ),
+      [id, Math.max(0, Math.round(delayMs)), error, status, refundAttempt ? 1 : 0, fence.target, fence.token],
+    );
+    return row ?? null;
   }
 
   /**
@@ -533,11 +546,13 @@ export class PgJobStore {
           [...canceled, ...failed].map((job) => job.id),
         );
       const requeued: JobRow[] = await tx.unsafe(
-        `UPDATE jobs SET state = 'queued', run_after = ${NOW_MS}, error = 'interrupted', error_status = NULL
-         WHERE ${running} AND source IN (${NOBODY_WAITING}) AND attempts < max_attempts RETURNING ${HEAD_COLUMNS}`,
+        notifyingRows(
+          JOB_QUEUED_CHANNEL,
+          `UPDATE jobs SET state = 'queued', run_after = ${NOW_MS}, error = 'interrupted', error_status = NULL
+           WHERE ${running} AND source IN (${NOBODY_WAITING}) AND attempts < max_attempts RETURNING ${HEAD_COLUMNS}`,
+        ),
         [targets],
       );
-      if (requeued.length > 0) await notifyJobsQueued(tx);
       // Plain arrays of rows, not the driver's result objects (which carry the statement's count and command).
       return { requeued: [...requeued], failed: [...failed], canceled: [...canceled] };
     });
@@ -616,12 +631,6 @@ export class PgJobStore {
        ON CONFLICT (key_id) DO UPDATE SET counter = k.counter + excluded.counter, updated_at = excluded.updated_at`,
       [job.keyId, Math.max(0, job.finishedAt - job.startedAt), job.finishedAt],
     );
-  }
-
-  /** A job just ended in `tx`: its caller charged, and every node told (on commit). */
-  async #ended(tx: Tx, job: JobRow): Promise<void> {
-    await this.#charge(tx, job);
-    await notifyJobEnded(tx, [job.id]);
   }
 
   /** A transaction, run again from the start when PostgreSQL aborted it for a deadlock or a serialization failure. */

@@ -41,9 +41,17 @@ export async function notifyJobEnded(tx: SQL, ids: readonly string[]): Promise<v
   for (const payload of jobEndPayloads(ids)) await tx`SELECT pg_notify(${JOB_END_CHANNEL}, ${payload})`;
 }
 
-/** Announces, inside the transaction that queued them, that jobs wait: delivered on commit, dropped on rollback. */
-export async function notifyJobsQueued(tx: SQL): Promise<void> {
-  await tx`SELECT pg_notify(${JOB_QUEUED_CHANNEL}, '')`;
+/**
+ * `statement` (an INSERT or UPDATE of jobs, RETURNING their `id` among its columns) as one statement that
+ * also notifies `channel` for each row it returned: the row's id as payload (a job's end), or an empty one
+ * (jobs runnable). No row, no notification: the call is correlated with the row, so it cannot run without
+ * one. Identical notifications of one transaction fold into one; all are delivered on commit only. Saves
+ * the round trip of a separate pg_notify. `ctes`: WITH entries the statement uses, without the WITH.
+ */
+export function notifyingRows(channel: typeof JOB_END_CHANNEL | typeof JOB_QUEUED_CHANNEL, statement: string, ctes = ""): string {
+  const payload = channel === JOB_END_CHANNEL ? "r.id" : "''";
+  return `WITH ${ctes ? `${ctes}, ` : ""}r AS (${statement})
+    SELECT r.* FROM r, LATERAL (SELECT pg_notify('${channel}', ${payload}) WHERE r.id IS NOT NULL) notified`;
 }
 
 export interface JobEndListenerOptions {
