@@ -24,11 +24,12 @@ import type { DashboardQueries } from "./queue/dashboard-queries";
 import { ForemanMetrics } from "./metrics";
 import type { OllamaClient } from "./ollama/client";
 import type { WebhookDispatcher } from "./webhook/dispatcher";
+import type { JobStore } from "./queue/store";
 
 /** What the app is built from; server.ts wires the real ones, tests their own. */
 export interface AppDependencies {
   config: Config;
-  jobs: JobService;
+  jobs: JobService<JobStore>;
   /** The dashboard's read-only queries over the jobs table. */
   dashboard: DashboardQueries;
   ollama: OllamaClient;

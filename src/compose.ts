@@ -23,6 +23,7 @@ import { OllamaClient } from "./ollama/client";
 import { TargetInventory } from "./ollama/targets";
 import { StorageHealth, probeWrite } from "./queue/storage-health";
 import { DashboardQueries } from "./queue/dashboard-queries";
+import type { JobStore } from "./queue/store";
 import type { JobTables } from "./tables";
 import { WebhookDispatcher } from "./webhook/dispatcher";
 import type { JobEventHub, JobLink } from "./worker/job-events";
@@ -49,7 +50,7 @@ export interface JobLoop extends JobLink {
 export interface Foreman {
   ollama: OllamaClient;
   inventory: TargetInventory;
-  jobs: JobService;
+  jobs: JobService<JobStore>;
   webhooks: WebhookDispatcher;
   /** What GET /metrics shows. */
   metrics: ForemanMetrics;

@@ -5,6 +5,7 @@ import { type Framing, framingFor, lastRecord, recordsOf } from "./adapters/fram
 import type { JobService } from "./job-service";
 import type { WatchEvent } from "./job-watch";
 import type { JobRow } from "./queue/store";
+import { type MaybePromise, isPromise } from "./queue/maybe-promise";
 
 const encoder = new TextEncoder();
 /** Seconds a client told to come back (503) is asked to wait. */
@@ -76,7 +77,7 @@ export async function respondToClient(
       settle();
       // Whole, even when it is the stored stream: the connection's idle timeout can come back now.
       if (streaming) restoreNow(client);
-      return endedResponse(service, adapter, event.job, streaming, headers);
+      return await endedResponse(service, adapter, event.job, streaming, headers);
     } else {
       const framing = framingFor(contentType);
       const final = adapter.isFinal(lastRecord(event.bytes, framing), framing);
@@ -113,9 +114,10 @@ function restoreNow(client: WaitingClient): void {
 }
 
 /** The job's whole stored stream (SSE or NDJSON), or null when it streamed none (a one-body answer). */
-function storedWhole(service: JobService, jobId: string) {
+async function storedWhole(service: JobService, jobId: string) {
   try {
-    return service.store.artifacts.get(jobId, "stream.sse") ?? service.store.artifacts.get(jobId, "stream.ndjson");
+    const { artifacts } = service.store;
+    return (await artifacts.get(jobId, "stream.sse")) ?? (await artifacts.get(jobId, "stream.ndjson"));
   } catch {
     return null; // a database error: the result is the answer
   }
@@ -125,11 +127,20 @@ function storedWhole(service: JobService, jobId: string) {
 type Outcome = Pick<JobRow, "state" | "error">;
 
 /** `length` bytes of the job's stored stream (what the worker relayed, exactly) from `offset`; null when none is stored. */
-function storedStream(service: JobService, jobId: string, framing: Framing, offset: number, length: number) {
+function storedStream(
+  service: JobService,
+  jobId: string,
+  framing: Framing,
+  offset: number,
+  length: number,
+): MaybePromise<Uint8Array | null> {
+  // A database error: the client gets the end without the rest.
+  const failed = () => null;
   try {
-    return service.store.artifacts.slice(jobId, framing === "sse" ? "stream.sse" : "stream.ndjson", offset, length);
+    const slice = service.store.artifacts.slice(jobId, framing === "sse" ? "stream.sse" : "stream.ndjson", offset, length);
+    return isPromise(slice) ? slice.catch(failed) : slice;
   } catch {
-    return null; // a database error: the client gets the end without the rest
+    return failed();
   }
 }
 
@@ -152,7 +163,7 @@ function relay(
   framing: Framing,
   adapter: WireAdapter,
   watch: AsyncIterator<WatchEvent>,
-  stored: (offset: number, length: number) => Uint8Array | null,
+  stored: (offset: number, length: number) => MaybePromise<Uint8Array | null>,
   control: { settle: () => void; clientGone: () => void; isAnswered: () => boolean; beforeClose: () => void },
 ): ReadableStream<Uint8Array> {
   let last = lastRecord(first, framing);
@@ -188,14 +199,14 @@ function relay(
   /** The stored rest, a slice per write, then the end. */
   const resume = async (controller: ReadableStreamDirectController, job: Outcome) => {
     for (;;) {
-      const slice = stored(relayed, STORED_SLICE_BYTES);
+      const slice = await stored(relayed, STORED_SLICE_BYTES);
       if (!slice || slice.byteLength === 0) return end(controller, job);
       const written = controller.write(slice);
       if (written instanceof Promise) await written;
       relayed += slice.byteLength;
       // A record may start in an earlier slice: the last one is read from the stored tail once, at its end.
       if (slice.byteLength < STORED_SLICE_BYTES)
-        last = lastRecord(stored(Math.max(0, relayed - STORED_SLICE_BYTES), STORED_SLICE_BYTES) ?? slice, framing);
+        last = lastRecord((await stored(Math.max(0, relayed - STORED_SLICE_BYTES), STORED_SLICE_BYTES)) ?? slice, framing);
     }
   };
   const run = async (controller: ReadableStreamDirectController) => {
@@ -252,14 +263,14 @@ function relay(
  * the worker, on its own thread, can run a short job to its end before this thread has read the row (CI
  * saw the openai client handed the non-streaming body, which its stream parser reads as no events).
  */
-function endedResponse(
+async function endedResponse(
   service: JobService,
   adapter: WireAdapter,
   job: JobRow,
   streaming: boolean,
   headers: Record<string, string>,
-): Response {
-  const stream = job.state === "done" && streaming ? storedWhole(service, job.id) : null;
+): Promise<Response> {
+  const stream = job.state === "done" && streaming ? await storedWhole(service, job.id) : null;
   if (stream)
     return new Response(stream.data as Uint8Array<ArrayBuffer>, { headers: { "content-type": stream.contentType, ...headers } });
   if (job.state === "done") {

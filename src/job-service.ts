@@ -9,7 +9,7 @@ import { StorageHealth, isStorageError } from "./queue/storage-health";
 import type { TargetInventory } from "./ollama/targets";
 import type { JobSource } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
-import { expectedCosts, targetCosts } from "./queue/model-costs";
+import { type ModelCost, type TargetCost, expectedCosts, targetCosts } from "./queue/model-costs";
 import {
   type PlanLane,
   type QueuePlan,
@@ -19,7 +19,9 @@ import {
   planQueue,
   plannedGroup,
 } from "./queue/start-estimate";
-import { CLIENT_CANCELED, type JobRow, type JobStore, type NewJob } from "./queue/store";
+import { type MaybePromise, after, allOf, isPromise } from "./queue/maybe-promise";
+import type { QueueStore } from "./queue/queue-store";
+import { CLIENT_CANCELED, type JobRow, type NewJob, type QueueGroup } from "./queue/store";
 import type { WebhookDeliveries } from "./webhook/deliveries";
 import type { JobLink } from "./worker/job-events";
 import { OPEN_ADMIN, type Principal, modelAllowed } from "./keys/principal";
@@ -53,8 +55,12 @@ export interface SubmitOptions {
 /**
  * The jobs as the HTTP thread sees them: validates and queues generation requests in any API's
  * format, cancels, renders jobs for the API and answers the clients that wait on them.
+ *
+ * Over either engine's {@link QueueStore}: what it reads comes back as the value (SQLite) or a Promise
+ * (PostgreSQL), and so do this class's answers that read it (maybe-promise.ts); on SQLite they stay
+ * synchronous, as the hot path and the per-turn plan expect.
  */
-export class JobService {
+export class JobService<Store extends QueueStore = QueueStore> {
   /** Clients holding a connection for their job's answer, by job id; shutdown answers each of them. */
   readonly clients = new Set<string>();
   /** Set at shutdown: from then on {@link releaseWaitingClients} ends the jobs of waiting clients, not their disconnects. */
@@ -69,7 +75,7 @@ export class JobService {
   keyName: (keyId: string) => string | null = () => null;
 
   constructor(
-    readonly store: JobStore,
+    readonly store: Store,
     /** Where each job's webhook delivery stands, for its view. */
     readonly deliveries: Pick<WebhookDeliveries, "status">,
     readonly link: JobLink,
@@ -136,30 +142,36 @@ export class JobService {
   #flush(): void {
     const batch = this.#pending;
     this.#pending = [];
-    let outcomes: ReturnType<JobStore["enqueueMany"]>;
+    const fail = (error: unknown) => {
+      for (const entry of batch) entry.reject(error);
+    };
+    const settle = (outcomes: Array<{ job: JobRow; created: boolean } | Error>) => {
+      if (outcomes.some((outcome) => !(outcome instanceof Error) && outcome.created)) this.link.wake();
+      outcomes.forEach((outcome, i) => (outcome instanceof Error ? batch[i]!.reject(outcome) : batch[i]!.resolve(outcome)));
+    };
     try {
-      outcomes = this.store.enqueueMany(
+      const outcomes = this.store.enqueueMany(
         batch.map((entry) => entry.job),
         this.config.maxQueue,
       );
+      if (isPromise(outcomes)) outcomes.then(settle, fail);
+      else settle(outcomes);
     } catch (error) {
-      for (const entry of batch) entry.reject(error);
-      return;
+      fail(error);
     }
-    if (outcomes.some((outcome) => !(outcome instanceof Error) && outcome.created)) this.link.wake();
-    outcomes.forEach((outcome, i) => (outcome instanceof Error ? batch[i]!.reject(outcome) : batch[i]!.resolve(outcome)));
   }
 
   /**
    * Cancels a queued or running job (a running one has its upstream call aborted); null when there is
    * no such job that can still be canceled. `reason` is stored on the row: its error and status.
    */
-  cancel(id: string, reason: { error: string; status: number } = CLIENT_CANCELED): JobRow | null {
-    const job = this.store.cancelJob(id, reason);
-    if (!job) return null;
-    this.link.cancel(id);
-    this.link.jobEnded(id);
-    return job;
+  cancel(id: string, reason: { error: string; status: number } = CLIENT_CANCELED): MaybePromise<JobRow | null> {
+    return after(this.store.cancelJob(id, reason), (job) => {
+      if (!job) return null;
+      this.link.cancel(id);
+      this.link.jobEnded(id);
+      return job;
+    });
   }
 
   /** Jobs whose clients hung up, canceled together by {@link #flushHangUps}. */
@@ -208,17 +220,25 @@ export class JobService {
    */
   #cancelInTurns(ids: string[], canceled: JobRow[]): void {
     const chunk = ids.splice(0, HANG_UP_CHUNK);
-    let rows: JobRow[] = [];
+    const failed = (error: unknown): JobRow[] => {
+      if (!isStorageError(error)) this.log.error("could not cancel jobs", { jobs: chunk.length, error });
+      else this.#cancelLater(chunk, error);
+      return [];
+    };
+    const next = (rows: JobRow[]) => {
+      for (const job of rows) this.link.jobEnded(job.id);
+      canceled.push(...rows);
+      if (ids.length > 0) setImmediate(() => this.#cancelInTurns(ids, canceled));
+      else for (const job of canceled) this.link.cancel(job.id);
+    };
+    let rows: MaybePromise<JobRow[]> = [];
     try {
       rows = chunk.length === 0 ? [] : this.store.cancelJobs(chunk, CLIENT_CANCELED);
     } catch (error) {
-      if (!isStorageError(error)) this.log.error("could not cancel jobs", { jobs: chunk.length, error });
-      else this.#cancelLater(chunk, error);
+      rows = failed(error);
     }
-    for (const job of rows) this.link.jobEnded(job.id);
-    canceled.push(...rows);
-    if (ids.length > 0) setImmediate(() => this.#cancelInTurns(ids, canceled));
-    else for (const job of canceled) this.link.cancel(job.id);
+    if (isPromise(rows)) rows.catch(failed).then(next);
+    else next(rows);
   }
 
   /** Hang-ups whose cancel failed for space, tried again every {@link HANG_UP_RETRY_MS} until it lands. */
@@ -248,20 +268,25 @@ export class JobService {
    * {@link cancel} for many jobs in one transaction; the ones that could still be canceled. A database
    * error is logged (the clients are gone; nothing is left to answer) and the jobs stay as they were.
    */
-  cancelMany(ids: readonly string[], reason: { error: string; status: number }): JobRow[] {
-    const canceled = this.#cancelRows(ids, reason);
-    for (const job of canceled) this.link.cancel(job.id);
-    for (const job of canceled) this.link.jobEnded(job.id);
-    return canceled;
+  cancelMany(ids: readonly string[], reason: { error: string; status: number }): MaybePromise<JobRow[]> {
+    return after(this.#cancelRows(ids, reason), (canceled) => {
+      for (const job of canceled) this.link.cancel(job.id);
+      for (const job of canceled) this.link.jobEnded(job.id);
+      return canceled;
+    });
   }
 
-  #cancelRows(ids: readonly string[], reason: { error: string; status: number }): JobRow[] {
+  #cancelRows(ids: readonly string[], reason: { error: string; status: number }): MaybePromise<JobRow[]> {
     if (ids.length === 0) return [];
-    try {
-      return this.store.cancelJobs(ids, reason);
-    } catch (error) {
+    const failed = (error: unknown): JobRow[] => {
       this.log.error("could not cancel jobs", { jobs: ids.length, error });
       return [];
+    };
+    try {
+      const rows = this.store.cancelJobs(ids, reason);
+      return isPromise(rows) ? rows.catch(failed) : rows;
+    } catch (error) {
+      return failed(error);
     }
   }
 
@@ -286,20 +311,27 @@ export class JobService {
    * rather than a dropped connection, and no job runs later for nobody. `queuedOnly` spares the
    * running job, which gets the grace period first. Job API jobs are not touched: they stay queued.
    */
-  releaseWaitingClients(queuedOnly: boolean): void {
-    const ids = [...this.clients].filter((id) => !queuedOnly || this.store.getJobHead(id)?.state === "queued");
-    this.cancelMany(ids, SHUTTING_DOWN);
+  releaseWaitingClients(queuedOnly: boolean): MaybePromise<void> {
+    const ids = [...this.clients];
+    const heads = queuedOnly ? allOf(ids.map((id) => this.store.getJobHead(id))) : [];
+    return after(heads, (rows) => {
+      const chosen = queuedOnly ? ids.filter((_, i) => rows[i]?.state === "queued") : ids;
+      return after(this.cancelMany(chosen, SHUTTING_DOWN), () => {});
+    });
   }
 
   /**
    * The API shape of a job, with its queue position and, while queued, its estimated start (both from
    * `plan`, made here unless given: a list makes one for its page) and its webhook delivery state.
    */
-  view(job: JobRow, plan?: QueuePlan): JobView {
+  view(job: JobRow, plan?: QueuePlan): MaybePromise<JobView> {
     const key = job.keyId === null ? null : this.keyName(job.keyId);
     if (job.state !== "queued") return toJobView(job, { queuePosition: null, webhook: this.webhookView(job), key });
-    const { position, estimatedStartAt } = this.queuePlace(job, plan ?? this.queuePlan());
-    return toJobView(job, { queuePosition: position, webhook: this.webhookView(job), estimatedStartAt, key });
+    return after(plan ?? this.queuePlan(), (plan) =>
+      after(this.queuePlace(job, plan), ({ position, estimatedStartAt }) =>
+        toJobView(job, { queuePosition: position, webhook: this.webhookView(job), estimatedStartAt, key }),
+      ),
+    );
   }
 
   /**
@@ -310,34 +342,38 @@ export class JobService {
    * of the drain order, by age across model keys, as the claim takes it; the other jobs of its group move up.
    * Under fifo, priority and age alone.
    */
-  queuePlace(job: JobRow, plan: QueuePlan): { position: number | null; estimatedStartAt: number | null } {
+  queuePlace(job: JobRow, plan: QueuePlan): MaybePromise<{ position: number | null; estimatedStartAt: number | null }> {
     const group = plannedGroup(job, plan);
     if (!group || this.config.schedule === "fifo") {
-      return { position: this.store.queuePosition(job), estimatedStartAt: estimatedStart(job, plan) };
+      return after(this.store.queuePosition(job), (position) => ({ position, estimatedStartAt: estimatedStart(job, plan) }));
     }
     const run = overdueRun(job, plan);
     if (run) {
-      const rank = Math.min(this.store.overdueRank(job), run.count - 1);
-      const position = lanePosition(job, plan, rank) ?? run.ahead + rank + 1;
-      return { position, estimatedStartAt: estimatedStart(job, plan, rank) };
+      return after(this.store.overdueRank(job), (overdueRank) => {
+        const rank = Math.min(overdueRank, run.count - 1);
+        const position = lanePosition(job, plan, rank) ?? run.ahead + rank + 1;
+        return { position, estimatedStartAt: estimatedStart(job, plan, rank) };
+      });
     }
-    const inGroup = this.store.rankInGroup(job, group.queued);
-    const rank = Math.max(
-      0,
-      inGroup - this.store.overdueAheadInGroup(job, plan.overdueBefore ?? Number.NEGATIVE_INFINITY, group.overdue),
-    );
-    const position = lanePosition(job, plan, rank) ?? group.ahead + rank + 1;
-    return { position, estimatedStartAt: estimatedStart(job, plan, rank) };
+    const counts = allOf([
+      this.store.rankInGroup(job, group.queued),
+      this.store.overdueAheadInGroup(job, plan.overdueBefore ?? Number.NEGATIVE_INFINITY, group.overdue),
+    ]);
+    return after(counts, ([inGroup, overdueAhead]) => {
+      const rank = Math.max(0, inGroup! - overdueAhead!);
+      const position = lanePosition(job, plan, rank) ?? group.ahead + rank + 1;
+      return { position, estimatedStartAt: estimatedStart(job, plan, rank) };
+    });
   }
 
-  #turnPlan: QueuePlan | undefined;
+  #turnPlan: MaybePromise<QueuePlan> | undefined;
 
   /**
    * The scheduler's expected order over model groups now: O(model keys), whatever the queue's depth.
    * Shared by everything answered in one turn of the event loop: the submissions of one group commit
    * are answered together, and a plan each cost them a third of their throughput at 100,000 queued.
    */
-  queuePlan(): QueuePlan {
+  queuePlan(): MaybePromise<QueuePlan> {
     if (this.#turnPlan) return this.#turnPlan;
     const plan = this.#plan(Date.now());
     this.#turnPlan = plan;
@@ -345,26 +381,44 @@ export class JobService {
     return plan;
   }
 
-  #plan(now: number): QueuePlan {
+  #plan(now: number): MaybePromise<QueuePlan> {
     const { schedule, maxWaitMs } = this.config;
     const overdueBefore = schedule === "fifo" || maxWaitMs === undefined ? undefined : now - maxWaitMs;
-    return planQueue({
-      groups: this.store.queueGroups(overdueBefore),
-      overdueBefore,
-      costs: this.store.costs.all(),
-      running: this.store.runningJob(),
-      residentKeys: this.inventory.residentKeys(),
-      schedule: this.config.schedule,
-      now,
-      lanes: this.inventory.several ? this.#lanes() : undefined,
+    const { store } = this;
+    const { several } = this.inventory;
+    // Read together (one round trip each, in parallel, on a server), then planned from what was read.
+    const reads = allOf<unknown>([
+      store.queueGroups(overdueBefore),
+      store.costs.all(),
+      store.runningJob(),
+      several ? store.runningJobs() : [],
+      allOf(several ? this.inventory.targets.map(({ target }) => store.costs.forTarget(target.name)) : []),
+    ]);
+    return after(reads, (values) => {
+      const [groups, costs, running, runningAll, targetCostsRead] = values as [
+        QueueGroup[],
+        Map<string, ModelCost>,
+        JobRow | null,
+        JobRow[],
+        Map<string, TargetCost>[],
+      ];
+      return planQueue({
+        groups,
+        overdueBefore,
+        costs,
+        running,
+        residentKeys: this.inventory.residentKeys(),
+        schedule: this.config.schedule,
+        now,
+        lanes: several ? this.#lanes(runningAll, costs, targetCostsRead) : undefined,
+      });
     });
   }
 
   /** Several targets: each one's lane for the plan (what it has, holds and runs, its own learned costs). */
-  #lanes(): PlanLane[] {
-    const running = this.store.runningJobs();
-    const anywhere = expectedCosts(this.store.costs.all());
-    return this.inventory.targets.map(({ target, inventory }) => {
+  #lanes(running: readonly JobRow[], costs: Map<string, ModelCost>, perTarget: readonly Map<string, TargetCost>[]): PlanLane[] {
+    const anywhere = expectedCosts(costs);
+    return this.inventory.targets.map(({ target, inventory }, i) => {
       const { degraded } = inventory.snapshot;
       return {
         name: target.name,
@@ -373,7 +427,7 @@ export class JobService {
         installed: (modelKey: string) => inventory.has(modelKey.split(" ")[0]!),
         residentKeys: degraded ? [] : inventory.residentKeys(),
         running: running.filter((job) => job.target === target.name),
-        cost: targetCosts(this.store.costs.forTarget(target.name), anywhere),
+        cost: targetCosts(perTarget[i]!, anywhere),
       };
     });
   }

@@ -1,4 +1,5 @@
 import { isTerminal, type JobState } from "./queue/job-states";
+import type { MaybePromise } from "./queue/maybe-promise";
 import type { JobRow } from "./queue/store";
 import type { JobEvent, JobLink } from "./worker/job-events";
 
@@ -21,10 +22,10 @@ export type WatchEvent =
  */
 export function watchJob(
   link: Pick<JobLink, "subscribe">,
-  readJob: (id: string) => JobRow | null,
+  readJob: (id: string) => MaybePromise<JobRow | null>,
   jobId: string,
   /** Reads the row for its state only (without its bodies, see JobStore.getJobHead); default readJob. */
-  readHead: (id: string) => JobRow | null = readJob,
+  readHead: (id: string) => MaybePromise<JobRow | null> = readJob,
   maxBacklogBytes = Infinity,
 ): AsyncIterableIterator<WatchEvent> {
   const pending: Array<JobEvent | { type: "overflow" }> = [];
@@ -55,8 +56,8 @@ export function watchJob(
     }
     return { done: true, value: undefined };
   };
-  const ended = (): IteratorResult<WatchEvent> => {
-    const job = readJob(jobId);
+  const ended = async (): Promise<IteratorResult<WatchEvent>> => {
+    const job = await readJob(jobId);
     if (!job) return finish();
     finished = true; // the next call ends the iteration
     unsubscribe();
@@ -71,7 +72,7 @@ export function watchJob(
       if (finished) return finish();
       if (!started) {
         started = true;
-        const job = readHead(jobId);
+        const job = await readHead(jobId);
         if (!job) return finish();
         if (isTerminal(job.state)) return ended();
         return { done: false, value: { type: "state", state: job.state } };

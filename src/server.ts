@@ -20,12 +20,13 @@ import { WorkerBridge } from "./worker/bridge";
 import { workerSettings } from "./worker/protocol";
 import { type DatabaseStep, databaseStartupError, listenStartupError } from "./startup-error";
 import { openJobTables } from "./tables";
+import type { JobStore } from "./queue/store";
 
 /** A running foreman: its address and how to stop it. */
 export interface RunningServer {
   url: string;
   port: number;
-  jobs: JobService;
+  jobs: JobService<JobStore>;
   /** Stops accepting, lets the running job finish (or re-queues it), closes the database. */
   stop(): Promise<void>;
 }

@@ -6,6 +6,7 @@ import type { KeyRow } from "../keys/key-store";
 import { OPEN_ADMIN, type Principal, keyPrincipal, modelAllowed, sees } from "../keys/principal";
 import { type AdmittedLine, type BatchError, type BatchRow, type BatchStore } from "./store";
 import { BATCH_ENDPOINTS, type BatchEndpoint, type ClassifiedLine, classifyLine } from "./validate";
+import type { JobStore } from "../queue/store";
 
 /** The only completion window OpenAI accepts. */
 export const COMPLETION_WINDOW = "24h";
@@ -58,7 +59,7 @@ export class BatchService {
   constructor(
     readonly store: BatchStore,
     readonly files: FileStore,
-    readonly jobs: JobService,
+    readonly jobs: JobService<JobStore>,
     readonly settings: BatchSettings,
     readonly log: Logger,
   ) {}

@@ -5,6 +5,8 @@ import type { JobEvent } from "../worker/job-events";
 import { DEFAULT_LIMITS, type LiveCount, type SnapshotLimits, SnapshotBuilder } from "./snapshot";
 import type { TokenUpdate } from "./types";
 import { OPEN_ADMIN, type Principal, sees } from "../keys/principal";
+import type { JobStore } from "../queue/store";
+import { present } from "../queue/maybe-promise";
 
 /** Viewers who see the same snapshot: every admin alike, each client key on its own. */
 function scopeOf(viewer: Principal): string {
@@ -39,7 +41,7 @@ const sse = (event: string, data: string) => encoder.encode(`event: ${event}\nda
  * so a page opened mid-job shows the whole count.
  */
 export class DashboardFeed {
-  readonly #jobs: JobService;
+  readonly #jobs: JobService<JobStore>;
   readonly #builder: SnapshotBuilder;
   /** Each watcher and who it is: a client key's snapshot holds its own jobs and the anonymous aggregate. */
   readonly #clients = new Map<ReadableStreamDefaultController<Uint8Array>, Principal>();
@@ -54,13 +56,13 @@ export class DashboardFeed {
   /** The last snapshot broadcast, per viewer scope (see {@link scopeOf}). */
   #lastSnapshot = new Map<string, string>();
 
-  constructor(jobs: JobService, queries: DashboardQueries, limits: SnapshotLimits = DEFAULT_LIMITS) {
+  constructor(jobs: JobService<JobStore>, queries: DashboardQueries, limits: SnapshotLimits = DEFAULT_LIMITS) {
     this.#jobs = jobs;
     this.#builder = new SnapshotBuilder(
       jobs.store,
       queries,
       jobs.inventory,
-      () => jobs.queuePlan(),
+      () => present(jobs.queuePlan(), "the dashboard"),
       limits,
       jobs.storage,
       (keyId) => jobs.keyName(keyId),

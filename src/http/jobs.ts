@@ -11,6 +11,7 @@ import { JobModel } from "./job-model";
 import { keepOpen } from "./long-lived";
 import { modelKeySummary } from "./queue-summary";
 import { ownerFilter, principalOf, sees } from "../keys/principal";
+import { allOf } from "../queue/maybe-promise";
 
 const SSE_HEARTBEAT_MS = 15_000;
 /**
@@ -29,13 +30,13 @@ const SSE_HEADERS = { "content-type": FRAMING_CONTENT_TYPES.sse, "cache-control"
 export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "rejectUrl">) {
   const { store } = jobs;
   // Another key's job is answered exactly as one that does not exist.
-  const findJob = (id: string, request: Request) => {
-    const job = store.getJob(id);
+  const findJob = async (id: string, request: Request) => {
+    const job = await store.getJob(id);
     if (!job || !sees(principalOf(request), job.keyId)) throw new NotFoundError("job not found");
     return job;
   };
-  const findHead = (id: string, request: Request) => {
-    const job = store.getJobHead(id);
+  const findHead = async (id: string, request: Request) => {
+    const job = await store.getJobHead(id);
     if (!job || !sees(principalOf(request), job.keyId)) throw new NotFoundError("job not found");
     return job;
   };
@@ -76,7 +77,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/jobs",
-      ({ query, request }) => {
+      async ({ query, request }) => {
         const limit = query.limit ?? 50;
         const include = new Set(query.include?.split(",").filter(Boolean) as JobListInclude[] | undefined);
         const filter = {
@@ -91,16 +92,17 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         let page: JobRow[];
         let more: boolean;
         if (withBodies.request || withBodies.result) {
-          ({ rows: page, more } = store.listJobPage({ ...filter, withBodies }, LIST_BODY_BUDGET_BYTES));
+          ({ rows: page, more } = await store.listJobPage({ ...filter, withBodies }, LIST_BODY_BUDGET_BYTES));
         } else {
-          const rows = store.listJobs({ ...filter, limit: limit + 1, withBodies });
+          const rows = await store.listJobs({ ...filter, limit: limit + 1, withBodies });
           page = rows.slice(0, limit);
           more = rows.length > limit;
         }
         // One plan for the page: the estimates of all its queued jobs cost O(model keys) together.
-        const plan = page.some((job) => job.state === "queued") ? jobs.queuePlan() : undefined;
+        const plan = page.some((job) => job.state === "queued") ? await jobs.queuePlan() : undefined;
+        const views = await allOf(page.map((job) => jobs.view(job, plan)));
         return {
-          jobs: page.map((job) => toJobSummary(jobs.view(job, plan), job, include)),
+          jobs: page.map((job, i) => toJobSummary(views[i]!, job, include)),
           next_cursor: more ? page[page.length - 1]!.id : null,
         };
       },
@@ -117,7 +119,7 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         },
       },
     )
-    .get("/jobs/:id", ({ params, request }) => jobs.view(findJob(params.id, request)), {
+    .get("/jobs/:id", async ({ params, request }) => jobs.view(await findJob(params.id, request)), {
       params: JobModel.idParams,
       response: { 200: JobView, 404: JobModel.error },
       detail: {
@@ -128,11 +130,11 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     })
     .delete(
       "/jobs/:id",
-      ({ params, request }) => {
-        findHead(params.id, request);
-        const canceled = jobs.cancel(params.id);
+      async ({ params, request }) => {
+        await findHead(params.id, request);
+        const canceled = await jobs.cancel(params.id);
         if (canceled) return jobs.view(canceled);
-        const job = findHead(params.id, request);
+        const job = await findHead(params.id, request);
         throw new ConflictError(`job already ended: ${job.state}`);
       },
       {
@@ -147,8 +149,8 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/jobs/:id/events",
-      ({ params, request }) => {
-        findHead(params.id, request);
+      async ({ params, request }) => {
+        await findHead(params.id, request);
         // HEAD (answered for every GET route) sends no body: a watch opened for it would never be read nor closed.
         if (request.method === "HEAD") return new Response(null, { headers: SSE_HEADERS });
         keepOpen(request); // A watch lasts as long as the job: silent while it waits in the queue.
@@ -171,10 +173,10 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/jobs/:id/artifacts",
-      ({ params, request }) => {
-        findHead(params.id, request);
+      async ({ params, request }) => {
+        await findHead(params.id, request);
         return {
-          artifacts: store.artifacts.list(params.id).map((a) => ({
+          artifacts: (await store.artifacts.list(params.id)).map((a) => ({
             name: a.name,
             content_type: a.contentType,
             size: a.size,
@@ -194,9 +196,9 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/jobs/:id/artifacts/:name",
-      ({ params, request }) => {
-        findHead(params.id, request);
-        const artifact = store.artifacts.get(params.id, params.name);
+      async ({ params, request }) => {
+        await findHead(params.id, request);
+        const artifact = await store.artifacts.get(params.id, params.name);
         if (!artifact) throw new NotFoundError("artifact not found");
         return new Response(artifact.data as Uint8Array<ArrayBuffer>, { headers: { "content-type": artifact.contentType } });
       },
@@ -220,9 +222,16 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
     )
     .get(
       "/queue",
-      ({ request }) => {
+      async ({ request }) => {
         const principal = principalOf(request);
-        const running = store.runningJob();
+        const [depth, byModel, running, plan, costs, runningAll] = await Promise.all([
+          store.queuedCount(),
+          store.queuedCountByModel(),
+          store.runningJob(),
+          jobs.queuePlan(),
+          store.costs.all(),
+          jobs.inventory.several ? store.runningJobs() : [],
+        ]);
         // Another key's running job is shown as the aggregate shows it: its model and state, not its id.
         const runningView = (job: JobRow) => {
           const own = sees(principal, job.keyId);
@@ -236,15 +245,15 @@ export function jobRoutes(jobs: JobService, webhooks: Pick<WebhookDispatcher, "r
         };
         const reasons = degradedList(jobs.inventory.snapshot.degraded, jobs.storage.degraded).map((reason) => reason.message);
         return {
-          depth: store.queuedCount(),
-          by_model: Object.fromEntries(store.queuedCountByModel().map((row) => [row.model, row.n])),
+          depth,
+          by_model: Object.fromEntries(byModel.map((row) => [row.model, row.n])),
           // The oldest running job (one target: the one); with several, each target's lane lists all of its own.
           running: running && runningView(running),
-          by_model_key: modelKeySummary(jobs.queuePlan(), store.costs.all()),
+          by_model_key: modelKeySummary(plan, costs),
           resident: jobs.inventory.snapshot.running.map((m) => m.name),
           degraded: reasons.length > 0,
           reasons,
-          ...(jobs.inventory.several ? { targets: targetSummary(jobs, store.runningJobs(), runningView) } : {}),
+          ...(jobs.inventory.several ? { targets: targetSummary(jobs, runningAll, runningView) } : {}),
         };
       },
       {
@@ -304,7 +313,7 @@ function jobEvents(jobs: JobService, jobId: string): Response {
       } else {
         // A watch that saw the job live tells its final state; one of an ended job just sends `end`.
         if (live) controller.enqueue(sse("state", JSON.stringify({ state: event.job.state })));
-        controller.enqueue(sse("end", JSON.stringify(jobs.view(event.job))));
+        controller.enqueue(sse("end", JSON.stringify(await jobs.view(event.job))));
         stop();
         controller.close();
       }

@@ -14,3 +14,17 @@ export function isPromise<T>(value: MaybePromise<T>): value is Promise<T> {
 export function after<T, R>(value: MaybePromise<T>, then: (value: T) => MaybePromise<R>): MaybePromise<R> {
   return isPromise(value) ? value.then(then) : then(value);
 }
+
+/** The values, now when every one is here, or once every Promise among them resolves (Promise.all). */
+export function allOf<T>(values: readonly MaybePromise<T>[]): MaybePromise<T[]> {
+  return values.some(isPromise) ? Promise.all(values) : (values as T[]);
+}
+
+/**
+ * The value of a store known to be synchronous (bun:sqlite): for the parts that run on SQLite alone so far
+ * (the dashboard's snapshot). A Promise here is a wiring mistake, said at once rather than rendered.
+ */
+export function present<T>(value: MaybePromise<T>, reader: string): T {
+  if (isPromise(value)) throw new Error(`${reader} reads a synchronous store (SQLite) only`);
+  return value;
+}

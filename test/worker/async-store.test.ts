@@ -1,6 +1,7 @@
 // The job loop over an asynchronous store (as the PostgreSQL engine will be): the same JobStore behind
 // answers that are Promises, each a few random milliseconds late on the way there and on the way back,
 // so claims, ends and looks interleave with the runner's other work as a database on a server makes them.
+import { present } from "../../src/queue/maybe-promise";
 import { afterEach, expect, test } from "bun:test";
 import type { RunnerStore } from "../../src/queue/runner-store";
 import type { JobRow, JobStore } from "../../src/queue/store";
@@ -97,8 +98,8 @@ test("on an async store a queued job canceled is never sent, and a running one c
   await stack.fake.nextArrival();
   const queued = (await stack.jobs.submit("generate", prompt("queued"), { source: "jobs" })).job;
   const last = (await stack.jobs.submit("generate", prompt("last"), { source: "jobs" })).job;
-  expect(stack.jobs.cancel(queued.id)?.state).toBe("canceled");
-  expect(stack.jobs.cancel(running.id)?.state).toBe("canceled");
+  expect(present(stack!.jobs.cancel(queued.id), "the test")?.state).toBe("canceled");
+  expect(present(stack!.jobs.cancel(running.id), "the test")?.state).toBe("canceled");
   release();
   expect((await stack.ended(last.id)).state).toBe("done");
   expect(stack.fake.seen.map((seen) => seen.body.prompt)).toEqual(["running", "last"]);
@@ -116,7 +117,7 @@ test("on an async store a cancel that comes while the claim of its job is answer
   stack = await startInProcess({
     runnerStore: (store) =>
       asyncStore(store, (job) => {
-        if (promptOf(job) === "canceled") expect(stack!.jobs.cancel(job.id)?.state).toBe("canceled");
+        if (promptOf(job) === "canceled") expect(present(stack!.jobs.cancel(job.id), "the test")?.state).toBe("canceled");
       }),
   });
   const prompt = (p: string) => ({ model: "llama3.2", prompt: p });

@@ -1,5 +1,6 @@
 // The job loop on the main thread, its messages captured: what it relays, in which order, and what the
 // row says afterwards, for each framing (NDJSON, Server-Sent Events, one body).
+import { present } from "../../src/queue/maybe-promise";
 import { afterEach, expect, test } from "bun:test";
 import { until } from "../harness";
 import { type InProcessStack, startInProcess } from "../in-process";
@@ -150,7 +151,7 @@ test("a job claimed at the last answer's final record and canceled before that b
   release();
   await until(() => stack!.store.getJob(canceled.id)!.state === "loading", 5000, "the claim at the final record");
   expect(stack.fake.seen).toHaveLength(1);
-  expect(stack.jobs.cancel(canceled.id)?.state).toBe("canceled");
+  expect(present(stack!.jobs.cancel(canceled.id), "the test")?.state).toBe("canceled");
   for await (const event of stack.jobs.watch(last.id)) if (event.type === "ended") expect(event.job.state).toBe("done");
   expect(stack.fake.seen.map((seen) => seen.body.prompt)).toEqual(["first", "last"]);
   expect(stack.store.getJob(first.id)!.state).toBe("done");
@@ -166,7 +167,7 @@ test("after a running job is aborted the next request waits for Ollama to have s
   await stack.fake.nextArrival();
   const next = (await stack.jobs.submit("generate", prompt("next"), { source: "jobs" })).job;
   const canceledAt = performance.now();
-  expect(stack.jobs.cancel(first.id)?.state).toBe("canceled");
+  expect(present(stack!.jobs.cancel(first.id), "the test")?.state).toBe("canceled");
   release();
   for await (const event of stack.jobs.watch(next.id)) if (event.type === "ended") expect(event.job.state).toBe("done");
   const [aborted, sent] = stack.fake.seen;
