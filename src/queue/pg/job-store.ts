@@ -1,13 +1,16 @@
 import type { SQL } from "bun";
 import { monotonicFactory } from "ulid";
 import { QueueFullError } from "../../errors";
+import type { ArtifactInput } from "../artifacts";
 import { type ClaimPolicy, pickNextJob } from "../claim-rules";
 import type { ClaimPick, ClaimView } from "../claim-view";
 import type { WaitingCaller } from "../fair-share";
 import type { JobRow } from "../job-row";
-import { type JobState, NOBODY_WAITING_SOURCES } from "../job-states";
-import { type ModelCost, ewma, samplesOf } from "../model-costs";
+import { type JobState, NOBODY_WAITING_SOURCES, isNobodyWaiting } from "../job-states";
+import { type ModelCost, type TargetCost, ewma, samplesOf } from "../model-costs";
 import { CLIENT_CANCELED, type JobUsage, type NewJob, RESTART_DROPPED_RUNNING } from "../store";
+import { PgArtifacts, type PgStatement, artifactsInsert } from "./artifacts";
+import { admitKey, capLocks, cappedKeys, usageCharge } from "./key-usage";
 import { JOB_END_CHANNEL, JOB_QUEUED_CHANNEL, notifyJobEnded, notifyingRows } from "./notify";
 
 // Monotonic: ids this node makes in one millisecond still sort in the order it made them (the FIFO tie-break).
@@ -32,7 +35,7 @@ export interface Fence {
 const NOW_MS = `(extract(epoch from clock_timestamp()) * 1000)::bigint`;
 
 /** bigint columns come back from Bun.SQL as strings; as float8 they are numbers (exact below 2^53). */
-const JOB_COLUMNS = `id, type, model, model_key AS "modelKey", request, source, state, priority, attempts,
+export const JOB_COLUMNS = `id, type, model, model_key AS "modelKey", request, source, state, priority, attempts,
   max_attempts AS "maxAttempts", run_after::float8 AS "runAfter", error, error_status AS "errorStatus",
   created_at::float8 AS "createdAt", started_at::float8 AS "startedAt", finished_at::float8 AS "finishedAt", result,
   idempotency_key AS "idempotencyKey", webhook_url AS "webhookUrl", webhook_secret AS "webhookSecret", swapped,
@@ -40,11 +43,38 @@ const JOB_COLUMNS = `id, type, model, model_key AS "modelKey", request, source, 
   tokens_estimated AS "tokensEstimated", key_id AS "keyId", target`;
 
 /** The columns a state change returns: the request and result come back as "" and null (see JobStore). */
-const HEAD_COLUMNS = JOB_COLUMNS.replace(", request,", `, '' AS request,`).replace(", result,", ", NULL::text AS result,");
+export const HEAD_COLUMNS = JOB_COLUMNS.replace(", request,", `, '' AS request,`).replace(", result,", ", NULL::text AS result,");
 
 const NOBODY_WAITING = NOBODY_WAITING_SOURCES.map((s) => `'${s}'`).join(", ");
 
+/** Why a client's request is canceled when the node holding its connection died: nobody is left to read it. */
+export const NODE_GONE = {
+  error: "the foreman node holding this request's connection stopped; nobody is left waiting for the answer",
+  status: 499,
+} as const;
+
 const NO_USAGE: JobUsage = { promptTokens: null, outputTokens: null, loadMs: null, evalMs: null };
+
+/** model_costs' columns as a ModelCost. */
+const MODEL_COST_COLUMNS = `model_key AS "modelKey", load_ms AS "loadMs", run_ms AS "runMs", total_ms AS "totalMs",
+  output_tokens AS "outputTokens", eval_ms AS "evalMs", jobs, loads, updated_at::float8 AS "updatedAt"`;
+
+/** target_costs' columns as a TargetCost. */
+const TARGET_COST_COLUMNS = `model_key AS "modelKey", load_ms AS "loadMs", run_ms AS "runMs", jobs, loads,
+  updated_at::float8 AS "updatedAt"`;
+
+/** The learned costs on PostgreSQL: ModelCosts' reads (all, forTarget) made async, and its perTarget switch. */
+export interface PgCosts {
+  /** Every model key's costs, by key (in byte order). */
+  all(): Promise<Map<string, ModelCost>>;
+  /** What each model key has cost on one target (rows only for keys it has run there). */
+  forTarget(target: string): Promise<Map<string, TargetCost>>;
+  /**
+   * Learn per target too, as ModelCosts.perTarget: a node running several targets (its worker sets it). With
+   * one target its costs are the key's costs, and a second row would be the first's copy.
+   */
+  perTarget: boolean;
+}
 
 /** How often a claim reads a fresh snapshot when another node took its pick between the read and the mark. */
 const CLAIM_RETRIES = 8;
@@ -212,13 +242,35 @@ export class PgJobStore {
   readonly #sql: SQL;
   /** FOREMAN_FAIR_SHARE: off leaves counters and claims alone (the order without it). */
   fairEnabled = true;
+  /** The node whose clients' requests this store queues (their `waiter`); null: none waits here (a runner, a test). */
+  node: string | null = null;
+  /** The jobs' artifacts, written in the transaction that ends each (QueueStore.artifacts). */
+  readonly artifacts: PgArtifacts;
+  /** What each model key has cost, overall and per target, learned in the transaction that ends a job done. */
+  readonly costs: PgCosts;
 
   constructor(sql: SQL) {
     this.#sql = sql;
+    this.artifacts = new PgArtifacts(sql);
+    this.costs = {
+      perTarget: false,
+      all: async () => {
+        const rows: ModelCost[] = await sql.unsafe(`SELECT ${MODEL_COST_COLUMNS} FROM model_costs ORDER BY model_key`);
+        return new Map(rows.map((cost) => [cost.modelKey, cost]));
+      },
+      forTarget: async (target) => {
+        const rows: TargetCost[] = await sql.unsafe(
+          `SELECT ${TARGET_COST_COLUMNS} FROM target_costs WHERE target = $1 ORDER BY model_key`,
+          [target],
+        );
+        return new Map(rows.map((cost) => [cost.modelKey, cost]));
+      },
+    };
   }
 
   /**
-   * Adds a queued job. Throws QueueFullError when `maxQueue` jobs already wait (batch lines not counted).
+   * Adds a queued job. Throws QueueFullError when `maxQueue` jobs already wait (batch lines not counted), and
+   * KeyLimitError when its owner's key is at its job cap or used its daily tokens (KeyUsage.admitTx's checks).
    * With an idempotency key that is already known, returns that job and `created: false` instead.
    */
   async enqueue(job: NewJob, maxQueue: number): Promise<{ job: JobRow; created: boolean }> {
@@ -229,17 +281,22 @@ export class PgJobStore {
 
   /**
    * Several {@link enqueue}s in one transaction (one commit for all): each its own outcome, its job or the
-   * QueueFullError it alone met. As JobStore's, the check counts interactive jobs (not batch lines) and
-   * applies to every job. The count is read once and kept up to date with each job this call adds;
+   * QueueFullError or KeyLimitError it alone met. As JobStore's, the check counts interactive jobs (not batch
+   * lines) and applies to every job. The count is read once and kept up to date with each job this call adds;
    * two nodes admitting at once may each pass the last free place (the bound is backpressure, not a quota).
+   * A job with an owner is then admitted by its key's limits (admitKey: JobStore's order, errors and
+   * messages). A job cap is a quota, so a capped key's admissions are serialized across nodes (capLocks).
    */
   async enqueueMany(jobs: readonly NewJob[], maxQueue: number): Promise<Array<{ job: JobRow; created: boolean } | Error>> {
+    const capped = cappedKeys(jobs.map((job) => job.owner));
     return this.#tx(async (tx) => {
-      const [head] = await tx.unsafe(
-        `SELECT ${NOW_MS}::float8 AS now, (SELECT coalesce(sum(n), 0) FROM queued_counts WHERE batch = 0)::float8 AS admitted`,
-      );
-      const now: number = head.now;
-      let admitted: number = head.admitted;
+      const head = `SELECT ${NOW_MS}::float8 AS now, (SELECT coalesce(sum(n), 0) FROM queued_counts WHERE batch = 0)::float8 AS admitted`;
+      // The capped keys' locks in the first statement, so every count admitKey reads later follows them.
+      const [{ now, admitted: counted }] =
+        capped.length > 0
+          ? await tx.unsafe(`${head}, ${capLocks("$1")} AS locked`, [tx.array(capped, "TEXT")])
+          : await tx.unsafe(head);
+      let admitted: number = counted;
       const outcomes: Array<{ job: JobRow; created: boolean } | Error> = [];
       for (const job of jobs) {
         if (job.idempotencyKey !== undefined) {
@@ -251,6 +308,11 @@ export class PgJobStore {
         }
         if (admitted >= maxQueue) {
           outcomes.push(new QueueFullError(5));
+          continue;
+        }
+        const refusal = job.owner ? await admitKey(tx, job.owner, now) : null;
+        if (refusal) {
+          outcomes.push(refusal);
           continue;
         }
         const row = await this.#insert(tx, job, now);
@@ -282,8 +344,8 @@ export class PgJobStore {
       notifyingRows(
         JOB_QUEUED_CHANNEL,
         `INSERT INTO jobs (id, type, model, model_key, request, source, state, priority, attempts, max_attempts, run_after,
-           created_at, idempotency_key, webhook_url, webhook_secret, key_id)
-         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, 0, $8, $10, $10, $9, $11, $12, $13)
+           created_at, idempotency_key, webhook_url, webhook_secret, key_id, waiter)
+         VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, 0, $8, $10, $10, $9, $11, $12, $13, $15)
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING ${HEAD_COLUMNS}`,
         `lift AS (
@@ -311,9 +373,36 @@ export class PgJobStore {
         job.webhook?.secret ?? null,
         keyId,
         this.fairEnabled,
+        isNobodyWaiting(job.source) ? null : this.node,
       ],
     );
     return row ?? null;
+  }
+
+  /**
+   * This node is alive (its clients' connections with it): its row in `nodes` on the database's clock. Rows of
+   * nodes gone for a day with nothing left waiting on them are deleted on the way (a restart is a new name).
+   */
+  async heartbeat(node: string): Promise<void> {
+    await this.#sql`INSERT INTO nodes (name, seen_at) VALUES (${node}, now()) ON CONFLICT (name) DO UPDATE SET seen_at = now()`;
+    await this.#sql`DELETE FROM nodes n WHERE n.seen_at < now() - interval '1 day' AND NOT EXISTS (
+      SELECT 1 FROM jobs WHERE waiter = n.name AND state IN ('queued', 'loading', 'working'))`;
+  }
+
+  /**
+   * Cancels the client requests whose node has not beaten for `silentMs` (it died with their connections),
+   * queued or running on any target; the rows canceled (their end notified, as cancelJobs does).
+   */
+  async cancelOrphans(silentMs: number, reason: { error: string; status: number }): Promise<JobRow[]> {
+    const orphans: Array<{ id: string }> = await this.#sql.unsafe(
+      `SELECT j.id FROM nodes n JOIN jobs j ON j.waiter = n.name AND j.state IN ('queued', 'loading', 'working')
+       WHERE n.seen_at < now() - make_interval(secs => $1::float8 / 1000)`,
+      [silentMs],
+    );
+    return this.cancelJobs(
+      orphans.map((row) => row.id),
+      reason,
+    );
   }
 
   async getJob(id: string): Promise<JobRow | null> {
@@ -347,22 +436,32 @@ export class PgJobStore {
 
   /**
    * What placement between targets reads synchronously inside a claim (see PgRunnerStore): every model
-   * key's learned costs and how many jobs of each key are queued. One round trip over the few count and
-   * cost rows, whatever the queue's length.
+   * key's learned costs, overall and per target (by target, then key), and how many jobs of each key are
+   * queued. One round trip each, in parallel, over the few count and cost rows, whatever the queue's length.
    */
-  async placementView(): Promise<{ costs: Map<string, ModelCost>; queuedByKey: Map<string, number> }> {
-    const [costs, counts] = await Promise.all([
-      this.#sql.unsafe(
-        `SELECT model_key AS "modelKey", load_ms AS "loadMs", run_ms AS "runMs", total_ms AS "totalMs",
-           output_tokens AS "outputTokens", eval_ms AS "evalMs", jobs, loads, updated_at::float8 AS "updatedAt"
-         FROM model_costs`,
-      ) as Promise<ModelCost[]>,
+  async placementView(): Promise<{
+    costs: Map<string, ModelCost>;
+    targetCosts: Map<string, Map<string, TargetCost>>;
+    queuedByKey: Map<string, number>;
+  }> {
+    const [costs, perTarget, counts] = await Promise.all([
+      this.#sql.unsafe(`SELECT ${MODEL_COST_COLUMNS} FROM model_costs`) as Promise<ModelCost[]>,
+      this.#sql.unsafe(`SELECT target, ${TARGET_COST_COLUMNS} FROM target_costs ORDER BY target, model_key`) as Promise<
+        (TargetCost & { target: string })[]
+      >,
       this.#sql`SELECT model_key AS "modelKey", sum(n)::float8 AS n FROM queued_counts GROUP BY model_key` as Promise<
         { modelKey: string; n: number }[]
       >,
     ]);
+    const targetCosts = new Map<string, Map<string, TargetCost>>();
+    for (const { target, ...cost } of perTarget) {
+      const here = targetCosts.get(target) ?? new Map<string, TargetCost>();
+      here.set(cost.modelKey, cost);
+      targetCosts.set(target, here);
+    }
     return {
       costs: new Map(costs.map((cost) => [cost.modelKey, cost])),
+      targetCosts,
       queuedByKey: new Map(counts.map((row) => [row.modelKey, row.n])),
     };
   }
@@ -411,10 +510,17 @@ export class PgJobStore {
   }
 
   /**
-   * Ends the job done with its result and usage, learns its model's costs and charges its caller, in one
-   * transaction; null if it had already ended or the fence no longer holds (then nothing changed).
+   * Ends the job done with its result and usage, learns its model's costs, charges its caller (fair share)
+   * and its key (tokens, GPU time) and stores its artifacts, in one transaction; null if it had already ended
+   * or the fence no longer holds (then nothing changed, nothing is stored).
    */
-  async finishJob(id: string, fence: Fence, result: string, usage: JobUsage = NO_USAGE): Promise<JobRow | null> {
+  async finishJob(
+    id: string,
+    fence: Fence,
+    result: string,
+    usage: JobUsage = NO_USAGE,
+    artifacts: readonly ArtifactInput[] = [],
+  ): Promise<JobRow | null> {
     const { promptTokens, outputTokens, loadMs, evalMs, estimated } = usage;
     return this.#tx(async (tx) => {
       const [job] = await tx.unsafe(
@@ -431,12 +537,22 @@ export class PgJobStore {
       job.result = result;
       await this.#learn(tx, job);
       await this.#charge(tx, job);
+      await this.#recordEnds(tx, [job], artifacts);
       return job as JobRow;
     });
   }
 
-  /** Ends the job failed with the upstream status (or null); null if it had already ended or the fence no longer holds. */
-  async failJob(id: string, fence: Fence, error: string, status: number | null): Promise<JobRow | null> {
+  /**
+   * Ends the job failed with the upstream status (or null), charging what it held the GPU and storing its
+   * artifacts (a stream's part) with it; null if it had already ended or the fence no longer holds.
+   */
+  async failJob(
+    id: string,
+    fence: Fence,
+    error: string,
+    status: number | null,
+    artifacts: readonly ArtifactInput[] = [],
+  ): Promise<JobRow | null> {
     return this.#tx(async (tx) => {
       const [job] = await tx.unsafe(
         notifyingRows(
@@ -447,8 +563,10 @@ export class PgJobStore {
         ),
         [id, error, status, fence.target, fence.token],
       );
-      if (job) await this.#charge(tx, job);
-      return job ?? null;
+      if (!job) return null;
+      await this.#charge(tx, job);
+      await this.#recordEnds(tx, [job], artifacts);
+      return job;
     });
   }
 
@@ -481,8 +599,37 @@ export class PgJobStore {
             ),
             [id, reason.error, reason.status],
           );
-      if (job) await this.#charge(tx, job);
-      return job ?? null;
+      if (!job) return null;
+      await this.#charge(tx, job);
+      await this.#recordEnds(tx, [job]);
+      return job;
+    });
+  }
+
+  /**
+   * {@link cancelJob} for many jobs in one transaction, as API cancels (no fence): one statement cancels them
+   * all and tells every node each end, then each is charged as cancelJob charges it. The rows canceled, in
+   * the order of `ids` (a repeated id once), leaving out those that do not exist or had already ended.
+   */
+  async cancelJobs(ids: readonly string[], reason: { error: string; status: number } = CLIENT_CANCELED): Promise<JobRow[]> {
+    if (ids.length === 0) return [];
+    return this.#tx(async (tx) => {
+      const rows: JobRow[] = await tx.unsafe(
+        notifyingRows(
+          JOB_END_CHANNEL,
+          `UPDATE jobs SET state = 'canceled', finished_at = ${NOW_MS}, error = $2, error_status = $3
+           WHERE id = ANY($1::text[]) AND state IN ('queued', 'loading', 'working') RETURNING ${HEAD_COLUMNS}`,
+        ),
+        [tx.array([...ids], "TEXT"), reason.error, reason.status],
+      );
+      // Fair share's charges by key, so two transactions charging the same keys lock their counters in one order.
+      const byKey = [...rows].sort((a, b) =>
+        (a.keyId ?? "") < (b.keyId ?? "") ? -1 : (a.keyId ?? "") > (b.keyId ?? "") ? 1 : 0,
+      );
+      for (const job of byKey) await this.#charge(tx, job);
+      await this.#recordEnds(tx, rows);
+      const byId = new Map(rows.map((job) => [job.id, job]));
+      return [...new Set(ids)].flatMap((id) => byId.get(id) ?? []);
     });
   }
 
@@ -518,7 +665,14 @@ export class PgJobStore {
    * Only targets whose fence holds are recovered. Unlike JobStore's recovery, queued client requests are left
    * alone: they may belong to a live node's clients.
    */
-  async recoverInterruptedJobs(fences: readonly Fence[]): Promise<{ requeued: JobRow[]; failed: JobRow[]; canceled: JobRow[] }> {
+  async recoverInterruptedJobs(
+    fences: readonly Fence[],
+    /**
+     * With several nodes: a client's request whose node (its `waiter`) beat this recently still has its client
+     * waiting there, so it goes back to the queue like a job API job instead of being canceled.
+     */
+    waiterAliveWithinMs?: number,
+  ): Promise<{ requeued: JobRow[]; failed: JobRow[]; canceled: JobRow[] }> {
     return this.#tx(async (tx) => {
       const held: string[] = [];
       for (const fence of fences) {
@@ -526,20 +680,37 @@ export class PgJobStore {
         if (row.yes) held.push(fence.target);
       }
       const running = `target = ANY($1::text[]) AND state IN ('loading', 'working')`;
+      // Someone still waits for it: a job API or batch job, or a client request whose node is alive.
+      const waited = `(source IN (${NOBODY_WAITING}) OR ($2::float8 IS NOT NULL AND EXISTS (SELECT 1 FROM nodes n
+        WHERE n.name = jobs.waiter AND n.seen_at >= now() - make_interval(secs => $2::float8 / 1000))))`;
       const targets = tx.array(held, "TEXT");
+      const alive = waiterAliveWithinMs ?? null;
       const canceled: JobRow[] = await tx.unsafe(
-        `UPDATE jobs SET state = 'canceled', finished_at = ${NOW_MS}, error = $2, error_status = $3
-         WHERE ${running} AND source NOT IN (${NOBODY_WAITING}) RETURNING ${HEAD_COLUMNS}`,
-        [targets, RESTART_DROPPED_RUNNING.error, RESTART_DROPPED_RUNNING.status],
+        `UPDATE jobs SET state = 'canceled', finished_at = ${NOW_MS}, error = $3, error_status = $4
+         WHERE ${running} AND NOT ${waited} RETURNING ${HEAD_COLUMNS}`,
+        [targets, alive, RESTART_DROPPED_RUNNING.error, RESTART_DROPPED_RUNNING.status],
       );
+      // The queued requests of clients whose node is gone too (the dead holder's own, most often): before this
+      // node claims any of them for nobody. A standby node's death is left to the slower heartbeat check.
+      if (alive !== null)
+        canceled.push(
+          ...(await tx.unsafe(
+            `UPDATE jobs SET state = 'canceled', finished_at = ${NOW_MS}, error = $2, error_status = $3
+             WHERE state = 'queued' AND waiter IS NOT NULL AND NOT EXISTS (SELECT 1 FROM nodes n
+               WHERE n.name = jobs.waiter AND n.seen_at >= now() - make_interval(secs => $1::float8 / 1000))
+             RETURNING ${HEAD_COLUMNS}`,
+            [alive, NODE_GONE.error, NODE_GONE.status],
+          )),
+        );
       const failed: JobRow[] = await tx.unsafe(
         `UPDATE jobs SET state = 'failed', finished_at = ${NOW_MS}, error = 'interrupted ' || attempts || ' times', error_status = 500
-         WHERE ${running} AND source IN (${NOBODY_WAITING}) AND attempts >= max_attempts RETURNING ${HEAD_COLUMNS}`,
-        [targets],
+         WHERE ${running} AND ${waited} AND attempts >= max_attempts RETURNING ${HEAD_COLUMNS}`,
+        [targets, alive],
       );
       // The ended jobs' charges before the re-queue's count rows: key_counters, then queued_counts, the order an
       // enqueue locks them in (its lift, then its insert's trigger), so the two cannot deadlock.
       for (const job of [...canceled, ...failed]) await this.#charge(tx, job);
+      await this.#recordEnds(tx, [...canceled, ...failed]);
       if (canceled.length + failed.length > 0)
         await notifyJobEnded(
           tx,
@@ -549,9 +720,9 @@ export class PgJobStore {
         notifyingRows(
           JOB_QUEUED_CHANNEL,
           `UPDATE jobs SET state = 'queued', run_after = ${NOW_MS}, error = 'interrupted', error_status = NULL
-           WHERE ${running} AND source IN (${NOBODY_WAITING}) AND attempts < max_attempts RETURNING ${HEAD_COLUMNS}`,
+           WHERE ${running} AND ${waited} AND attempts < max_attempts RETURNING ${HEAD_COLUMNS}`,
         ),
-        [targets],
+        [targets, alive],
       );
       // Plain arrays of rows, not the driver's result objects (which carry the statement's count and command).
       return { requeued: [...requeued], failed: [...failed], canceled: [...canceled] };
@@ -589,23 +760,41 @@ export class PgJobStore {
   }
 
   /**
-   * Folds a job that ended done into its model key's averages (as ModelCosts.learnTx): its row is locked
-   * first (an upsert that changes nothing but returns it), so two nodes ending jobs of one key at once
-   * each fold their sample into the other's.
+   * Folds a job that ended done into its model key's averages (as ModelCosts.learnTx), and with
+   * costs.perTarget into the key's averages on the job's target as well. Its rows are locked first (one
+   * statement of upserts that change nothing but return them), so two nodes ending jobs of one key at once
+   * each fold their sample into the other's; then one statement writes them.
    */
   async #learn(tx: Tx, job: JobRow): Promise<void> {
     if (job.startedAt === null || job.finishedAt === null) return;
     const totalMs = Math.max(0, job.finishedAt - job.startedAt);
+    const target = this.costs.perTarget ? job.target : null;
     const [old] = await tx.unsafe(
-      `INSERT INTO model_costs AS m (model_key, jobs, loads, updated_at) VALUES ($1, 0, 0, $2)
-       ON CONFLICT (model_key) DO UPDATE SET model_key = m.model_key
-       RETURNING load_ms AS "loadMs", run_ms AS "runMs", total_ms AS "totalMs", output_tokens AS "outputTokens",
-         eval_ms AS "evalMs", jobs, loads`,
-      [job.modelKey, job.finishedAt],
+      `WITH m AS (
+         INSERT INTO model_costs AS m (model_key, jobs, loads, updated_at) VALUES ($1, 0, 0, $2::bigint)
+         ON CONFLICT (model_key) DO UPDATE SET model_key = m.model_key
+         RETURNING load_ms, run_ms, total_ms, output_tokens, eval_ms, jobs, loads
+       ), t AS (
+         INSERT INTO target_costs AS t (target, model_key, jobs, loads, updated_at)
+         SELECT $3::text, $1, 0, 0, $2::bigint WHERE $3::text IS NOT NULL
+         ON CONFLICT (target, model_key) DO UPDATE SET model_key = t.model_key
+         RETURNING load_ms, run_ms, jobs, loads
+       )
+       SELECT m.load_ms AS "loadMs", m.run_ms AS "runMs", m.total_ms AS "totalMs", m.output_tokens AS "outputTokens",
+         m.eval_ms AS "evalMs", m.jobs, m.loads, t.load_ms AS "targetLoadMs", t.run_ms AS "targetRunMs",
+         t.jobs AS "targetJobs", t.loads AS "targetLoads"
+       FROM m LEFT JOIN t ON true`,
+      [job.modelKey, job.finishedAt, target],
     );
     const { loadSample, runSample } = samplesOf(job, totalMs, old.runMs);
+    // The target's samples against its own warm run time, as ModelCosts.#learnOnTarget takes them.
+    const here = target === null ? null : samplesOf(job, totalMs, old.targetRunMs);
     await tx.unsafe(
-      `UPDATE model_costs SET load_ms = $2, run_ms = $3, total_ms = $4, output_tokens = $5, eval_ms = $6, jobs = $7, loads = $8,
+      `WITH t AS (
+         UPDATE target_costs SET load_ms = $11, run_ms = $12, jobs = $13, loads = $14, updated_at = $9
+         WHERE target = $10 AND model_key = $1
+       )
+       UPDATE model_costs SET load_ms = $2, run_ms = $3, total_ms = $4, output_tokens = $5, eval_ms = $6, jobs = $7, loads = $8,
          updated_at = $9 WHERE model_key = $1`,
       [
         job.modelKey,
@@ -617,8 +806,33 @@ export class PgJobStore {
         old.jobs + 1,
         old.loads + (loadSample === null ? 0 : 1),
         job.finishedAt,
+        target,
+        here && ewma(old.targetLoadMs, here.loadSample),
+        here && ewma(old.targetRunMs, here.runSample),
+        here && old.targetJobs + 1,
+        here && old.targetLoads + (here.loadSample === null ? 0 : 1),
       ],
     );
+  }
+
+  /**
+   * What every end records besides fair share's charge, in its transaction: the jobs' key usage (tokens of
+   * those done, GPU time of those that ran: key-usage.ts) and the one job's artifacts, as one statement of
+   * both writes, or none when there is nothing to write. `artifacts` are `jobs[0]`'s (a runner's end).
+   */
+  async #recordEnds(tx: Tx, jobs: readonly JobRow[], artifacts: readonly ArtifactInput[] = []): Promise<void> {
+    const writes: PgStatement[] = [];
+    const charge = usageCharge(jobs);
+    if (charge) writes.push(charge);
+    const stored = jobs[0] && artifactsInsert(jobs[0].id, artifacts, jobs[0].finishedAt!, 1 + (charge?.params.length ?? 0));
+    if (stored) writes.push(stored);
+    if (writes.length === 0) return;
+    if (writes.length === 1) await tx.unsafe(writes[0]!.sql, writes[0]!.params);
+    else
+      await tx.unsafe(
+        `WITH ${writes.map((write, i) => `w${i} AS (${write.sql})`).join(", ")} SELECT 1`,
+        writes.flatMap((write) => write.params),
+      );
   }
 
   /** Fair share's charge at the end of a job that ran: its GPU time over its key's weight (FairShare.chargeTx). */

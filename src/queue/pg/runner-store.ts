@@ -18,8 +18,8 @@ const REFRESH_MS = 1000;
  *
  * The runner speaks in this node's wall clock (run_after, prune cutoffs); the queue keeps the database's
  * clock (PgJobStore), so instants are turned into durations here. Placement's synchronous reads (`costs`,
- * `queuedOfKey`) answer from copies refreshed at most every second: they steer the choice between targets,
- * while the claim itself reads the queue fresh.
+ * overall and per target, and `queuedOfKey`) answer from copies refreshed at most every second: they steer the
+ * choice between targets, while the claim itself reads the queue fresh.
  */
 export class PgRunnerStore implements RunnerStore {
   readonly #pg: PgJobStore;
@@ -27,6 +27,7 @@ export class PgRunnerStore implements RunnerStore {
   /** The fence each running job was claimed under: its ends must present that one, not a later token. */
   readonly #claimedUnder = new Map<string, Fence>();
   #costs = new Map<string, ModelCost>();
+  #targetCosts = new Map<string, Map<string, TargetCost>>();
   #queuedByKey = new Map<string, number>();
   #refreshedAt = 0;
   #refreshing: Promise<void> | undefined;
@@ -38,9 +39,15 @@ export class PgRunnerStore implements RunnerStore {
     this.#fence = fence;
     this.costs = {
       all: () => this.#costs,
-      // Not learned per target on PostgreSQL yet: placement falls back to the key's costs anywhere.
-      forTarget: () => new Map(),
-      perTarget: false,
+      // A target that has run none of the keys yet: placement falls back to the keys' costs anywhere.
+      forTarget: (target) => this.#targetCosts.get(target) ?? new Map(),
+      // ModelCosts' switch, set by the worker when this node runs several targets: the store's ends learn per target.
+      get perTarget() {
+        return pg.costs.perTarget;
+      },
+      set perTarget(on: boolean) {
+        pg.costs.perTarget = on;
+      },
     };
   }
 
@@ -53,8 +60,11 @@ export class PgRunnerStore implements RunnerStore {
   }
 
   /** A lease was just taken: the jobs a previous holder left running on those targets go back to the queue. */
-  recoverTargets(fences: readonly Fence[]): Promise<{ requeued: JobRow[]; failed: JobRow[]; canceled: JobRow[] }> {
-    return this.#pg.recoverInterruptedJobs(fences);
+  recoverTargets(
+    fences: readonly Fence[],
+    waiterAliveWithinMs?: number,
+  ): Promise<{ requeued: JobRow[]; failed: JobRow[]; canceled: JobRow[] }> {
+    return this.#pg.recoverInterruptedJobs(fences, waiterAliveWithinMs);
   }
 
   async claimNextJob(policy: ClaimPolicy): Promise<JobRow | null> {
@@ -73,12 +83,12 @@ export class PgRunnerStore implements RunnerStore {
     return fence ? this.#pg.markWorking(id, fence) : Promise.resolve(null);
   }
 
-  finishJob(id: string, result: string, _artifacts: readonly ArtifactInput[], usage?: JobUsage): Promise<JobRow | null> {
-    return this.#end(id, (fence) => this.#pg.finishJob(id, fence, result, usage));
+  finishJob(id: string, result: string, artifacts: readonly ArtifactInput[], usage?: JobUsage): Promise<JobRow | null> {
+    return this.#end(id, (fence) => this.#pg.finishJob(id, fence, result, usage, artifacts));
   }
 
-  failJob(id: string, error: string, status: number | null): Promise<JobRow | null> {
-    return this.#end(id, (fence) => this.#pg.failJob(id, fence, error, status));
+  failJob(id: string, error: string, status: number | null, artifacts: readonly ArtifactInput[] = []): Promise<JobRow | null> {
+    return this.#end(id, (fence) => this.#pg.failJob(id, fence, error, status, artifacts));
   }
 
   /** A runner's cancel (its client hung up): under the claim's fence when it ran; a queued job's as the client's. */
@@ -126,8 +136,9 @@ export class PgRunnerStore implements RunnerStore {
   refresh(): Promise<void> {
     this.#refreshing ??= (async () => {
       try {
-        const { costs, queuedByKey } = await this.#pg.placementView();
+        const { costs, targetCosts, queuedByKey } = await this.#pg.placementView();
         this.#costs = costs;
+        this.#targetCosts = targetCosts;
         this.#queuedByKey = queuedByKey;
         this.#refreshedAt = performance.now();
       } finally {
