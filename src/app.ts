@@ -29,19 +29,49 @@ import type { JobStore } from "./queue/store";
 /** What the app is built from; server.ts wires the real ones, tests their own. */
 export interface AppDependencies {
   config: Config;
+  /** The jobs, on either engine: generation, the job API, /queue. */
+  jobs: JobService;
+  ollama: OllamaClient;
+  webhooks: Pick<WebhookDispatcher, "rejectUrl">;
+  /** Who is asking (keys and FOREMAN_TOKEN); without it, FOREMAN_TOKEN alone decides. */
+  principals?: PrincipalResolver;
+  /**
+   * What runs on the embedded SQLite queue alone so far: the dashboard, /metrics, API keys, batches and
+   * files. Absent (FOREMAN_DB=postgres://), their routes answer 501 saying so (see {@link embeddedOnly}).
+   */
+  embedded?: EmbeddedParts;
+}
+
+/** The parts of the app over SQLite's synchronous stores. */
+export interface EmbeddedParts {
+  /** The same JobService as AppDependencies.jobs, typed over SQLite's store. */
   jobs: JobService<JobStore>;
   /** The dashboard's read-only queries over the jobs table. */
   dashboard: DashboardQueries;
-  ollama: OllamaClient;
-  webhooks: Pick<WebhookDispatcher, "rejectUrl">;
   /** OpenAI's Files and Batch APIs; without it (some tests) those routes are absent. */
   batches?: BatchService;
   /** What GET /metrics shows; server.ts passes the one its job ends feed, tests may leave it out. */
   metrics?: ForemanMetrics;
-  /** Who is asking (keys and FOREMAN_TOKEN); without it, FOREMAN_TOKEN alone decides. */
-  principals?: PrincipalResolver;
   /** The API keys, for the admin API (/admin/keys); without it (some tests) those routes are absent. */
   keys?: KeyStore;
+}
+
+/** The routes of the embedded parts: with the queue on PostgreSQL they answer 501 (not 404: they exist, elsewhere). */
+const EMBEDDED_ONLY = [
+  /^\/metrics$/,
+  /^\/ui(\/.*)?$/,
+  /^\/favicon\.ico$/,
+  /^\/admin\/keys(\/.*)?$/,
+  /^\/v1\/(files|batches)(\/.*)?$/,
+];
+
+/** What a route of the embedded parts answers on PostgreSQL; undefined for any other path. */
+export function embeddedOnly(path: string): Response | undefined {
+  if (!EMBEDDED_ONLY.some((pattern) => pattern.test(path))) return undefined;
+  const message =
+    "not available with the queue on PostgreSQL yet (FOREMAN_DB=postgres://): it serves generation, the job API, " +
+    "/queue and /healthz; the dashboard, /metrics, API keys, batches and files need the embedded SQLite queue";
+  return errorResponse(apiForPath(path), 501, message);
 }
 
 /**
@@ -89,8 +119,36 @@ export function createAuthorizer(
   };
 }
 
+/**
+ * The app's error handler: each API's routes answer errors in that API's shape (Ollama, OpenAI, Anthropic),
+ * a write that failed for space as 503 with Retry-After (the storage marked degraded), an unexpected error as 500, logged.
+ */
+export function answerError(jobs: Pick<JobService, "storage" | "log">, embedded = true) {
+  return ({ code, error, path }: { code: unknown; error: unknown; path: string }) => {
+    const api = apiForPath(path);
+    if (isStorageError(error)) {
+      jobs.storage.failed(error);
+      const full = new StorageFullError();
+      return errorResponse(api, full.status, full.message, full.headers);
+    }
+    if (error instanceof ApiError) return errorResponse(api, error.status, error.message, error.headers);
+    switch (code) {
+      case "NOT_FOUND":
+        return (embedded ? undefined : embeddedOnly(path)) ?? errorResponse(api, 404, "not found");
+      case "VALIDATION":
+        return errorResponse(api, 400, validationMessage(error as Parameters<typeof validationMessage>[0]));
+      case "PARSE":
+        return errorResponse(api, 400, "invalid JSON in request body");
+      default: {
+        jobs.log.error("unhandled error", { code, error });
+        return errorResponse(api, 500, error instanceof Error ? error.message : "internal error");
+      }
+    }
+  };
+}
+
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, dashboard, ollama, webhooks, batches, metrics, principals, keys }: AppDependencies) {
+export function createApp({ config, jobs, ollama, webhooks, principals, embedded }: AppDependencies) {
   const authorize = createAuthorizer(config, principals);
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
@@ -108,33 +166,22 @@ export function createApp({ config, jobs, dashboard, ollama, webhooks, batches, 
       const path = (context as { path?: unknown }).path;
       return authorize(context.request, typeof path === "string" ? path : "");
     })
-    .onError(({ code, error, path }) => {
-      // Each API's routes answer errors in that API's shape.
-      const api = apiForPath(path);
-      if (isStorageError(error)) {
-        jobs.storage.failed(error);
-        const full = new StorageFullError();
-        return errorResponse(api, full.status, full.message, full.headers);
-      }
-      if (error instanceof ApiError) return errorResponse(api, error.status, error.message, error.headers);
-      switch (code) {
-        case "NOT_FOUND":
-          return errorResponse(api, 404, "not found");
-        case "VALIDATION":
-          return errorResponse(api, 400, validationMessage(error));
-        case "PARSE":
-          return errorResponse(api, 400, "invalid JSON in request body");
-        default: {
-          jobs.log.error("unhandled error", { code, error });
-          return errorResponse(api, 500, error instanceof Error ? error.message : "internal error");
-        }
-      }
-    })
+    .onError(answerError(jobs, embedded !== undefined))
     .use(systemRoutes(jobs.inventory, jobs.storage))
-    .use(metricsRoutes(metrics ?? new ForemanMetrics(jobs)))
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama))
     .use(openaiRoutes(jobs, ollama))
+    .use(embedded ? embeddedRoutes(config, embedded, webhooks) : new Elysia());
+}
+
+/** The dashboard, /metrics, keys, batches and files, over SQLite's stores. */
+function embeddedRoutes(
+  config: Config,
+  { jobs, dashboard, batches, metrics, keys }: EmbeddedParts,
+  webhooks: Pick<WebhookDispatcher, "rejectUrl">,
+) {
+  return new Elysia()
+    .use(metricsRoutes(metrics ?? new ForemanMetrics(jobs)))
     .use(dashboardRoutes(new DashboardFeed(jobs, dashboard)))
     .use(
       batches

@@ -1,6 +1,7 @@
 import type { Database } from "bun:sqlite";
 import { type Config, isLoopback } from "./config";
-import { createApp, createAuthorizer } from "./app";
+import type { SQL } from "bun";
+import { createApp, createAuthorizer, embeddedOnly } from "./app";
 import { FileStore } from "./batch/files";
 import { UPLOAD_OVERHEAD_BYTES } from "./http/files";
 import { BatchService } from "./batch/service";
@@ -16,7 +17,11 @@ import { readChunkedBody, rejectDeclaredLength } from "./http/body-limit";
 import { JobService } from "./job-service";
 import { KeyStore } from "./keys/key-store";
 import { PrincipalResolver, principalOf, setPrincipal } from "./keys/principal";
-import { jobEndReporter } from "./job-ended";
+import { jobEndReporter, logJobEnd } from "./job-ended";
+import { NODE_GONE, PgJobStore } from "./queue/pg/job-store";
+import { PgQueueStore } from "./queue/pg/queue-store";
+import { remoteJobEnds } from "./queue/pg/remote-ends";
+import type { JobEndListener } from "./queue/pg/notify";
 import { ForemanMetrics } from "./metrics";
 import type { Logger } from "./log";
 import { OllamaClient } from "./ollama/client";
@@ -121,8 +126,97 @@ export function composeForeman(
     webhooks.wake();
     inventory.refreshRunning();
   };
-  // Told only when it changed: every job's end re-reads /api/ps, and a message each time woke the worker
-  // to claim (a write transaction) just as the next request was being queued on this thread.
+  tellInventory(inventory, loop);
+
+  const app = createApp({
+    config,
+    jobs,
+    ollama,
+    webhooks,
+    principals,
+    embedded: { jobs, dashboard: new DashboardQueries(db), batches, metrics, keys },
+  });
+  const { handle, routes } = transport(config, app, principals, true);
+  return { ollama, inventory, jobs, webhooks, metrics, batches, routes, handle };
+}
+
+/** foreman's HTTP side on PostgreSQL: the jobs surface alone so far (see AppDependencies.embedded). */
+export interface PgForeman {
+  ollama: OllamaClient;
+  inventory: TargetInventory;
+  jobs: JobService<PgQueueStore>;
+  /** Wakes this node's waiters when their jobs end on another node; started by the caller, stopped at shutdown. */
+  remoteEnds: JobEndListener;
+  /** This node's heartbeat, and the canceling of dead nodes' clients' jobs (see PgJobStore.cancelOrphans). */
+  heartbeat: { start(): Promise<void>; stop(): void };
+  routes: Array<{ method: string; path: string }>;
+  handle(request: Request): Promise<Response>;
+}
+
+/**
+ * composeForeman for a queue on PostgreSQL shared with other foreman nodes: the same transport, generation
+ * routes, job API and /queue over PgQueueStore; FOREMAN_TOKEN alone decides who may ask (API keys live in
+ * the embedded queue so far); a job that ends on any node wakes its waiters here (remoteJobEnds); the job end
+ * is reported (logged) by the node whose loop or client ended it.
+ */
+export function composePgForeman(config: Config, sql: SQL, loop: JobLoop, logFor: (scope: string) => Logger): PgForeman {
+  const log = logFor("http");
+  const inventory = new TargetInventory(config.targets, config.pollIntervalMs, log);
+  const ollama = inventory.targets[0]!.client;
+  const pg = new PgJobStore(sql);
+  pg.fairEnabled = config.fairShare === "on";
+  pg.node = config.nodeName;
+  const store = new PgQueueStore(sql, pg);
+  const noDeliveries = { status: () => null };
+  const jobs = new JobService(store, noDeliveries, loop, inventory, config, log);
+  const principals = new PrincipalResolver(config.token, undefined);
+  const jobsLog = logFor("jobs");
+  loop.onAttemptFailed = () => {};
+  loop.onStorage = (error) => jobs.storage.worker(error);
+  loop.hub.onJobEnded = (jobId) => {
+    inventory.refreshRunning();
+    if (!jobsLog.enabled("info")) return;
+    void store.getJobHead(jobId).then(
+      (job) => job && logJobEnd(jobsLog, job, jobs.keyName),
+      () => {},
+    );
+  };
+  tellInventory(inventory, loop);
+  const webhooks = {
+    rejectUrl: () =>
+      "webhooks are not delivered with the queue on PostgreSQL yet (FOREMAN_DB=postgres://): poll GET /jobs/{id} or watch its events",
+  };
+  const app = createApp({ config, jobs, ollama, webhooks, principals });
+  const { handle, routes } = transport(config, app, principals, false);
+  // Beats five times per lease time, so a live node's last beat is never half a lease time old (a takeover's
+  // test for a live waiter: src/worker/pg-node.ts); a node silent for a whole lease time is dead, its clients with it.
+  let beating: ReturnType<typeof setInterval> | undefined;
+  const beat = async () => {
+    await pg.heartbeat(config.nodeName);
+    for (const job of await pg.cancelOrphans(config.leaseTtlMs, NODE_GONE)) {
+      loop.cancel(job.id);
+      loop.jobEnded(job.id);
+    }
+  };
+  const heartbeat = {
+    async start() {
+      await beat();
+      beating = setInterval(
+        () => void beat().catch((error) => log.warn("heartbeat failed (retrying)", { error })),
+        config.leaseTtlMs / 5,
+      );
+    },
+    stop: () => clearInterval(beating),
+  };
+  return { ollama, inventory, jobs, remoteEnds: remoteJobEnds(loop.hub, sql), heartbeat, routes, handle };
+}
+
+/**
+ * Tells the job loop what each target has loaded, answers and (several) installed: only when it changed, since
+ * every job's end re-reads /api/ps, and a message each time woke the worker to claim (a write transaction)
+ * just as the next request was being queued on this thread.
+ */
+function tellInventory(inventory: TargetInventory, loop: JobLoop): void {
   const toldInventory = new Map<string, string>();
   // The worker stopped claiming for that target until it hears it answers: the next poll is told, changed or not.
   loop.onUnreachable = (target) => {
@@ -138,18 +232,19 @@ export function composeForeman(
     toldInventory.set(target.name, told);
     loop.setInventory(residentKeys, reachable, target.name, installed);
   });
+}
 
-  const app = createApp({
-    config,
-    jobs,
-    dashboard: new DashboardQueries(db),
-    ollama,
-    webhooks,
-    batches,
-    metrics,
-    principals,
-    keys,
-  });
+/**
+ * The transport in front of the app: request target, Host and CORS checks, then the token and the route before
+ * any body is read, then the body limits. `embedded` false: a body sent to a route of the embedded parts is
+ * answered 501 unread, as the app answers it.
+ */
+function transport(
+  config: Config,
+  app: ReturnType<typeof createApp>,
+  principals: PrincipalResolver,
+  embedded: boolean,
+): Pick<Foreman, "handle" | "routes"> {
   const cors = new CorsPolicy(config.origins);
   const hosts = new HostPolicy(config.allowedHosts, isLoopback(config.listen.hostname));
   const authorize = createAuthorizer(config, principals);
@@ -164,7 +259,7 @@ export function composeForeman(
     const denied = authorize(request, path);
     if (denied) return unread(request, denied);
     if (hasBody(request) && !table.has(request.method, path))
-      return unread(request, errorResponse(apiForPath(path), 404, "not found"));
+      return unread(request, (embedded ? undefined : embeddedOnly(path)) ?? errorResponse(apiForPath(path), 404, "not found"));
     // Model blobs (`ollama create` from a GGUF) are gigabytes, streamed on to Ollama as they arrive:
     // neither limited nor read here.
     if (path.startsWith("/api/blobs/")) return app.handle(request);
@@ -199,7 +294,7 @@ export function composeForeman(
     return cors.apply(request, admit);
   };
   const routes = app.routes.map((route) => ({ method: route.method, path: route.path }));
-  return { ollama, inventory, jobs, webhooks, metrics, batches, routes, handle };
+  return { routes, handle };
 }
 
 /** Whether the client declared a body (a length above 0, or chunked), or the request carries a stream (in process). */

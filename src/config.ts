@@ -1,4 +1,5 @@
 import { isIP } from "node:net";
+import { hostname } from "node:os";
 import { parseDuration } from "./duration";
 import { invalidOrigin } from "./http/cors";
 import { invalidAllowedHost } from "./http/host-check";
@@ -29,8 +30,15 @@ export interface Config {
   ollamaToken: string | undefined;
   /** FOREMAN_TOKEN: bearer token every route but /healthz requires; optional. */
   token: string | undefined;
-  /** FOREMAN_DB: SQLite file, default ./foreman.db; parent folders are created. */
+  /**
+   * FOREMAN_DB: SQLite file, default ./foreman.db; parent folders are created. A postgres:// (or postgresql://)
+   * URL puts the queue on PostgreSQL instead, shared by every foreman node given the same URL (isPostgresUrl).
+   */
   dbPath: string;
+  /** FOREMAN_NODE: this node's name among the nodes on one PostgreSQL queue (its leases); default host:pid. */
+  nodeName: string;
+  /** FOREMAN_LEASE_TTL: on PostgreSQL, how long a dead node's targets wait before another node takes them over; default 10s. */
+  leaseTtlMs: number;
   /** FOREMAN_POLL_INTERVAL: how often /api/tags and /api/ps are polled, default 30s. */
   pollIntervalMs: number;
   /** FOREMAN_MAX_ATTEMPTS: attempts per job before it fails, default 3. */
@@ -296,6 +304,8 @@ export function loadConfig(env: Env = process.env): Config {
     ollamaToken,
     token: text(env, "FOREMAN_TOKEN"),
     dbPath: text(env, "FOREMAN_DB") ?? "./foreman.db",
+    nodeName: text(env, "FOREMAN_NODE") ?? `${hostname()}:${process.pid}`,
+    leaseTtlMs: duration(env, "FOREMAN_LEASE_TTL", "10s", { min: 300, max: MAX_TIMER_MS }),
     pollIntervalMs: duration(env, "FOREMAN_POLL_INTERVAL", "30s", { min: 100, max: MAX_TIMER_MS }),
     maxAttempts: integer(env, "FOREMAN_MAX_ATTEMPTS", 3, 1),
     jobTtlMs: duration(env, "FOREMAN_JOB_TTL", "24h"),

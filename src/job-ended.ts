@@ -1,7 +1,7 @@
 import type { Logger } from "./log";
 import type { ForemanMetrics } from "./metrics";
 import { jobStats } from "./queue/job-view";
-import type { JobStore } from "./queue/store";
+import type { JobRow, JobStore } from "./queue/store";
 
 /**
  * What happens once per job end, whichever thread ended it (the worker's outcome or a cancel here): the
@@ -20,19 +20,24 @@ export function jobEndReporter(
     if (!job) return;
     const now = Date.now();
     metrics.jobEnded(job, now);
-    if (!log.enabled("info")) return;
-    log.info("job ended", {
-      job: job.id,
-      type: job.type,
-      model: job.model,
-      source: job.source,
-      key: job.keyId === null ? undefined : (keyName(job.keyId) ?? undefined),
-      outcome: job.state,
-      attempts: job.attempts,
-      target: job.target ?? undefined,
-      ...jobStats(job, now),
-      status: job.errorStatus ?? undefined,
-      error: job.error ?? undefined,
-    });
+    logJobEnd(log, job, keyName, now);
   };
+}
+
+/** The `job ended` line at info: figures only, never the prompt, the answer or a webhook secret. */
+export function logJobEnd(log: Logger, job: JobRow, keyName: (keyId: string) => string | null, now = Date.now()): void {
+  if (!log.enabled("info")) return;
+  log.info("job ended", {
+    job: job.id,
+    type: job.type,
+    model: job.model,
+    source: job.source,
+    key: job.keyId === null ? undefined : (keyName(job.keyId) ?? undefined),
+    outcome: job.state,
+    attempts: job.attempts,
+    target: job.target ?? undefined,
+    ...jobStats(job, now),
+    status: job.errorStatus ?? undefined,
+    error: job.error ?? undefined,
+  });
 }

@@ -7,7 +7,7 @@ import { KEYS_USAGE, runKeysCommand } from "./cli/keys-command";
 import { SERVICE_USAGE, runServiceCommand } from "./cli/service";
 import { ConfigError, loadConfig } from "./config";
 import { type Logger, createLogger } from "./log";
-import { startServer } from "./server";
+import { startNode } from "./server";
 import { StartupError } from "./startup-error";
 
 const USAGE = `foreman ${pkg.version}: one Ollama GPU, many clients
@@ -33,7 +33,7 @@ async function serve(): Promise<number> {
   }
   let server;
   try {
-    server = await startServer(config);
+    server = await startNode(config);
   } catch (error) {
     // One line, no stack trace (a compiled binary would print pages of its bundled source with one).
     const message = error instanceof StartupError ? error.message : `cannot start: ${(error as Error)?.message ?? error}`;

@@ -1,10 +1,13 @@
 import type { Database } from "bun:sqlite";
-import type { Server } from "bun";
+import type { SQL, Server } from "bun";
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { type Config, isLoopback, unknownSettings } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
-import { composeForeman } from "./compose";
+import { composeForeman, composePgForeman } from "./compose";
+import { openPg } from "./queue/pg/db";
+import type { PgQueueStore } from "./queue/pg/queue-store";
+import { isPostgresUrl } from "./queue/pg/url";
 import type { JobService } from "./job-service";
 import { type Logger, createLogger } from "./log";
 import type { OllamaClient } from "./ollama/client";
@@ -18,7 +21,7 @@ import { type DatabaseLock, lockDatabase, lockPathFor } from "./queue/lock";
 import { KeyStore } from "./keys/key-store";
 import { WorkerBridge } from "./worker/bridge";
 import { workerSettings } from "./worker/protocol";
-import { type DatabaseStep, databaseStartupError, listenStartupError } from "./startup-error";
+import { type DatabaseStep, StartupError, databaseStartupError, listenStartupError } from "./startup-error";
 import { openJobTables } from "./tables";
 import type { JobStore } from "./queue/store";
 
@@ -26,21 +29,20 @@ import type { JobStore } from "./queue/store";
 export interface RunningServer {
   url: string;
   port: number;
+  /** The jobs on SQLite (tests read the store through it); on PostgreSQL, see PgRunningServer. */
   jobs: JobService<JobStore>;
   /** Stops accepting, lets the running job finish (or re-queues it), closes the database. */
   stop(): Promise<void>;
 }
 
+/** `foreman serve`: startServer on SQLite, startPgServer with FOREMAN_DB=postgres://. */
+export function startNode(config: Config): Promise<{ url: string; stop(): Promise<void> }> {
+  return isPostgresUrl(config.dbPath) ? startPgServer(config) : startServer(config);
+}
+
 /** Opens the store, starts the worker, the inventory poller and the webhook loop, and listens. */
 export async function startServer(config: Config): Promise<RunningServer> {
-  const log = createLogger(config.logLevel, "http", config.logFormat);
-  for (const { name, didYouMean } of unknownSettings()) {
-    log.warn(`unknown setting ${name} is ignored`, didYouMean ? { did_you_mean: didYouMean } : {});
-  }
-  warnIfFewDescriptors(log, config.maxConnections);
-  // The port first: a port in use must fail before anything touches the database. Until the app is
-  // built, requests get a 503.
-  const server = listen(config);
+  const { log, server } = beginStart(config);
   let owned: { db: Database; lock: DatabaseLock | undefined };
   try {
     owned = openOwnedDatabase(config, log);
@@ -74,41 +76,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     for (const view of views) void warmEmbedModel(view.client, model, log);
   }
 
-  const connections = new ConnectionLimit(config.maxConnections);
-  server.reload({
-    fetch: logRequests(
-      log,
-      connections.wrap(async (request, server) => {
-        // A client may wait minutes in the queue or behind a model load without a byte on the wire: the
-        // routes that wait say so (keepOpen), for authenticated requests only; everything else keeps the
-        // idle timeout. The timeout comes back with the answer (src/http/long-lived.ts): here for a whole
-        // one, from the stream for a relayed job; any other stream is closed after its answer, since Bun
-        // cannot put the timeout back once the answer is out.
-        let lifted = false;
-        const timeout: IdleTimeout = {
-          lift() {
-            lifted = true;
-            server.timeout(request, 0);
-          },
-          restore() {
-            try {
-              server.timeout(request, IDLE_TIMEOUT_SECONDS);
-              connections.answered(request, server);
-            } catch {
-              // The connection is gone: nothing to keep alive.
-            }
-          },
-        };
-        onKeepOpen(request, timeout);
-        const response = await handle(request);
-        if (!lifted || timeout.restoresAtEnd) return response;
-        if (isStream(response)) return closingAfter(response);
-        timeout.restore();
-        return response;
-      }),
-    ),
-  });
-  const url = `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
+  const url = serve(server, config, handle, log);
   log.info("foreman listening", {
     url,
     ollama: config.ollamaUrl,
@@ -146,6 +114,131 @@ export async function startServer(config: Config): Promise<RunningServer> {
       return stopping;
     },
   };
+}
+
+/** A foreman node on a PostgreSQL queue shared with other nodes. */
+export interface PgRunningServer {
+  url: string;
+  port: number;
+  jobs: JobService<PgQueueStore>;
+  stop(): Promise<void>;
+}
+
+/**
+ * startServer with FOREMAN_DB=postgres://: the database is migrated (PostgreSQL's own migrations, under an
+ * advisory lock, so nodes starting together migrate once), the worker runs this node's share of the targets
+ * (leases: see src/worker/pg-node.ts), and the HTTP side serves the jobs surface (composePgForeman). No file
+ * lock: any number of nodes may share the database, and one runner per target is the leases' rule.
+ */
+export async function startPgServer(config: Config): Promise<PgRunningServer> {
+  const { log, server } = beginStart(config);
+  let sql: SQL;
+  try {
+    sql = await openPg(config.dbPath, { poolSize: 8 });
+  } catch (error) {
+    await server.stop(true);
+    throw new StartupError(`could not open the PostgreSQL queue (FOREMAN_DB): ${error instanceof Error ? error.message : error}`);
+  }
+  if (!isLoopback(config.listen.hostname) && !config.token) {
+    log.warn("listening beyond this machine without FOREMAN_TOKEN: anyone who can reach it can use it", {
+      listen: `${config.listen.hostname}:${config.listen.port}`,
+    });
+  }
+  const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
+  const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker", config.logFormat));
+  const { inventory, jobs, remoteEnds, heartbeat, handle } = composePgForeman(config, sql, bridge, (scope) =>
+    scope === "http" ? log : createLogger(config.logLevel, scope, config.logFormat),
+  );
+  // Alive before any client of this node is queued: its waiters are never taken for a dead node's.
+  await heartbeat.start();
+  await remoteEnds.start();
+  await bridge.ready;
+  await inventory.start();
+  const url = serve(server, config, handle, log);
+  log.info("foreman listening", {
+    url,
+    ollama: config.ollamaUrl,
+    ...(config.targets.length > 1 ? { targets: config.targets.map((t) => `${t.name}=${t.url} (${t.slots} slots)`) } : {}),
+    db: "postgres",
+    node: config.nodeName,
+    schedule: config.schedule,
+  });
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    port: server.port!,
+    jobs,
+    stop() {
+      stopping ??= (async () => {
+        log.info("shutting down: no new requests; the running job may finish", { grace_ms: config.shutdownGraceMs });
+        jobs.shuttingDown = true;
+        void server.stop();
+        inventory.stop();
+        await jobs.releaseWaitingClients(true);
+        // The worker gives its leases up as it stops: another node takes the targets over at once.
+        await bridge.shutdown(config.shutdownGraceMs);
+        await jobs.releaseWaitingClients(false);
+        await Bun.sleep(50);
+        await server.stop(true);
+        heartbeat.stop();
+        await remoteEnds.stop().catch(() => {});
+        await sql.close().catch(() => {});
+        log.info("stopped");
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** The start's first steps on either engine: warnings about the settings, then the port. */
+function beginStart(config: Config): { log: Logger; server: Server<undefined> } {
+  const log = createLogger(config.logLevel, "http", config.logFormat);
+  for (const { name, didYouMean } of unknownSettings()) {
+    log.warn(`unknown setting ${name} is ignored`, didYouMean ? { did_you_mean: didYouMean } : {});
+  }
+  warnIfFewDescriptors(log, config.maxConnections);
+  // The port first: a port in use must fail before anything touches the database. Until the app is
+  // built, requests get a 503.
+  return { log, server: listen(config) };
+}
+
+/** Swaps the placeholder handler for `handle`, behind the connection limit, the idle-timeout rules and the request log; the URL. */
+function serve(server: Server<undefined>, config: Config, handle: (request: Request) => Promise<Response>, log: Logger): string {
+  const connections = new ConnectionLimit(config.maxConnections);
+  server.reload({
+    fetch: logRequests(
+      log,
+      connections.wrap(async (request, server) => {
+        // A client may wait minutes in the queue or behind a model load without a byte on the wire: the
+        // routes that wait say so (keepOpen), for authenticated requests only; everything else keeps the
+        // idle timeout. The timeout comes back with the answer (src/http/long-lived.ts): here for a whole
+        // one, from the stream for a relayed job; any other stream is closed after its answer, since Bun
+        // cannot put the timeout back once the answer is out.
+        let lifted = false;
+        const timeout: IdleTimeout = {
+          lift() {
+            lifted = true;
+            server.timeout(request, 0);
+          },
+          restore() {
+            try {
+              server.timeout(request, IDLE_TIMEOUT_SECONDS);
+              connections.answered(request, server);
+            } catch {
+              // The connection is gone: nothing to keep alive.
+            }
+          },
+        };
+        onKeepOpen(request, timeout);
+        const response = await handle(request);
+        if (!lifted || timeout.restoresAtEnd) return response;
+        if (isStream(response)) return closingAfter(response);
+        timeout.restore();
+        return response;
+      }),
+    ),
+  });
+  return `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
 }
 
 /** An answer written as it comes (records, events), not one body: the content types foreman streams. */

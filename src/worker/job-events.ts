@@ -71,6 +71,16 @@ export class JobEventHub {
     }
   }
 
+  /** The jobs someone here listens to (a waiting client, an SSE stream): what a node re-checks after missing news. */
+  watched(): string[] {
+    return [...this.#listeners.keys()];
+  }
+
+  /** Whether anyone here listens to the job. */
+  isWatched(jobId: string): boolean {
+    return this.#listeners.has(jobId);
+  }
+
   /** The one way a job's end is announced, whichever thread ended it. */
   jobEnded(jobId: string): void {
     this.onJobEnded(jobId);

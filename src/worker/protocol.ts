@@ -4,6 +4,8 @@ import type { JobState } from "../queue/job-states";
 /** The settings the worker needs, and nothing more: no client token, no webhook secret. */
 const WORKER_SETTINGS = [
   "dbPath",
+  "nodeName",
+  "leaseTtlMs",
   "durability",
   "targets",
   "schedule",

@@ -1,0 +1,32 @@
+import type { SQL } from "bun";
+import { TERMINAL_STATES } from "../job-states";
+import type { JobEventHub } from "../../worker/job-events";
+import { JobEndListener } from "./notify";
+
+/** The safety net's period (ms): watched jobs are re-read this often, whatever the channel delivers. */
+const REMOTE_END_POLL_MS = 5000;
+
+/**
+ * Wakes this node's waiters (a client holding its connection, an SSE watch) when their job ends on another
+ * node: each end's id arrives on JOB_END_CHANNEL, and a watched one is told `ended` on this node's hub, whose
+ * watcher then reads the row for how it ended. Only waking: the node that ended a job reports it (log line,
+ * metrics, webhook), as it did before there were several. After a reconnect, and on a slow poll, the watched
+ * jobs are read in one query and the ended ones told, so a notification lost in between costs a delay, never
+ * a client left waiting. An end this node made itself is told twice; a watcher hears its end once (it stops).
+ */
+export function remoteJobEnds(hub: JobEventHub, sql: SQL, pollMs = REMOTE_END_POLL_MS): JobEndListener {
+  const tell = (ids: Iterable<string>) => {
+    for (const id of ids) if (hub.isWatched(id)) hub.emit(id, { type: "ended" });
+  };
+  const recheck = async () => {
+    const watched = hub.watched();
+    if (watched.length === 0) return;
+    const rows: Array<{ id: string }> = await sql.unsafe(
+      `SELECT id FROM jobs WHERE id = ANY($1::text[]) AND state = ANY($2::text[])`,
+      [watched, [...TERMINAL_STATES]],
+    );
+    tell(rows.map((row) => row.id));
+  };
+  const safely = () => void recheck().catch(() => {}); // the next poll tries again
+  return new JobEndListener({ sql, onEnded: tell, onResync: safely, pollMs, onPoll: safely });
+}

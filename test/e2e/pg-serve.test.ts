@@ -1,0 +1,215 @@
+// Two `foreman serve` nodes (the compiled binary, as users run it) on one throwaway PostgreSQL cluster and one
+// fake GPU: every client API answers from either node with the job running on the node holding the target's
+// lease; the job API and cancels work across nodes; the routes still on SQLite alone say so (501); and a
+// kill -9 of the lease holder hands the target to the other node, whose clients all get their answers while the
+// dead node's clients' jobs are canceled, never sent.
+import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+import { Ollama } from "ollama";
+import OpenAI from "openai";
+import { FakeOllama } from "../fake-ollama";
+import { type ForemanProcess, spawnForeman, until } from "../harness";
+import { type PgCluster, startPgCluster } from "../pg-cluster";
+
+const LEASE_TTL_MS = 1000;
+let cluster: PgCluster;
+let fake: FakeOllama;
+let dbCount = 0;
+const running: ForemanProcess[] = [];
+
+beforeAll(async () => {
+  cluster = await startPgCluster();
+});
+afterAll(async () => {
+  await cluster.stop();
+});
+afterEach(async () => {
+  for (const node of running.splice(0)) {
+    node.process.kill();
+    await node.process.exited;
+  }
+  await fake?.stop();
+});
+
+/** A fresh database and fake, and `names.length` nodes on them, started in order (the first takes the lease). */
+async function startNodes(...names: string[]): Promise<ForemanProcess[]> {
+  const db = `serve${++dbCount}`;
+  await cluster.createDatabase(db);
+  fake = new FakeOllama().start();
+  const nodes: ForemanProcess[] = [];
+  for (const name of names) {
+    const node = await spawnForeman({
+      FOREMAN_DB: cluster.urlFor(db),
+      FOREMAN_OLLAMA_URL: fake.url,
+      FOREMAN_NODE: name,
+      FOREMAN_LEASE_TTL: `${LEASE_TTL_MS}ms`,
+      FOREMAN_POLL_INTERVAL: "200ms",
+      FOREMAN_LOG_FORMAT: "json",
+    });
+    running.push(node);
+    nodes.push(node);
+    // The first node holds the target before the next one starts.
+    if (nodes.length === 1) await until(() => node.stdout().includes('"msg":"runs target"'), 10_000, "the first node's lease");
+  }
+  return nodes;
+}
+
+const chat = (prompt: string, stream = false) =>
+  JSON.stringify({ model: "llama3.2", messages: [{ role: "user", content: prompt }], stream });
+
+test("either node answers every API, the job running where the lease is; the job API and cancels cross nodes", async () => {
+  const [a, b] = await startNodes("node-a", "node-b");
+  // The official clients, unchanged, against the node that runs no GPU.
+  const ollama = new Ollama({ host: b!.url });
+  const whole = await ollama.chat({ model: "llama3.2", messages: [{ role: "user", content: "hello there" }] });
+  expect(whole.message.content).toContain("hello there");
+  let streamed = "";
+  let records = 0;
+  for await (const part of await ollama.chat({
+    model: "llama3.2",
+    messages: [{ role: "user", content: "stream me" }],
+    stream: true,
+  })) {
+    streamed += part.message.content;
+    records++;
+  }
+  expect(records).toBeGreaterThan(2);
+  expect(streamed).toContain("stream me");
+  const openai = new OpenAI({ baseURL: `${b!.url}/v1`, apiKey: "unused" });
+  let deltas = "";
+  for await (const chunk of await openai.chat.completions.create({
+    model: "llama3.2",
+    messages: [{ role: "user", content: "via openai" }],
+    stream: true,
+  }))
+    deltas += chunk.choices[0]?.delta?.content ?? "";
+  expect(deltas).toContain("via openai");
+  // The same stream's bytes from the node running it and from the other: identical records, in order.
+  const body = chat("same bytes", true);
+  const [fromA = "", fromB = ""] = await Promise.all(
+    [a!, b!].map(async (node) => (await fetch(`${node.url}/api/chat`, { method: "POST", body })).text()),
+  );
+  const content = (text: string) =>
+    text
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line).message?.content ?? "");
+  expect(content(fromB)).toEqual(content(fromA));
+  expect(fake.violations).toEqual([]);
+
+  // Submitted on one node, read and waited on from the other.
+  const submitted = await fetch(`${a!.url}/jobs`, {
+    method: "POST",
+    body: JSON.stringify({ type: "generate", request: { model: "llama3.2", prompt: "job api" } }),
+  });
+  expect(submitted.status).toBe(202);
+  const { id } = (await submitted.json()) as { id: string };
+  await until(
+    async () => ((await (await fetch(`${b!.url}/jobs/${id}`)).json()) as { state: string }).state === "done",
+    10_000,
+    "the job",
+  );
+  const seenFromB = (await (await fetch(`${b!.url}/jobs/${id}`)).json()) as { result: { response: string }; target: string };
+  expect(seenFromB.result.response).toContain("job api");
+  const listed = (await (await fetch(`${b!.url}/jobs?limit=50`)).json()) as { jobs: Array<{ id: string }> };
+  expect(listed.jobs.map((job) => job.id)).toContain(id);
+
+  // A running job canceled through the other node: its call on the GPU is aborted, its client told.
+  const release = fake.hold();
+  const arrival = fake.nextArrival();
+  const waiting = fetch(`${a!.url}/api/chat`, { method: "POST", body: chat("cancel me") });
+  const seen = await arrival;
+  const runningJob =
+    ((await (await fetch(`${b!.url}/jobs?state=working`)).json()) as { jobs: Array<{ id: string }> }).jobs[0] ??
+    ((await (await fetch(`${b!.url}/jobs?state=loading`)).json()) as { jobs: Array<{ id: string }> }).jobs[0];
+  expect(runningJob).toBeDefined();
+  const canceled = await fetch(`${b!.url}/jobs/${runningJob!.id}`, { method: "DELETE" });
+  expect(canceled.status).toBe(200);
+  await until(() => seen.aborted === true, 5_000, "the GPU call's abort");
+  release();
+  const answer = await waiting;
+  expect(answer.status).toBe(499);
+  expect(((await answer.json()) as { error: string }).error).toBe("request canceled");
+
+  // What lives on SQLite alone so far answers 501 in its API's shape, with or without a body.
+  for (const [method, path] of [
+    ["GET", "/metrics"],
+    ["GET", "/ui"],
+    ["GET", "/admin/keys"],
+    ["POST", "/v1/batches"],
+    ["POST", "/v1/files"],
+  ] as const) {
+    const response = await fetch(`${b!.url}${path}`, { method, body: method === "POST" ? "{}" : undefined });
+    expect(response.status, `${method} ${path}`).toBe(501);
+    expect(JSON.stringify(await response.json())).toContain("PostgreSQL");
+  }
+  const hooked = await fetch(`${b!.url}/jobs`, {
+    method: "POST",
+    body: JSON.stringify({
+      type: "generate",
+      request: { model: "llama3.2", prompt: "x" },
+      webhook: { url: "https://example.com/h" },
+    }),
+  });
+  expect(hooked.status).toBe(400);
+}, 60_000);
+
+test("kill -9 of the node holding the GPU: the other takes it over in a lease time, answers all its clients, and the dead node's clients' jobs never run", async () => {
+  const [a, b] = await startNodes("node-a", "node-b");
+  const release = fake.hold();
+  const first = fake.nextArrival();
+  // One client of node B whose job runs on A when A dies; more of B's and of A's waiting behind it; job API work too.
+  const onB = [fetch(`${b!.url}/api/chat`, { method: "POST", body: chat("b-0") })];
+  await first;
+  for (let i = 1; i < 4; i++) onB.push(fetch(`${b!.url}/api/chat`, { method: "POST", body: chat(`b-${i}`) }));
+  const onA = [0, 1, 2].map((i) => fetch(`${a!.url}/api/chat`, { method: "POST", body: chat(`a-${i}`) }).catch(() => null));
+  const jobIds: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await fetch(`${b!.url}/jobs`, {
+      method: "POST",
+      body: JSON.stringify({ type: "generate", request: { model: "llama3.2", prompt: `job-${i}` } }),
+    });
+    jobIds.push(((await r.json()) as { id: string }).id);
+  }
+  await until(
+    async () => ((await (await fetch(`${b!.url}/queue`)).json()) as { depth: number }).depth === 9,
+    5_000,
+    "all queued",
+  );
+
+  a!.process.kill(9);
+  const killedAt = Date.now();
+  await a!.process.exited;
+  release();
+  await until(() => b!.stdout().includes('"msg":"runs target"'), 10_000, "the takeover");
+  const takeoverMs = Date.now() - killedAt;
+  // The lease time, one poll of the free targets (a fifth of it) and the recovery's round trips.
+  expect(takeoverMs).toBeLessThan(LEASE_TTL_MS * 1.2 + 1000);
+
+  const answers = await Promise.all(onB);
+  for (const answer of answers) expect(answer.status).toBe(200);
+  const bodies = (await Promise.all(answers.map((r) => r.json()))) as Array<{ message: { content: string } }>;
+  expect(bodies.map((body) => body.message.content).sort()).toEqual([0, 1, 2, 3].map((i) => `You said: b-${i}`).sort());
+  for (const id of jobIds) {
+    await until(
+      async () => ((await (await fetch(`${b!.url}/jobs/${id}`)).json()) as { state: string }).state === "done",
+      10_000,
+      `job ${id}`,
+    );
+  }
+  // Node A's clients died with it: their jobs end canceled and the GPU never sees them.
+  await until(
+    async () => {
+      const list = (await (await fetch(`${b!.url}/jobs?state=canceled&limit=50`)).json()) as { jobs: unknown[] };
+      return list.jobs.length === 3;
+    },
+    5_000,
+    "the dead node's clients' jobs canceled",
+  );
+  const prompts = fake.seen.map((s) => JSON.stringify(s.body));
+  for (let i = 0; i < 3; i++) expect(prompts.some((p) => p.includes(`a-${i}`))).toBe(false);
+  // b-0 ran on A when it died: sent again on B, so it is seen twice, and nothing else is.
+  expect(prompts.filter((p) => p.includes('"b-0"')).length).toBe(2);
+  for (let i = 1; i < 4; i++) expect(prompts.filter((p) => p.includes(`"b-${i}"`)).length).toBe(1);
+  expect(fake.violations).toEqual([]);
+  expect(fake.maxInFlight).toBe(1);
+}, 60_000);
