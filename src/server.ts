@@ -77,13 +77,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   }
 
   const url = serve(server, config, handle, log);
-  log.info("foreman listening", {
-    url,
-    ollama: config.ollamaUrl,
-    ...(config.targets.length > 1 ? { targets: config.targets.map((t) => `${t.name}=${t.url} (${t.slots} slots)`) } : {}),
-    db: config.dbPath,
-    schedule: config.schedule,
-  });
+  logListening(log, config, url, { db: config.dbPath });
 
   let stopping: Promise<void> | undefined;
   return {
@@ -155,14 +149,7 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
   await bridge.ready;
   await inventory.start();
   const url = serve(server, config, handle, log);
-  log.info("foreman listening", {
-    url,
-    ollama: config.ollamaUrl,
-    ...(config.targets.length > 1 ? { targets: config.targets.map((t) => `${t.name}=${t.url} (${t.slots} slots)`) } : {}),
-    db: "postgres",
-    node: config.nodeName,
-    schedule: config.schedule,
-  });
+  logListening(log, config, url, { db: "postgres", node: config.nodeName });
   let stopping: Promise<void> | undefined;
   return {
     url,
@@ -188,6 +175,17 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
       return stopping;
     },
   };
+}
+
+/** The start's last line on either engine: where it listens, what it fronts, which queue (`store`). */
+function logListening(log: Logger, config: Config, url: string, store: Record<string, string>): void {
+  log.info("foreman listening", {
+    url,
+    ollama: config.ollamaUrl,
+    ...(config.targets.length > 1 ? { targets: config.targets.map((t) => `${t.name}=${t.url} (${t.slots} slots)`) } : {}),
+    ...store,
+    schedule: config.schedule,
+  });
 }
 
 /** The start's first steps on either engine: warnings about the settings, then the port. */

@@ -1,4 +1,4 @@
-// PgQueueReads against JobStore on SQLite: the same jobs answer every read alike. Random sequences of
+// PgQueueStore (PgQueueReads and PgJobStore's lookups) against JobStore on SQLite: the same jobs answer every read alike. Random sequences of
 // enqueues, claims and ends run on a JobStore, whose rows are then copied column for column into a throwaway
 // PostgreSQL cluster (one per file, a fresh database per test); and a few edges by example (a page's byte
 // budget, cursor paging, unknown ids, a count row left at 0, an aged job).
@@ -9,13 +9,14 @@ import fc from "fast-check";
 import { openDatabase } from "../../src/queue/db";
 import { JOB_STATES, type JobSource } from "../../src/queue/job-states";
 import { openPg } from "../../src/queue/pg/db";
-import { PgQueueReads } from "../../src/queue/pg/queue-reads";
+import { PgJobStore } from "../../src/queue/pg/job-store";
+import { PgQueueStore } from "../../src/queue/pg/queue-store";
 import { type JobFilter, type JobRow, JobStore, type JobType, type NewJob } from "../../src/queue/store";
 import { type PgCluster, startPgCluster } from "../pg-cluster";
 
 let cluster: PgCluster;
 let pg: SQL;
-let reads: PgQueueReads;
+let reads: PgQueueStore;
 let dbCount = 0;
 const open: SQL[] = [];
 
@@ -32,7 +33,7 @@ beforeEach(async () => {
   await cluster.createDatabase(name);
   pg = await openPg(cluster.urlFor(name), { poolSize: 2 });
   open.push(pg);
-  reads = new PgQueueReads(pg);
+  reads = new PgQueueStore(pg, new PgJobStore(pg));
 });
 
 const MINUTE = 60_000;

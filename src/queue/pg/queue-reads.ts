@@ -7,8 +7,6 @@ import { HEAD_COLUMNS, JOB_COLUMNS } from "./job-store";
 /** The reads of QueueStore this class answers: the job API's lists and lookups, and the queue's shape for positions. */
 type QueueReads = Pick<
   QueueStore,
-  | "getJob"
-  | "getJobHead"
   | "listJobs"
   | "listJobPage"
   | "queuePosition"
@@ -75,18 +73,6 @@ export class PgQueueReads implements QueueReads {
 
   constructor(sql: SQL) {
     this.#sql = sql;
-  }
-
-  /** The job with its request and result; null when there is no such job. */
-  async getJob(id: string): Promise<JobRow | null> {
-    const [row] = await this.#sql.unsafe(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = $1`, [id]);
-    return row ?? null;
-  }
-
-  /** The job without its request and result ("" and null): its state and facts, cheap however big the bodies. */
-  async getJobHead(id: string): Promise<JobRow | null> {
-    const [row] = await this.#sql.unsafe(`SELECT ${HEAD_COLUMNS} FROM jobs WHERE id = $1`, [id]);
-    return row ?? null;
   }
 
   /** Jobs newest first (by id), `limit` of them after `cursor`; the bodies `withBodies` leaves out as "{}" and null. */

@@ -7,8 +7,8 @@ import type { PgJobStore } from "./job-store";
 import { PgQueueReads } from "./queue-reads";
 
 /**
- * The HTTP side's queue on PostgreSQL (QueueStore): the reads of PgQueueReads, and the writes, costs and
- * artifacts of PgJobStore, whose statements notify the other nodes. An API client's cancel carries no fence:
+ * The HTTP side's queue on PostgreSQL (QueueStore): the reads of PgQueueReads, and the lookups by id, writes,
+ * costs and artifacts of PgJobStore, whose statements notify the other nodes. An API client's cancel carries no fence:
  * it ends the job wherever it runs, and the node running it hears the end and aborts its call.
  */
 export class PgQueueStore extends PgQueueReads implements QueueStore {
@@ -34,6 +34,14 @@ export class PgQueueStore extends PgQueueReads implements QueueStore {
 
   cancelJobs(ids: readonly string[], reason: { error: string; status: number }): Promise<JobRow[]> {
     return this.jobs.cancelJobs(ids, reason);
+  }
+
+  getJob(id: string): Promise<JobRow | null> {
+    return this.jobs.getJob(id);
+  }
+
+  getJobHead(id: string): Promise<JobRow | null> {
+    return this.jobs.getJobHead(id);
   }
 
   jobState(id: string): Promise<JobState | null> {
