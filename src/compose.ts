@@ -21,7 +21,9 @@ import { jobEndReporter, logJobEnd } from "./job-ended";
 import { NODE_GONE, PgJobStore } from "./queue/pg/job-store";
 import { PgQueueStore } from "./queue/pg/queue-store";
 import { remoteJobEnds } from "./queue/pg/remote-ends";
-import type { JobEndListener } from "./queue/pg/notify";
+import { type JobEndListener, JobStartedListener } from "./queue/pg/notify";
+import { RELAY_PATH_PREFIX, RelaySource } from "./nodes/relay-source";
+import { RelaySink } from "./nodes/relay-sink";
 import { ForemanMetrics } from "./metrics";
 import type { Logger } from "./log";
 import { OllamaClient } from "./ollama/client";
@@ -149,6 +151,8 @@ export interface PgForeman {
   remoteEnds: JobEndListener;
   /** This node's heartbeat, and the canceling of dead nodes' clients' jobs (see PgJobStore.cancelOrphans). */
   heartbeat: { start(): Promise<void>; stop(): void };
+  /** The node-to-node relay of running jobs' records (src/nodes/): started by the caller, stopped at shutdown. */
+  relay: { start(): Promise<void>; stop(): Promise<void> };
   routes: Array<{ method: string; path: string }>;
   handle(request: Request): Promise<Response>;
 }
@@ -159,7 +163,14 @@ export interface PgForeman {
  * the embedded queue so far); a job that ends on any node wakes its waiters here (remoteJobEnds); the job end
  * is reported (logged) by the node whose loop or client ended it.
  */
-export function composePgForeman(config: Config, sql: SQL, loop: JobLoop, logFor: (scope: string) => Logger): PgForeman {
+export function composePgForeman(
+  config: Config,
+  sql: SQL,
+  loop: JobLoop,
+  logFor: (scope: string) => Logger,
+  /** Where the other nodes reach this one's relay (FOREMAN_NODE_URL, or this node's listen address). */
+  nodeUrl: string | null = null,
+): PgForeman {
   const log = logFor("http");
   const inventory = new TargetInventory(config.targets, config.pollIntervalMs, log);
   const ollama = inventory.targets[0]!.client;
@@ -186,13 +197,36 @@ export function composePgForeman(config: Config, sql: SQL, loop: JobLoop, logFor
     rejectUrl: () =>
       "webhooks are not delivered with the queue on PostgreSQL yet (FOREMAN_DB=postgres://): poll GET /jobs/{id} or watch its events",
   };
+  // A client here whose job runs on another node is relayed that node's records as they come; this node serves
+  // its own running jobs' records to the others.
+  const relaySource = new RelaySource(loop.hub);
+  const relaySink = new RelaySink(loop.hub, pg, config.nodeName, logFor("relay"));
+  relaySink.onCanceled = (jobId) => loop.jobEnded(jobId);
+  jobs.onWatchRunning = (jobId) => relaySink.started([jobId], (id) => relaySource.runsHere(id));
+  const starts = new JobStartedListener({
+    sql,
+    onStarted: (ids) => relaySink.started(ids, (id) => relaySource.runsHere(id)),
+    onResync: () => relaySink.resync(),
+  });
+  const relay = {
+    async start() {
+      const secret = await pg.nodeSecret();
+      relaySource.secret = secret;
+      relaySink.secret = secret;
+      await starts.start();
+    },
+    async stop() {
+      relaySink.stop();
+      await starts.stop().catch(() => {});
+    },
+  };
   const app = createApp({ config, jobs, ollama, webhooks, principals });
-  const { handle, routes } = transport(config, app, principals, false);
+  const { handle, routes } = transport(config, app, principals, false, relaySource);
   // Beats five times per lease time, so a live node's last beat is never half a lease time old (a takeover's
   // test for a live waiter: src/worker/pg-node.ts); a node silent for a whole lease time is dead, its clients with it.
   let beating: ReturnType<typeof setInterval> | undefined;
   const beat = async () => {
-    await pg.heartbeat(config.nodeName);
+    await pg.heartbeat(config.nodeName, nodeUrl);
     for (const job of await pg.cancelOrphans(config.leaseTtlMs, NODE_GONE)) {
       loop.cancel(job.id);
       loop.jobEnded(job.id);
@@ -208,7 +242,12 @@ export function composePgForeman(config: Config, sql: SQL, loop: JobLoop, logFor
     },
     stop: () => clearInterval(beating),
   };
-  return { ollama, inventory, jobs, remoteEnds: remoteJobEnds(loop.hub, sql), heartbeat, routes, handle };
+  const remoteEnds = remoteJobEnds(loop.hub, sql, {
+    toldElsewhere: (id) => relaySink.handlesEnd(id),
+    heard: (ids) => relaySource.forget(ids),
+    alsoCheck: () => relaySource.jobs(),
+  });
+  return { ollama, inventory, jobs, remoteEnds, heartbeat, relay, routes, handle };
 }
 
 /**
@@ -244,6 +283,8 @@ function transport(
   app: ReturnType<typeof createApp>,
   principals: PrincipalResolver,
   embedded: boolean,
+  /** With several nodes: this node's relay, served to the nodes that present their shared secret, and to nobody else. */
+  relay?: RelaySource,
 ): Pick<Foreman, "handle" | "routes"> {
   const cors = new CorsPolicy(config.origins);
   const hosts = new HostPolicy(config.allowedHosts, isLoopback(config.listen.hostname));
@@ -256,6 +297,7 @@ function transport(
   const admit = async (request: Request): Promise<Response> => {
     // The very string the router will route on (Elysia's own computation): the decision is about the route that runs.
     const path = routedPath(request.url);
+    if (relay && path.startsWith(RELAY_PATH_PREFIX)) return unread(request, await relayRequest(relay, request, path));
     const denied = authorize(request, path);
     if (denied) return unread(request, denied);
     if (hasBody(request) && !table.has(request.method, path))
@@ -295,6 +337,20 @@ function transport(
   };
   const routes = app.routes.map((route) => ({ method: route.method, path: route.path }));
   return { routes, handle };
+}
+
+/**
+ * A request to this node's relay (another node's): the secret first, then GET of one job's records. Nothing
+ * else is answered under the prefix, whatever the token or key presented.
+ */
+async function relayRequest(relay: RelaySource, request: Request, path: string): Promise<Response> {
+  if (!relay.authorized(request))
+    return Response.json({ error: "unauthorized: this route is for foreman nodes" }, { status: 401 });
+  if (request.method !== "GET")
+    return Response.json({ error: `method ${request.method} not allowed: GET only` }, { status: 405, headers: { allow: "GET" } });
+  const jobId = path.slice(RELAY_PATH_PREFIX.length);
+  if (!/^[0-9A-Za-z_-]{1,64}$/.test(jobId)) return Response.json({ error: "not found" }, { status: 404 });
+  return relay.serve(jobId);
 }
 
 /** Whether the client declared a body (a length above 0, or chunked), or the request carries a stream (in process). */

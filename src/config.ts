@@ -37,6 +37,11 @@ export interface Config {
   dbPath: string;
   /** FOREMAN_NODE: this node's name among the nodes on one PostgreSQL queue (its leases); default host:pid. */
   nodeName: string;
+  /**
+   * FOREMAN_NODE_URL: on PostgreSQL, where the other nodes reach this one to relay its running jobs' records
+   * to their clients; default http://<listen address, or this machine's name when listening on all>:<port>.
+   */
+  nodeUrl: string | undefined;
   /** FOREMAN_LEASE_TTL: on PostgreSQL, how long a dead node's targets wait before another node takes them over; default 10s. */
   leaseTtlMs: number;
   /** FOREMAN_POLL_INTERVAL: how often /api/tags and /api/ps are polled, default 30s. */
@@ -305,6 +310,7 @@ export function loadConfig(env: Env = process.env): Config {
     token: text(env, "FOREMAN_TOKEN"),
     dbPath: text(env, "FOREMAN_DB") ?? "./foreman.db",
     nodeName: text(env, "FOREMAN_NODE") ?? `${hostname()}:${process.pid}`,
+    nodeUrl: text(env, "FOREMAN_NODE_URL") === undefined ? undefined : httpUrl(env, "FOREMAN_NODE_URL", ""),
     leaseTtlMs: duration(env, "FOREMAN_LEASE_TTL", "10s", { min: 300, max: MAX_TIMER_MS }),
     pollIntervalMs: duration(env, "FOREMAN_POLL_INTERVAL", "30s", { min: 100, max: MAX_TIMER_MS }),
     maxAttempts: integer(env, "FOREMAN_MAX_ATTEMPTS", 3, 1),

@@ -73,6 +73,11 @@ export class JobService<Store extends QueueStore = QueueStore> {
   clock: () => number = Date.now;
   /** A key's name by id (job views name who asked); composeForeman sets it. */
   keyName: (keyId: string) => string | null = () => null;
+  /**
+   * A watch began on a job already running (an SSE watch, a client whose job was claimed before it looked):
+   * with several nodes, the node running it may be another, whose records are to be relayed here.
+   */
+  onWatchRunning: ((jobId: string) => void) | undefined;
 
   constructor(
     readonly store: Store,
@@ -296,7 +301,11 @@ export class JobService<Store extends QueueStore = QueueStore> {
       this.link,
       (jobId) => this.store.getJob(jobId),
       id,
-      (jobId) => this.store.getJobHead(jobId),
+      (jobId) =>
+        after(this.store.getJobHead(jobId), (job) => {
+          if (job && this.onWatchRunning && (job.state === "loading" || job.state === "working")) this.onWatchRunning(jobId);
+          return job;
+        }),
       maxBacklogBytes,
     );
   }

@@ -7,7 +7,10 @@ import type { JobEvent, JobLink } from "./worker/job-events";
 export type WatchEvent =
   | { type: "state"; state: JobState; contentType?: string }
   | { type: "chunk"; bytes: Uint8Array }
-  /** The reader fell more than `maxBacklogBytes` behind: the records from here on were not kept; the end still comes. */
+  /**
+   * The reader fell more than `maxBacklogBytes` behind, or the node relaying the records kept no more (a gap):
+   * the records from here on were not kept; the end still comes.
+   */
   | { type: "overflow" }
   | { type: "ended"; job: JobRow };
 
@@ -28,7 +31,7 @@ export function watchJob(
   readHead: (id: string) => MaybePromise<JobRow | null> = readJob,
   maxBacklogBytes = Infinity,
 ): AsyncIterableIterator<WatchEvent> {
-  const pending: Array<JobEvent | { type: "overflow" }> = [];
+  const pending: Array<Exclude<JobEvent, { type: "gap" }> | { type: "overflow" }> = [];
   let backlogBytes = 0;
   let overflowed = false;
   let wakeReader: (() => void) | undefined;
@@ -36,6 +39,12 @@ export function watchJob(
   let finished = false;
   const unsubscribe = link.subscribe(jobId, (event) => {
     if (overflowed && event.type !== "ended") return;
+    if (event.type === "gap") {
+      overflowed = true;
+      pending.push({ type: "overflow" });
+      wakeReader?.();
+      return;
+    }
     if (event.type === "chunk") {
       if (backlogBytes > 0 && backlogBytes + event.bytes.byteLength > maxBacklogBytes) {
         overflowed = true;

@@ -1,6 +1,7 @@
 import type { Database } from "bun:sqlite";
 import type { SQL, Server } from "bun";
 import { mkdirSync } from "node:fs";
+import { hostname as osHostname } from "node:os";
 import { dirname, resolve } from "node:path";
 import { type Config, isLoopback, unknownSettings } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
@@ -140,16 +141,22 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
   }
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
   const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker", config.logFormat));
-  const { inventory, jobs, remoteEnds, heartbeat, handle } = composePgForeman(config, sql, bridge, (scope) =>
-    scope === "http" ? log : createLogger(config.logLevel, scope, config.logFormat),
+  const nodeUrl = config.nodeUrl ?? defaultNodeUrl(config.listen.hostname, server.port!);
+  const { inventory, jobs, remoteEnds, heartbeat, relay, handle } = composePgForeman(
+    config,
+    sql,
+    bridge,
+    (scope) => (scope === "http" ? log : createLogger(config.logLevel, scope, config.logFormat)),
+    nodeUrl,
   );
   // Alive before any client of this node is queued: its waiters are never taken for a dead node's.
   await heartbeat.start();
   await remoteEnds.start();
+  await relay.start();
   await bridge.ready;
   await inventory.start();
   const url = serve(server, config, handle, log);
-  logListening(log, config, url, { db: "postgres", node: config.nodeName });
+  logListening(log, config, url, { db: "postgres", node: config.nodeName, node_url: nodeUrl });
   let stopping: Promise<void> | undefined;
   return {
     url,
@@ -168,6 +175,7 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
         await Bun.sleep(50);
         await server.stop(true);
         heartbeat.stop();
+        await relay.stop();
         await remoteEnds.stop().catch(() => {});
         await sql.close().catch(() => {});
         log.info("stopped");
@@ -175,6 +183,15 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
       return stopping;
     },
   };
+}
+
+/**
+ * Where the other nodes reach this one when FOREMAN_NODE_URL does not say: the address it listens on, or this
+ * machine's name when it listens on every address (0.0.0.0, ::), which the others cannot connect to as such.
+ */
+function defaultNodeUrl(hostname: string, port: number): string {
+  const host = hostname === "0.0.0.0" || hostname === "::" ? osHostname() : hostname;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
 /** The start's last line on either engine: where it listens, what it fronts, which queue (`store`). */

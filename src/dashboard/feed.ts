@@ -113,6 +113,7 @@ export class DashboardFeed {
   }
 
   #onJobEvent(jobId: string, event: JobEvent): void {
+    if (event.type === "gap") return;
     if (event.type === "chunk") {
       const text = this.#decoder.decode(event.bytes);
       // A job already running when the feed began (recovered at start) is counted from its next record;

@@ -3,7 +3,14 @@ import type { JobState } from "../queue/job-states";
 
 /** What a job's listeners hear, in order: state changes, streamed records, then one end (read the row for how). */
 export type JobEvent =
-  { type: "state"; state: JobState; contentType?: string } | { type: "chunk"; bytes: Uint8Array } | { type: "ended" };
+  | { type: "state"; state: JobState; contentType?: string }
+  | { type: "chunk"; bytes: Uint8Array }
+  /**
+   * The records from here on do not come to this node (relayed from the node running the job, which kept no
+   * more for it): the job's stored stream has them once it ends.
+   */
+  | { type: "gap" }
+  | { type: "ended" };
 
 export type JobListener = (event: JobEvent) => void;
 

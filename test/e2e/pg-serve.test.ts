@@ -213,3 +213,107 @@ test("kill -9 of the node holding the GPU: the other takes it over in a lease ti
   expect(fake.violations).toEqual([]);
   expect(fake.maxInFlight).toBe(1);
 }, 60_000);
+
+/** Reads a streamed body record by record: each record's text and when it arrived (ms since `since`). */
+async function recordsAsTheyCome(response: Response, since: number): Promise<Array<{ text: string; at: number }>> {
+  const records: Array<{ text: string; at: number }> = [];
+  let held = "";
+  const decoder = new TextDecoder();
+  for await (const bytes of response.body!) {
+    held += decoder.decode(bytes, { stream: true });
+    let newline: number;
+    while ((newline = held.indexOf("\n")) >= 0) {
+      records.push({ text: held.slice(0, newline + 1), at: performance.now() - since });
+      held = held.slice(newline + 1);
+    }
+  }
+  if (held) records.push({ text: held, at: performance.now() - since });
+  return records;
+}
+
+test("a streaming client on one node, its job on the other: the records are relayed as they come, in order, byte for byte", async () => {
+  const [a, b] = await startNodes("node-a", "node-b");
+  const TOKEN_MS = 120;
+  fake.tokenDelayMs = TOKEN_MS;
+  const body = chat("one two three four five six", true);
+  const direct = await fetch(`${a!.url}/api/chat`, { method: "POST", body });
+  const fromA = await recordsAsTheyCome(direct, performance.now());
+  const started = performance.now();
+  const relayed = await fetch(`${b!.url}/api/chat`, { method: "POST", body });
+  expect(relayed.status).toBe(200);
+  expect(relayed.headers.get("content-type")).toBe(direct.headers.get("content-type"));
+  const fromB = await recordsAsTheyCome(relayed, started);
+  // Every record, in order; only the timings inside them (durations, created_at) differ between two runs.
+  const shape = (records: Array<{ text: string }>) =>
+    records.map(({ text }) => {
+      const { message, done } = JSON.parse(text) as { message: { content: string }; done: boolean };
+      return [message.content, done];
+    });
+  expect(shape(fromB)).toEqual(shape(fromA));
+  expect(fromB.length).toBeGreaterThan(6);
+  // Live, not the stored stream at the end: the records arrive a token's time apart, as they do from the GPU's node.
+  const spread = fromB.at(-1)!.at - fromB[0]!.at;
+  expect(spread).toBeGreaterThan(TOKEN_MS * (fromB.length - 2) * 0.6);
+  // The relayed bytes are the job's own: what the running node stored for it, exactly.
+  const id = relayed.headers.get("x-foreman-job-id")!;
+  const sql = new Bun.SQL(cluster.urlFor(`serve${dbCount}`));
+  try {
+    const [stored] = await sql`SELECT data FROM artifacts WHERE job_id = ${id} AND name = 'stream.ndjson'`;
+    expect(Buffer.from(stored.data).toString()).toBe(fromB.map((r) => r.text).join(""));
+    const [{ secret }] = await sql`SELECT secret FROM node_secret`;
+    // The relay answers the nodes' secret alone: no secret, a wrong one, or the right one for another method.
+    const relayUrl = `${a!.url}/_foreman/relay/${id}`;
+    expect((await fetch(relayUrl)).status).toBe(401);
+    expect((await fetch(relayUrl, { headers: { authorization: `Bearer ${secret}x` } })).status).toBe(401);
+    expect((await fetch(relayUrl, { method: "POST", headers: { authorization: `Bearer ${secret}` } })).status).toBe(405);
+    // An ended job is not relayed (its stored stream is the answer).
+    expect((await fetch(relayUrl, { headers: { authorization: `Bearer ${secret}` } })).status).toBe(404);
+  } finally {
+    await sql.close();
+  }
+
+  // A job API job submitted to the GPU's node, watched live (SSE) from the other: its chunks as they come.
+  const submitted = await fetch(`${a!.url}/jobs`, {
+    method: "POST",
+    body: JSON.stringify({ type: "generate", request: { model: "llama3.2", prompt: "watch me from afar please" } }),
+  });
+  const { id: watchedId } = (await submitted.json()) as { id: string };
+  const events = await fetch(`${b!.url}/jobs/${watchedId}/events`);
+  const chunkTimes: number[] = [];
+  const since = performance.now();
+  let sse = "";
+  for await (const bytes of events.body!) {
+    const text = new TextDecoder().decode(bytes);
+    for (const _ of text.matchAll(/^event: chunk$/gm)) chunkTimes.push(performance.now() - since);
+    sse += text;
+  }
+  expect(sse).toContain("event: end");
+  expect(chunkTimes.length).toBeGreaterThan(5);
+  expect(chunkTimes.at(-1)! - chunkTimes[0]!).toBeGreaterThan(TOKEN_MS * (chunkTimes.length - 2) * 0.6);
+  expect(fake.violations).toEqual([]);
+}, 60_000);
+
+test("the node running a relayed stream dies midway: the client is told the answer cannot be resumed, and the job is not run again", async () => {
+  const [a, b] = await startNodes("node-a", "node-b");
+  fake.tokenDelayMs = 50;
+  const release = fake.hold(3);
+  const started = performance.now();
+  const response = await fetch(`${b!.url}/api/chat`, { method: "POST", body: chat("kill me midway please", true) });
+  expect(response.status).toBe(200);
+  const reading = recordsAsTheyCome(response, started);
+  await until(() => fake.seen.length === 1, 5_000, "the job on the GPU");
+  await Bun.sleep(400); // the records before the hold reach the client
+  a!.process.kill(9);
+  await a!.process.exited;
+  release();
+  const records = await reading;
+  expect(records.length).toBe(4); // three records, then the error
+  const last = JSON.parse(records.at(-1)!.text) as { error: string };
+  expect(last.error).toContain("cannot be resumed");
+  const id = response.headers.get("x-foreman-job-id")!;
+  const job = (await (await fetch(`${b!.url}/jobs/${id}`)).json()) as { state: string };
+  expect(job.state).toBe("canceled");
+  await until(() => b!.stdout().includes('"msg":"runs target"'), 10_000, "the takeover");
+  await Bun.sleep(300);
+  expect(fake.seen.filter((s) => JSON.stringify(s.body).includes("kill me midway")).length).toBe(1);
+}, 60_000);

@@ -11,7 +11,7 @@ import { type ModelCost, type TargetCost, ewma, samplesOf } from "../model-costs
 import { CLIENT_CANCELED, type JobUsage, type NewJob, RESTART_DROPPED_RUNNING } from "../store";
 import { PgArtifacts, type PgStatement, artifactsInsert } from "./artifacts";
 import { admitKey, capLocks, cappedKeys, usageCharge } from "./key-usage";
-import { JOB_END_CHANNEL, JOB_QUEUED_CHANNEL, notifyJobEnded, notifyingRows } from "./notify";
+import { JOB_END_CHANNEL, JOB_QUEUED_CHANNEL, JOB_STARTED_CHANNEL, notifyJobEnded, notifyingRows } from "./notify";
 
 // Monotonic: ids this node makes in one millisecond still sort in the order it made them (the FIFO tie-break).
 const ulid = monotonicFactory();
@@ -383,8 +383,9 @@ export class PgJobStore {
    * This node is alive (its clients' connections with it): its row in `nodes` on the database's clock. Rows of
    * nodes gone for a day with nothing left waiting on them are deleted on the way (a restart is a new name).
    */
-  async heartbeat(node: string): Promise<void> {
-    await this.#sql`INSERT INTO nodes (name, seen_at) VALUES (${node}, now()) ON CONFLICT (name) DO UPDATE SET seen_at = now()`;
+  async heartbeat(node: string, url: string | null = null): Promise<void> {
+    await this.#sql`INSERT INTO nodes (name, seen_at, url) VALUES (${node}, now(), ${url})
+      ON CONFLICT (name) DO UPDATE SET seen_at = now(), url = excluded.url`;
     await this.#sql`DELETE FROM nodes n WHERE n.seen_at < now() - interval '1 day' AND NOT EXISTS (
       SELECT 1 FROM jobs WHERE waiter = n.name AND state IN ('queued', 'loading', 'working'))`;
   }
@@ -403,6 +404,24 @@ export class PgJobStore {
       orphans.map((row) => row.id),
       reason,
     );
+  }
+
+  /**
+   * Where the job runs now: the node holding its target's lease and that node's relay URL (null when it
+   * has none), or null when it is not running.
+   */
+  async runningAt(id: string): Promise<{ node: string; url: string | null } | null> {
+    const [row] = await this.#sql`SELECT l.node, n.url FROM jobs j JOIN target_leases l ON l.target = j.target
+      LEFT JOIN nodes n ON n.name = l.node WHERE j.id = ${id} AND j.state IN ('loading', 'working')`;
+    return row ?? null;
+  }
+
+  /** The secret the nodes' relays share: made by the first node that asks, the same for every node after. */
+  async nodeSecret(): Promise<string> {
+    const made = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64url");
+    await this.#sql`INSERT INTO node_secret (id, secret) VALUES (1, ${made}) ON CONFLICT (id) DO NOTHING`;
+    const [row] = await this.#sql`SELECT secret FROM node_secret WHERE id = 1`;
+    return row.secret as string;
   }
 
   async getJob(id: string): Promise<JobRow | null> {
@@ -481,12 +500,17 @@ export class PgJobStore {
       if (!snapshot.fenced) return null;
       const chosen = pickNextJob(snapshotView(snapshot, policy.maxWaitMs), policy, snapshot.now);
       if (!chosen) return null;
+      // The start is announced in the claim's own commit: a node whose client waits on it connects to this
+      // node's relay for the records (src/nodes/relay-sink.ts).
       const [row] = await this.#sql.unsafe(
-        `UPDATE jobs SET state = 'loading', started_at = ${NOW_MS}, attempts = attempts + 1, error = NULL, error_status = NULL,
-           swapped = $2, target = $3
-         WHERE id = (SELECT id FROM jobs WHERE id = $1 AND state = 'queued' AND run_after <= ${NOW_MS} FOR UPDATE SKIP LOCKED)
-           AND ${FENCE_HOLDS("$3", "$4")}
-         RETURNING ${JOB_COLUMNS}`,
+        notifyingRows(
+          JOB_STARTED_CHANNEL,
+          `UPDATE jobs SET state = 'loading', started_at = ${NOW_MS}, attempts = attempts + 1, error = NULL, error_status = NULL,
+             swapped = $2, target = $3
+           WHERE id = (SELECT id FROM jobs WHERE id = $1 AND state = 'queued' AND run_after <= ${NOW_MS} FOR UPDATE SKIP LOCKED)
+             AND ${FENCE_HOLDS("$3", "$4")}
+           RETURNING ${JOB_COLUMNS}`,
+        ),
         [chosen.pick.id, chosen.swapped, fence.target, fence.token],
       );
       if (row) return row;

@@ -10,6 +10,14 @@ export const JOB_END_CHANNEL = "foreman_job_end";
 export const JOB_QUEUED_CHANNEL = "foreman_job_queued";
 
 /**
+ * The channel that says a job was claimed (an attempt starts): its id as payload. A node whose client waits on
+ * it connects to the running node's relay (src/nodes/relay-sink.ts) for its records.
+ */
+export const JOB_STARTED_CHANNEL = "foreman_job_started";
+
+type Channel = typeof JOB_END_CHANNEL | typeof JOB_QUEUED_CHANNEL | typeof JOB_STARTED_CHANNEL;
+
+/**
  * PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; a chunk stays below with room to spare.
  * Only ids travel, never results: a waiter reads the job itself, so a payload never outgrows the limit
  * by a job's size, and a notification that is lost costs a re-check, not data.
@@ -48,8 +56,8 @@ export async function notifyJobEnded(tx: SQL, ids: readonly string[]): Promise<v
  * one. Identical notifications of one transaction fold into one; all are delivered on commit only. Saves
  * the round trip of a separate pg_notify. `ctes`: WITH entries the statement uses, without the WITH.
  */
-export function notifyingRows(channel: typeof JOB_END_CHANNEL | typeof JOB_QUEUED_CHANNEL, statement: string, ctes = ""): string {
-  const payload = channel === JOB_END_CHANNEL ? "r.id" : "''";
+export function notifyingRows(channel: Channel, statement: string, ctes = ""): string {
+  const payload = channel === JOB_QUEUED_CHANNEL ? "''" : "r.id";
   return `WITH ${ctes ? `${ctes}, ` : ""}r AS (${statement})
     SELECT r.* FROM r, LATERAL (SELECT pg_notify('${channel}', ${payload}) WHERE r.id IS NOT NULL) notified`;
 }
@@ -126,16 +134,43 @@ export class JobQueuedListener {
   }
 }
 
-/** One channel's LISTEN (the two listeners above): its own or a given connection, a resync hook, a safety poll. */
+/**
+ * Tells this node which jobs started on some node ({@link JOB_STARTED_CHANNEL}), and on every (re)subscribe
+ * (starts announced while it was down are lost: the caller re-checks what it watches). No poll: a start missed
+ * costs the live relay of one answer, which still arrives whole at its end.
+ */
+export class JobStartedListener {
+  readonly #listener: ChannelListener;
+
+  constructor(options: { sql: SQL; onStarted(ids: string[]): void; onResync(): void }) {
+    const { onStarted, ...rest } = options;
+    this.#listener = new ChannelListener(JOB_STARTED_CHANNEL, {
+      ...rest,
+      onPayload: (payload) => {
+        if (payload !== "") onStarted(payload.split(","));
+      },
+    });
+  }
+
+  start(): Promise<void> {
+    return this.#listener.start();
+  }
+
+  stop(): Promise<void> {
+    return this.#listener.stop();
+  }
+}
+
+/** One channel's LISTEN (the listeners above): its own or a given connection, a resync hook, a safety poll. */
 class ChannelListener {
-  readonly #channel: string;
+  readonly #channel: Channel;
   readonly #options: Omit<JobEndListenerOptions, "onEnded"> & { onPayload(payload: string): void };
   #sql: SQL | null = null;
   #owned = false;
   #subscription: SQL.ListenSubscription | null = null;
   #poll: ReturnType<typeof setInterval> | null = null;
 
-  constructor(channel: string, options: Omit<JobEndListenerOptions, "onEnded"> & { onPayload(payload: string): void }) {
+  constructor(channel: Channel, options: Omit<JobEndListenerOptions, "onEnded"> & { onPayload(payload: string): void }) {
     if (!options.sql === !options.url) throw new Error("a listener takes sql or url, one of them");
     this.#channel = channel;
     this.#options = options;
