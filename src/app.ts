@@ -10,7 +10,8 @@ import { DASHBOARD_PATHS, dashboardRoutes } from "./http/dashboard";
 import type { BatchService } from "./batch/service";
 import { batchRoutes } from "./http/batches";
 import { adminKeyRoutes } from "./http/admin-keys";
-import type { KeyStore } from "./keys/key-store";
+import type { KeyRegistry } from "./keys/key-store";
+import type { KeyUsageReader } from "./keys/usage";
 import { fileRoutes } from "./http/files";
 import { DOCS_PATHS, docs } from "./http/docs";
 import { jobRoutes } from "./http/jobs";
@@ -40,6 +41,8 @@ export interface AppDependencies {
    * files. Absent (FOREMAN_DB=postgres://), their routes answer 501 saying so (see {@link embeddedOnly}).
    */
   embedded?: EmbeddedParts;
+  /** The API keys and their usage, for the admin API (/admin/keys); without it (some tests) those routes are absent. */
+  keys?: { registry: KeyRegistry; usage: KeyUsageReader };
 }
 
 /** The parts of the app over SQLite's synchronous stores. */
@@ -52,25 +55,17 @@ export interface EmbeddedParts {
   batches?: BatchService;
   /** What GET /metrics shows; server.ts passes the one its job ends feed, tests may leave it out. */
   metrics?: ForemanMetrics;
-  /** The API keys, for the admin API (/admin/keys); without it (some tests) those routes are absent. */
-  keys?: KeyStore;
 }
 
 /** The routes of the embedded parts: with the queue on PostgreSQL they answer 501 (not 404: they exist, elsewhere). */
-const EMBEDDED_ONLY = [
-  /^\/metrics$/,
-  /^\/ui(\/.*)?$/,
-  /^\/favicon\.ico$/,
-  /^\/admin\/keys(\/.*)?$/,
-  /^\/v1\/(files|batches)(\/.*)?$/,
-];
+const EMBEDDED_ONLY = [/^\/metrics$/, /^\/ui(\/.*)?$/, /^\/favicon\.ico$/, /^\/v1\/(files|batches)(\/.*)?$/];
 
 /** What a route of the embedded parts answers on PostgreSQL; undefined for any other path. */
 export function embeddedOnly(path: string): Response | undefined {
   if (!EMBEDDED_ONLY.some((pattern) => pattern.test(path))) return undefined;
   const message =
     "not available with the queue on PostgreSQL yet (FOREMAN_DB=postgres://): it serves generation, the job API, " +
-    "/queue and /healthz; the dashboard, /metrics, API keys, batches and files need the embedded SQLite queue";
+    "/queue, API keys and /healthz; the dashboard, /metrics, batches and files need the embedded SQLite queue";
   return errorResponse(apiForPath(path), 501, message);
 }
 
@@ -148,7 +143,7 @@ export function answerError(jobs: Pick<JobService, "storage" | "log">, embedded 
 }
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, ollama, webhooks, principals, embedded }: AppDependencies) {
+export function createApp({ config, jobs, ollama, webhooks, principals, embedded, keys }: AppDependencies) {
   const authorize = createAuthorizer(config, principals);
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
@@ -171,13 +166,14 @@ export function createApp({ config, jobs, ollama, webhooks, principals, embedded
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama))
     .use(openaiRoutes(jobs, ollama))
+    .use(keys ? adminKeyRoutes(keys.registry, keys.usage) : new Elysia())
     .use(embedded ? embeddedRoutes(config, embedded, webhooks) : new Elysia());
 }
 
 /** The dashboard, /metrics, keys, batches and files, over SQLite's stores. */
 function embeddedRoutes(
   config: Config,
-  { jobs, dashboard, batches, metrics, keys }: EmbeddedParts,
+  { jobs, dashboard, batches, metrics }: EmbeddedParts,
   webhooks: Pick<WebhookDispatcher, "rejectUrl">,
 ) {
   return new Elysia()
@@ -192,6 +188,5 @@ function embeddedRoutes(
           })
         : new Elysia(),
     )
-    .use(batches ? batchRoutes(batches, webhooks) : new Elysia())
-    .use(keys ? adminKeyRoutes(keys, jobs.store.keyUsage) : new Elysia());
+    .use(batches ? batchRoutes(batches, webhooks) : new Elysia());
 }

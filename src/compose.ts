@@ -20,6 +20,7 @@ import { PrincipalResolver, principalOf, setPrincipal } from "./keys/principal";
 import { jobEndReporter, logJobEnd } from "./job-ended";
 import { NODE_GONE, PgJobStore } from "./queue/pg/job-store";
 import { PgQueueStore } from "./queue/pg/queue-store";
+import { PgKeyStore } from "./queue/pg/keys";
 import { remoteJobEnds } from "./queue/pg/remote-ends";
 import { type JobEndListener, JobStartedListener } from "./queue/pg/notify";
 import { RELAY_PATH_PREFIX, RelaySource } from "./nodes/relay-source";
@@ -136,7 +137,8 @@ export function composeForeman(
     ollama,
     webhooks,
     principals,
-    embedded: { jobs, dashboard: new DashboardQueries(db), batches, metrics, keys },
+    embedded: { jobs, dashboard: new DashboardQueries(db), batches, metrics },
+    keys: { registry: keys, usage: tables.store.keyUsage },
   });
   const { handle, routes } = transport(config, app, principals, true);
   return { ollama, inventory, jobs, webhooks, metrics, batches, routes, handle };
@@ -147,6 +149,8 @@ export interface PgForeman {
   ollama: OllamaClient;
   inventory: TargetInventory;
   jobs: JobService<PgQueueStore>;
+  /** The API keys, shared by every node; started (read, then re-read every second) by the caller. */
+  keys: PgKeyStore;
   /** Wakes this node's waiters when their jobs end on another node; started by the caller, stopped at shutdown. */
   remoteEnds: JobEndListener;
   /** This node's heartbeat, and the canceling of dead nodes' clients' jobs (see PgJobStore.cancelOrphans). */
@@ -159,8 +163,7 @@ export interface PgForeman {
 
 /**
  * composeForeman for a queue on PostgreSQL shared with other foreman nodes: the same transport, generation
- * routes, job API and /queue over PgQueueStore; FOREMAN_TOKEN alone decides who may ask (API keys live in
- * the embedded queue so far); a job that ends on any node wakes its waiters here (remoteJobEnds); the job end
+ * routes, job API, /queue and API keys over the PostgreSQL stores; a job that ends on any node wakes its waiters here (remoteJobEnds); the job end
  * is reported (logged) by the node whose loop or client ended it.
  */
 export function composePgForeman(
@@ -180,7 +183,12 @@ export function composePgForeman(
   const store = new PgQueueStore(sql, pg);
   const noDeliveries = { status: () => null };
   const jobs = new JobService(store, noDeliveries, loop, inventory, config, log);
-  const principals = new PrincipalResolver(config.token, undefined);
+  // Every node reads the keys into memory (a request's principal is decided before its body is read, with no
+  // round trip); a key made or revoked on any node takes effect everywhere within a second.
+  const keys = new PgKeyStore(sql);
+  keys.onRefreshError = (error) => log.warn("could not read the API keys (the last copy stays in use)", { error });
+  const principals = new PrincipalResolver(config.token, keys, Date.now, 0);
+  jobs.keyName = (keyId) => keys.cached(keyId)?.name ?? null;
   const jobsLog = logFor("jobs");
   loop.onAttemptFailed = () => {};
   loop.onStorage = (error) => jobs.storage.worker(error);
@@ -220,7 +228,7 @@ export function composePgForeman(
       await starts.stop().catch(() => {});
     },
   };
-  const app = createApp({ config, jobs, ollama, webhooks, principals });
+  const app = createApp({ config, jobs, ollama, webhooks, principals, keys: { registry: keys, usage: keys } });
   const { handle, routes } = transport(config, app, principals, false, relaySource);
   // Beats five times per lease time, so a live node's last beat is never half a lease time old (a takeover's
   // test for a live waiter: src/worker/pg-node.ts); a node silent for a whole lease time is dead, its clients with it.
@@ -247,7 +255,7 @@ export function composePgForeman(
     heard: (ids) => relaySource.forget(ids),
     alsoCheck: () => relaySource.jobs(),
   });
-  return { ollama, inventory, jobs, remoteEnds, heartbeat, relay, routes, handle };
+  return { ollama, inventory, jobs, keys, remoteEnds, heartbeat, relay, routes, handle };
 }
 
 /**

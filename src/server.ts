@@ -134,21 +134,22 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
     await server.stop(true);
     throw new StartupError(`could not open the PostgreSQL queue (FOREMAN_DB): ${error instanceof Error ? error.message : error}`);
   }
-  if (!isLoopback(config.listen.hostname) && !config.token) {
-    log.warn("listening beyond this machine without FOREMAN_TOKEN: anyone who can reach it can use it", {
-      listen: `${config.listen.hostname}:${config.listen.port}`,
-    });
-  }
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
   const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker", config.logFormat));
   const nodeUrl = config.nodeUrl ?? defaultNodeUrl(config.listen.hostname, server.port!);
-  const { inventory, jobs, remoteEnds, heartbeat, relay, handle } = composePgForeman(
+  const { inventory, jobs, keys, remoteEnds, heartbeat, relay, handle } = composePgForeman(
     config,
     sql,
     bridge,
     (scope) => (scope === "http" ? log : createLogger(config.logLevel, scope, config.logFormat)),
     nodeUrl,
   );
+  await keys.start();
+  if (!isLoopback(config.listen.hostname) && !config.token && keys.count() === 0) {
+    log.warn("listening beyond this machine without FOREMAN_TOKEN or API keys: anyone who can reach it can use it", {
+      listen: `${config.listen.hostname}:${config.listen.port}`,
+    });
+  }
   // Alive before any client of this node is queued: its waiters are never taken for a dead node's.
   await heartbeat.start();
   await remoteEnds.start();
@@ -175,6 +176,7 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
         await Bun.sleep(50);
         await server.stop(true);
         heartbeat.stop();
+        keys.stop();
         await relay.stop();
         await remoteEnds.stop().catch(() => {});
         await sql.close().catch(() => {});

@@ -1,18 +1,20 @@
 import { parseArgs } from "node:util";
 import { loadKeysConfig } from "../config";
-import { keyView } from "../http/admin-keys";
+import { type AdminKeyModel, keyView } from "../http/admin-keys";
 import {
   KEY_APIS,
   type KeyApi,
   KeyError,
   type KeyLimits,
+  type KeyRegistry,
   type KeyRole,
   KeyStore,
   MAX_WEIGHT,
   MIN_WEIGHT,
 } from "../keys/key-store";
-import { KeyUsage } from "../keys/usage";
+import { KeyUsage, type KeyUsageReader } from "../keys/usage";
 import { openDatabase } from "../queue/db";
+import { isPostgresUrl } from "../queue/pg/url";
 import { CliError } from "./api-client";
 import { usage } from "./args";
 import { formatTable } from "./format";
@@ -25,7 +27,7 @@ export const KEYS_USAGE = `  foreman keys create NAME [--role client|admin] [--m
   foreman keys show NAME [--json]
   foreman keys revoke NAME      the key stops working (within a second on a running server)
   foreman keys rotate NAME      a new secret for the key, printed once; the old one stops working
-  (they open FOREMAN_DB, default ./foreman.db, directly: the server may be running or not)`;
+  (they open FOREMAN_DB, default ./foreman.db, or its postgres:// queue, directly: the server may be running or not)`;
 
 type Io = { stdout: (text: string) => void; stderr: (text: string) => void };
 
@@ -40,9 +42,21 @@ export async function runKeysCommand(
   try {
     const [action, ...rest] = args;
     if (!action || !ACTIONS[action]) usage(`keys takes one of ${Object.keys(ACTIONS).join(", ")}`);
-    const db = openDatabase(loadKeysConfig(env).dbPath);
+    const { dbPath } = loadKeysConfig(env);
+    if (isPostgresUrl(dbPath)) {
+      // Loaded only here: a SQLite deployment's CLI never parses the PostgreSQL store.
+      const [{ openPg }, { PgKeyStore }] = await Promise.all([import("../queue/pg/db"), import("../queue/pg/keys")]);
+      const sql = await openPg(dbPath, { poolSize: 1 });
+      try {
+        const keys = new PgKeyStore(sql);
+        return await ACTIONS[action]!(keys, keys, rest, io);
+      } finally {
+        await sql.close();
+      }
+    }
+    const db = openDatabase(dbPath);
     try {
-      return ACTIONS[action]!(new KeyStore(db), new KeyUsage(db), rest, io);
+      return await ACTIONS[action]!(new KeyStore(db), new KeyUsage(db), rest, io);
     } finally {
       db.close();
     }
@@ -65,7 +79,7 @@ export async function runKeysCommand(
   }
 }
 
-type Action = (keys: KeyStore, usage: KeyUsage, args: string[], io: Io) => number;
+type Action = (keys: KeyRegistry, usage: KeyUsageReader, args: string[], io: Io) => Promise<number>;
 
 const ACTIONS: Record<string, Action> = { create, list, show, revoke, rotate };
 
@@ -104,7 +118,7 @@ function list_(value: string | boolean | undefined): string[] | null {
     .filter(Boolean);
 }
 
-function create(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): number {
+async function create(keys: KeyRegistry, usageTable: KeyUsageReader, args: string[], io: Io): Promise<number> {
   const { name, values } = oneName(args, "create", {
     role: { type: "string" },
     models: { type: "string" },
@@ -128,8 +142,8 @@ function create(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): n
     dailyTokens: count("daily-tokens", values["daily-tokens"], 1),
     weight: weightOf(values.weight),
   };
-  const { key, secret } = keys.create(name, role as KeyRole, limits);
-  if (values.json) io.stdout(`${JSON.stringify({ ...keyView(key, usageTable), secret })}\n`);
+  const { key, secret } = await keys.create(name, role as KeyRole, limits);
+  if (values.json) io.stdout(`${JSON.stringify({ ...(await keyView(key, usageTable)), secret })}\n`);
   else {
     io.stdout(`${secret}\n`);
     io.stderr(`key "${key.name}" (${key.role}) made: the secret above is shown this once; foreman keeps only its hash\n`);
@@ -137,9 +151,9 @@ function create(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): n
   return 0;
 }
 
-function list(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): number {
+async function list(keys: KeyRegistry, usageTable: KeyUsageReader, args: string[], io: Io): Promise<number> {
   const { values } = parseArgs({ args, strict: true, options: { json: { type: "boolean" } } });
-  const views = keys.list().map((key) => keyView(key, usageTable));
+  const views = await Promise.all((await keys.list()).map((key) => keyView(key, usageTable)));
   if (values.json) {
     io.stdout(`${JSON.stringify({ keys: views })}\n`);
     return 0;
@@ -171,7 +185,7 @@ function gpuText(seconds: number): string {
   return `${seconds.toFixed(1)}s`;
 }
 
-function limitsText(key: ReturnType<typeof keyView>): string {
+function limitsText(key: AdminKeyModel.key): string {
   const parts: string[] = [];
   if (key.models) parts.push(`models ${key.models.join(",")}`);
   if (key.apis) parts.push(`apis ${key.apis.join(",")}`);
@@ -182,9 +196,9 @@ function limitsText(key: ReturnType<typeof keyView>): string {
   return parts.join("; ") || "-";
 }
 
-function show(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): number {
+async function show(keys: KeyRegistry, usageTable: KeyUsageReader, args: string[], io: Io): Promise<number> {
   const { name, values } = oneName(args, "show");
-  const key = keyView(keys.get(name), usageTable);
+  const key = await keyView(await keys.get(name), usageTable);
   if (values.json) {
     io.stdout(`${JSON.stringify(key)}\n`);
     return 0;
@@ -207,17 +221,17 @@ function show(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): num
   return 0;
 }
 
-function revoke(keys: KeyStore, _usage: KeyUsage, args: string[], io: Io): number {
+async function revoke(keys: KeyRegistry, _usage: KeyUsageReader, args: string[], io: Io): Promise<number> {
   const { name } = oneName(args, "revoke");
-  const key = keys.revoke(name);
+  const key = await keys.revoke(name);
   io.stdout(`key "${key.name}" revoked\n`);
   return 0;
 }
 
-function rotate(keys: KeyStore, usageTable: KeyUsage, args: string[], io: Io): number {
+async function rotate(keys: KeyRegistry, usageTable: KeyUsageReader, args: string[], io: Io): Promise<number> {
   const { name, values } = oneName(args, "rotate");
-  const { key, secret } = keys.rotate(name);
-  if (values.json) io.stdout(`${JSON.stringify({ ...keyView(key, usageTable), secret })}\n`);
+  const { key, secret } = await keys.rotate(name);
+  if (values.json) io.stdout(`${JSON.stringify({ ...(await keyView(key, usageTable)), secret })}\n`);
   else {
     io.stdout(`${secret}\n`);
     io.stderr(`key "${key.name}" has a new secret, shown this once; the old one no longer works\n`);

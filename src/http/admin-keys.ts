@@ -1,8 +1,9 @@
 import { Type } from "@sinclair/typebox";
 import { Elysia, t } from "elysia";
-import { KEY_APIS, KEY_ROLES, type KeyRow, type KeyStore, MAX_WEIGHT, MIN_WEIGHT } from "../keys/key-store";
+import { KEY_APIS, KEY_ROLES, type KeyRegistry, type KeyRow, MAX_WEIGHT, MIN_WEIGHT } from "../keys/key-store";
+import { type MaybePromise, after, allOf } from "../queue/maybe-promise";
 import { literalUnion } from "../schema/literal-union";
-import type { KeyUsage } from "../keys/usage";
+import type { KeyUsageReader } from "../keys/usage";
 import { OllamaError } from "../ollama/types";
 
 const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(schema: T) => t.Union([schema, t.Null()]);
@@ -85,8 +86,13 @@ export namespace AdminKeyModel {
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 /** A key as the admin API and `foreman keys --json` show it (never its secret nor its hash). */
-export function keyView(key: KeyRow, usage: KeyUsage, now = Date.now()): AdminKeyModel.key {
-  const today = usage.today(key.id, now);
+export function keyView(key: KeyRow, usage: KeyUsageReader, now = Date.now()): MaybePromise<AdminKeyModel.key> {
+  return after(usage.today(key.id, now), (today) =>
+    after(usage.activeJobs(key.id), (activeJobs) => view(key, today, activeJobs)),
+  );
+}
+
+function view(key: KeyRow, today: Awaited<ReturnType<KeyUsageReader["today"]>>, activeJobs: number): AdminKeyModel.key {
   return {
     id: key.id,
     name: key.name,
@@ -105,7 +111,7 @@ export function keyView(key: KeyRow, usage: KeyUsage, now = Date.now()): AdminKe
       prompt_tokens: today.promptTokens,
       output_tokens: today.outputTokens,
       jobs: today.jobs,
-      active_jobs: usage.activeJobs(key.id),
+      active_jobs: activeJobs,
       gpu_seconds: today.gpuMs / 1000,
     },
   };
@@ -115,12 +121,14 @@ export function keyView(key: KeyRow, usage: KeyUsage, now = Date.now()): AdminKe
  * Key management over HTTP, for admins alone (the authorizer refuses client keys): what `foreman keys`
  * does on the database, for an operator away from the machine. A secret is in the answer that made it, once.
  */
-export function adminKeyRoutes(keys: KeyStore, usage: KeyUsage) {
+export function adminKeyRoutes(keys: KeyRegistry, usage: KeyUsageReader) {
+  const withSecret = ({ key, secret }: { key: KeyRow; secret: string }) =>
+    after(keyView(key, usage), (view) => ({ ...view, secret }));
   return new Elysia({ tags: ["admin"] })
     .post(
       "/admin/keys",
       ({ body, set }) => {
-        const { key, secret } = keys.create(body.name, body.role, {
+        const made = keys.create(body.name, body.role, {
           models: body.models,
           apis: body.apis,
           maxPriority: body.max_priority,
@@ -128,8 +136,10 @@ export function adminKeyRoutes(keys: KeyStore, usage: KeyUsage) {
           dailyTokens: body.daily_tokens,
           weight: body.weight,
         });
-        set.status = 201;
-        return { ...keyView(key, usage), secret };
+        return after(made, (made) => {
+          set.status = 201;
+          return withSecret(made);
+        });
       },
       {
         parse: "json",
@@ -143,16 +153,20 @@ export function adminKeyRoutes(keys: KeyStore, usage: KeyUsage) {
         },
       },
     )
-    .get("/admin/keys", () => ({ keys: keys.list().map((key) => keyView(key, usage)) }), {
-      response: { 200: AdminKeyModel.list, 403: OllamaError },
-      detail: { summary: "List keys", description: "Every key, revoked ones too, with today's usage. No secrets." },
-    })
-    .get("/admin/keys/:name", ({ params }) => keyView(keys.get(params.name), usage), {
+    .get(
+      "/admin/keys",
+      () => after(keys.list(), (rows) => after(allOf(rows.map((key) => keyView(key, usage))), (views) => ({ keys: views }))),
+      {
+        response: { 200: AdminKeyModel.list, 403: OllamaError },
+        detail: { summary: "List keys", description: "Every key, revoked ones too, with today's usage. No secrets." },
+      },
+    )
+    .get("/admin/keys/:name", ({ params }) => after(keys.get(params.name), (key) => keyView(key, usage)), {
       params: AdminKeyModel.nameParams,
       response: { 200: AdminKeyModel.key, 403: OllamaError, 404: OllamaError },
       detail: { summary: "Show a key", description: "By name or id, with today's usage." },
     })
-    .post("/admin/keys/:name/revoke", ({ params }) => keyView(keys.revoke(params.name), usage), {
+    .post("/admin/keys/:name/revoke", ({ params }) => after(keys.revoke(params.name), (key) => keyView(key, usage)), {
       parse: "none",
       params: AdminKeyModel.nameParams,
       response: { 200: AdminKeyModel.key, 403: OllamaError, 404: OllamaError, 409: OllamaError },
@@ -161,21 +175,14 @@ export function adminKeyRoutes(keys: KeyStore, usage: KeyUsage) {
         description: "Its secret stops working within a second. What it made stays its (and stays listed for admins).",
       },
     })
-    .post(
-      "/admin/keys/:name/rotate",
-      ({ params }) => {
-        const { key, secret } = keys.rotate(params.name);
-        return { ...keyView(key, usage), secret };
+    .post("/admin/keys/:name/rotate", ({ params }) => after(keys.rotate(params.name), withSecret), {
+      parse: "none",
+      params: AdminKeyModel.nameParams,
+      response: { 200: AdminKeyModel.withSecret, 403: OllamaError, 404: OllamaError, 409: OllamaError },
+      detail: {
+        summary: "Rotate a key",
+        description:
+          "A new secret (shown once) replaces the old, which stops working within a second; name, limits and work stay.",
       },
-      {
-        parse: "none",
-        params: AdminKeyModel.nameParams,
-        response: { 200: AdminKeyModel.withSecret, 403: OllamaError, 404: OllamaError, 409: OllamaError },
-        detail: {
-          summary: "Rotate a key",
-          description:
-            "A new secret (shown once) replaces the old, which stops working within a second; name, limits and work stay.",
-        },
-      },
-    );
+    });
 }

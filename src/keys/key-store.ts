@@ -2,6 +2,7 @@ import type { Database } from "bun:sqlite";
 import { createHash, randomBytes } from "node:crypto";
 import { monotonicFactory } from "ulid";
 import { ApiError } from "../errors";
+import type { MaybePromise } from "../queue/maybe-promise";
 
 const ulid = monotonicFactory();
 
@@ -43,6 +44,27 @@ export interface KeyLimits {
   weight?: number | null;
 }
 
+/**
+ * What the admin API and `foreman keys` do with keys, on either engine: SQLite's {@link KeyStore} answers at
+ * once, PostgreSQL's (src/queue/pg/keys.ts) with Promises.
+ */
+export interface KeyRegistry {
+  create(name: string, role: KeyRole, limits?: KeyLimits, now?: number): MaybePromise<{ key: KeyRow; secret: string }>;
+  find(nameOrId: string): MaybePromise<KeyRow | null>;
+  get(nameOrId: string): MaybePromise<KeyRow>;
+  list(): MaybePromise<KeyRow[]>;
+  revoke(nameOrId: string, now?: number): MaybePromise<KeyRow>;
+  rotate(nameOrId: string, now?: number): MaybePromise<{ key: KeyRow; secret: string }>;
+}
+
+/** What deciding a request's principal reads, at once (before any body is read): see PrincipalResolver. */
+export interface KeyLookup {
+  /** How many keys were ever made (revoked ones count). */
+  count(): number;
+  /** The key whose secret hashes to `hash`, revoked ones included, with its stored hash; null when none has it. */
+  byHash(hash: Buffer): { key: KeyRow; storedHash: Uint8Array } | null;
+}
+
 /** A bad key request (unknown name, duplicate name, bad value): the message says which; the API answers `status`. */
 export class KeyError extends ApiError {
   override name = "KeyError";
@@ -51,7 +73,8 @@ export class KeyError extends ApiError {
   }
 }
 
-type StoredKey = Omit<KeyRow, "models" | "apis"> & { models: string | null; apis: string | null };
+/** A key row as stored: its lists as JSON text. */
+export type StoredKey = Omit<KeyRow, "models" | "apis"> & { models: string | null; apis: string | null };
 
 const KEY_COLUMNS = `id, name, role, hint, models, apis, max_priority AS maxPriority, max_jobs AS maxJobs,
   daily_tokens AS dailyTokens, weight, created_at AS createdAt, rotated_at AS rotatedAt, revoked_at AS revokedAt`;
@@ -60,7 +83,7 @@ const KEY_COLUMNS = `id, name, role, hint, models, apis, max_priority AS maxPrio
 export const SECRET_PREFIX = "fmn_";
 
 /** A new secret: 32 random bytes (256 bits), base64url. */
-function newSecret(): string {
+export function newSecret(): string {
   return `${SECRET_PREFIX}${randomBytes(32).toString("base64url")}`;
 }
 
@@ -80,7 +103,7 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
  * The `keys` table, its one owner: create, list, revoke and rotate, over whichever connection is given
  * (the server's, or the CLI's own while the server runs: SQLite's WAL lets both write).
  */
-export class KeyStore {
+export class KeyStore implements KeyRegistry, KeyLookup {
   readonly #db: Database;
   readonly #insertStmt;
   readonly #byNameStmt;
@@ -116,9 +139,7 @@ export class KeyStore {
 
   /** Makes a key; its secret is returned this once and never again (only its hash is kept). */
   create(name: string, role: KeyRole, limits: KeyLimits = {}, now = Date.now()): { key: KeyRow; secret: string } {
-    if (!NAME.test(name)) throw new KeyError(`a key name is 1 to 64 letters, digits, ".", "_" or "-", not "${name}"`);
-    if (!(KEY_ROLES as readonly string[]).includes(role)) throw new KeyError(`role must be admin or client, not "${role}"`);
-    checkLimits(limits);
+    checkNewKey(name, role, limits);
     const secret = newSecret();
     return this.#db
       .transaction(() => {
@@ -129,15 +150,10 @@ export class KeyStore {
           role,
           hash: secretHash(secret),
           hint: secret.slice(-4),
-          models: limits.models ? JSON.stringify(limits.models) : null,
-          apis: limits.apis ? JSON.stringify(limits.apis) : null,
-          maxPriority: limits.maxPriority ?? null,
-          maxJobs: limits.maxJobs ?? null,
-          dailyTokens: limits.dailyTokens ?? null,
-          weight: limits.weight ?? 1,
+          ...storedLimits(limits),
           now,
         })!;
-        return { key: parse(row), secret };
+        return { key: parseKey(row), secret };
       })
       .immediate();
   }
@@ -145,7 +161,7 @@ export class KeyStore {
   /** A key by name or id (revoked ones too), or null. */
   find(nameOrId: string): KeyRow | null {
     const row = this.#byNameStmt.get(nameOrId) ?? this.#byIdStmt.get(nameOrId);
-    return row ? parse(row) : null;
+    return row ? parseKey(row) : null;
   }
 
   /** {@link find}, or a KeyError (404) naming what was asked. */
@@ -157,7 +173,7 @@ export class KeyStore {
 
   /** Every key, revoked ones too, by name. */
   list(): KeyRow[] {
-    return this.#listStmt.all().map(parse);
+    return this.#listStmt.all().map(parseKey);
   }
 
   /**
@@ -168,7 +184,7 @@ export class KeyStore {
     const row = this.#byHashStmt.get(hash);
     if (!row) return null;
     const { secretHash: storedHash, ...stored } = row;
-    return { key: parse(stored), storedHash };
+    return { key: parseKey(stored), storedHash };
   }
 
   /** Revokes a key: its secret stops working (within the server's one-second cache). Its rows stay its. */
@@ -176,7 +192,7 @@ export class KeyStore {
     const key = this.get(nameOrId);
     const row = this.#revokeStmt.get(now, key.id);
     if (!row) throw new KeyError(`key "${key.name}" is revoked already`, 409);
-    return parse(row);
+    return parseKey(row);
   }
 
   /** A new secret for a key (the old one stops working); its name, limits and rows stay. */
@@ -185,7 +201,7 @@ export class KeyStore {
     const secret = newSecret();
     const row = this.#rotateStmt.get(secretHash(secret), secret.slice(-4), now, key.id);
     if (!row) throw new KeyError(`key "${key.name}" is revoked: create a new one`, 409);
-    return { key: parse(row), secret };
+    return { key: parseKey(row), secret };
   }
 
   /** How many keys were ever made (revoked ones count: revoking the last key must not open foreman). */
@@ -194,7 +210,27 @@ export class KeyStore {
   }
 }
 
-function parse(row: StoredKey): KeyRow {
+/** A key's limits as stored: lists as JSON text, absent as null, the weight 1 unless given. */
+export function storedLimits(limits: KeyLimits) {
+  return {
+    models: limits.models ? JSON.stringify(limits.models) : null,
+    apis: limits.apis ? JSON.stringify(limits.apis) : null,
+    maxPriority: limits.maxPriority ?? null,
+    maxJobs: limits.maxJobs ?? null,
+    dailyTokens: limits.dailyTokens ?? null,
+    weight: limits.weight ?? 1,
+  };
+}
+
+/** Refuses a new key's name, role or limits that are not allowed (KeyError, 400), saying what is. */
+export function checkNewKey(name: string, role: KeyRole, limits: KeyLimits): void {
+  if (!NAME.test(name)) throw new KeyError(`a key name is 1 to 64 letters, digits, ".", "_" or "-", not "${name}"`);
+  if (!(KEY_ROLES as readonly string[]).includes(role)) throw new KeyError(`role must be admin or client, not "${role}"`);
+  checkLimits(limits);
+}
+
+/** A stored row as a KeyRow: its lists parsed. */
+export function parseKey(row: StoredKey): KeyRow {
   return {
     ...row,
     models: row.models === null ? null : (JSON.parse(row.models) as string[]),

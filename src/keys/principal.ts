@@ -1,6 +1,6 @@
 import { timingSafeEqual } from "node:crypto";
 import { normalizeModel } from "../ollama/model-key";
-import { type KeyApi, type KeyRow, type KeyStore, secretHash } from "./key-store";
+import { type KeyApi, type KeyRow, type KeyLookup, secretHash } from "./key-store";
 
 /**
  * Who is asking, resolved once per request before its body is read: a key (admin or client, with its
@@ -113,18 +113,23 @@ const KEY_CACHE_MAX = 1024;
  * whether any key exists: the CLI may create or revoke keys in another process while the server runs.
  */
 export class PrincipalResolver {
-  readonly #keys: KeyStore | undefined;
+  readonly #keys: KeyLookup | undefined;
   readonly #tokenHash: Buffer | undefined;
   readonly #cache = new Map<string, { principal: Principal; at: number }>();
   #anyKey: { value: boolean; at: number } | undefined;
 
+  readonly #cacheMs: number;
+
   constructor(
     token: string | undefined,
-    keys: KeyStore | undefined,
+    keys: KeyLookup | undefined,
     readonly clock: () => number = Date.now,
+    /** How long a resolved key is trusted; 0 for a lookup that is a copy in memory already (PgKeyStore). */
+    cacheMs = KEY_CACHE_MS,
   ) {
     this.#tokenHash = token ? secretHash(token) : undefined;
     this.#keys = keys;
+    this.#cacheMs = cacheMs;
   }
 
   /** Whether requests need a secret at all: FOREMAN_TOKEN is set or a key was ever made. */
@@ -145,7 +150,7 @@ export class PrincipalResolver {
   #hasKeys(): boolean {
     if (!this.#keys) return false;
     const now = this.clock();
-    if (this.#anyKey && now - this.#anyKey.at < KEY_CACHE_MS) return this.#anyKey.value;
+    if (this.#anyKey && now - this.#anyKey.at < this.#cacheMs) return this.#anyKey.value;
     const value = this.#keys.count() > 0;
     this.#anyKey = { value, at: now };
     return value;
@@ -158,7 +163,7 @@ export class PrincipalResolver {
     // The cache is keyed by the hash, never by the secret: the process holds no secret it was shown.
     const id = hash.toString("base64");
     const cached = this.#cache.get(id);
-    if (cached && now - cached.at < KEY_CACHE_MS) return cached.principal;
+    if (cached && now - cached.at < this.#cacheMs) return cached.principal;
     this.#cache.delete(id);
     const found = this.#keys.byHash(hash);
     if (!found || found.key.revokedAt !== null) return null;

@@ -1,5 +1,6 @@
 import type { Database } from "bun:sqlite";
 import { ApiError } from "../errors";
+import type { MaybePromise } from "../queue/maybe-promise";
 
 /** How long a client over its job cap is told to wait (s): a job of its own may end any moment. */
 export const JOB_CAP_RETRY_AFTER_S = 5;
@@ -62,6 +63,12 @@ export interface DayUsage {
   gpuMs: number;
 }
 
+/** A key's figures as the admin API shows them, on either engine (KeyUsage here, PgKeyStore on PostgreSQL). */
+export interface KeyUsageReader {
+  today(keyId: string, now?: number): MaybePromise<DayUsage>;
+  activeJobs(keyId: string): MaybePromise<number>;
+}
+
 /** One key's line on the dashboard's Keys panel: today's usage (UTC) and its jobs queued or running now. */
 export interface KeyDayRow extends DayUsage {
   keyId: string;
@@ -75,7 +82,7 @@ export interface KeyDayRow extends DayUsage {
  * job done, GPU time in the one that ends a job that ran (whichever way), and the admission check (job cap, daily quota) run in the transaction that queues one. Both
  * threads build one over their own connection, as they do the JobStore that calls it.
  */
-export class KeyUsage {
+export class KeyUsage implements KeyUsageReader {
   readonly #dayStmt;
   readonly #activeStmt;
   readonly #chargeStmt;

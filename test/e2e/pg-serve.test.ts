@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import { Ollama } from "ollama";
 import OpenAI from "openai";
 import { FakeOllama } from "../fake-ollama";
-import { type ForemanProcess, spawnForeman, until } from "../harness";
+import { type ForemanProcess, runForeman, spawnForeman, until } from "../harness";
 import { type PgCluster, startPgCluster } from "../pg-cluster";
 
 const LEASE_TTL_MS = 1000;
@@ -134,7 +134,6 @@ test("either node answers every API, the job running where the lease is; the job
   for (const [method, path] of [
     ["GET", "/metrics"],
     ["GET", "/ui"],
-    ["GET", "/admin/keys"],
     ["POST", "/v1/batches"],
     ["POST", "/v1/files"],
   ] as const) {
@@ -316,4 +315,61 @@ test("the node running a relayed stream dies midway: the client is told the answ
   await until(() => b!.stdout().includes('"msg":"runs target"'), 10_000, "the takeover");
   await Bun.sleep(300);
   expect(fake.seen.filter((s) => JSON.stringify(s.body).includes("kill me midway")).length).toBe(1);
+}, 60_000);
+
+test("API keys on PostgreSQL: made with the CLI, honoured by every node, each caller sees its own work, a revoke anywhere holds everywhere within a second", async () => {
+  const [a, b] = await startNodes("node-a", "node-b");
+  const db = { FOREMAN_DB: cluster.urlFor(`serve${dbCount}`) };
+  const made = await runForeman(["keys", "create", "root", "--role", "admin"], { env: db });
+  expect(made.code).toBe(0);
+  const root = made.stdout.trim();
+  const alice = (await runForeman(["keys", "create", "alice", "--max-jobs", "5"], { env: db })).stdout.trim();
+  const bob = (await runForeman(["keys", "create", "bob", "--apis", "ollama"], { env: db })).stdout.trim();
+  const carol = (await runForeman(["keys", "create", "carol"], { env: db })).stdout.trim();
+  const as = (secret: string) => ({ authorization: `Bearer ${secret}` });
+  // The nodes read the keys within a second: then foreman is closed to anyone without one.
+  await until(async () => (await fetch(`${b!.url}/jobs`)).status === 401, 3_000, "node B closed by the keys");
+  for (const node of [a!, b!])
+    await until(async () => (await fetch(`${node.url}/jobs`, { headers: as(carol) })).ok, 3_000, "the last key known");
+  expect((await fetch(`${a!.url}/api/tags`)).status).toBe(401);
+
+  const submit = async (node: ForemanProcess, secret: string, prompt: string) => {
+    const response = await fetch(`${node.url}/jobs`, {
+      method: "POST",
+      headers: as(secret),
+      body: JSON.stringify({ type: "generate", request: { model: "llama3.2", prompt } }),
+    });
+    return { status: response.status, body: (await response.json()) as { id: string; error?: unknown } };
+  };
+  const mine = await submit(a!, alice, "alice's");
+  expect(mine.status).toBe(202);
+  const chatted = await fetch(`${b!.url}/api/chat`, { method: "POST", headers: as(bob), body: chat("bob's") });
+  expect(chatted.status).toBe(200);
+  // bob may use the Ollama API alone; alice sees her job from either node, and only hers; root sees both.
+  expect((await submit(b!, bob, "no")).status).toBe(403);
+  const seen = async (node: ForemanProcess, secret: string) =>
+    ((await (await fetch(`${node.url}/jobs?limit=50`, { headers: as(secret) })).json()) as { jobs: Array<{ id: string }> }).jobs;
+  expect((await seen(b!, alice)).map((job) => job.id)).toEqual([mine.body.id]);
+  expect((await seen(a!, root)).length).toBe(2);
+  expect(await seen(a!, carol)).toEqual([]);
+  expect((await fetch(`${b!.url}/jobs/${mine.body.id}`, { headers: as(carol) })).status).toBe(404);
+
+  // The admin API on one node, the CLI on the database: the same keys, the same usage.
+  const listed = (await (await fetch(`${b!.url}/admin/keys`, { headers: as(root) })).json()) as {
+    keys: Array<{ name: string; today: { jobs: number } }>;
+  };
+  expect(listed.keys.map((key) => key.name)).toEqual(["alice", "bob", "carol", "root"]);
+  expect((await fetch(`${b!.url}/admin/keys`, { headers: as(alice) })).status).toBe(403);
+  const cli = JSON.parse((await runForeman(["keys", "list", "--json"], { env: db })).stdout) as { keys: unknown[] };
+  expect(cli.keys).toEqual(listed.keys);
+
+  // Revoked through node A's API: node B refuses the key within a second (its copy is re-read that often).
+  expect((await fetch(`${a!.url}/admin/keys/alice/revoke`, { method: "POST", headers: as(root) })).status).toBe(200);
+  expect((await fetch(`${a!.url}/jobs`, { headers: as(alice) })).status).toBe(401);
+  const revokedAt = Date.now();
+  await until(async () => (await fetch(`${b!.url}/jobs`, { headers: as(alice) })).status === 401, 3_000, "node B refusing alice");
+  expect(Date.now() - revokedAt).toBeLessThan(2_000);
+  const again = await runForeman(["keys", "revoke", "alice"], { env: db });
+  expect(again.code).toBe(1);
+  expect(again.stderr).toContain('key "alice" is revoked already');
 }, 60_000);
