@@ -3,7 +3,7 @@ import type { Config } from "./config";
 import { apiForPath, errorResponse } from "./adapters/error-shapes";
 import { ApiError, StorageFullError } from "./errors";
 import { isStorageError } from "./queue/storage-health";
-import { DashboardFeed } from "./dashboard/feed";
+import { DashboardFeed, type DashboardSource } from "./dashboard/feed";
 import { isPublicRoute } from "./http/auth";
 import { NOBODY, PrincipalResolver, keyApiForPath, setPrincipal } from "./keys/principal";
 import { DASHBOARD_PATHS, dashboardRoutes } from "./http/dashboard";
@@ -37,10 +37,12 @@ export interface AppDependencies {
   /** Who is asking (keys and FOREMAN_TOKEN); without it, FOREMAN_TOKEN alone decides. */
   principals?: PrincipalResolver;
   /**
-   * What runs on the embedded SQLite queue alone so far: the dashboard, /metrics, API keys, batches and
+   * What runs on the embedded SQLite queue alone so far: /metrics, batches and
    * files. Absent (FOREMAN_DB=postgres://), their routes answer 501 saying so (see {@link embeddedOnly}).
    */
   embedded?: EmbeddedParts;
+  /** What the dashboard's snapshots read: SQLite's queries, or PostgreSQL's fetched ahead (see DashboardFeed). */
+  dashboard: DashboardQueries | DashboardSource;
   /** The API keys and their usage, for the admin API (/admin/keys); without it (some tests) those routes are absent. */
   keys?: { registry: KeyRegistry; usage: KeyUsageReader };
 }
@@ -49,8 +51,6 @@ export interface AppDependencies {
 export interface EmbeddedParts {
   /** The same JobService as AppDependencies.jobs, typed over SQLite's store. */
   jobs: JobService<JobStore>;
-  /** The dashboard's read-only queries over the jobs table. */
-  dashboard: DashboardQueries;
   /** OpenAI's Files and Batch APIs; without it (some tests) those routes are absent. */
   batches?: BatchService;
   /** What GET /metrics shows; server.ts passes the one its job ends feed, tests may leave it out. */
@@ -65,7 +65,7 @@ export function embeddedOnly(path: string): Response | undefined {
   if (!EMBEDDED_ONLY.some((pattern) => pattern.test(path))) return undefined;
   const message =
     "not available with the queue on PostgreSQL yet (FOREMAN_DB=postgres://): it serves generation, the job API, " +
-    "/queue, API keys and /healthz; the dashboard, /metrics, batches and files need the embedded SQLite queue";
+    "/queue, the dashboard, API keys and /healthz; /metrics, batches and files need the embedded SQLite queue";
   return errorResponse(apiForPath(path), 501, message);
 }
 
@@ -143,7 +143,7 @@ export function answerError(jobs: Pick<JobService, "storage" | "log">, embedded 
 }
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, ollama, webhooks, principals, embedded, keys }: AppDependencies) {
+export function createApp({ config, jobs, ollama, webhooks, principals, embedded, keys, dashboard }: AppDependencies) {
   const authorize = createAuthorizer(config, principals);
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
@@ -167,18 +167,18 @@ export function createApp({ config, jobs, ollama, webhooks, principals, embedded
     .use(ollamaRoutes(jobs, ollama))
     .use(openaiRoutes(jobs, ollama))
     .use(keys ? adminKeyRoutes(keys.registry, keys.usage) : new Elysia())
+    .use(dashboardRoutes(new DashboardFeed(jobs, dashboard)))
     .use(embedded ? embeddedRoutes(config, embedded, webhooks) : new Elysia());
 }
 
-/** The dashboard, /metrics, keys, batches and files, over SQLite's stores. */
+/** /metrics, batches and files, over SQLite's stores. */
 function embeddedRoutes(
   config: Config,
-  { jobs, dashboard, batches, metrics }: EmbeddedParts,
+  { jobs, batches, metrics }: EmbeddedParts,
   webhooks: Pick<WebhookDispatcher, "rejectUrl">,
 ) {
   return new Elysia()
     .use(metricsRoutes(metrics ?? new ForemanMetrics(jobs)))
-    .use(dashboardRoutes(new DashboardFeed(jobs, dashboard)))
     .use(
       batches
         ? fileRoutes(batches.files, {

@@ -21,6 +21,8 @@ import { jobEndReporter, logJobEnd } from "./job-ended";
 import { NODE_GONE, PgJobStore } from "./queue/pg/job-store";
 import { PgQueueStore } from "./queue/pg/queue-store";
 import { PgKeyStore } from "./queue/pg/keys";
+import { PgDashboardQueries } from "./queue/pg/dashboard-queries";
+import { DEFAULT_LIMITS } from "./dashboard/snapshot";
 import { remoteJobEnds } from "./queue/pg/remote-ends";
 import { type JobEndListener, JobStartedListener } from "./queue/pg/notify";
 import { RELAY_PATH_PREFIX, RelaySource } from "./nodes/relay-source";
@@ -137,7 +139,8 @@ export function composeForeman(
     ollama,
     webhooks,
     principals,
-    embedded: { jobs, dashboard: new DashboardQueries(db), batches, metrics },
+    embedded: { jobs, batches, metrics },
+    dashboard: new DashboardQueries(db),
     keys: { registry: keys, usage: tables.store.keyUsage },
   });
   const { handle, routes } = transport(config, app, principals, true);
@@ -228,7 +231,16 @@ export function composePgForeman(
       await starts.stop().catch(() => {});
     },
   };
-  const app = createApp({ config, jobs, ollama, webhooks, principals, keys: { registry: keys, usage: keys } });
+  const dashboard = new PgDashboardQueries(sql, store);
+  const app = createApp({
+    config,
+    jobs,
+    ollama,
+    webhooks,
+    principals,
+    keys: { registry: keys, usage: keys },
+    dashboard: (now, viewer) => dashboard.prefetch(now, viewer, DEFAULT_LIMITS, () => jobs.queuePlan()),
+  });
   const { handle, routes } = transport(config, app, principals, false, relaySource);
   // Beats five times per lease time, so a live node's last beat is never half a lease time old (a takeover's
   // test for a live waiter: src/worker/pg-node.ts); a node silent for a whole lease time is dead, its clients with it.

@@ -2,11 +2,21 @@ import { framingFor, splitRecords } from "../adapters/framing";
 import type { JobService } from "../job-service";
 import type { DashboardQueries } from "../queue/dashboard-queries";
 import type { JobEvent } from "../worker/job-events";
-import { DEFAULT_LIMITS, type LiveCount, type SnapshotLimits, SnapshotBuilder } from "./snapshot";
+import {
+  DEFAULT_LIMITS,
+  type DashboardReads,
+  type LiveCount,
+  type SnapshotLimits,
+  SnapshotBuilder,
+  sqliteDashboardReads,
+} from "./snapshot";
 import type { TokenUpdate } from "./types";
 import { OPEN_ADMIN, type Principal, sees } from "../keys/principal";
 import type { JobStore } from "../queue/store";
-import { present } from "../queue/maybe-promise";
+import { type MaybePromise, after, allOf, isPromise, present } from "../queue/maybe-promise";
+
+/** What a snapshot for `viewer` at `now` reads (see DashboardReads), fetched ahead where the store is a server. */
+export type DashboardSource = (now: number, viewer: Principal) => MaybePromise<DashboardReads>;
 
 /** Viewers who see the same snapshot: every admin alike, each client key on its own. */
 function scopeOf(viewer: Principal): string {
@@ -41,8 +51,9 @@ const sse = (event: string, data: string) => encoder.encode(`event: ${event}\nda
  * so a page opened mid-job shows the whole count.
  */
 export class DashboardFeed {
-  readonly #jobs: JobService<JobStore>;
+  readonly #jobs: JobService;
   readonly #builder: SnapshotBuilder;
+  readonly #source: DashboardSource;
   /** Each watcher and who it is: a client key's snapshot holds its own jobs and the anonymous aggregate. */
   readonly #clients = new Map<ReadableStreamDefaultController<Uint8Array>, Principal>();
   readonly #live = new Map<string, Live>();
@@ -52,21 +63,24 @@ export class DashboardFeed {
   #heartbeat: Timer | undefined;
   #lastFlush = 0;
   #snapshotDue = false;
+  /** A snapshot is being read from the database (PostgreSQL): the next flush waits for it. */
+  #building = false;
   #tokensDue: string | null = null;
   /** The last snapshot broadcast, per viewer scope (see {@link scopeOf}). */
   #lastSnapshot = new Map<string, string>();
 
-  constructor(jobs: JobService<JobStore>, queries: DashboardQueries, limits: SnapshotLimits = DEFAULT_LIMITS) {
+  /**
+   * `source`: SQLite's dashboard queries (each snapshot reads the store at once), or a function that fetches
+   * what a snapshot for a viewer reads (PostgreSQL: PgDashboardQueries.prefetch).
+   */
+  constructor(jobs: JobService, source: DashboardQueries | DashboardSource, limits: SnapshotLimits = DEFAULT_LIMITS) {
     this.#jobs = jobs;
-    this.#builder = new SnapshotBuilder(
-      jobs.store,
-      queries,
-      jobs.inventory,
-      () => present(jobs.queuePlan(), "the dashboard"),
-      limits,
-      jobs.storage,
-      (keyId) => jobs.keyName(keyId),
-    );
+    const reads =
+      typeof source === "function"
+        ? null
+        : sqliteDashboardReads(jobs.store as JobStore, source, () => present(jobs.queuePlan(), "the dashboard"));
+    this.#source = typeof source === "function" ? source : () => reads!;
+    this.#builder = new SnapshotBuilder(reads, jobs.inventory, limits, jobs.storage, (keyId) => jobs.keyName(keyId));
     jobs.link.subscribeAll((jobId, event) => this.#onJobEvent(jobId, event));
     jobs.onQueued = () => this.#changed();
     jobs.inventory.onChange(() => this.#changed());
@@ -88,7 +102,13 @@ export class DashboardFeed {
         this.#clients.set(controller, viewer);
         this.#startTimers();
         // Built for this watcher alone: the others are compared with what they were last sent.
-        controller.enqueue(sse("snapshot", this.#snapshotJson(Date.now(), viewer, false).full));
+        return after(this.#snapshotJson(Date.now(), viewer, false), ({ full }) => {
+          try {
+            controller.enqueue(sse("snapshot", full));
+          } catch {
+            this.#drop(controller); // gone while its snapshot was read
+          }
+        });
       },
       cancel: () => this.#drop(self),
     });
@@ -160,7 +180,7 @@ export class DashboardFeed {
   }
 
   #schedule(): void {
-    if (this.#timer !== undefined || this.#clients.size === 0) return;
+    if (this.#timer !== undefined || this.#building || this.#clients.size === 0) return;
     const delay = Math.max(0, this.#lastFlush + FEED_INTERVAL_MS - Date.now());
     this.#timer = setTimeout(() => this.#flush(), delay).unref();
   }
@@ -172,13 +192,27 @@ export class DashboardFeed {
       this.#snapshotDue = false;
       this.#tokensDue = null;
       // One snapshot per viewer scope (admins share one, each client key has its own), each sent only if it changed.
-      const built = new Map<string, { full: string; changed: boolean }>();
-      return this.#broadcast((viewer) => {
-        const scope = scopeOf(viewer);
-        let snapshot = built.get(scope);
-        if (!snapshot) built.set(scope, (snapshot = this.#snapshotJson(this.#lastFlush, viewer)));
-        return snapshot.changed ? sse("snapshot", snapshot.full) : undefined;
-      });
+      const viewers = new Map<string, Principal>();
+      for (const viewer of this.#clients.values()) if (!viewers.has(scopeOf(viewer))) viewers.set(scopeOf(viewer), viewer);
+      const scopes = [...viewers.keys()];
+      const snapshots = allOf(scopes.map((scope) => this.#snapshotJson(this.#lastFlush, viewers.get(scope)!)));
+      const send = (list: Array<{ full: string; changed: boolean }>) => {
+        const built = new Map(scopes.map((scope, i) => [scope, list[i]!]));
+        this.#broadcast((viewer) => {
+          const snapshot = built.get(scopeOf(viewer));
+          return snapshot?.changed ? sse("snapshot", snapshot.full) : undefined;
+        });
+      };
+      if (!isPromise(snapshots)) return send(snapshots);
+      // Read from a server: flushes wait for it, one at a time, so a slow read never stacks snapshots up.
+      this.#building = true;
+      void snapshots
+        .then(send, () => {})
+        .finally(() => {
+          this.#building = false;
+          if (this.#snapshotDue || this.#tokensDue !== null) this.#schedule();
+        });
+      return;
     }
     if (this.#tokensDue !== null) {
       const id = this.#tokensDue;
@@ -186,8 +220,13 @@ export class DashboardFeed {
       const update: TokenUpdate = { id, ...this.#liveCount(id, this.#lastFlush) };
       const bytes = sse("tokens", JSON.stringify(update));
       // The running job's id goes only to who may see it (its snapshot names it; the others' show it anonymous).
-      const owner = this.#jobs.store.getJobHead(id)?.keyId ?? null;
-      this.#broadcast((viewer) => (sees(viewer, owner) ? bytes : undefined));
+      const head = this.#jobs.store.getJobHead(id);
+      const tell = (job: { keyId: string | null } | null) => {
+        const owner = job?.keyId ?? null;
+        this.#broadcast((viewer) => (sees(viewer, owner) ? bytes : undefined));
+      };
+      if (isPromise(head)) void head.then(tell, () => {});
+      else tell(head);
     }
   }
 
@@ -195,20 +234,33 @@ export class DashboardFeed {
    * The snapshot as JSON with `now`, and whether it differs (apart from `now`) from the last one broadcast;
    * `broadcast` marks it as the one every watcher now has.
    */
-  #snapshotJson(now: number, viewer: Principal, broadcast = true): { full: string; changed: boolean } {
+  #snapshotJson(now: number, viewer: Principal, broadcast = true): MaybePromise<{ full: string; changed: boolean }> {
     const scope = scopeOf(viewer);
-    const last = this.#lastSnapshot.get(scope) ?? "";
-    let json: string;
-    try {
-      const snapshot = this.#builder.build((id) => this.#liveCount(id, now), now, viewer);
-      json = JSON.stringify(snapshot);
-    } catch (error) {
-      // The database is closing (shutdown): keep the last picture, if there is one.
+    const failed = (error: unknown) => {
+      // The database is closing (shutdown), or away: keep the last picture, if there is one.
       this.#jobs.log.warn("dashboard snapshot failed", { error });
-      if (!last) return { full: JSON.stringify({ now }), changed: false };
-      json = last;
+      const last = this.#lastSnapshot.get(scope) ?? "";
+      return last ? this.#answer(now, scope, last, broadcast) : { full: JSON.stringify({ now }), changed: false };
+    };
+    const build = (reads: DashboardReads) => {
+      try {
+        const snapshot = this.#builder.build((id) => this.#liveCount(id, now), now, viewer, reads);
+        return this.#answer(now, scope, JSON.stringify(snapshot), broadcast);
+      } catch (error) {
+        return failed(error);
+      }
+    };
+    try {
+      const reads = this.#source(now, viewer);
+      return isPromise(reads) ? reads.then(build, failed) : build(reads);
+    } catch (error) {
+      return failed(error);
     }
-    const changed = json !== last;
+  }
+
+  /** A built snapshot with `now`, and whether it changed since the scope's last broadcast. */
+  #answer(now: number, scope: string, json: string, broadcast: boolean): { full: string; changed: boolean } {
+    const changed = json !== (this.#lastSnapshot.get(scope) ?? "");
     if (broadcast) this.#lastSnapshot.set(scope, json);
     return { full: `{"now":${now},${json.slice(1)}`, changed };
   }

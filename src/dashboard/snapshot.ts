@@ -1,5 +1,6 @@
 import type { TargetInventory } from "../ollama/targets";
-import type { DashboardQueries, QueuedJobRow } from "../queue/dashboard-queries";
+import type { DashboardQueries, EndedJobRow, HourBucketRow, QueuedJobRow, TimelineRow } from "../queue/dashboard-queries";
+import type { KeyDayRow } from "../keys/usage";
 import type { JobRow, JobStore, QueueGroup as StoreQueueGroup } from "../queue/store";
 import { jobTimes, tokensPerSecond } from "../queue/job-view";
 import { type QueuePlan, estimatedStart } from "../queue/start-estimate";
@@ -52,6 +53,52 @@ export function degradedList(ollamaAway: boolean, storageDegraded: boolean): Deg
   return [...(ollamaAway ? [OLLAMA_AWAY] : []), ...(storageDegraded ? [STORAGE_FULL] : [])];
 }
 
+/**
+ * What one snapshot reads, answered at once: SQLite's stores directly ({@link sqliteDashboardReads}); on
+ * PostgreSQL, the answers fetched before the build (src/queue/pg/dashboard-queries.ts prefetch), so the
+ * builder stays one synchronous pass over whichever engine.
+ */
+export interface DashboardReads {
+  runningJob(): JobRow | null;
+  runningJobs(): JobRow[];
+  queueGroups(): StoreQueueGroup[];
+  queuedJobs(modelKey: string, priorities: readonly number[], limit: number, keyId?: string): QueuedJobRow[];
+  recentJobs(limit: number, keyId?: string): EndedJobRow[];
+  ranSince(since: number, limit: number): TimelineRow[];
+  promptHead(id: string): string | null;
+  endedPerBucket(since: number, bucketMs: number): HourBucketRow[];
+  keyBoard(now: number, keyId?: string): KeyDayRow[];
+  /** The queue's plan now (JobService.queuePlan): the expected starts the API reports too. */
+  plan(): QueuePlan;
+}
+
+/** The reads of a snapshot over SQLite's store and the dashboard's queries, each at once. */
+export function sqliteDashboardReads(store: JobStore, queries: DashboardQueries, plan: () => QueuePlan): DashboardReads {
+  return {
+    runningJob: () => store.runningJob(),
+    runningJobs: () => store.runningJobs(),
+    queueGroups: () => store.queueGroups(),
+    queuedJobs: (modelKey, priorities, limit, keyId) => queries.queuedJobs(modelKey, priorities, limit, keyId),
+    recentJobs: (limit, keyId) => queries.recentJobs(limit, keyId),
+    ranSince: (since, limit) => queries.ranSince(since, limit),
+    promptHead: (id) => queries.promptHead(id),
+    endedPerBucket: (since, bucketMs) => queries.endedPerBucket(since, bucketMs),
+    keyBoard: (now, keyId) => store.keyUsage.board(now, keyId),
+    plan,
+  };
+}
+
+/** The GPU timeline's window for a snapshot at `now`: from a whole minute, ten minutes and a little more back. */
+export function timelineSince(now: number): number {
+  return Math.floor((now - TIMELINE_MS) / MINUTE_MS) * MINUTE_MS;
+}
+
+/** The hour chart's window for a snapshot at `now`: its first minute, and the current one (counted each time). */
+export function hourWindow(now: number): { since: number; current: number; bucketMs: number } {
+  const current = Math.floor(now / MINUTE_MS) * MINUTE_MS;
+  return { since: current - (HOUR_BUCKETS - 1) * MINUTE_MS, current, bucketMs: MINUTE_MS };
+}
+
 /** The running job's live counts, kept by the feed from the job's streamed records. */
 export interface LiveCount {
   tokens: number;
@@ -71,12 +118,10 @@ export class SnapshotBuilder {
   /** Prompt previews of the jobs the last snapshot listed, by id: a request never changes, so each is read once. */
   #previews = new Map<string, string>();
 
-  /** `plan` is the queue's plan now (JobService.queuePlan): the expected starts the API reports too. */
+  /** `reads`: what a build reads by default (SQLite's stores); a build may be given its own (PostgreSQL's, fetched). */
   constructor(
-    readonly store: JobStore,
-    readonly queries: DashboardQueries,
+    readonly reads: DashboardReads | null,
     readonly inventory: TargetInventory,
-    readonly plan: () => QueuePlan,
     readonly limits: SnapshotLimits = DEFAULT_LIMITS,
     readonly storage: { readonly degraded: boolean } = { degraded: false },
     readonly keyName: (keyId: string) => string | null = () => null,
@@ -87,8 +132,14 @@ export class SnapshotBuilder {
    * running, recent) and the anonymous aggregate (counts per model, the running model, expected starts, the
    * GPU timeline's bars and the hour's counts), another key's job never by id, prompt or key.
    */
-  build(live: (jobId: string) => LiveCount, now = Date.now(), viewer: Principal = OPEN_ADMIN): Omit<DashboardSnapshot, "now"> {
-    const { store } = this;
+  build(
+    live: (jobId: string) => LiveCount,
+    now = Date.now(),
+    viewer: Principal = OPEN_ADMIN,
+    reads: DashboardReads | null = this.reads,
+  ): Omit<DashboardSnapshot, "now"> {
+    if (!reads) throw new Error("a dashboard snapshot needs its reads");
+    const store = reads;
     const own = ownerFilter(viewer);
     const mine = (keyId: string | null) => sees(viewer, keyId);
     const name = (keyId: string | null) => (keyId === null || !mine(keyId) ? null : this.keyName(keyId));
@@ -96,12 +147,12 @@ export class SnapshotBuilder {
     const reachable = !snapshot.degraded && snapshot.updatedAt > 0;
     const previews = new Map<string, string>();
     const preview = (id: string) => {
-      const text = this.#previews.get(id) ?? promptPreview(this.queries.promptHead(id));
+      const text = this.#previews.get(id) ?? promptPreview(reads.promptHead(id));
       previews.set(id, text);
       return text;
     };
     // While Ollama is away nothing starts: no time is expected, the page says the queue is held.
-    const plan = reachable ? this.plan() : null;
+    const plan = reachable ? reads.plan() : null;
     const expected = (at: number | null): ExpectedStart => (at === null ? null : at <= now + NEXT_MS ? 0 : at);
 
     const runningJob = (row: JobRow): RunningJob => ({
@@ -142,7 +193,7 @@ export class SnapshotBuilder {
           (a.oldest < b.oldest ? -1 : 1),
       )
       .map((group): QueueGroup => {
-        const jobs = this.queries.queuedJobs(group.modelKey, group.priorities, this.limits.perGroup, own).map((job) => ({
+        const jobs = reads.queuedJobs(group.modelKey, group.priorities, this.limits.perGroup, own).map((job) => ({
           id: job.id,
           key: name(job.keyId),
           model: job.model,
@@ -163,7 +214,7 @@ export class SnapshotBuilder {
       });
     this.#previews = previews;
 
-    const recent = this.queries.recentJobs(this.limits.recent, own).map((job) => {
+    const recent = reads.recentJobs(this.limits.recent, own).map((job) => {
       const { waitMs, runMs } = jobTimes(job, now);
       return {
         id: job.id,
@@ -190,9 +241,9 @@ export class SnapshotBuilder {
       ...(targets ? { targets } : {}),
       queue: { total: groups.reduce((sum, group) => sum + group.count, 0), groups },
       recent,
-      hour: this.#hourChart(now),
-      timeline: this.#timeline(now, mine, name),
-      ...this.#keys(now, viewer),
+      hour: this.#hourChart(reads, now),
+      timeline: this.#timeline(reads, now, mine, name),
+      ...this.#keys(reads, now, viewer),
     };
   }
 
@@ -200,10 +251,10 @@ export class SnapshotBuilder {
    * Who uses the GPU today: each key's line (an admin's view), or the client key's own; nothing at all where no
    * key exists (or none is the viewer's), so a deployment without keys sends the snapshot it always did.
    */
-  #keys(now: number, viewer: Principal): { keys?: KeyLine[] } {
+  #keys(reads: DashboardReads, now: number, viewer: Principal): { keys?: KeyLine[] } {
     const own = ownerFilter(viewer);
     if (own === "") return {};
-    const lines = this.store.keyUsage.board(now, own).map((row): KeyLine => ({
+    const lines = reads.keyBoard(now, own).map((row): KeyLine => ({
       name: row.name,
       tokens: row.promptTokens + row.outputTokens,
       gpuMs: row.gpuMs,
@@ -217,9 +268,14 @@ export class SnapshotBuilder {
    * The jobs that ended in the last ten minutes and a little more (from a whole minute, so the list
    * changes only when a job ends or a minute passes), oldest first; the page draws the window up to its clock.
    */
-  #timeline(now: number, mine: (keyId: string | null) => boolean, name: (keyId: string | null) => string | null): Timeline {
-    const since = Math.floor((now - TIMELINE_MS) / MINUTE_MS) * MINUTE_MS;
-    const rows = this.queries.ranSince(since, this.limits.timeline);
+  #timeline(
+    reads: DashboardReads,
+    now: number,
+    mine: (keyId: string | null) => boolean,
+    name: (keyId: string | null) => string | null,
+  ): Timeline {
+    const since = timelineSince(now);
+    const rows = reads.ranSince(since, this.limits.timeline);
     const jobs = rows.reverse().map((job): TimelineBar => ({
       id: mine(job.keyId) ? job.id : "",
       key: name(job.keyId),
@@ -235,21 +291,20 @@ export class SnapshotBuilder {
   }
 
   /** The last hour in whole minutes, the current one last, so the chart's window moves once a minute. */
-  #hourChart(now: number): HourChart {
-    const current = Math.floor(now / MINUTE_MS) * MINUTE_MS;
-    const since = current - (HOUR_BUCKETS - 1) * MINUTE_MS;
+  #hourChart(reads: DashboardReads, now: number): HourChart {
+    const { since, current } = hourWindow(now);
     if (this.#hour?.since !== since) {
       // A new minute: count the window's finished minutes once (the current one is counted every time).
       const done = new Array<number>(HOUR_BUCKETS).fill(0);
       const swaps = new Array<number>(HOUR_BUCKETS).fill(0);
-      for (const row of this.queries.endedPerBucket(since, MINUTE_MS)) {
+      for (const row of reads.endedPerBucket(since, MINUTE_MS)) {
         if (row.bucket < 0 || row.bucket >= HOUR_BUCKETS - 1) continue;
         done[row.bucket] = row.done;
         swaps[row.bucket] = row.swaps;
       }
       this.#hour = { since, done, swaps };
     }
-    const thisMinute = this.queries.endedPerBucket(current, MINUTE_MS).find((row) => row.bucket === 0);
+    const thisMinute = reads.endedPerBucket(current, MINUTE_MS).find((row) => row.bucket === 0);
     const done = [...this.#hour.done];
     const swaps = [...this.#hour.swaps];
     done[HOUR_BUCKETS - 1] = thisMinute?.done ?? 0;

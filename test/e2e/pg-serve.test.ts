@@ -130,10 +130,20 @@ test("either node answers every API, the job running where the lease is; the job
   expect(answer.status).toBe(499);
   expect(((await answer.json()) as { error: string }).error).toBe("request canceled");
 
+  // The dashboard from the node that runs no GPU: the shared queue's picture (the jobs that ran on the other).
+  expect((await fetch(`${b!.url}/ui`)).status).toBe(200);
+  const feed = await fetch(`${b!.url}/ui/events`);
+  const reader = feed.body!.getReader();
+  let text = "";
+  while (!text.includes("\n\n")) text += new TextDecoder().decode((await reader.read()).value);
+  await reader.cancel();
+  const snapshot = JSON.parse(/^data: (.*)$/m.exec(text)![1]!) as { recent: Array<{ id: string; state: string }> };
+  expect(snapshot.recent.map((job) => job.id)).toContain(id);
+  expect(snapshot.recent.find((job) => job.id === runningJob!.id)?.state).toBe("canceled");
+
   // What lives on SQLite alone so far answers 501 in its API's shape, with or without a body.
   for (const [method, path] of [
     ["GET", "/metrics"],
-    ["GET", "/ui"],
     ["POST", "/v1/batches"],
     ["POST", "/v1/files"],
   ] as const) {

@@ -6,7 +6,7 @@ import type { DashboardSnapshot, TokenUpdate } from "../../src/dashboard/types";
 import { type SseEvent, readSse } from "../../src/ui/sse";
 import { join } from "node:path";
 import { DashboardFeed } from "../../src/dashboard/feed";
-import { SnapshotBuilder } from "../../src/dashboard/snapshot";
+import { SnapshotBuilder, sqliteDashboardReads } from "../../src/dashboard/snapshot";
 import { JobEventHub } from "../../src/worker/job-events";
 import { openDatabase } from "../../src/queue/db";
 import { DashboardQueries } from "../../src/queue/dashboard-queries";
@@ -410,10 +410,8 @@ describe("the GPU timeline", () => {
         }
       })();
       const builder = new SnapshotBuilder(
-        store,
-        new DashboardQueries(db),
+        sqliteDashboardReads(store, new DashboardQueries(db), () => ({ now, groups: new Map(), cost: () => ({}) }) as never),
         { snapshot: { models: [], running: [], degraded: false, updatedAt: now } } as never,
-        () => ({ now, groups: new Map(), cost: () => ({}) }) as never,
       );
       builder.build(() => ({ tokens: 0, tokensPerS: null }), now); // warm: statements prepared, pages cached
       const started = performance.now();
