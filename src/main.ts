@@ -2,6 +2,7 @@
 // The `foreman` command: `serve` runs the server; the other subcommands talk to a running one.
 import pkg from "../package.json";
 import { runClientCommand, CLIENT_COMMANDS, CLIENT_USAGE, USAGE_HINT } from "./cli/commands";
+import { DB_USAGE, runDbCommand } from "./cli/db-command";
 import { HEALTH_USAGE, runHealthCommand } from "./cli/health";
 import { KEYS_USAGE, runKeysCommand } from "./cli/keys-command";
 import { SERVICE_USAGE, runServiceCommand } from "./cli/service";
@@ -17,6 +18,7 @@ Usage:
 ${CLIENT_USAGE}
 ${HEALTH_USAGE}
 ${KEYS_USAGE}
+${DB_USAGE}
 ${SERVICE_USAGE}
   foreman --help | --version`;
 
@@ -87,6 +89,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === "service") return runServiceCommand(rest);
   if (command === "health") return runHealthCommand(rest);
   if (command === "keys") return runKeysCommand(rest);
+  if (command === "db") return runDbCommand(rest);
   if (command && CLIENT_COMMANDS.has(command)) return runClientCommand(command, rest);
   // Misuse is one line and a hint (the README's promise: errors are one line on stderr); bare \`foreman\` shows the usage.
   process.stderr.write(command ? `foreman: unknown command "${command}"\n${USAGE_HINT}` : `${USAGE}\n`);
