@@ -9,6 +9,8 @@ import { benchClaim } from "./claim";
 import { benchEnqueue } from "./enqueue";
 import { benchFair } from "./fair";
 import { benchOverhead } from "./overhead";
+import { benchNodeHop } from "./node-hop";
+import { benchPgHttp } from "./pg-http";
 import { benchSchedule } from "./schedule";
 import { benchTargets } from "./targets";
 import { machineInfo, updateReport } from "./report";
@@ -25,6 +27,8 @@ const sections: Array<[string, () => Promise<string>]> = [
   ["batch", benchBatch],
   ["targets", benchTargets],
   ["fair", benchFair],
+  ["pg", benchPgHttp],
+  ["hop", benchNodeHop],
 ];
 
 // The process users run: the compiled binary, built from this tree.

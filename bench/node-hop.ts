@@ -86,5 +86,3 @@ export async function benchNodeHop(): Promise<string> {
     await cluster.stop();
   }
 }
-
-if (import.meta.main) console.log(await benchNodeHop());
