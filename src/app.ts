@@ -37,10 +37,14 @@ export interface AppDependencies {
   /** Who is asking (keys and FOREMAN_TOKEN); without it, FOREMAN_TOKEN alone decides. */
   principals?: PrincipalResolver;
   /**
-   * What runs on the embedded SQLite queue alone so far: /metrics, batches and
-   * files. Absent (FOREMAN_DB=postgres://), their routes answer 501 saying so (see {@link embeddedOnly}).
+   * What runs on the embedded SQLite queue alone so far: batches and files. Absent (FOREMAN_DB=postgres://), their routes answer 501 saying so (see {@link embeddedOnly}).
    */
   embedded?: EmbeddedParts;
+  /**
+   * What GET /metrics shows, over either engine's queue: compose passes the one its job ends feed. Absent, on
+   * SQLite (`embedded`) one over its store that no job end feeds (some tests); on PostgreSQL, no /metrics.
+   */
+  metrics?: ForemanMetrics;
   /** What the dashboard's snapshots read: SQLite's queries, or PostgreSQL's fetched ahead (see DashboardFeed). */
   dashboard: DashboardQueries | DashboardSource;
   /** The API keys and their usage, for the admin API (/admin/keys); without it (some tests) those routes are absent. */
@@ -53,19 +57,17 @@ export interface EmbeddedParts {
   jobs: JobService<JobStore>;
   /** OpenAI's Files and Batch APIs; without it (some tests) those routes are absent. */
   batches?: BatchService;
-  /** What GET /metrics shows; server.ts passes the one its job ends feed, tests may leave it out. */
-  metrics?: ForemanMetrics;
 }
 
 /** The routes of the embedded parts: with the queue on PostgreSQL they answer 501 (not 404: they exist, elsewhere). */
-const EMBEDDED_ONLY = [/^\/metrics$/, /^\/ui(\/.*)?$/, /^\/favicon\.ico$/, /^\/v1\/(files|batches)(\/.*)?$/];
+const EMBEDDED_ONLY = [/^\/v1\/(files|batches)(\/.*)?$/];
 
 /** What a route of the embedded parts answers on PostgreSQL; undefined for any other path. */
 export function embeddedOnly(path: string): Response | undefined {
   if (!EMBEDDED_ONLY.some((pattern) => pattern.test(path))) return undefined;
   const message =
     "not available with the queue on PostgreSQL yet (FOREMAN_DB=postgres://): it serves generation, the job API, " +
-    "/queue, the dashboard, API keys and /healthz; /metrics, batches and files need the embedded SQLite queue";
+    "/queue, the dashboard, /metrics, API keys and /healthz; batches and files need the embedded SQLite queue";
   return errorResponse(apiForPath(path), 501, message);
 }
 
@@ -143,8 +145,9 @@ export function answerError(jobs: Pick<JobService, "storage" | "log">, embedded 
 }
 
 /** Builds the whole HTTP API without listening: server.ts serves it, tests call `app.handle()`. */
-export function createApp({ config, jobs, ollama, webhooks, principals, embedded, keys, dashboard }: AppDependencies) {
+export function createApp({ config, jobs, ollama, webhooks, principals, embedded, keys, dashboard, metrics }: AppDependencies) {
   const authorize = createAuthorizer(config, principals);
+  const shownMetrics = metrics ?? (embedded ? new ForemanMetrics(embedded.jobs) : undefined);
   // normalize "typebox": Elysia's default (exact-mirror) reshapes a wrong-typed value into the schema's
   // shape before validating it, e.g. "request": "hi" into {"0":"h","1":"i"}, so bad input would pass.
   //
@@ -166,19 +169,15 @@ export function createApp({ config, jobs, ollama, webhooks, principals, embedded
     .use(jobRoutes(jobs, webhooks))
     .use(ollamaRoutes(jobs, ollama))
     .use(openaiRoutes(jobs, ollama))
+    .use(shownMetrics ? metricsRoutes(shownMetrics) : new Elysia())
     .use(keys ? adminKeyRoutes(keys.registry, keys.usage) : new Elysia())
     .use(dashboardRoutes(new DashboardFeed(jobs, dashboard)))
     .use(embedded ? embeddedRoutes(config, embedded, webhooks) : new Elysia());
 }
 
-/** /metrics, batches and files, over SQLite's stores. */
-function embeddedRoutes(
-  config: Config,
-  { jobs, batches, metrics }: EmbeddedParts,
-  webhooks: Pick<WebhookDispatcher, "rejectUrl">,
-) {
+/** Batches and files, over SQLite's stores. */
+function embeddedRoutes(config: Config, { batches }: EmbeddedParts, webhooks: Pick<WebhookDispatcher, "rejectUrl">) {
   return new Elysia()
-    .use(metricsRoutes(metrics ?? new ForemanMetrics(jobs)))
     .use(
       batches
         ? fileRoutes(batches.files, {

@@ -17,7 +17,7 @@ import { readChunkedBody, rejectDeclaredLength } from "./http/body-limit";
 import { JobService } from "./job-service";
 import { KeyStore } from "./keys/key-store";
 import { PrincipalResolver, principalOf, setPrincipal } from "./keys/principal";
-import { jobEndReporter, logJobEnd } from "./job-ended";
+import { jobEndReporter } from "./job-ended";
 import { NODE_GONE, PgJobStore } from "./queue/pg/job-store";
 import { PgQueueStore } from "./queue/pg/queue-store";
 import { PgKeyStore } from "./queue/pg/keys";
@@ -115,10 +115,7 @@ export function composeForeman(
     return batch ? batchWebhookPayload(batch) : null;
   };
 
-  const targets = inventory.several
-    ? () => inventory.targets.map((t) => ({ name: t.target.name, up: !t.inventory.snapshot.degraded }))
-    : undefined;
-  const metrics = new ForemanMetrics({ store, inventory, storage: jobs.storage, targets });
+  const metrics = new ForemanMetrics({ store, inventory, storage: jobs.storage, targets: targetsUp(inventory) });
   metrics.keyName = jobs.keyName;
   // Every job end, whichever thread ended it, is reported once from its row: the log line and the metrics.
   const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"), jobs.keyName);
@@ -139,7 +136,8 @@ export function composeForeman(
     ollama,
     webhooks,
     principals,
-    embedded: { jobs, batches, metrics },
+    embedded: { jobs, batches },
+    metrics,
     dashboard: new DashboardQueries(db),
     keys: { registry: keys, usage: tables.store.keyUsage },
   });
@@ -192,16 +190,16 @@ export function composePgForeman(
   keys.onRefreshError = (error) => log.warn("could not read the API keys (the last copy stays in use)", { error });
   const principals = new PrincipalResolver(config.token, keys, Date.now, 0);
   jobs.keyName = (keyId) => keys.cached(keyId)?.name ?? null;
-  const jobsLog = logFor("jobs");
-  loop.onAttemptFailed = () => {};
+  // The queue gauges read the shared queue (every node shows the same); the job counters count this node's ends.
+  const metrics = new ForemanMetrics({ store, inventory, storage: jobs.storage, targets: targetsUp(inventory) });
+  metrics.keyName = (keyId) => jobs.keyName(keyId);
+  // Each job end this node made (its loop's, or a cancel through it), once: the log line and the metrics.
+  const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"), (keyId) => jobs.keyName(keyId));
+  loop.onAttemptFailed = (kind, retry, target) => metrics.attemptFailed(kind, retry, target);
   loop.onStorage = (error) => jobs.storage.worker(error);
   loop.hub.onJobEnded = (jobId) => {
     inventory.refreshRunning();
-    if (!jobsLog.enabled("info")) return;
-    void store.getJobHead(jobId).then(
-      (job) => job && logJobEnd(jobsLog, job, jobs.keyName),
-      () => {},
-    );
+    void reportJobEnd(jobId); // never rejects: a row it cannot read is logged at warn
   };
   tellInventory(inventory, loop);
   const webhooks = {
@@ -240,6 +238,7 @@ export function composePgForeman(
     principals,
     keys: { registry: keys, usage: keys },
     dashboard: (now, viewer) => dashboard.prefetch(now, viewer, DEFAULT_LIMITS, () => jobs.queuePlan()),
+    metrics,
   });
   const { handle, routes } = transport(config, app, principals, false, relaySource);
   // Beats five times per lease time, so a live node's last beat is never half a lease time old (a takeover's
@@ -268,6 +267,13 @@ export function composePgForeman(
     alsoCheck: () => relaySource.jobs(),
   });
   return { ollama, inventory, jobs, keys, remoteEnds, heartbeat, relay, routes, handle };
+}
+
+/** Several targets: each one's name and whether it answers, for /metrics (one target: undefined, as it always was). */
+function targetsUp(inventory: TargetInventory) {
+  return inventory.several
+    ? () => inventory.targets.map((t) => ({ name: t.target.name, up: !t.inventory.snapshot.degraded }))
+    : undefined;
 }
 
 /**

@@ -2,15 +2,20 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import pkg from "../package.json";
 import { gpuMsOf } from "./keys/usage";
 import { jobTimes, tokensPerSecond } from "./queue/job-view";
-import type { JobRow, JobStore } from "./queue/store";
+import { after, allOf } from "./queue/maybe-promise";
+import type { QueueStore } from "./queue/queue-store";
+import type { JobRow } from "./queue/store";
 import type { UpstreamErrorKind } from "./worker/protocol";
 
 /** How a webhook delivery attempt went: delivered, failed for good, or failed and retried later. */
 export type WebhookOutcome = "delivered" | "retrying" | "failed";
 
-/** What the scrape-time gauges read: the same store queries GET /queue answers from, and the inventory. */
+/**
+ * What the scrape-time gauges read: the same store queries GET /queue answers from, and the inventory. The
+ * store is either engine's (QueueStore): JobStore on SQLite answers at once, PgQueueStore with Promises.
+ */
 export interface MetricsSources {
-  store: Pick<JobStore, "queuedCount" | "queuedCountByModel" | "runningJob" | "runningJobs">;
+  store: Pick<QueueStore, "queuedCount" | "queuedCountByModel" | "runningJob" | "runningJobs">;
   inventory: { readonly snapshot: { readonly degraded: boolean } };
   /**
    * Several targets: each one's name and whether it answers. Then the per-job metrics, swaps and upstream
@@ -33,6 +38,24 @@ const RATE_BUCKETS = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500];
  * foreman's Prometheus metrics, in a registry of its own (not prom-client's global one). Queue gauges are
  * read at scrape time from the store, so they agree with GET /queue; job counters and histograms are fed
  * once per job end from its row ({@link jobEnded}).
+ *
+ * Either engine's store. On SQLite its answers are values, and every collect sets its gauge in the same
+ * turn (nothing is awaited). On PostgreSQL they are Promises: a collect returns one, which prom-client 15
+ * awaits (Gauge.get) before reading the gauge, so a scrape costs a query per read (the queued count, the
+ * counts by model, the running jobs), run side by side; a gauge is reset and set only once all its reads are
+ * in, so scrapes that overlap never show a half-set one. A read that fails fails the scrape (a 500), rather
+ * than show a stale queue as current.
+ *
+ * With several nodes on one PostgreSQL queue, each node serves its own /metrics and the series mean:
+ * - the queue gauges (foreman_queue_depth, foreman_queue_jobs) read the shared queue, so every node shows
+ *   the same values (the whole cluster's queue and running jobs, whichever node runs them): take one node's,
+ *   or max() across nodes, never sum();
+ * - the job counters and histograms (jobs ended, wait and run time, swaps, tokens and rate, per key) count
+ *   the jobs this node ended (its runners' ends, and the cancels made through it): each end is reported by the
+ *   one node that made it, so sum() across nodes is the cluster's figure, as for any horizontally scaled
+ *   service; so are the upstream errors and retries of this node's runners;
+ * - foreman_ollama_up, foreman_target_up and foreman_degraded are this node's view: its polls of the
+ *   targets, its writes.
  */
 export class ForemanMetrics {
   readonly registry = new Registry();
@@ -77,7 +100,7 @@ export class ForemanMetrics {
       help: "Jobs queued (waiting to run), as GET /queue's depth",
       registers,
       collect() {
-        this.set(store.queuedCount());
+        return after(store.queuedCount(), (n) => this.set(n));
       },
     });
     new Gauge({
@@ -86,23 +109,25 @@ export class ForemanMetrics {
       labelNames: ["model", "state"] as const,
       registers,
       collect() {
-        // Reset first: a model whose jobs all ran must drop out rather than keep its last count.
-        this.reset();
-        for (const { model, n } of store.queuedCountByModel()) this.set({ model, state: "queued" }, n);
-        if (targets) {
-          // Several targets (and slots): every running job, counted per model and state.
+        const byModel = store.queuedCountByModel();
+        // Several targets (and slots): every running job; one: the oldest-started (GET /queue's `running`).
+        const running = targets ? store.runningJobs() : after(store.runningJob(), (job) => (job ? [job] : []));
+        return after(allOf<unknown>([byModel, running]), (reads) => {
+          const [queued, runningJobs] = reads as [{ model: string; n: number }[], JobRow[]];
+          // Reset first: a model whose jobs all ran must drop out rather than keep its last count. Reset and
+          // set in one turn, once both reads are in: an overlapping scrape never reads it half set.
+          this.reset();
+          for (const { model, n } of queued) this.set({ model, state: "queued" }, n);
+          // Counted per model and state (one running job: its series at 1).
           const counts = new Map<string, { model: string; state: string; n: number }>();
-          for (const job of store.runningJobs()) {
+          for (const job of runningJobs) {
             const key = `${job.model}\t${job.state}`;
             const entry = counts.get(key) ?? { model: job.model, state: job.state, n: 0 };
             entry.n++;
             counts.set(key, entry);
           }
           for (const { model, state, n } of counts.values()) this.set({ model, state }, n);
-          return;
-        }
-        const running = store.runningJob();
-        if (running) this.set({ model: running.model, state: running.state }, 1);
+        });
       },
     });
     new Gauge({

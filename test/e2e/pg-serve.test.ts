@@ -142,8 +142,14 @@ test("either node answers every API, the job running where the lease is; the job
   expect(snapshot.recent.find((job) => job.id === runningJob!.id)?.state).toBe("canceled");
 
   // What lives on SQLite alone so far answers 501 in its API's shape, with or without a body.
+  // /metrics from either node: the shared queue's gauges, and the job ends each node made (their sum is every end).
+  const scraped = await Promise.all([a!, b!].map(async (node) => (await fetch(`${node.url}/metrics`)).text()));
+  const ends = (text: string) =>
+    [...text.matchAll(/^foreman_jobs_ended_total\{[^}]*\} (\d+)$/gm)].reduce((sum, match) => sum + Number(match[1]), 0);
+  for (const text of scraped) expect(text).toContain("foreman_queue_depth 0");
+  const listedAll = (await (await fetch(`${b!.url}/jobs?limit=100`)).json()) as { jobs: unknown[] };
+  expect(ends(scraped[0]!) + ends(scraped[1]!)).toBe(listedAll.jobs.length);
   for (const [method, path] of [
-    ["GET", "/metrics"],
     ["POST", "/v1/batches"],
     ["POST", "/v1/files"],
   ] as const) {
@@ -267,7 +273,10 @@ test("a streaming client on one node, its job on the other: the records are rela
   const id = relayed.headers.get("x-foreman-job-id")!;
   const sql = new Bun.SQL(cluster.urlFor(`serve${dbCount}`));
   try {
-    const [stored] = await sql`SELECT data FROM artifacts WHERE job_id = ${id} AND name = 'stream.ndjson'`;
+    // The client has the final record before the running node has written the job's end: wait for it.
+    const storedStream = async () => (await sql`SELECT data FROM artifacts WHERE job_id = ${id} AND name = 'stream.ndjson'`)[0];
+    await until(async () => (await storedStream()) !== undefined, 5_000, "the stored stream");
+    const stored = await storedStream();
     expect(Buffer.from(stored.data).toString()).toBe(fromB.map((r) => r.text).join(""));
     const [{ secret }] = await sql`SELECT secret FROM node_secret`;
     // The relay answers the nodes' secret alone: no secret, a wrong one, or the right one for another method.
@@ -364,7 +373,14 @@ test("API keys on PostgreSQL: made with the CLI, honoured by every node, each ca
   expect(await seen(a!, carol)).toEqual([]);
   expect((await fetch(`${b!.url}/jobs/${mine.body.id}`, { headers: as(carol) })).status).toBe(404);
 
-  // The admin API on one node, the CLI on the database: the same keys, the same usage.
+  // The admin API on one node, the CLI on the database: the same keys, the same usage (alice's job ended first).
+  await until(
+    async () =>
+      ((await (await fetch(`${b!.url}/jobs/${mine.body.id}`, { headers: as(root) })).json()) as { state: string }).state ===
+      "done",
+    10_000,
+    "alice's job",
+  );
   const listed = (await (await fetch(`${b!.url}/admin/keys`, { headers: as(root) })).json()) as {
     keys: Array<{ name: string; today: { jobs: number } }>;
   };
