@@ -144,18 +144,34 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
     (scope) => (scope === "http" ? log : createLogger(config.logLevel, scope, config.logFormat)),
     nodeUrl,
   );
-  await keys.start();
-  if (!isLoopback(config.listen.hostname) && !config.token && keys.count() === 0) {
-    log.warn("listening beyond this machine without FOREMAN_TOKEN or API keys: anyone who can reach it can use it", {
-      listen: `${config.listen.hostname}:${config.listen.port}`,
-    });
+  try {
+    await keys.start();
+    if (!isLoopback(config.listen.hostname) && !config.token && keys.count() === 0) {
+      log.warn("listening beyond this machine without FOREMAN_TOKEN or API keys: anyone who can reach it can use it", {
+        listen: `${config.listen.hostname}:${config.listen.port}`,
+      });
+    }
+    // Alive before any client of this node is queued: its waiters are never taken for a dead node's.
+    await heartbeat.start();
+    await remoteEnds.start();
+    await relay.start();
+    await bridge.ready;
+    await inventory.start();
+  } catch (error) {
+    // The database went away between its migration and here: nothing started stays behind (timers, the
+    // worker, the connections, the port), and the start fails with why.
+    keys.stop();
+    heartbeat.stop();
+    inventory.stop();
+    await relay.stop();
+    await remoteEnds.stop().catch(() => {});
+    await bridge.shutdown(0).catch(() => {});
+    await server.stop(true);
+    await sql.close().catch(() => {});
+    throw new StartupError(
+      `could not start on the PostgreSQL queue (FOREMAN_DB): ${error instanceof Error ? error.message : error}`,
+    );
   }
-  // Alive before any client of this node is queued: its waiters are never taken for a dead node's.
-  await heartbeat.start();
-  await remoteEnds.start();
-  await relay.start();
-  await bridge.ready;
-  await inventory.start();
   const url = serve(server, config, handle, log);
   logListening(log, config, url, { db: "postgres", node: config.nodeName, node_url: nodeUrl });
   let stopping: Promise<void> | undefined;
