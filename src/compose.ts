@@ -22,6 +22,7 @@ import { NODE_GONE, PgJobStore } from "./queue/pg/job-store";
 import { PgQueueStore } from "./queue/pg/queue-store";
 import { PgKeyStore } from "./queue/pg/keys";
 import { PgDashboardQueries } from "./queue/pg/dashboard-queries";
+import { PgWebhookDeliveries, WebhookDueListener } from "./webhook/pg-deliveries";
 import { DEFAULT_LIMITS } from "./dashboard/snapshot";
 import { remoteJobEnds } from "./queue/pg/remote-ends";
 import { type JobEndListener, JobStartedListener } from "./queue/pg/notify";
@@ -158,6 +159,13 @@ export interface PgForeman {
   heartbeat: { start(): Promise<void>; stop(): void };
   /** The node-to-node relay of running jobs' records (src/nodes/): started by the caller, stopped at shutdown. */
   relay: { start(): Promise<void>; stop(): Promise<void> };
+  /**
+   * This node's webhook dispatcher over the shared deliveries (each due one claimed by one node at a time):
+   * started by the caller after `webhookWakes`, stopped at shutdown, its attempts under way awaited (idle()).
+   */
+  webhooks: WebhookDispatcher;
+  /** Wakes `webhooks` when any node's job end queues a delivery (and on a slow poll); started and stopped by the caller. */
+  webhookWakes: WebhookDueListener;
   routes: Array<{ method: string; path: string }>;
   handle(request: Request): Promise<Response>;
 }
@@ -182,8 +190,8 @@ export function composePgForeman(
   pg.fairEnabled = config.fairShare === "on";
   pg.node = config.nodeName;
   const store = new PgQueueStore(sql, pg);
-  const noDeliveries = { status: () => null };
-  const jobs = new JobService(store, noDeliveries, loop, inventory, config, log);
+  const deliveries = new PgWebhookDeliveries(sql);
+  const jobs = new JobService(store, deliveries, loop, inventory, config, log);
   // Every node reads the keys into memory (a request's principal is decided before its body is read, with no
   // round trip); a key made or revoked on any node takes effect everywhere within a second.
   const keys = new PgKeyStore(sql);
@@ -197,15 +205,16 @@ export function composePgForeman(
   const reportJobEnd = jobEndReporter(store, metrics, logFor("jobs"), (keyId) => jobs.keyName(keyId));
   loop.onAttemptFailed = (kind, retry, target) => metrics.attemptFailed(kind, retry, target);
   loop.onStorage = (error) => jobs.storage.worker(error);
+  const webhooks = new WebhookDispatcher(store, deliveries, config, logFor("webhook"));
+  webhooks.keyName = (keyId) => jobs.keyName(keyId);
+  webhooks.onDelivery = (outcome) => metrics.webhookDelivery(outcome);
+  // Not woken by every job end (loop.hub.onJobEnded): most have no webhook, and each wake is a claim's round trip.
+  const webhookWakes = new WebhookDueListener({ sql, onDue: () => webhooks.wake() });
   loop.hub.onJobEnded = (jobId) => {
     inventory.refreshRunning();
     void reportJobEnd(jobId); // never rejects: a row it cannot read is logged at warn
   };
   tellInventory(inventory, loop);
-  const webhooks = {
-    rejectUrl: () =>
-      "webhooks are not delivered with the queue on PostgreSQL yet (FOREMAN_DB=postgres://): poll GET /jobs/{id} or watch its events",
-  };
   // A client here whose job runs on another node is relayed that node's records as they come; this node serves
   // its own running jobs' records to the others.
   const relaySource = new RelaySource(loop.hub);
@@ -266,7 +275,7 @@ export function composePgForeman(
     heard: (ids) => relaySource.forget(ids),
     alsoCheck: () => relaySource.jobs(),
   });
-  return { ollama, inventory, jobs, keys, remoteEnds, heartbeat, relay, routes, handle };
+  return { ollama, inventory, jobs, keys, remoteEnds, heartbeat, relay, webhooks, webhookWakes, routes, handle };
 }
 
 /** Several targets: each one's name and whether it answers, for /metrics (one target: undefined, as it always was). */

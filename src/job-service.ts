@@ -7,7 +7,7 @@ import { watchJob } from "./job-watch";
 import type { Logger } from "./log";
 import { StorageHealth, isStorageError } from "./queue/storage-health";
 import type { TargetInventory } from "./ollama/targets";
-import type { JobSource } from "./queue/job-states";
+import { type JobSource, isTerminal } from "./queue/job-states";
 import { type JobView, type WebhookView, toJobView } from "./queue/job-view";
 import { type ModelCost, type TargetCost, expectedCosts, targetCosts } from "./queue/model-costs";
 import {
@@ -22,7 +22,7 @@ import {
 import { type MaybePromise, after, allOf, isPromise } from "./queue/maybe-promise";
 import type { QueueStore } from "./queue/queue-store";
 import { CLIENT_CANCELED, type JobRow, type NewJob, type QueueGroup } from "./queue/store";
-import type { WebhookDeliveries } from "./webhook/deliveries";
+import type { DeliveryStatus } from "./webhook/deliveries";
 import type { JobLink } from "./worker/job-events";
 import { OPEN_ADMIN, type Principal, modelAllowed } from "./keys/principal";
 
@@ -82,7 +82,7 @@ export class JobService<Store extends QueueStore = QueueStore> {
   constructor(
     readonly store: Store,
     /** Where each job's webhook delivery stands, for its view. */
-    readonly deliveries: Pick<WebhookDeliveries, "status">,
+    readonly deliveries: { status(jobId: string): MaybePromise<DeliveryStatus | null> },
     readonly link: JobLink,
     readonly inventory: TargetInventory,
     readonly config: Pick<Config, "maxAttempts" | "maxQueue" | "schedule"> & Partial<Pick<Config, "maxWaitMs">>,
@@ -335,10 +335,11 @@ export class JobService<Store extends QueueStore = QueueStore> {
    */
   view(job: JobRow, plan?: QueuePlan): MaybePromise<JobView> {
     const key = job.keyId === null ? null : this.keyName(job.keyId);
-    if (job.state !== "queued") return toJobView(job, { queuePosition: null, webhook: this.webhookView(job), key });
+    if (job.state !== "queued")
+      return after(this.webhookView(job), (webhook) => toJobView(job, { queuePosition: null, webhook, key }));
     return after(plan ?? this.queuePlan(), (plan) =>
       after(this.queuePlace(job, plan), ({ position, estimatedStartAt }) =>
-        toJobView(job, { queuePosition: position, webhook: this.webhookView(job), estimatedStartAt, key }),
+        after(this.webhookView(job), (webhook) => toJobView(job, { queuePosition: position, webhook, estimatedStartAt, key })),
       ),
     );
   }
@@ -441,16 +442,17 @@ export class JobService<Store extends QueueStore = QueueStore> {
     });
   }
 
-  webhookView(job: JobRow): WebhookView | null {
+  /** A job's webhook as its view shows it: a job that has not ended has no delivery yet, so none is read. */
+  webhookView(job: JobRow): MaybePromise<WebhookView | null> {
     if (!job.webhookUrl) return null;
-    const delivery = this.deliveries.status(job.id);
-    return {
-      url: job.webhookUrl,
+    const url = job.webhookUrl;
+    return after(isTerminal(job.state) ? this.deliveries.status(job.id) : null, (delivery) => ({
+      url,
       state: delivery?.state ?? "pending",
       attempts: delivery?.attempts ?? 0,
       last_status: delivery?.lastStatus ?? null,
       last_error: delivery?.lastError ?? null,
-    };
+    }));
   }
 }
 

@@ -137,7 +137,7 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
   const workerUrl = new URL("./worker/index.ts", import.meta.url).href;
   const bridge = new WorkerBridge(workerUrl, workerSettings(config), createLogger(config.logLevel, "worker", config.logFormat));
   const nodeUrl = config.nodeUrl ?? defaultNodeUrl(config.listen.hostname, server.port!);
-  const { inventory, jobs, keys, remoteEnds, heartbeat, relay, handle } = composePgForeman(
+  const { inventory, jobs, keys, remoteEnds, heartbeat, relay, webhooks, webhookWakes, handle } = composePgForeman(
     config,
     sql,
     bridge,
@@ -157,14 +157,18 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
     await relay.start();
     await bridge.ready;
     await inventory.start();
+    await webhookWakes.start();
+    webhooks.start();
   } catch (error) {
     // The database went away between its migration and here: nothing started stays behind (timers, the
     // worker, the connections, the port), and the start fails with why.
     keys.stop();
     heartbeat.stop();
     inventory.stop();
+    webhooks.stop();
     await relay.stop();
     await remoteEnds.stop().catch(() => {});
+    await webhookWakes.stop().catch(() => {});
     await bridge.shutdown(0).catch(() => {});
     await server.stop(true);
     await sql.close().catch(() => {});
@@ -185,6 +189,7 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
         jobs.shuttingDown = true;
         void server.stop();
         inventory.stop();
+        webhooks.stop();
         await jobs.releaseWaitingClients(true);
         // The worker gives its leases up as it stops: another node takes the targets over at once.
         await bridge.shutdown(config.shutdownGraceMs);
@@ -195,6 +200,8 @@ export async function startPgServer(config: Config): Promise<PgRunningServer> {
         keys.stop();
         await relay.stop();
         await remoteEnds.stop().catch(() => {});
+        await webhookWakes.stop().catch(() => {});
+        await webhooks.idle(); // attempts under way finish (within their timeout) and are recorded
         await sql.close().catch(() => {});
         log.info("stopped");
       })();

@@ -23,6 +23,8 @@ export interface DueDelivery {
   url: string;
   secret: string | null;
   attempts: number;
+  /** The claim it was taken under, where several nodes share the rows (PgWebhookDeliveries); record() gives it back. */
+  claim?: number;
 }
 
 /**

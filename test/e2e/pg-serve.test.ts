@@ -9,6 +9,7 @@ import OpenAI from "openai";
 import { FakeOllama } from "../fake-ollama";
 import { type ForemanProcess, runForeman, spawnForeman, until } from "../harness";
 import { type PgCluster, startPgCluster } from "../pg-cluster";
+import { WebhookReceiver, newSecret } from "../webhook/receiver";
 
 const LEASE_TTL_MS = 1000;
 let cluster: PgCluster;
@@ -44,6 +45,7 @@ async function startNodes(...names: string[]): Promise<ForemanProcess[]> {
       FOREMAN_LEASE_TTL: `${LEASE_TTL_MS}ms`,
       FOREMAN_POLL_INTERVAL: "200ms",
       FOREMAN_LOG_FORMAT: "json",
+      FOREMAN_WEBHOOK_ALLOW: "127.0.0.1",
     });
     running.push(node);
     nodes.push(node);
@@ -157,15 +159,29 @@ test("either node answers every API, the job running where the lease is; the job
     expect(response.status, `${method} ${path}`).toBe(501);
     expect(JSON.stringify(await response.json())).toContain("PostgreSQL");
   }
-  const hooked = await fetch(`${b!.url}/jobs`, {
-    method: "POST",
-    body: JSON.stringify({
-      type: "generate",
-      request: { model: "llama3.2", prompt: "x" },
-      webhook: { url: "https://example.com/h" },
-    }),
-  });
-  expect(hooked.status).toBe(400);
+  // A job's webhook, submitted on one node and run on the other: delivered once, signed, and shown so on both.
+  const secret = newSecret();
+  const receiver = new WebhookReceiver(secret).start();
+  try {
+    const hooked = await fetch(`${b!.url}/jobs`, {
+      method: "POST",
+      body: JSON.stringify({
+        type: "generate",
+        request: { model: "llama3.2", prompt: "tell me when" },
+        webhook: { url: `${receiver.url}/hook`, secret },
+      }),
+    });
+    expect(hooked.status).toBe(202);
+    const { id: hookedId } = (await hooked.json()) as { id: string };
+    const delivered = async (node: ForemanProcess) =>
+      ((await (await fetch(`${node.url}/jobs/${hookedId}`)).json()) as { webhook: { state: string } }).webhook.state;
+    await until(async () => (await delivered(a!)) === "delivered", 10_000, "the delivery");
+    expect(await delivered(b!)).toBe("delivered");
+    expect(receiver.received.length).toBe(1);
+    expect(receiver.received[0]!.verified).toBe(true);
+  } finally {
+    await receiver.stop();
+  }
 }, 60_000);
 
 test("kill -9 of the node holding the GPU: the other takes it over in a lease time, answers all its clients, and the dead node's clients' jobs never run", async () => {

@@ -353,7 +353,7 @@ test(
   async () => {
     await fc.assert(
       fc.asyncProperty(caseArb, async (c) => {
-        await sql`TRUNCATE jobs, artifacts, queued_counts, keys, key_counters, model_costs`;
+        await sql`TRUNCATE jobs, artifacts, webhook_deliveries, queued_counts, keys, key_counters, model_costs`;
         const base = (await store.now()) + 30_000;
         const memory = await load(c, base);
         store.fairEnabled = c.fairEnabled;

@@ -15,6 +15,8 @@ import { JOB_END_CHANNEL, JOB_QUEUED_CHANNEL, JOB_STARTED_CHANNEL, notifyJobEnde
 
 // Monotonic: ids this node makes in one millisecond still sort in the order it made them (the FIFO tie-break).
 const ulid = monotonicFactory();
+/** Webhook deliveries' ids (msg_<ULID> at the job's end, as SQLite's WebhookDeliveries makes them), apart from the jobs'. */
+const deliveryUlid = monotonicFactory();
 
 /**
  * The lease a runner holds on its target (target_leases): a claim, markWorking and every end a runner
@@ -155,6 +157,34 @@ SELECT (SELECT now FROM clock)::float8 AS now,
   (SELECT coalesce(json_agg(json_build_object('modelKey', model_key, 'loadMs', load_ms, 'runMs', run_ms, 'totalMs', total_ms,
       'outputTokens', output_tokens, 'evalMs', eval_ms, 'jobs', jobs, 'loads', loads, 'updatedAt', updated_at)), '[]')
     FROM model_costs) AS costs`;
+
+/**
+ * The webhook deliveries of the ended `jobs` that have a webhook (webhook_deliveries, migration 004), one
+ * statement whatever their number, its one parameter `$from` (the rows as JSON), for the transaction that ends
+ * them to run with its other writes (#recordEnds): so an ended job always has its delivery and an end rolled
+ * back has none. Each is due at its job's end (the database's clock). ON CONFLICT DO NOTHING is SQLite's INSERT
+ * OR IGNORE (WebhookDeliveries.queueTx). The new rows wake every node's dispatcher on commit (the table's
+ * trigger). Null when none has a webhook, the end of most jobs: nothing is written, nothing added to the end.
+ */
+function deliveriesInsert(jobs: readonly JobRow[], from = 1): PgStatement | null {
+  const hooked = jobs.filter((job) => job.webhookUrl);
+  if (hooked.length === 0) return null;
+  const rows = hooked.map((job) => ({
+    id: `msg_${deliveryUlid(job.finishedAt!)}`,
+    job_id: job.id,
+    url: job.webhookUrl,
+    secret: job.webhookSecret,
+    at: job.finishedAt,
+    key_id: job.keyId,
+  }));
+  return {
+    sql: `INSERT INTO webhook_deliveries (id, job_id, url, secret, state, next_attempt_at, created_at, key_id)
+      SELECT id, job_id, url, secret, 'pending', at, at, key_id
+      FROM jsonb_to_recordset($${from}::text::jsonb) AS d(id text, job_id text, url text, secret text, at bigint, key_id text)
+      ON CONFLICT DO NOTHING`,
+    params: [JSON.stringify(rows)],
+  };
+}
 
 /** The fence holds: its target's lease row has its token and has not expired by the database's clock. */
 const FENCE_HOLDS = (target: string, token: string) =>
@@ -841,15 +871,19 @@ export class PgJobStore {
 
   /**
    * What every end records besides fair share's charge, in its transaction: the jobs' key usage (tokens of
-   * those done, GPU time of those that ran: key-usage.ts) and the one job's artifacts, as one statement of
-   * both writes, or none when there is nothing to write. `artifacts` are `jobs[0]`'s (a runner's end).
+   * those done, GPU time of those that ran: key-usage.ts), the one job's artifacts and the webhook deliveries
+   * of those that have a webhook (deliveriesInsert), as one statement of all the writes, or none when there is
+   * nothing to write. `artifacts` are `jobs[0]`'s (a runner's end). Every end of a job goes through here.
    */
   async #recordEnds(tx: Tx, jobs: readonly JobRow[], artifacts: readonly ArtifactInput[] = []): Promise<void> {
     const writes: PgStatement[] = [];
+    const from = () => 1 + writes.reduce((n, write) => n + write.params.length, 0);
     const charge = usageCharge(jobs);
     if (charge) writes.push(charge);
-    const stored = jobs[0] && artifactsInsert(jobs[0].id, artifacts, jobs[0].finishedAt!, 1 + (charge?.params.length ?? 0));
+    const stored = jobs[0] && artifactsInsert(jobs[0].id, artifacts, jobs[0].finishedAt!, from());
     if (stored) writes.push(stored);
+    const deliveries = deliveriesInsert(jobs, from());
+    if (deliveries) writes.push(deliveries);
     if (writes.length === 0) return;
     if (writes.length === 1) await tx.unsafe(writes[0]!.sql, writes[0]!.params);
     else
